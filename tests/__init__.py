@@ -1,0 +1,1 @@
+"""Knit's tests; a package so that ``tests.support`` can be imported by conftest and tests."""

