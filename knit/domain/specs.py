@@ -1,0 +1,507 @@
+"""What users submit: Deployment, Network and RegistryCredentials specs, and their rules.
+
+Layer: domain. Pure: imports pydantic, ``knit.domain.templates`` and the standard library.
+
+Every model forbids unknown fields and checks its rules when it is built, so the API can
+reject a bad request before anything is stored (decision 0004). Problems become a list of
+``{"field": "templates.0.destination", "message": "..."}`` through :func:`errors_from_pydantic`.
+Rules that need stored state (do the referenced credentials and networks exist? does a subnet
+overlap another?) are pure helpers here that take what the store knows:
+:func:`check_references`, :func:`check_network_attachments`, :func:`check_subnet_overlap`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Collection, Mapping
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from knit.domain.templates import TemplateSyntaxProblem, check_syntax
+
+FieldError = dict[str, str]
+"""One problem: ``{"field": dotted path, "message": what is wrong}``."""
+
+NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
+SUPPORTED_DRIVERS = ("bridge", "host")
+DOCKER_NETWORK_NAMES = frozenset({"bridge", "host", "none"})
+MAX_REPLICAS = 1_000_000
+
+
+# --- statuses ----------------------------------------------------------------------------
+
+
+class NodeStatus(StrEnum):
+    """A node's health, from its heartbeats."""
+
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class InstanceStatus(StrEnum):
+    """A ContainerInstance's status (``lost``: its node stopped answering)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ERROR = "error"
+    LOST = "lost"
+    UNKNOWN = "unknown"
+
+
+class TaskState(StrEnum):
+    """What an agent reports about a task on ``knit.task.status``."""
+
+    ACCEPTED = "accepted"
+    PROGRESS = "progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class RestartMode(StrEnum):
+    """When a deployment's containers are restarted."""
+
+    ALWAYS = "always"
+    ON_FAILURE = "on-failure"
+    NEVER = "never"
+
+
+class NetworkDriver(StrEnum):
+    """The network drivers Knit supports."""
+
+    BRIDGE = "bridge"
+    HOST = "host"
+
+
+# --- rule helpers ------------------------------------------------------------------------
+
+
+def _problem(message: str, at: str | None = None) -> PydanticCustomError:
+    """A validation problem; ``at`` extends the field path (``"1.destination"``)."""
+    ctx: dict[str, str] = {"reason": message}
+    if at is not None:
+        ctx["at"] = at
+    return PydanticCustomError("knit", "{reason}", ctx)
+
+
+def _name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise _problem("must be 1 to 63 characters of lowercase letters, digits and '-'")
+    return value
+
+
+def _no_blank(value: str) -> str:
+    if not value.strip():
+        raise _problem("must not be empty")
+    if any(c.isspace() for c in value) or "\x00" in value:
+        raise _problem("must not contain spaces or control characters")
+    return value
+
+
+def _ip(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise _problem(f"{value!r} is not a valid IP address") from None
+
+
+def _driver(value: object) -> object:
+    if isinstance(value, str) and value not in SUPPORTED_DRIVERS:
+        raise _problem(f"unsupported driver {value!r}: Knit supports bridge and host")
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_name),
+    Field(json_schema_extra={"pattern": NAME_RE.pattern, "minLength": 1, "maxLength": 63}),
+]
+Token = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_no_blank)]
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+
+def parse_subnet(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """Parse a subnet in strict CIDR form (``10.8.0.0/24``, no host bits, prefix required).
+
+    Raises:
+        ValueError: with a readable message.
+    """
+    if "/" not in value:
+        raise ValueError(f"{value!r} needs a prefix length, e.g. {value}/24")
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        if "host bits set" in str(exc):
+            loose = ipaddress.ip_network(value, strict=False)
+            raise ValueError(f"{value!r} has host bits set; did you mean {loose}?") from None
+        raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 subnet") from None
+    if network.num_addresses < 4:
+        raise ValueError(f"{value!r} is too small for a network (use at most /30 or /126)")
+    return network
+
+
+# --- models ------------------------------------------------------------------------------
+
+_INPUT = ConfigDict(extra="forbid")
+
+
+class TemplateSpec(BaseModel):
+    """A file rendered for each instance and mounted at ``destination`` (spec 5.3)."""
+
+    model_config = _INPUT
+
+    content: str
+    destination: str
+
+    @field_validator("content")
+    @classmethod
+    def _syntax(cls, value: str) -> str:
+        try:
+            check_syntax(value)
+        except TemplateSyntaxProblem as exc:
+            raise _problem(f"template syntax error: {exc}") from None
+        return value
+
+    @field_validator("destination")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise _problem(f"{value!r} must be an absolute path (start with '/')")
+        if value.endswith("/") or "\x00" in value:
+            raise _problem(f"{value!r} must name a file")
+        if any(part in (".", "..") for part in value.split("/")):
+            raise _problem(f"{value!r} must not contain '.' or '..'")
+        return value
+
+
+class PortSpec(BaseModel):
+    """A container port published on the host (``host_port`` None: the Engine picks)."""
+
+    model_config = _INPUT
+
+    container_port: Port
+    host_port: Port | None = None
+    host_ip: Annotated[str, AfterValidator(_ip)] | None = None
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class RestartPolicy(BaseModel):
+    """When to restart a deployment's containers.
+
+    Attributes:
+        mode: ``always`` (default), ``on-failure`` (non-zero exit) or ``never``.
+        backoff: seconds to wait before a restart.
+        max_restarts: restarts before giving up (None: no limit).
+    """
+
+    model_config = _INPUT
+
+    mode: Literal["always", "on-failure", "never"] = "always"
+    backoff: Annotated[StrictFloat, Field(ge=0, le=86_400)] = 1.0
+    max_restarts: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class DeploymentSpec(BaseModel):
+    """A deployment as submitted to ``POST /deployments`` (spec 4, ``Deployment``)."""
+
+    model_config = _INPUT
+
+    name: Name
+    image: Token
+    registry_credentials_id: Token | None = None
+    network_attachments: list[Name] = Field(default_factory=list)
+    templates: list[TemplateSpec] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    command: list[str] | None = None
+    replicas: Annotated[StrictInt, Field(ge=0, le=MAX_REPLICAS)] = 1
+    ports: list[PortSpec] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    lost_after: Annotated[StrictFloat, Field(ge=0)] = 0.0
+    restart_policy: RestartPolicy = Field(default_factory=RestartPolicy)
+
+    @field_validator("network_attachments")
+    @classmethod
+    def _unique_networks(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for i, name in enumerate(value):
+            if name in seen:
+                raise _problem(f"network {name!r} is listed twice", at=str(i))
+            seen.add(name)
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _unique_destinations(cls, value: list[TemplateSpec]) -> list[TemplateSpec]:
+        seen: dict[str, int] = {}
+        for i, template in enumerate(value):
+            first = seen.setdefault(template.destination, i)
+            if first != i:
+                raise _problem(
+                    f"{template.destination!r} is already the destination of templates.{first}",
+                    at=f"{i}.destination",
+                )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not key or "=" in key or "\x00" in key:
+                raise _problem(f"variable name {key!r} must be non-empty, without '='")
+            if "\x00" in item:
+                raise _problem("values must not contain NUL characters", at=key)
+        return value
+
+    @field_validator("node_selector")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key.strip():
+                raise _problem("label names must not be empty")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _unique_host_ports(cls, value: list[PortSpec]) -> list[PortSpec]:
+        seen: dict[tuple[str | None, int, str], int] = {}
+        for i, port in enumerate(value):
+            if port.host_port is None:
+                continue
+            first = seen.setdefault((port.host_ip, port.host_port, port.protocol), i)
+            if first != i:
+                raise _problem(
+                    f"host port {port.host_port}/{port.protocol} is already used by ports.{first}",
+                    at=f"{i}.host_port",
+                )
+        return value
+
+
+class NetworkSpec(BaseModel):
+    """A network as submitted to ``POST /networks``: ``bridge`` (subnet optional) or ``host``."""
+
+    model_config = _INPUT
+
+    name: Name
+    driver: Annotated[
+        Literal["bridge", "host"],
+        BeforeValidator(_driver),
+        Field(json_schema_extra={"description": "bridge or host"}),
+    ] = "bridge"
+    subnet: str | None = None
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.data.get("driver") == "host":
+            raise _problem("a host network has no subnet: leave it out")
+        try:
+            return str(parse_subnet(value))
+        except ValueError as exc:
+            raise _problem(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _not_docker_default(self) -> NetworkSpec:
+        if self.driver == "bridge" and self.name in DOCKER_NETWORK_NAMES:
+            raise _problem(f"{self.name!r} is the name of Docker's own network", at="name")
+        return self
+
+
+class RegistryCredentialsSpec(BaseModel):
+    """Credentials for a private registry, as submitted to ``POST /registries``.
+
+    The password is a ``SecretStr``: it never shows in a repr, a log or a validation error.
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    url: Token
+    username: Annotated[str, Field(min_length=1)]
+    password: Annotated[SecretStr, Field(min_length=1)]
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            registry_server(value)
+        except ValueError as exc:
+            raise _problem(str(exc)) from None
+        return value
+
+    @property
+    def server(self) -> str:
+        """The ``host[:port]`` Docker authenticates against (``url`` without scheme or path)."""
+        return registry_server(self.url)
+
+
+def registry_server(url: str) -> str:
+    """The ``host[:port]`` of a registry URL (``https://r.example:5000/v2/`` → ``r.example:5000``).
+
+    Raises:
+        ValueError: the URL has no host, or a scheme other than http/https.
+    """
+    rest = url
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        if scheme not in ("http", "https"):
+            raise ValueError(f"{url!r}: the scheme must be http or https")
+    host = rest.split("/", 1)[0]
+    if not host or host.startswith(":"):
+        raise ValueError(f"{url!r} has no host")
+    return host
+
+
+# --- error bodies and checks against stored state ---------------------------------------
+
+
+def errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
+    """Turn pydantic's errors into the API's ``[{"field", "message"}]`` (decision 0004).
+
+    ``field`` is a dotted path with list indexes (``templates.0.destination``; ``body`` for
+    the whole object). Input values are never echoed, so a password cannot leak.
+    """
+    out: list[FieldError] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        parts = [str(part) for part in error["loc"]]
+        ctx = error.get("ctx") or {}
+        at = ctx.get("at")
+        if isinstance(at, str):
+            parts.extend(at.split("."))
+        message = error["msg"]
+        if error["type"] == "missing":
+            message = "is required"
+        elif error["type"] == "extra_forbidden":
+            message = "is not a known field"
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        out.append({"field": ".".join(parts) or "body", "message": message})
+    return out
+
+
+def check_references(
+    spec: DeploymentSpec,
+    known_registry_ids: Collection[str],
+    known_network_names: Collection[str],
+) -> list[FieldError]:
+    """Problems with what ``spec`` refers to: credentials and networks that do not exist.
+
+    Args:
+        spec: a validated deployment.
+        known_registry_ids: ids of the stored RegistryCredentials.
+        known_network_names: names of the stored Networks.
+
+    Returns:
+        One ``{"field", "message"}`` per unknown reference (empty when all exist).
+    """
+    errors: list[FieldError] = []
+    rid = spec.registry_credentials_id
+    if rid is not None and rid not in known_registry_ids:
+        errors.append(
+            {
+                "field": "registry_credentials_id",
+                "message": f"registry credentials {rid!r} not found",
+            }
+        )
+    for i, name in enumerate(spec.network_attachments):
+        if name not in known_network_names:
+            errors.append(
+                {"field": f"network_attachments.{i}", "message": f"network {name!r} not found"}
+            )
+    return errors
+
+
+def check_network_attachments(
+    spec: DeploymentSpec, drivers_by_name: Mapping[str, str]
+) -> list[FieldError]:
+    """Problems with the mix of networks: host networking excludes any other network.
+
+    Docker cannot attach a container in host mode to another network, and ports are not
+    published in host mode. Unknown names are left to :func:`check_references`.
+    """
+    host = [n for n in spec.network_attachments if drivers_by_name.get(n) == "host"]
+    if not host:
+        return []
+    errors: list[FieldError] = []
+    if len(spec.network_attachments) > 1:
+        errors.append(
+            {
+                "field": "network_attachments",
+                "message": f"host network {host[0]!r} cannot be combined with other networks",
+            }
+        )
+    if spec.ports:
+        errors.append(
+            {
+                "field": "ports",
+                "message": f"ports are not published on host network {host[0]!r}: remove them",
+            }
+        )
+    return errors
+
+
+def check_subnet_overlap(
+    subnet: str | None, existing: Mapping[str, str | None]
+) -> FieldError | None:
+    """The problem if ``subnet`` overlaps the subnet of a stored network, else None.
+
+    Args:
+        subnet: the new network's subnet (None: nothing to check).
+        existing: stored networks' subnets by network name (None or unparsable: skipped).
+    """
+    if subnet is None:
+        return None
+    try:
+        new = parse_subnet(subnet)
+    except ValueError as exc:
+        return {"field": "subnet", "message": str(exc)}
+    for name in sorted(existing):
+        other_text = existing[name]
+        if other_text is None:
+            continue
+        try:
+            other = ipaddress.ip_network(other_text, strict=False)
+        except ValueError:
+            continue
+        if other.version == new.version and new.overlaps(other):
+            return {"field": "subnet", "message": f"{new} overlaps network {name!r} ({other})"}
+    return None
+
+
+__all__ = [
+    "DeploymentSpec",
+    "FieldError",
+    "InstanceStatus",
+    "NetworkDriver",
+    "NetworkSpec",
+    "NodeStatus",
+    "PortSpec",
+    "RegistryCredentialsSpec",
+    "RestartMode",
+    "RestartPolicy",
+    "TaskState",
+    "TemplateSpec",
+    "check_network_attachments",
+    "check_references",
+    "check_subnet_overlap",
+    "errors_from_pydantic",
+    "parse_subnet",
+    "registry_server",
+]

@@ -1,0 +1,347 @@
+"""The closed set of messages Knit sends on NATS, typed and versioned, and their codec.
+
+Layer: wire. Pure: imports pydantic, ``knit.wire.errors`` and the standard library only.
+
+Every message has ``v`` (the schema version, :data:`SCHEMA_VERSION`), ``msg_id`` (a uuid4 hex,
+new for each message) and ``kind`` (which message it is). Messages are frozen pydantic models
+encoded as JSON by pydantic-core (``encode``) and decoded strictly (``decode_*``): a wrong type
+is an error, never coerced. A message from a newer peer (``v`` > 1) is refused with
+:class:`~knit.wire.errors.UnsupportedVersion`; one without ``v`` is read as v1. Unknown
+fields are ignored, so adding an optional field keeps ``v`` at 1; removing a field or
+changing its meaning bumps it.
+
+Measured on this machine (tests/wire/test_messages.py prints it with ``-s``): decoding is
+bound by JSON parsing itself. A heartbeat reporting 50 instances (11.5 KB) decodes in
+~80 µs (``json.loads`` alone takes ~60 µs) and encodes in ~35 µs; one with no instances
+decodes in ~5 µs. 2,000 heartbeats/s of 50 instances each cost ~0.16 of a core to decode.
+
+| subject                 | message                              |
+|-------------------------|--------------------------------------|
+| ``knit.agent.heartbeat``  | :class:`Heartbeat`                   |
+| ``knit.tasks.*``          | :data:`Task` (:class:`DeployTask` or :class:`StopTask`) |
+| ``knit.task.status``      | :class:`TaskStatus`                  |
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from typing import Annotated, Final, Literal, TypeVar
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from knit.wire.errors import UnsupportedVersion, WireError
+
+SCHEMA_VERSION: Final = 1
+"""The version of every message this build sends and the only one it accepts."""
+
+InstanceStatusName = Literal["pending", "running", "stopped", "error", "lost", "unknown"]
+"""Values of ``knit.domain.specs.InstanceStatus``."""
+
+TaskStateName = Literal["accepted", "progress", "succeeded", "failed"]
+"""Values of ``knit.domain.specs.TaskState``."""
+
+NodeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Seconds = Annotated[float, Field(ge=0)]
+
+
+def new_msg_id() -> str:
+    """A fresh message id (uuid4, hex)."""
+    return uuid.uuid4().hex
+
+
+class Struct(BaseModel):
+    """A frozen part of a message."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class WireMessage(Struct):
+    """Fields every message carries."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    msg_id: Id = Field(default_factory=new_msg_id)
+
+
+# --- knit.agent.heartbeat ----------------------------------------------------------------
+
+
+class Capacity(Struct):
+    """What a node offers."""
+
+    cpus: Annotated[int, Field(ge=0)]
+    memory_bytes: Annotated[int, Field(ge=0)]
+
+
+class InstanceReport(Struct):
+    """One Knit container on a node, as the agent sees it (part of the full status report)."""
+
+    instance_id: Id
+    deployment_id: Id
+    container_id: str | None = None
+    status: InstanceStatusName
+    error: str | None = None
+    exit_code: int | None = None
+
+
+class Heartbeat(WireMessage):
+    """Registration (``first``) and periodic heartbeat of an agent, with all its instances.
+
+    Attributes:
+        seq: 0 for the registration, then +1 per heartbeat sent.
+        public_key: the node's X25519 public key (base64 of 32 bytes); credentials in tasks
+            are sealed to it.
+        interval: seconds until the next heartbeat (the server derives its deadline).
+        instances: every Knit instance on the node: the periodic full status report.
+        sent_at: the agent's clock when sent (seconds since the epoch).
+    """
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    node_id: NodeId
+    hostname: str
+    seq: Annotated[int, Field(ge=0)]
+    first: bool = False
+    capacity: Capacity
+    labels: dict[str, str] = Field(default_factory=dict)
+    docker_version: str = ""
+    agent_version: str = ""
+    public_key: str
+    interval: Annotated[float, Field(gt=0)] = 5.0
+    instances: list[InstanceReport] = Field(default_factory=list)
+    sent_at: Seconds
+
+    @field_validator("public_key")
+    @classmethod
+    def _x25519(cls, value: str) -> str:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be base64") from None
+        if len(raw) != 32:
+            raise ValueError("must be a 32-byte X25519 public key")
+        return value
+
+
+# --- knit.tasks.{node_id} and knit.tasks.broadcast ----------------------------------------
+
+
+class TaskTemplate(Struct):
+    """A template to render and mount at ``destination``."""
+
+    content: str
+    destination: str
+
+
+class TaskPort(Struct):
+    """A port to publish."""
+
+    container_port: Annotated[int, Field(ge=1, le=65535)]
+    host_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    host_ip: str | None = None
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class NetworkAttachment(Struct):
+    """A network to attach the container to, with what the agent needs to create it."""
+
+    name: str
+    driver: Literal["bridge", "host"] = "bridge"
+    subnet: str | None = None
+
+
+class TaskRestartPolicy(Struct):
+    """When the container is restarted."""
+
+    mode: Literal["always", "on-failure", "never"] = "always"
+    backoff: Seconds = 1.0
+    max_restarts: Annotated[int, Field(ge=0)] | None = None
+
+
+class TaskDeployment(Struct):
+    """The part of a deployment an agent needs to run one of its instances."""
+
+    id: Id
+    name: str
+    image: str
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    templates: list[TaskTemplate] = Field(default_factory=list)
+    ports: list[TaskPort] = Field(default_factory=list)
+    network_attachments: list[NetworkAttachment] = Field(default_factory=list)
+    restart_policy: TaskRestartPolicy = Field(default_factory=TaskRestartPolicy)
+
+
+class SealedCredentials(Struct):
+    """Registry credentials; the password sealed to the target node (``knit.secrets.seal``)."""
+
+    server: str
+    username: str
+    sealed_password: str = Field(repr=False)
+
+
+class DeployTask(WireMessage):
+    """Run one instance of a deployment. ``task_id`` is the same on every re-delivery."""
+
+    kind: Literal["deploy"] = "deploy"
+    task_id: Id
+    instance_id: Id
+    deployment: TaskDeployment
+    instance_index: Annotated[int, Field(ge=0)]
+    credentials: SealedCredentials | None = None
+    attempt: Annotated[int, Field(ge=1)] = 1
+
+
+class StopTask(WireMessage):
+    """Stop an instance's container, and remove it (and its files) unless ``remove`` is False."""
+
+    kind: Literal["stop"] = "stop"
+    task_id: Id
+    instance_id: Id
+    container_id: str | None = None
+    remove: bool = True
+
+
+Task = Annotated[DeployTask | StopTask, Field(discriminator="kind")]
+"""A task for an agent, told apart by ``kind``."""
+
+
+# --- knit.task.status -------------------------------------------------------------------
+
+
+class TaskStatus(WireMessage):
+    """An agent's report on a task: accepted, progress, succeeded or failed.
+
+    Attributes:
+        container_id: the container, once known (always on ``succeeded`` of a deploy).
+        error: why it failed (on ``failed``).
+        step: the step reached or failed (``pull``, ``create``, ``start``, ...).
+        at: the agent's clock (seconds since the epoch).
+    """
+
+    kind: Literal["task_status"] = "task_status"
+    task_id: Id
+    instance_id: Id
+    node_id: NodeId
+    state: TaskStateName
+    container_id: str | None = None
+    error: str | None = None
+    step: str | None = None
+    at: Seconds
+
+
+Message = Annotated[Heartbeat | DeployTask | StopTask | TaskStatus, Field(discriminator="kind")]
+"""Any message Knit sends."""
+
+
+# --- codec -------------------------------------------------------------------------------
+
+M = TypeVar("M")
+_TASK: TypeAdapter[DeployTask | StopTask] = TypeAdapter(Task)
+_MESSAGE: TypeAdapter[Heartbeat | DeployTask | StopTask | TaskStatus] = TypeAdapter(Message)
+_HEARTBEAT = TypeAdapter(Heartbeat)
+_STATUS = TypeAdapter(TaskStatus)
+
+
+def encode(message: WireMessage) -> bytes:
+    """Serialize a message to the JSON bytes published on NATS."""
+    return message.__pydantic_serializer__.to_json(message)
+
+
+def decode_heartbeat(payload: bytes | str) -> Heartbeat:
+    """Decode a ``knit.agent.heartbeat`` message.
+
+    Raises:
+        UnsupportedVersion: the message is from a newer schema version.
+        WireError: anything else wrong (not JSON, not a heartbeat, a field invalid).
+    """
+    return _decode(_HEARTBEAT, payload, "heartbeat")
+
+
+def decode_task(payload: bytes | str) -> DeployTask | StopTask:
+    """Decode a task from ``knit.tasks.{node_id}`` or ``knit.tasks.broadcast``.
+
+    Raises:
+        UnsupportedVersion: the message is from a newer schema version.
+        WireError: anything else wrong.
+    """
+    return _decode(_TASK, payload, "task")
+
+
+def decode_status(payload: bytes | str) -> TaskStatus:
+    """Decode a ``knit.task.status`` message.
+
+    Raises:
+        UnsupportedVersion: the message is from a newer schema version.
+        WireError: anything else wrong.
+    """
+    return _decode(_STATUS, payload, "task status")
+
+
+def decode(payload: bytes | str) -> Heartbeat | DeployTask | StopTask | TaskStatus:
+    """Decode any message, whatever its kind.
+
+    Raises:
+        UnsupportedVersion: the message is from a newer schema version.
+        WireError: anything else wrong.
+    """
+    return _decode(_MESSAGE, payload, "message")
+
+
+def _decode(adapter: TypeAdapter[M], payload: bytes | str, what: str) -> M:
+    try:
+        return adapter.validate_json(payload, strict=True)
+    except pydantic.ValidationError as exc:
+        raise _explain(exc, payload, what) from exc
+
+
+def _explain(exc: pydantic.ValidationError, payload: bytes | str, what: str) -> WireError:
+    """The WireError for a payload that failed validation; the version is checked first."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return WireError(f"invalid {what}: not valid JSON")
+    if not isinstance(data, dict):
+        return WireError(f"invalid {what}: not a JSON object")
+    version = data.get("v", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        return UnsupportedVersion(version, SCHEMA_VERSION)
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in error["loc"]) or "message"
+        message = error["msg"]
+        if error["type"] == "union_tag_invalid":
+            field, message = "kind", f"{data.get('kind')!r} is not a {what}"
+        problems.append({"field": field, "message": message})
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    return WireError(f"invalid {what}: {summary}", problems)
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Capacity",
+    "DeployTask",
+    "Heartbeat",
+    "InstanceReport",
+    "InstanceStatusName",
+    "Message",
+    "NetworkAttachment",
+    "SealedCredentials",
+    "StopTask",
+    "Task",
+    "TaskDeployment",
+    "TaskPort",
+    "TaskRestartPolicy",
+    "TaskStateName",
+    "TaskStatus",
+    "TaskTemplate",
+    "WireMessage",
+    "decode",
+    "decode_heartbeat",
+    "decode_status",
+    "decode_task",
+    "encode",
+]
