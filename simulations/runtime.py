@@ -1,0 +1,566 @@
+"""``SimRuntime``: a memory-only ``ContainerRuntime`` for simulations and agent tests.
+
+Layer: simulations. Imports anyio, the standard library, ``knit.errors`` and
+``knit.runtime.base``. It follows the semantics ``DockerRuntime`` shows against a real Engine
+(tests/runtime/test_docker.py), so the real agent code runs on it unchanged:
+
+- images: ``pull`` marks an image present; ``create`` needs it present. "app" and
+  "app:latest" are the same image. A registry named in ``SimProfile.auth`` refuses anonymous
+  or wrong credentials with ``RuntimeFailure("auth")``.
+- networks: ``ensure_network`` is idempotent; another subnet for an existing name, or a subnet
+  overlapping another network's, is ``RuntimeFailure("network")``. Without a subnet one is
+  taken from Docker's default pools (172.18-31.0.0/16, then 192.168.x.0/20).
+- containers: states "created", "running", "exited". Starting a running container and
+  stopping a stopped one do nothing. A container is found by id, name or unique id prefix.
+  The simulated workload exits at once on SIGTERM, with ``SimProfile.stop_exit_code``.
+- events: "create"; "start"; "kill", "die", "stop" for a stop; "kill", "die", "destroy" for
+  a forced remove of a running container; "destroy". Delivered to every open subscription
+  whose labels match.
+
+Several runtimes in one process are independent hosts, one per simulated node. Per-instance
+state is a few slots and empty collections; the random generator is made on first use.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import ipaddress
+import itertools
+import math
+import random
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectSendStream
+
+from knit.errors import RuntimeFailure, RuntimeUnavailable
+from knit.runtime.base import (
+    ContainerSpec,
+    ContainerState,
+    PublishedPort,
+    RegistryAuth,
+    RuntimeEvent,
+    RuntimeInfo,
+)
+
+Latency = float | tuple[float, float]
+"""Seconds: fixed, or ``(low, high)`` for a uniform random delay."""
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_DEFAULT_POOLS: tuple[IPNetwork, ...] = (
+    *(ipaddress.ip_network(f"172.{n}.0.0/16") for n in range(18, 32)),
+    *(ipaddress.ip_network(f"192.168.{n}.0/20") for n in range(0, 256, 16)),
+)
+_FIRST_EPHEMERAL_PORT = 32768
+_STEPS = ("pull", "create", "start", "stop")
+_instances = itertools.count(1)
+
+
+def normalize_image(image: str) -> str:
+    """Return ``image`` with Docker's implicit ``:latest`` tag (a digest is kept as is)."""
+    if "@" in image or ":" in image.rsplit("/", 1)[-1]:
+        return image
+    return f"{image}:latest"
+
+
+def registry_of(image: str) -> str:
+    """Return the registry host an image reference names ("docker.io" when none)."""
+    first, slash, _ = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+@dataclass(frozen=True)
+class SimProfile:
+    """How a simulated host behaves; one profile is shared by many ``SimRuntime``s.
+
+    Attributes:
+        pull_latency: seconds a pull takes; also ``create_latency``, ``start_latency`` and
+            ``stop_latency``. Fixed, or ``(low, high)`` for a uniform random delay.
+        pull_failure_rate: probability (0-1) that an otherwise valid pull fails; also
+            ``create_failure_rate``, ``start_failure_rate`` (the container stays as it was)
+            and ``stop_failure_rate`` (it keeps running).
+        auth: registry host → (username, password) that registry requires.
+        registry_images: the images the registries hold; None: every reference pulls.
+        preloaded_images: images present on every host from the start.
+        stop_exit_code: exit code of a container stopped by SIGTERM (stop, engine restart).
+        seed: seeds each runtime's generator together with the runtime's name, so hosts
+            differ yet runs repeat; None for a nondeterministic run.
+        cpus: CPUs reported by ``info``; ``memory_bytes`` and ``version`` likewise.
+    """
+
+    pull_latency: Latency = 0.0
+    create_latency: Latency = 0.0
+    start_latency: Latency = 0.0
+    stop_latency: Latency = 0.0
+    pull_failure_rate: float = 0.0
+    create_failure_rate: float = 0.0
+    start_failure_rate: float = 0.0
+    stop_failure_rate: float = 0.0
+    auth: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    registry_images: frozenset[str] | None = None
+    preloaded_images: frozenset[str] = frozenset()
+    stop_exit_code: int = 0
+    seed: int | None = 0
+    cpus: int = 4
+    memory_bytes: int = 8 * 2**30
+    version: str = "20.10.24+sim"
+
+    def __post_init__(self) -> None:
+        for step in _STEPS:
+            latency = getattr(self, f"{step}_latency")
+            low, high = latency if isinstance(latency, tuple) else (latency, latency)
+            if not 0 <= low <= high < math.inf:
+                raise ValueError(f"{step}_latency must be seconds >= 0, or [low, high]")
+            if not 0 <= getattr(self, f"{step}_failure_rate") <= 1:
+                raise ValueError(f"{step}_failure_rate must be between 0 and 1")
+        if self.cpus < 1 or self.memory_bytes < 1:
+            raise ValueError("cpus and memory_bytes must be positive")
+        # Compare references the way Docker does ("app" is "app:latest").
+        preloaded = frozenset(map(normalize_image, self.preloaded_images))
+        object.__setattr__(self, "preloaded_images", preloaded)
+        if self.registry_images is not None:
+            known = frozenset(map(normalize_image, self.registry_images))
+            object.__setattr__(self, "registry_images", known)
+
+
+class _Container:
+    __slots__ = ("exit_code", "id", "labels", "name", "published", "spec", "state")
+
+    def __init__(self, container_id: str, spec: ContainerSpec) -> None:
+        self.id = container_id
+        self.spec = spec
+        self.name = spec.name.lstrip("/")
+        self.labels = spec.labels  # shared, not copied: callers never change a spec they gave
+        self.state = "created"
+        self.exit_code: int | None = None
+        self.published: builtins.list[PublishedPort] = []
+
+    def view(self) -> ContainerState:
+        ports, labels = builtins.list(self.published), dict(self.labels)
+        return ContainerState(
+            self.id, self.name, labels, self.state, self.exit_code, self.spec.image, ports
+        )
+
+
+@dataclass(frozen=True)
+class _Network:
+    id: str
+    subnet: IPNetwork
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, eq=False)
+class _Subscription:
+    labels: dict[str, str]
+    send: MemoryObjectSendStream[RuntimeEvent]
+
+
+class SimRuntime:
+    """One simulated host's container runtime, kept in memory.
+
+    Args:
+        profile: latencies, failure rates and registries; shared, never mutated.
+        name: names this host in ids, messages and the random seed (default ``sim-N``).
+        seed: overrides the seed derived from ``profile.seed`` and ``name``.
+
+    Fault hooks for tests and the harness: ``crash``, ``unavailable``, ``restart_engine``.
+    Every method is a checkpoint; cancelling one during its latency abandons it undone.
+    """
+
+    def __init__(
+        self, profile: SimProfile | None = None, *, name: str | None = None, seed: int | None = None
+    ) -> None:
+        self.profile = profile or SimProfile()
+        self.name = name or f"sim-{next(_instances)}"
+        self._seed: int | str | None = seed
+        if seed is None and self.profile.seed is not None:
+            self._seed = f"{self.profile.seed}:{self.name}"
+        self._rng: random.Random | None = None
+        self._unavailable = False
+        self._serial = 0
+        self._images: set[str] = set()
+        self._networks: dict[str, _Network] = {}
+        self._containers: dict[str, _Container] = {}
+        self._names: dict[str, str] = {}
+        self._subscriptions: builtins.list[_Subscription] = []
+
+    def __repr__(self) -> str:
+        return f"SimRuntime({self.name!r})"
+
+    # -- fault hooks and statistics --------------------------------------------------------
+
+    @property
+    def unavailable(self) -> bool:
+        """While True every call raises ``RuntimeUnavailable``; setting it ends event streams."""
+        return self._unavailable
+
+    @unavailable.setter
+    def unavailable(self, value: bool) -> None:
+        self._unavailable = value
+        if value:
+            self._end_streams()
+
+    def crash(self, container_id: str, exit_code: int = 1) -> bool:
+        """Make a running container exit with ``exit_code`` (a "die" event).
+
+        Returns:
+            False, and nothing happens, if the container was not running.
+
+        Raises:
+            LookupError: no such container.
+        """
+        container = self._find(container_id)
+        if container is None:
+            raise LookupError(f"{self.name}: no container {container_id!r}")
+        if container.state != "running":
+            return False
+        self._exit(container, exit_code)
+        return True
+
+    def restart_engine(self, *, live_restore: bool = False) -> None:
+        """Restart the simulated engine, instantly.
+
+        Open event streams end first: their subscribers miss what follows, as with a real
+        restart, and must resubscribe and re-list. Without ``live_restore`` (Docker's default)
+        every running container then exits with ``profile.stop_exit_code`` and stays exited
+        (Knit uses restart policy "no"); with it, they keep running. For downtime, set
+        ``unavailable`` around the call.
+        """
+        self._end_streams()
+        for container in self._containers.values():
+            if container.state == "running" and not live_restore:
+                container.state, container.exit_code = "exited", self.profile.stop_exit_code
+                container.published = []
+
+    def count(self, state: str | None = None) -> int:
+        """Return how many containers exist (in ``state`` if given); not a checkpoint."""
+        if state is None:
+            return len(self._containers)
+        return sum(1 for c in self._containers.values() if c.state == state)
+
+    # -- engine and images -----------------------------------------------------------------
+
+    async def version(self) -> str:
+        """Return ``profile.version``."""
+        await self._checkpoint()
+        return self.profile.version
+
+    async def info(self) -> RuntimeInfo:
+        """Return the CPUs, memory and version of the profile."""
+        await self._checkpoint()
+        p = self.profile
+        return RuntimeInfo(cpus=p.cpus, memory_bytes=p.memory_bytes, version=p.version)
+
+    async def close(self) -> None:
+        """End open event streams. Idempotent; later calls still work, as on DockerRuntime."""
+        self._end_streams()
+
+    async def pull(self, image: str, auth: RegistryAuth | None = None) -> None:
+        """Make ``image`` present, after ``pull_latency``.
+
+        Raises:
+            RuntimeFailure: "auth" when the image's registry is in ``profile.auth`` and the
+                credentials are absent or wrong; "pull" for an image the registries lack,
+                credentials for an image naming no registry, or a simulated failure.
+            RuntimeUnavailable: the engine is unavailable.
+        """
+        self._check_available()
+        if auth is not None and "/" not in image:
+            raise RuntimeFailure("pull", f"image {image!r} names no registry for the credentials")
+        await self._delay(self.profile.pull_latency)
+        wanted = self.profile.auth.get(registry_of(image))
+        who = "an anonymous client" if auth is None else f"user {auth.username!r}"
+        if wanted is not None and (auth is None or (auth.username, auth.password) != wanted):
+            raise RuntimeFailure("auth", f"the registry refused {who} for {image}: unauthorized")
+        reference = normalize_image(image)
+        known = self.profile.registry_images
+        if known is not None and reference not in known:
+            raise RuntimeFailure("pull", f"{image}: manifest unknown")
+        self._maybe_fail("pull", image)
+        self._images.add(reference)
+
+    async def has_image(self, image: str) -> bool:
+        """Return whether ``image`` was pulled here or is preloaded by the profile."""
+        await self._checkpoint()
+        return self._present(image)
+
+    # -- networks --------------------------------------------------------------------------
+
+    async def ensure_network(
+        self, name: str, subnet: str | None = None, labels: Mapping[str, str] | None = None
+    ) -> str:
+        """Create the network ``name`` unless it exists; return its id (see the module doc).
+
+        Raises:
+            RuntimeFailure: "network": a bad, different or overlapping subnet, or the default
+                pools are used up.
+        """
+        await self._checkpoint()
+        try:
+            wanted = None if subnet is None else ipaddress.ip_network(subnet, strict=False)
+        except ValueError as exc:
+            raise RuntimeFailure("network", f"bad subnet {subnet!r}: {exc}") from exc
+        found = self._networks.get(name)
+        if found is not None:
+            if wanted is not None and wanted != found.subnet:
+                raise RuntimeFailure("network", f"{name} exists with subnet {found.subnet}")
+            return found.id
+        taken = [n.subnet for n in self._networks.values()]
+        if wanted is None:
+            wanted = next((p for p in _DEFAULT_POOLS if not _overlaps(p, taken)), None)
+            if wanted is None:
+                raise RuntimeFailure("network", f"{name}: no free address pool is left")
+        elif _overlaps(wanted, taken):
+            raise RuntimeFailure("network", f"{name}: {wanted} overlaps another network's pool")
+        self._networks[name] = _Network(self._new_id("network"), wanted, dict(labels or {}))
+        return self._networks[name].id
+
+    async def remove_network(self, name: str) -> None:
+        """Remove the network ``name``; a missing one is not an error.
+
+        Raises:
+            RuntimeFailure: "network": a running container is attached.
+        """
+        await self._checkpoint()
+        for c in self._containers.values():
+            if c.state == "running" and name in c.spec.networks:
+                raise RuntimeFailure("network", f"{name} has active endpoints ({c.name})")
+        self._networks.pop(name, None)
+
+    # -- containers ------------------------------------------------------------------------
+
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create a container, in state "created", after ``create_latency``; return its id.
+
+        Raises:
+            RuntimeFailure: "create": image absent, bad or taken name, unknown network, host
+                networking with networks or ports, a relative mount source, simulated failure.
+        """
+        self._check_available()
+        await self._delay(self.profile.create_latency)
+        name = spec.name.lstrip("/")
+        problem = None
+        if not self._present(spec.image):
+            problem = f"image {spec.image} is not present on this host (pull it first)"
+        elif not _NAME.match(spec.name):
+            problem = f"invalid container name {spec.name!r}"
+        elif name in self._names:
+            problem = f'{name}: the name is already in use by container "{self._names[name]}"'
+        elif spec.network_mode == "host" and (spec.networks or spec.ports):
+            problem = f"{name}: host networking takes no networks or ports"
+        elif any(not m.source.startswith("/") for m in spec.mounts):
+            problem = f"{name}: a mount source is relative"
+        elif missing := [n for n in spec.networks if n not in self._networks]:
+            problem = f"{name}: network {missing[0]} not found"
+        if problem is not None:
+            raise RuntimeFailure("create", problem)
+        self._maybe_fail("create", name)
+        container = _Container(self._new_id("container"), spec)
+        self._containers[container.id] = container
+        self._names[name] = container.id
+        self._emit(container, "create")
+        return container.id
+
+    async def start(self, container_id: str) -> None:
+        """Start a created or exited container after ``start_latency``; a running one: no-op.
+
+        Raises:
+            RuntimeFailure: "start": no such container, a network is gone, a host port is
+                taken, or a simulated failure.
+        """
+        self._check_available()
+        if self._get("start", container_id).state == "running":
+            return
+        await self._delay(self.profile.start_latency)
+        container = self._get("start", container_id)  # it may have changed meanwhile
+        if container.state == "running":
+            return
+        if missing := [n for n in container.spec.networks if n not in self._networks]:
+            raise RuntimeFailure("start", f"{container.name}: network {missing[0]} not found")
+        published = self._publish(container)
+        self._maybe_fail("start", container.name)
+        container.state, container.exit_code, container.published = "running", None, published
+        self._emit(container, "start")
+
+    async def stop(self, container_id: str, grace: float = 10) -> None:
+        """Stop a running container after ``stop_latency`` (``grace`` is never needed).
+
+        Raises:
+            RuntimeFailure: "stop": no such container, or a simulated failure.
+        """
+        self._check_available()
+        if self._get("stop", container_id).state != "running":
+            return
+        await self._delay(self.profile.stop_latency)
+        container = self._get("stop", container_id)
+        if container.state != "running":
+            return
+        self._maybe_fail("stop", container.name)
+        self._emit(container, "kill")
+        self._exit(container, self.profile.stop_exit_code)
+        self._emit(container, "stop")
+
+    async def remove(self, container_id: str, force: bool = True) -> None:
+        """Remove a container (if ``force``, a running one is killed: exit code 137).
+
+        Raises:
+            RuntimeFailure: "remove": it is running and ``force`` is False.
+        """
+        await self._checkpoint()
+        container = self._find(container_id)
+        if container is None:
+            return
+        if container.state == "running":
+            if not force:
+                raise RuntimeFailure("remove", f"{container.name} is running: stop it first")
+            self._emit(container, "kill")
+            self._exit(container, 137)
+        del self._containers[container.id], self._names[container.name]
+        self._emit(container, "destroy")
+
+    async def inspect(self, container_id: str) -> ContainerState | None:
+        """Return the container's state (by id, name or unique id prefix), or None."""
+        await self._checkpoint()
+        container = self._find(container_id)
+        return None if container is None else container.view()
+
+    async def list(self, labels: Mapping[str, str] | None = None) -> builtins.list[ContainerState]:
+        """Return every container carrying all of ``labels``, newest first (as Docker does)."""
+        await self._checkpoint()
+        wanted = labels or {}
+        return [c.view() for c in reversed(self._containers.values()) if _matches(c, wanted)]
+
+    @asynccontextmanager
+    async def open_events(
+        self, labels: Mapping[str, str] | None = None
+    ) -> AsyncIterator[AsyncIterator[RuntimeEvent]]:
+        """Subscribe to the events of containers carrying all of ``labels``.
+
+        Live on entry; the buffer is unbounded, so the runtime never waits for a reader.
+        Iterating waits without deadline; cancelling the wait leaves the stream usable. The
+        iteration ends when the engine restarts, becomes unavailable or is closed.
+
+        Raises:
+            RuntimeUnavailable: on entry, when the engine is unavailable.
+        """
+        self._check_available()
+        send, receive = anyio.create_memory_object_stream[RuntimeEvent](math.inf)
+        subscription = _Subscription(dict(labels or {}), send)
+        self._subscriptions.append(subscription)
+        try:
+            with receive:
+                yield receive
+        finally:
+            send.close()
+            if subscription in self._subscriptions:
+                self._subscriptions.remove(subscription)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _check_available(self) -> None:
+        if self._unavailable:
+            raise RuntimeUnavailable(f"the simulated engine {self.name} does not answer")
+
+    async def _checkpoint(self) -> None:
+        self._check_available()
+        await anyio.lowlevel.checkpoint()
+
+    async def _delay(self, latency: Latency) -> None:
+        if isinstance(latency, tuple):
+            latency = self._random().uniform(*latency)
+        await anyio.sleep(latency)
+        self._check_available()  # it may have gone away meanwhile
+
+    def _random(self) -> random.Random:
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
+
+    def _maybe_fail(self, step: str, subject: str) -> None:
+        rate: float = getattr(self.profile, f"{step}_failure_rate")
+        if rate and self._random().random() < rate:
+            why = f"simulated failure on {self.name} ({step}_failure_rate={rate:g})"
+            raise RuntimeFailure(step, f"{subject}: {why}")
+
+    def _present(self, image: str) -> bool:
+        reference = normalize_image(image)
+        return reference in self._images or reference in self.profile.preloaded_images
+
+    def _new_id(self, kind: str) -> str:
+        self._serial += 1
+        return hashlib.sha256(f"{self.name}/{kind}/{self._serial}".encode()).hexdigest()
+
+    def _find(self, ref: str) -> _Container | None:
+        container = self._containers.get(ref)
+        if container is None and (by_name := self._names.get(ref.lstrip("/"))) is not None:
+            container = self._containers[by_name]
+        if container is None and ref:
+            prefixed = [c for key, c in self._containers.items() if key.startswith(ref)]
+            container = prefixed[0] if len(prefixed) == 1 else None
+        return container
+
+    def _get(self, step: str, ref: str) -> _Container:
+        container = self._find(ref)
+        if container is None:
+            raise RuntimeFailure(step, f"No such container: {ref}")
+        return container
+
+    def _publish(self, container: _Container) -> builtins.list[PublishedPort]:
+        """The ports a start publishes; a host port a running container holds is refused."""
+        taken = [p for c in self._containers.values() for p in c.published]
+        published: builtins.list[PublishedPort] = []
+        for binding in container.spec.ports:
+            address, port = binding.host_ip or "0.0.0.0", binding.host_port
+            if port is None:
+                used = {p.host_port for p in taken if p.protocol == binding.protocol}
+                port = next(n for n in itertools.count(_FIRST_EPHEMERAL_PORT) if n not in used)
+            elif any(_clash(p, address, port, binding.protocol) for p in taken):
+                why = f"Bind for {address}:{port} failed: port is already allocated"
+                raise RuntimeFailure("start", f"{container.name}: {why}")
+            published.append(PublishedPort(binding.container_port, binding.protocol, address, port))
+            taken.append(published[-1])
+        return published
+
+    def _exit(self, container: _Container, exit_code: int) -> None:
+        container.state, container.exit_code, container.published = "exited", exit_code, []
+        self._emit(container, "die", exit_code)
+
+    def _emit(self, container: _Container, action: str, exit_code: int | None = None) -> None:
+        if not self._subscriptions:
+            return
+        labels = dict(container.labels)
+        event = RuntimeEvent(container.id, action, labels, exit_code, container.name)
+        for subscription in builtins.list(self._subscriptions):
+            if _matches(container, subscription.labels):
+                try:
+                    subscription.send.send_nowait(event)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    self._subscriptions.remove(subscription)
+
+    def _end_streams(self) -> None:
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.send.close()
+
+
+def _matches(container: _Container, wanted: Mapping[str, str]) -> bool:
+    labels = container.labels
+    return all(labels.get(key) == value for key, value in wanted.items())
+
+
+def _clash(held: PublishedPort, address: str, port: int, protocol: str) -> bool:
+    same_address = held.host_ip == address or "0.0.0.0" in (held.host_ip, address)
+    return held.host_port == port and held.protocol == protocol and same_address
+
+
+def _overlaps(subnet: IPNetwork, others: builtins.list[IPNetwork]) -> bool:
+    return any(subnet.version == other.version and subnet.overlaps(other) for other in others)
