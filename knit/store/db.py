@@ -1,0 +1,303 @@
+"""Opening the state store: engines, SQLite settings, schema, read and write connections.
+
+Layer: store (adapter). Imports sqlalchemy, anyio, ``knit.errors`` and ``knit.store.models``.
+
+One file in the server's data dir (SQLite in WAL mode) by default; any SQLAlchemy async URL
+is accepted, PostgreSQL via asyncpg being the scale-out path. The SQL is portable: the only
+SQLite-specific statements are the PRAGMAs and ``BEGIN`` forms installed by
+:func:`_install_sqlite_hooks`, and only on SQLite.
+
+Two engines share the file:
+
+* the **write engine** (a pool of one or two connections): every transaction starts with
+  ``BEGIN IMMEDIATE`` so it holds SQLite's write lock from its first statement. Deferred
+  transactions that read then write are what lose updates or raise "database is locked"
+  (see ARCHITECTURE.md). Writes normally go through :class:`knit.store.writer.StoreWriter`,
+  the one writer.
+* the **read engine** (a small pool): deferred ``BEGIN`` (a consistent WAL snapshot per
+  :meth:`Database.read` block) and ``PRAGMA query_only``, so nothing writes around the
+  writer.
+
+Cancellation: aiosqlite runs each query in a thread that cancelling the awaiting task does
+not stop. A ``handle_error`` hook sees the cancellation (SQLAlchemy reports it there before
+it invalidates the connection) and calls the sqlite3 connection's ``interrupt()``, so the
+query stops at once and the pool replaces the connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy import event, insert, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from knit.errors import Conflict, KnitError, StoreError
+from knit.store.models import SCHEMA_VERSION, Base, SchemaVersion
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILENAME = "knit.db"
+
+
+def database_url(url_or_path: str | os.PathLike[str]) -> URL:
+    """The async SQLAlchemy URL for a URL string or a SQLite file path.
+
+    ``"sqlite://"`` and ``"postgresql://"`` URLs get their async drivers (aiosqlite,
+    asyncpg) when none is named. A path (anything without ``://``) is a SQLite file.
+
+    Raises:
+        ValueError: an in-memory SQLite database (the read and write engines would each
+            see their own, empty database).
+    """
+    text = os.fspath(url_or_path)
+    if "://" in text:
+        url = make_url(text)
+    else:
+        path = Path(text).expanduser().resolve()
+        url = URL.create("sqlite+aiosqlite", database=str(path))
+    backend = url.get_backend_name()
+    named_driver = "+" in url.drivername
+    if backend == "sqlite":
+        if url.drivername != "sqlite+aiosqlite":
+            url = url.set(drivername="sqlite+aiosqlite")
+        if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
+            raise ValueError("in-memory SQLite is not supported: give the store a file")
+    elif backend == "postgresql" and not named_driver:
+        url = url.set(drivername="postgresql+asyncpg")
+    return url
+
+
+def translate_error(exc: BaseException) -> BaseException:
+    """The Knit error for a library error (others are returned unchanged).
+
+    ``IntegrityError`` (a unique or foreign key constraint) becomes ``Conflict``; any other
+    SQLAlchemy or driver error becomes ``StoreError``, with the library error as its
+    ``__cause__``. The message is the driver's, which names the constraint but never the
+    statement's parameters.
+    """
+    if isinstance(exc, KnitError) or not isinstance(exc, sa_exc.SQLAlchemyError):
+        return exc
+    error: KnitError
+    if isinstance(exc, sa_exc.IntegrityError):
+        error = Conflict(f"conflicts with stored state: {exc.orig}")
+    elif isinstance(exc, sa_exc.DBAPIError):
+        error = StoreError(f"database error: {exc.orig}")
+    else:
+        error = StoreError(f"database error: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+class Database:
+    """An open store: a write engine and a read engine on the same database.
+
+    Get one from :func:`open_database`. Reads use :meth:`read`; writes go through a
+    :class:`~knit.store.writer.StoreWriter` built on this object (or, outside the server's
+    hot path, :meth:`transaction`).
+    """
+
+    def __init__(self, url: URL, write_engine: AsyncEngine, read_engine: AsyncEngine) -> None:
+        self.url = url
+        self.write_engine = write_engine
+        self.read_engine = read_engine
+
+    @property
+    def dialect_name(self) -> str:
+        """``"sqlite"`` or ``"postgresql"`` (or another SQLAlchemy dialect name)."""
+        return self.write_engine.dialect.name
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only connection; the block sees one consistent snapshot.
+
+        Cancellation interrupts the running query (see the module docstring); the block's
+        connection is discarded and the pool stays usable.
+
+        Raises:
+            StoreError: the database failed (``Conflict`` is impossible here).
+        """
+        try:
+            async with self.read_engine.connect() as conn:
+                yield conn
+        except sa_exc.SQLAlchemyError as exc:
+            raise translate_error(exc) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed when the block ends without an exception.
+
+        On SQLite it takes the write lock at once (``BEGIN IMMEDIATE``) and waits up to the
+        busy timeout for it. Prefer the ``StoreWriter``: this is for setup, tools and tests.
+        Cancellation rolls the transaction back.
+
+        Raises:
+            Conflict: a constraint failed.
+            StoreError: the database failed.
+        """
+        try:
+            async with self.write_engine.begin() as conn:
+                yield conn
+        except sa_exc.SQLAlchemyError as exc:
+            raise translate_error(exc) from exc
+
+    async def aclose(self) -> None:
+        """Close every pooled connection (shielded: runs to the end even if cancelled)."""
+        with anyio.CancelScope(shield=True):
+            await self.write_engine.dispose()
+            await self.read_engine.dispose()
+
+
+@asynccontextmanager
+async def open_database(
+    url_or_path: str | os.PathLike[str],
+    *,
+    read_pool_size: int = 4,
+    busy_timeout: float = 5.0,
+    echo: bool = False,
+) -> AsyncIterator[Database]:
+    """Open (and create if needed) the store; close it when the block ends.
+
+    Creates missing tables and the ``schema_version`` row. A SQLite file's parent folder is
+    created if missing; the file is put in WAL mode with ``synchronous=NORMAL`` (a commit
+    survives a crash of Knit; the last commits may be lost on power failure).
+
+    Args:
+        url_or_path: a SQLAlchemy URL (``sqlite+aiosqlite:///...``, ``postgresql+asyncpg://``)
+            or the path of a SQLite file.
+        read_pool_size: connections kept for concurrent reads.
+        busy_timeout: seconds SQLite waits for a lock held by another connection.
+        echo: log every statement with its parameters (debugging).
+
+    Raises:
+        StoreError: the database cannot be opened, or its schema is newer than this code.
+        ValueError: the URL names an in-memory SQLite database.
+    """
+    url = database_url(url_or_path)
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite and url.database:
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # Parameters stay out of error messages (they may hold ciphertext) unless debugging.
+    common: dict[str, Any] = {"echo": echo, "hide_parameters": not echo}
+    write_engine = create_async_engine(url, pool_size=1, max_overflow=2, **common)
+    read_engine = create_async_engine(
+        url, pool_size=read_pool_size, max_overflow=read_pool_size, **common
+    )
+    if sqlite:
+        timeout_ms = int(busy_timeout * 1000)
+        _install_sqlite_hooks(write_engine, writer=True, busy_timeout_ms=timeout_ms)
+        _install_sqlite_hooks(read_engine, writer=False, busy_timeout_ms=timeout_ms)
+    db = Database(url, write_engine, read_engine)
+    try:
+        await _create_schema(db)
+        yield db
+    finally:
+        await db.aclose()
+
+
+async def _create_schema(db: Database) -> None:
+    async with db.transaction() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+        versions = (await conn.execute(select(SchemaVersion.version))).scalars().all()
+        stored = max(versions, default=None)
+        if stored is None:
+            await conn.execute(
+                insert(SchemaVersion).values(version=SCHEMA_VERSION, applied_at=time.time())
+            )
+        elif stored > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database has schema version {stored}; this Knit knows up to "
+                f"{SCHEMA_VERSION}: upgrade Knit"
+            )
+        elif stored < SCHEMA_VERSION:
+            # No migrations exist yet; the first one goes here, keyed by ``stored``.
+            raise StoreError(f"no migration from schema version {stored} to {SCHEMA_VERSION}")
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, *, writer: bool, busy_timeout_ms: int) -> None:
+    """SQLite settings per connection, our own BEGIN, and interrupt-on-cancel."""
+    sync_engine = engine.sync_engine
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    # ``dbapi_connection`` is SQLAlchemy's aiosqlite adapter, which has no type stubs.
+    def on_connect(dbapi_connection: Any, _record: object) -> None:
+        # sqlite3's own transaction handling skips BEGIN before SELECT and SAVEPOINT; we
+        # emit BEGIN ourselves (``on_begin``), so turn it off.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if writer:
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if not writer:
+                cursor.execute("PRAGMA query_only = ON")
+        finally:
+            cursor.close()
+
+    def on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    def on_error(context: ExceptionContext) -> None:
+        # An exception that is not an ``Exception`` is a cancellation (or KeyboardInterrupt):
+        # the query still runs in aiosqlite's thread. Stop it before SQLAlchemy closes the
+        # connection, which would otherwise wait for the query to end.
+        if not isinstance(context.original_exception, Exception):
+            interrupt_connection(context.connection)
+
+    event.listen(sync_engine, "connect", on_connect)
+    event.listen(sync_engine, "begin", on_begin)
+    event.listen(sync_engine, "handle_error", on_error)
+
+
+def interrupt_connection(conn: Connection | None) -> bool:
+    """Stop the SQLite query running on ``conn`` and end its transaction; True if it could.
+
+    Called from a synchronous SQLAlchemy hook on the event loop's thread, while the query
+    runs in aiosqlite's worker thread:
+
+    1. ``interrupt()`` on the ``sqlite3.Connection`` (thread-safe) makes the query return.
+    2. A rollback is queued to the worker thread, so it runs right after the interrupted
+       query and before SQLAlchemy's close of the invalidated connection. Without it, the
+       close leaves a "zombie" connection (the interrupted statement is not finalized until
+       the garbage collector frees its cursor) that keeps the transaction open: after a
+       cancelled write, the write lock would stay held and the next writer would time out.
+
+    Both reach under SQLAlchemy's aiosqlite adapter (aiosqlite's ``_conn`` and ``_tx``),
+    as SQLAlchemy's own adapter does for the isolation level; if the layout ever changes,
+    this returns False and cancellation is merely slower.
+    """
+    if conn is None or conn.invalidated or conn.closed:
+        return False
+    try:
+        driver = conn.connection.driver_connection
+        sqlite_conn = getattr(driver, "_conn", None)
+    except (sa_exc.SQLAlchemyError, ValueError):  # closed, or aiosqlite has no connection
+        return False
+    interrupt = getattr(sqlite_conn, "interrupt", None)
+    if sqlite_conn is None or interrupt is None:
+        return False
+    interrupt()
+    queue = getattr(driver, "_tx", None)
+    if queue is not None:
+
+        def roll_back() -> None:
+            # Runs in aiosqlite's worker thread, after the interrupted query.
+            with contextlib.suppress(sqlite3.Error):
+                if sqlite_conn.in_transaction:
+                    sqlite_conn.rollback()
+
+        queue.put_nowait((None, roll_back))
+    log.debug("interrupted a cancelled SQLite query")
+    return True

@@ -1,0 +1,354 @@
+"""Deployments: create, look up (by id or name), update, mark deleted, purge.
+
+Layer: store (adapter). Imports sqlalchemy, ``knit.errors`` and ``knit.store``'s own modules.
+
+Reads are ``async def f(conn, ...)``; writes are factories returning an op for the
+:class:`StoreWriter`. Names are unique among deployments that are not deleted. Deleting is
+two steps: :func:`mark_deleted` (the row stays while instances are stopped), then
+:func:`purge` once none is left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import RowMapping, delete, exists, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from knit.errors import Conflict, NotFound
+from knit.store.models import (
+    ContainerInstance,
+    Deployment,
+    JSONValue,
+    Network,
+    RegistryCredentials,
+    Task,
+)
+from knit.store.ops import Op
+from knit.store.records import DeploymentRecord, json_copy, new_id, obj_list, str_map
+from knit.store.sql import now
+
+
+def _record(row: RowMapping) -> DeploymentRecord:
+    command = row["command"]
+    return DeploymentRecord(
+        id=row["id"],
+        name=row["name"],
+        image=row["image"],
+        registry_credentials_id=row["registry_credentials_id"],
+        network_attachments=tuple(str(n) for n in row["network_attachments"] or ()),
+        templates=tuple(str_map(t) for t in row["templates"] or ()),
+        env=str_map(row["env"]),
+        command=None if command is None else tuple(str(c) for c in command),
+        replicas=int(row["replicas"]),
+        ports=tuple(obj_list(row["ports"])),
+        node_selector=str_map(row["node_selector"]),
+        lost_after=float(row["lost_after"]),
+        restart_policy=_object(row["restart_policy"]),
+        pending_reason=row["pending_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        generation=int(row["generation"]),
+        deleted=bool(row["deleted"]),
+    )
+
+
+def _object(value: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:
+    return {str(k): json_copy(v) for k, v in (value or {}).items()}
+
+
+def _spec_row(d: DeploymentRecord) -> dict[str, object]:
+    """The columns a spec change writes."""
+    return {
+        "name": d.name,
+        "image": d.image,
+        "registry_credentials_id": d.registry_credentials_id,
+        "network_attachments": list(d.network_attachments),
+        "templates": [str_map(t) for t in d.templates],
+        "env": str_map(d.env),
+        "command": None if d.command is None else list(d.command),
+        "replicas": d.replicas,
+        "ports": obj_list(d.ports),
+        "node_selector": str_map(d.node_selector),
+        "lost_after": d.lost_after,
+        "restart_policy": _object(d.restart_policy),
+    }
+
+
+# --- reads ---------------------------------------------------------------------------------
+
+
+async def find_deployment(conn: AsyncConnection, deployment_id: str) -> DeploymentRecord | None:
+    """The deployment ``deployment_id`` (deleted or not), or None."""
+    stmt = select(Deployment).where(Deployment.id == deployment_id)
+    row = (await conn.execute(stmt)).mappings().first()
+    return None if row is None else _record(row)
+
+
+async def get_deployment(conn: AsyncConnection, deployment_id: str) -> DeploymentRecord:
+    """The deployment ``deployment_id`` (deleted or not).
+
+    Raises:
+        NotFound: no such deployment.
+    """
+    record = await find_deployment(conn, deployment_id)
+    if record is None:
+        raise NotFound("deployment", deployment_id)
+    return record
+
+
+async def find_deployment_by_name(conn: AsyncConnection, name: str) -> DeploymentRecord | None:
+    """The deployment named ``name`` that is not deleted, or None."""
+    stmt = select(Deployment).where(Deployment.name == name, Deployment.deleted.is_(False))
+    row = (await conn.execute(stmt)).mappings().first()
+    return None if row is None else _record(row)
+
+
+async def get_deployment_by_name(conn: AsyncConnection, name: str) -> DeploymentRecord:
+    """The deployment named ``name`` that is not deleted.
+
+    Raises:
+        NotFound: no such deployment.
+    """
+    record = await find_deployment_by_name(conn, name)
+    if record is None:
+        raise NotFound("deployment", name)
+    return record
+
+
+async def resolve_deployment(conn: AsyncConnection, id_or_name: str) -> DeploymentRecord:
+    """The deployment with this id, else the live one with this name.
+
+    Raises:
+        NotFound: neither exists.
+    """
+    record = await find_deployment(conn, id_or_name)
+    if record is None:
+        record = await find_deployment_by_name(conn, id_or_name)
+    if record is None:
+        raise NotFound("deployment", id_or_name)
+    return record
+
+
+async def list_deployments(
+    conn: AsyncConnection, *, include_deleted: bool = True
+) -> list[DeploymentRecord]:
+    """Every deployment, by name (deleted ones too unless ``include_deleted`` is False)."""
+    stmt = select(Deployment).order_by(Deployment.name, Deployment.created_at)
+    if not include_deleted:
+        stmt = stmt.where(Deployment.deleted.is_(False))
+    return [_record(row) for row in (await conn.execute(stmt)).mappings()]
+
+
+async def list_deployment_ids(conn: AsyncConnection, *, include_deleted: bool = True) -> list[str]:
+    """The ids of every deployment (what the server spawns actors for after a restart)."""
+    stmt = select(Deployment.id).order_by(Deployment.created_at)
+    if not include_deleted:
+        stmt = stmt.where(Deployment.deleted.is_(False))
+    return list((await conn.execute(stmt)).scalars())
+
+
+# --- writes (op factories) -----------------------------------------------------------------
+
+
+def create(
+    name: str,
+    image: str,
+    *,
+    registry_credentials_id: str | None = None,
+    network_attachments: Sequence[str] = (),
+    templates: Sequence[Mapping[str, str]] = (),
+    env: Mapping[str, str] | None = None,
+    command: Sequence[str] | None = None,
+    replicas: int = 1,
+    ports: Sequence[Mapping[str, JSONValue]] = (),
+    node_selector: Mapping[str, str] | None = None,
+    lost_after: float = 0.0,
+    restart_policy: Mapping[str, JSONValue] | None = None,
+    deployment_id: str | None = None,
+    at: float | None = None,
+) -> Op[DeploymentRecord]:
+    """Store a new deployment (generation 1); the op returns it.
+
+    The op checks, in the same transaction, that the name is free and that the registry
+    credentials and networks it names exist.
+
+    Raises (from the op):
+        Conflict: a live deployment has this name (or this id exists).
+        NotFound: the registry credentials or a network do not exist.
+    """
+    stamp = now() if at is None else at
+    record = DeploymentRecord(
+        id=deployment_id or new_id(),
+        name=name,
+        image=image,
+        registry_credentials_id=registry_credentials_id,
+        network_attachments=tuple(network_attachments),
+        templates=tuple(str_map(t) for t in templates),
+        env=str_map(env),
+        command=None if command is None else tuple(command),
+        replicas=replicas,
+        ports=tuple(obj_list(ports)),
+        node_selector=str_map(node_selector),
+        lost_after=float(lost_after),
+        restart_policy=_object(restart_policy),
+        pending_reason=None,
+        created_at=stamp,
+        updated_at=stamp,
+        generation=1,
+        deleted=False,
+    )
+    row = {
+        "id": record.id,
+        **_spec_row(record),
+        "pending_reason": None,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "generation": 1,
+        "deleted": False,
+    }
+
+    async def op(conn: AsyncConnection) -> DeploymentRecord:
+        await _check_name_free(conn, record.name, record.id)
+        await _check_references(conn, record)
+        await conn.execute(insert(Deployment).values(**row))
+        return record
+
+    return op
+
+
+def update_spec(changed: DeploymentRecord, *, at: float | None = None) -> Op[DeploymentRecord]:
+    """Write the spec fields of ``changed`` (a copy of a stored record, edited with
+    ``dataclasses.replace``) and bump the generation; the op returns the stored record.
+
+    Optimistic concurrency: ``changed.generation`` must still be the stored one.
+    ``pending_reason``, timestamps and ``deleted`` in ``changed`` are ignored.
+
+    Raises (from the op):
+        NotFound: no such deployment (or a credentials id / network it names).
+        Conflict: the deployment changed meanwhile, is deleted, or the new name is taken.
+    """
+    values = _spec_row(changed)
+
+    async def op(conn: AsyncConnection) -> DeploymentRecord:
+        stored = await get_deployment(conn, changed.id)
+        if stored.deleted:
+            raise Conflict(f"deployment {stored.name!r} is being deleted")
+        if stored.generation != changed.generation:
+            raise Conflict(
+                f"deployment {stored.name!r} changed meanwhile (generation "
+                f"{stored.generation}, not {changed.generation}): read it again"
+            )
+        if changed.name != stored.name:
+            await _check_name_free(conn, changed.name, changed.id)
+        await _check_references(conn, changed)
+        stamp = now() if at is None else at
+        await conn.execute(
+            update(Deployment)
+            .where(Deployment.id == changed.id)
+            .values(**values, updated_at=stamp, generation=Deployment.generation + 1)
+        )
+        return await get_deployment(conn, changed.id)
+
+    return op
+
+
+def set_pending_reason(deployment_id: str, reason: str | None) -> Op[bool]:
+    """Record why instances cannot be placed (None: all placed). Not a spec change: the
+    generation stays. The op returns False if the deployment no longer exists."""
+
+    async def op(conn: AsyncConnection) -> bool:
+        result = await conn.execute(
+            update(Deployment).where(Deployment.id == deployment_id).values(pending_reason=reason)
+        )
+        return bool(result.rowcount)
+
+    return op
+
+
+def mark_deleted(deployment_id: str, *, at: float | None = None) -> Op[DeploymentRecord]:
+    """Mark the deployment deleted (idempotent; bumps the generation the first time).
+
+    Its name is free again at once; its row stays until :func:`purge`.
+
+    Raises (from the op):
+        NotFound: no such deployment.
+    """
+
+    async def op(conn: AsyncConnection) -> DeploymentRecord:
+        stored = await get_deployment(conn, deployment_id)
+        if stored.deleted:
+            return stored
+        stamp = now() if at is None else at
+        await conn.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id)
+            .values(deleted=True, updated_at=stamp, generation=Deployment.generation + 1)
+        )
+        return dataclasses.replace(
+            stored, deleted=True, updated_at=stamp, generation=stored.generation + 1
+        )
+
+    return op
+
+
+def purge(deployment_id: str) -> Op[bool]:
+    """Remove a deleted deployment that has no instances left, with its tasks.
+
+    Events about it stay. The op returns False if the row was already gone.
+
+    Raises (from the op):
+        Conflict: the deployment is not marked deleted, or still has instances.
+    """
+
+    async def op(conn: AsyncConnection) -> bool:
+        stored = await find_deployment(conn, deployment_id)
+        if stored is None:
+            return False
+        if not stored.deleted:
+            raise Conflict(f"deployment {stored.name!r} is not deleted: mark it deleted first")
+        count = await conn.scalar(
+            select(func.count())
+            .select_from(ContainerInstance)
+            .where(ContainerInstance.deployment_id == deployment_id)
+        )
+        if count:
+            raise Conflict(f"deployment {stored.name!r} still has {count} instance(s)")
+        await conn.execute(delete(Task).where(Task.deployment_id == deployment_id))
+        await conn.execute(delete(Deployment).where(Deployment.id == deployment_id))
+        return True
+
+    return op
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+async def _check_name_free(conn: AsyncConnection, name: str, deployment_id: str) -> None:
+    taken = await conn.scalar(
+        select(
+            exists().where(
+                Deployment.name == name,
+                Deployment.deleted.is_(False),
+                Deployment.id != deployment_id,
+            )
+        )
+    )
+    if taken:
+        raise Conflict(f"a deployment named {name!r} already exists")
+
+
+async def _check_references(conn: AsyncConnection, record: DeploymentRecord) -> None:
+    creds = record.registry_credentials_id
+    if creds is not None:
+        found = await conn.scalar(select(exists().where(RegistryCredentials.id == creds)))
+        if not found:
+            raise NotFound("registry_credentials", creds)
+    wanted = set(record.network_attachments)
+    if wanted:
+        stmt = select(Network.name).where(Network.name.in_(sorted(wanted)))
+        known = set((await conn.execute(stmt)).scalars())
+        missing = sorted(wanted - known)
+        if missing:
+            raise NotFound("network", missing[0])

@@ -1,0 +1,237 @@
+"""The state store's tables, as SQLAlchemy 2 typed declarative models.
+
+Layer: store (adapter). Imports sqlalchemy and the standard library only. Nothing outside
+``knit.store`` should touch these classes: the query modules turn rows into the frozen
+records of ``knit.store.records``, so no actor ever holds an ORM object or a session.
+
+Conventions (every table):
+
+* ids are ``str`` (uuid4 hex generated in Python; node ids come from the agent). No table
+  has an autoincrement key: Core ``insert()`` of a list is then one fast statement.
+* timestamps are ``float`` seconds since the Unix epoch (UTC), as ``time.time()`` gives.
+* JSON columns hold plain ``dict``/``list`` values (``JSONB`` on PostgreSQL).
+* Events and tasks carry ids of other entities without foreign keys: they are history and
+  outlive what they mention.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+"""The schema this code writes; ``schema_version`` in the file must not be newer."""
+
+JSONValue: TypeAlias = str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
+"""Any value a JSON column can hold."""
+
+ID_LENGTH = 64
+_Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every Knit table."""
+
+
+class SchemaVersion(Base):
+    """One row: the schema version of the file, for future migrations."""
+
+    __tablename__ = "schema_version"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    applied_at: Mapped[float] = mapped_column(Double)
+
+
+class Node(Base):
+    """A worker host (spec 4 ``Node``), upserted from its heartbeats."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    last_heartbeat: Mapped[float | None] = mapped_column(Double)
+    eligible: Mapped[bool] = mapped_column(Boolean)
+    labels: Mapped[dict[str, str]] = mapped_column(_Json)
+    cpus: Mapped[float] = mapped_column(Double)
+    memory_bytes: Mapped[int] = mapped_column(BigInteger)
+    docker_version: Mapped[str] = mapped_column(String(64))
+    agent_version: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str | None] = mapped_column(String(64))
+    registered_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_nodes_status_heartbeat", "status", "last_heartbeat"),)
+
+
+class RegistryCredentials(Base):
+    """Credentials of a private registry; the password only as ciphertext (knit.secrets)."""
+
+    __tablename__ = "registry_credentials"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    url: Mapped[str] = mapped_column(String(512))
+    username: Mapped[str] = mapped_column(String(255))
+    password_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class Deployment(Base):
+    """The desired state of a set of containers (spec 4 ``Deployment``).
+
+    ``name`` is unique among deployments that are not ``deleted`` (a partial unique index):
+    a deleted deployment keeps its row until its instances are gone, and its name may be
+    reused meanwhile.
+    """
+
+    __tablename__ = "deployments"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    image: Mapped[str] = mapped_column(String(1024))
+    registry_credentials_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("registry_credentials.id", ondelete="RESTRICT")
+    )
+    network_attachments: Mapped[list[str]] = mapped_column(_Json)
+    templates: Mapped[list[dict[str, str]]] = mapped_column(_Json)
+    env: Mapped[dict[str, str]] = mapped_column(_Json)
+    command: Mapped[list[str] | None] = mapped_column(_Json)
+    replicas: Mapped[int] = mapped_column(Integer)
+    ports: Mapped[list[dict[str, JSONValue]]] = mapped_column(_Json)
+    node_selector: Mapped[dict[str, str]] = mapped_column(_Json)
+    lost_after: Mapped[float] = mapped_column(Double)
+    restart_policy: Mapped[dict[str, JSONValue]] = mapped_column(_Json)
+    pending_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    generation: Mapped[int] = mapped_column(Integer)
+    deleted: Mapped[bool] = mapped_column(Boolean)
+
+    __table_args__ = (
+        Index(
+            "uq_deployments_live_name",
+            "name",
+            unique=True,
+            sqlite_where=deleted == false(),
+            postgresql_where=deleted == false(),
+        ),
+        Index("ix_deployments_credentials", "registry_credentials_id"),
+    )
+
+
+class ContainerInstance(Base):
+    """One container of a deployment (spec 4 ``ContainerInstance``).
+
+    ``id`` is Knit's instance id; ``container_id`` is Docker's, known once created.
+    """
+
+    __tablename__ = "container_instances"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    container_id: Mapped[str | None] = mapped_column(String(128))
+    node_id: Mapped[str | None] = mapped_column(
+        String(ID_LENGTH), ForeignKey("nodes.id", ondelete="SET NULL")
+    )
+    deployment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("deployments.id", ondelete="CASCADE")
+    )
+    index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    desired: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        Index("ix_instances_deployment", "deployment_id", "index"),
+        Index("ix_instances_node", "node_id"),
+    )
+
+
+class Network(Base):
+    """A Knit network (spec 4 ``Network``); it exists on many nodes, so the id is Knit's."""
+
+    __tablename__ = "networks"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    driver: Mapped[str] = mapped_column(String(32))
+    subnet: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class NodeNetwork(Base):
+    """Docker's id of a Knit network on one node."""
+
+    __tablename__ = "node_networks"
+
+    node_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    network_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True
+    )
+    docker_id: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (Index("ix_node_networks_network", "network_id"),)
+
+
+class Task(Base):
+    """A unit of work sent to an agent (deploy or stop one instance), with its state."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    instance_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    deployment_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    node_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        Index("ix_tasks_state", "state"),
+        Index("ix_tasks_instance", "instance_id"),
+        Index("ix_tasks_deployment", "deployment_id"),
+    )
+
+
+class Event(Base):
+    """Something that happened, for the event log; listed newest first."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    at: Mapped[float] = mapped_column(Double)
+    kind: Mapped[str] = mapped_column(String(64))
+    node_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    deployment_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    instance_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    message: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_events_at", "at", "id"),
+        Index("ix_events_deployment_at", "deployment_id", "at", "id"),
+        Index("ix_events_node_at", "node_id", "at", "id"),
+    )

@@ -1,0 +1,317 @@
+"""The one writer: batching, no lost updates, isolated failures, cancellation, shutdown."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from knit.errors import Conflict, NotFound, StoreError
+from knit.store import Store, StoreWriter, deployments, networks, open_database
+from knit.store.models import Deployment
+from knit.store.ops import Op
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def bump_replicas(deployment_id: str) -> Op[int]:
+    """Read-then-write: exactly what loses updates without one writer."""
+
+    async def op(conn: AsyncConnection) -> int:
+        stmt = select(Deployment.replicas).where(Deployment.id == deployment_id)
+        current = (await conn.execute(stmt)).scalar_one()
+        await conn.execute(
+            update(Deployment).where(Deployment.id == deployment_id).values(replicas=current + 1)
+        )
+        return current + 1
+
+    return op
+
+
+def boom(message: str) -> Op[None]:
+    async def op(conn: AsyncConnection) -> None:
+        raise RuntimeError(message)
+
+    return op
+
+
+def write_then_fail(name: str) -> Op[None]:
+    """An op that writes, then fails: its write must not survive."""
+
+    async def op(conn: AsyncConnection) -> None:
+        await networks.create(name)(conn)
+        raise NotFound("thing", name)
+
+    return op
+
+
+async def test_submit_returns_the_ops_result_after_commit(store: Store) -> None:
+    record = await store.write(networks.create("front", subnet="10.1.0.0/24"))
+    assert record.name == "front"
+    assert await store.read(networks.get_network, record.id) == record
+
+
+async def test_no_lost_updates_under_200_concurrent_submitters(store: Store) -> None:
+    web = await store.write(deployments.create("web", "nginx", replicas=0))
+    seen: list[int] = []
+
+    async def submitter() -> None:
+        for _ in range(5):
+            seen.append(await store.write(bump_replicas(web.id)))
+
+    async def reader() -> None:
+        for _ in range(20):
+            await store.read(deployments.get_deployment, web.id)
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for _ in range(200):
+                tg.start_soon(submitter)
+            for _ in range(10):
+                tg.start_soon(reader)
+    assert (await store.read(deployments.get_deployment, web.id)).replicas == 1000
+    assert sorted(seen) == list(range(1, 1001))
+    assert store.writer.stats.largest_batch > 1  # concurrent submissions were coalesced
+
+
+async def test_a_failing_op_does_not_lose_the_rest_of_its_batch(db_path: Path) -> None:
+    async with open_database(db_path) as db:
+        writer = StoreWriter(db)
+        # Queue everything before the writer runs, so it all lands in one batch.
+        writer.submit_nowait(networks.create("a"))
+        outcomes: dict[str, object] = {}
+        all_done = anyio.Event()
+
+        async def submit(name: str, op: Op[object]) -> None:
+            try:
+                outcomes[name] = await writer.submit(op)
+            except Exception as exc:
+                outcomes[name] = exc
+            if len(outcomes) == 5:
+                all_done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit, "b", networks.create("b"))
+            tg.start_soon(submit, "dup", networks.create("a"))
+            tg.start_soon(submit, "bug", boom("bug"))
+            tg.start_soon(submit, "partial", write_then_fail("c"))
+            tg.start_soon(submit, "d", networks.create("d"))
+            await anyio.wait_all_tasks_blocked()
+            await tg.start(writer.run)
+            await all_done.wait()
+            await writer.aclose()
+
+        assert writer.stats.batches == 1
+        assert writer.stats.retried_batches == 1
+        assert isinstance(outcomes["dup"], Conflict)
+        assert isinstance(outcomes["bug"], RuntimeError)
+        assert isinstance(outcomes["partial"], NotFound)
+        async with db.read() as conn:
+            names = [n.name for n in await networks.list_networks(conn)]
+        assert names == ["a", "b", "d"]  # "c" was rolled back with its savepoint
+
+
+async def test_a_single_failing_op_gets_its_error_and_the_writer_goes_on(store: Store) -> None:
+    await store.write(networks.create("a"))
+    with pytest.raises(Conflict, match="already exists"):
+        await store.write(networks.create("a"))
+    with pytest.raises(RuntimeError, match="bug"):
+        await store.write(boom("bug"))
+    assert (await store.write(networks.create("b"))).name == "b"
+
+
+async def test_integrity_errors_become_conflicts(store: Store) -> None:
+    from knit.store import InstanceRecord, instances
+
+    orphan = InstanceRecord.new("no-such-deployment", 0, at=1.0)
+    with pytest.raises(Conflict, match="FOREIGN KEY"):
+        await store.write(instances.insert_many([orphan]))
+
+
+async def test_fire_and_forget_failures_are_logged_not_raised(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="knit.store.writer"):
+        store.write_nowait(boom("lost"))
+        await store.write(networks.create("after"))  # FIFO: the failing op ran before
+    assert store.writer.stats.failed_ops == 1
+    assert any("boom.<locals>.op" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_cancelled_caller_does_not_withdraw_a_queued_op(db_path: Path) -> None:
+    async with open_database(db_path) as db:
+        writer = StoreWriter(db)
+        async with anyio.create_task_group() as tg:
+            with anyio.move_on_after(0.05):
+                await writer.submit(networks.create("kept"))  # the writer is not running yet
+            await tg.start(writer.run)
+            await writer.aclose()
+        async with db.read() as conn:
+            assert [n.name for n in await networks.list_networks(conn)] == ["kept"]
+
+
+async def test_aclose_commits_everything_queued_then_refuses(db_path: Path) -> None:
+    async with open_database(db_path) as db:
+        writer = StoreWriter(db, max_batch=7)
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            for i in range(100):
+                writer.submit_nowait(networks.create(f"n{i}"))
+            await writer.aclose()
+        with pytest.raises(StoreError, match="stopped"):
+            writer.submit_nowait(networks.create("late"))
+        with pytest.raises(StoreError, match="stopped"):
+            await writer.submit(networks.create("late"))
+        async with db.read() as conn:
+            assert len(await networks.list_networks(conn)) == 100
+        assert writer.stats.largest_batch <= 7
+
+
+async def test_cancelling_the_writer_finishes_its_batch_and_fails_queued_ops(
+    db_path: Path,
+) -> None:
+    async with open_database(db_path) as db:
+        writer = StoreWriter(db, max_batch=1)
+        entered, release = anyio.Event(), anyio.Event()
+        outcomes: dict[str, object] = {}
+
+        def slow_create(name: str) -> Op[object]:
+            async def op(conn: AsyncConnection) -> object:
+                entered.set()
+                await release.wait()
+                return await networks.create(name)(conn)
+
+            return op
+
+        async def submit(name: str, op: Op[object]) -> None:
+            try:
+                outcomes[name] = await writer.submit(op)
+            except StoreError as exc:
+                outcomes[name] = exc
+
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+
+            async def run_writer() -> None:
+                with scope:
+                    await writer.run()
+
+            tg.start_soon(run_writer)
+            tg.start_soon(submit, "in-flight", slow_create("in-flight"))
+            await entered.wait()
+            tg.start_soon(submit, "queued", networks.create("queued"))
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()  # the batch in flight is shielded: it waits for ``release``
+            await anyio.wait_all_tasks_blocked()
+            release.set()
+        assert not isinstance(outcomes["in-flight"], Exception)
+        assert isinstance(outcomes["queued"], StoreError)
+        with pytest.raises(StoreError, match="stopped"):
+            await writer.submit(networks.create("after"))
+        async with db.read() as conn:
+            assert [n.name for n in await networks.list_networks(conn)] == ["in-flight"]
+
+
+async def test_a_full_queue_refuses_fire_and_forget_ops(db_path: Path) -> None:
+    async with open_database(db_path) as db:
+        writer = StoreWriter(db, buffer=2)
+        writer.submit_nowait(networks.create("a"))
+        writer.submit_nowait(networks.create("b"))
+        with pytest.raises(StoreError, match="overloaded"):
+            writer.submit_nowait(networks.create("c"))
+        assert writer.queued == 2
+        await writer.aclose()  # never ran: queued ops fail, nothing hangs
+        async with db.read() as conn:
+            assert await networks.list_networks(conn) == []
+
+
+async def test_linger_gathers_ops_into_one_batch(db_path: Path) -> None:
+    async with open_database(db_path) as db:
+        writer = StoreWriter(db, linger=0.2)
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+
+            async def later(name: str, delay: float) -> None:
+                await anyio.sleep(delay)
+                await writer.submit(networks.create(name))
+
+            tg.start_soon(later, "a", 0)
+            tg.start_soon(later, "b", 0.05)
+            await anyio.sleep(0.1)
+            await writer.aclose()
+        assert writer.stats.batches == 1
+
+
+async def test_a_bad_op_in_a_merged_statement_fails_alone(db_path: Path) -> None:
+    from knit.store import InstanceRecord, instances
+
+    async with open_database(db_path) as db:
+        writer = StoreWriter(db)
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            web = await writer.submit(deployments.create("web", "nginx"))
+            await writer.aclose()
+        writer = StoreWriter(db)
+        good = [InstanceRecord.new(web.id, i, at=1.0) for i in range(4)]
+        bad = InstanceRecord.new("no-such-deployment", 9, at=1.0)
+        outcomes: list[object] = []
+        all_done = anyio.Event()
+
+        async def submit(op: Op[int]) -> None:
+            try:
+                outcomes.append(await writer.submit(op))
+            except Conflict as exc:
+                outcomes.append(exc)
+            if len(outcomes) == 5:
+                all_done.set()
+
+        queued = [instances.insert_many([r]) for r in [good[0], good[1], bad, good[2], good[3]]]
+        async with anyio.create_task_group() as tg:
+            for op in queued:
+                tg.start_soon(submit, op)
+                await anyio.wait_all_tasks_blocked()  # keeps the queue in this order
+            await tg.start(writer.run)
+            await all_done.wait()
+            await writer.aclose()
+        assert writer.stats.statements_saved == 4  # five ops queued as one statement
+        assert writer.stats.retried_batches == 1
+        assert sum(isinstance(o, Conflict) for o in outcomes) == 1
+        async with db.read() as conn:
+            stored = await instances.list_instances(conn)
+        assert {i.id for i in stored} == {g.id for g in good}
+
+
+class Meltdown(BaseException):
+    """Not an ``Exception``: escapes every ``except Exception``."""
+
+
+async def test_an_op_raising_a_base_exception_crashes_the_writer_but_no_caller_hangs(
+    db_path: Path,
+) -> None:
+    async def melt(conn: AsyncConnection) -> None:
+        raise Meltdown
+
+    async with open_database(db_path) as db:
+        writer = StoreWriter(db)
+        errors: list[Exception] = []
+
+        async def submit(op: Op[object]) -> None:
+            try:
+                await writer.submit(op)
+            except StoreError as exc:
+                errors.append(exc)
+
+        with pytest.raises(BaseExceptionGroup) as caught:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(submit, networks.create("same-batch"))
+                    tg.start_soon(submit, melt)
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(writer.run)
+        assert caught.group_contains(Meltdown)
+        assert len(errors) == 2
+        assert "crashed" in str(errors[0])
