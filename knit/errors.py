@@ -21,6 +21,14 @@ class ValidationError(KnitError):
         self.message = message
 
 
+class Invalid(KnitError):
+    """Several field errors at once: ``errors`` is a list of ``{"field", "message"}``."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
 class NotFound(KnitError):
     """A referenced entity does not exist."""
 

@@ -1,0 +1,63 @@
+"""What every actor of the agent shares: identity, adapters and settings.
+
+Layer: agent. Adapters (bus, runtime) are passed in, never imported by the actors, so the
+simulation harness can give the real agent code a simulated runtime and a shared bus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knit.agent.files import TemplateFiles
+from knit.bus import Bus
+from knit.runtime.base import ContainerRuntime
+from knit.secrets import NodeKeyPair
+
+AGENT_VERSION = "0.1.0"
+
+LABEL_DEPLOYMENT = "knit.deployment"
+LABEL_NODE = "knit.node"
+LABEL_INSTANCE = "knit.instance"
+LABEL_INDEX = "knit.index"
+LABEL_DEPLOYMENT_NAME = "knit.deployment-name"
+
+
+@dataclass
+class AgentContext:
+    """The agent's identity and adapters.
+
+    Attributes:
+        node_id: this node's id (stable across restarts).
+        hostname: the name reported to the server.
+        labels: node labels (matched by deployments' ``node_selector``).
+        bus: the NATS adapter.
+        runtime: the container runtime (Docker, or the simulated one).
+        keys: the node's X25519 key pair (credentials are sealed to it).
+        files: where rendered templates go.
+        heartbeat_interval: seconds between heartbeats.
+        task_timeout: the longest a single task may run (pulls included).
+    """
+
+    node_id: str
+    hostname: str
+    labels: dict[str, str]
+    bus: Bus
+    runtime: ContainerRuntime
+    keys: NodeKeyPair
+    files: TemplateFiles
+    heartbeat_interval: float = 5.0
+    task_timeout: float = 600.0
+    data_dir: Path = field(default_factory=lambda: Path(".knit/agent"))
+
+    def container_labels(
+        self, deployment_id: str, instance_id: str, index: int, name: str
+    ) -> dict[str, str]:
+        """The labels Knit puts on every container it creates."""
+        return {
+            LABEL_DEPLOYMENT: deployment_id,
+            LABEL_NODE: self.node_id,
+            LABEL_INSTANCE: instance_id,
+            LABEL_INDEX: str(index),
+            LABEL_DEPLOYMENT_NAME: name,
+        }

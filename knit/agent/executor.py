@@ -1,0 +1,212 @@
+"""Running one task on this node: deploy an instance, or stop one.
+
+Layer: agent. The deploy task is a sequence of small steps (Nomad's task-runner hooks):
+adopt, credentials, pull, networks, templates, create, start. Each step names itself, so a
+failure reaches the server as ``failed`` with the step and a readable reason, and nothing
+hangs: the whole task runs under a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
+
+import anyio
+
+from actors import Actor
+from knit.agent.context import LABEL_INSTANCE, AgentContext
+from knit.errors import KnitError, RuntimeFailure, SecretError, TemplateError
+from knit.runtime.base import ContainerSpec, ContainerState, PortBinding, RegistryAuth
+from knit.wire import subjects
+from knit.wire.messages import DeployTask, StopTask, Task, TaskStatus, encode
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Report = Callable[[TaskStatus], Awaitable[None]]
+
+
+class StepFailed(KnitError):
+    """A step of a task failed; ``step`` names it, the message says why."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+def container_name(deployment_name: str, index: int, instance_id: str) -> str:
+    """A readable, unique Docker name for an instance's container."""
+    return f"knit-{deployment_name}-{index}-{instance_id[:8]}"
+
+
+async def find_instance_container(ctx: AgentContext, instance_id: str) -> ContainerState | None:
+    """The container of ``instance_id`` on this node, if one exists (in any state)."""
+    found = await ctx.runtime.list({LABEL_INSTANCE: instance_id, "knit.node": ctx.node_id})
+    return found[0] if found else None
+
+
+async def deploy(ctx: AgentContext, task: DeployTask) -> str:
+    """Make the instance of ``task`` run here; return its container id.
+
+    Idempotent: a container already labelled with the instance id is adopted (started if it
+    had stopped), never duplicated.
+
+    Raises:
+        StepFailed: a step failed; nothing of this attempt is left running.
+    """
+    spec = task.deployment
+    existing = await find_instance_container(ctx, task.instance_id)
+    if existing is not None:
+        if existing.state != "running":
+            await _step("start", ctx.runtime.start(existing.id))
+        return existing.id
+
+    auth: RegistryAuth | None = None
+    if task.credentials is not None:
+        try:
+            password = ctx.keys.open(task.credentials.sealed_password)
+        except SecretError as exc:
+            raise StepFailed("credentials", f"cannot open the sealed password: {exc}") from exc
+        auth = RegistryAuth(
+            server=task.credentials.server, username=task.credentials.username, password=password
+        )
+    # With credentials, always pull: it checks them even when the image is cached.
+    if auth is not None or not await ctx.runtime.has_image(spec.image):
+        await _step("pull", ctx.runtime.pull(spec.image, auth))
+
+    networks: list[str] = []
+    network_mode: Literal["host"] | None = None
+    for attachment in spec.network_attachments:
+        if attachment.driver == "host":
+            network_mode = "host"
+            continue
+        await _step(
+            "network",
+            ctx.runtime.ensure_network(
+                attachment.name, attachment.subnet, {"knit.network": attachment.name}
+            ),
+        )
+        networks.append(attachment.name)
+
+    context = {
+        "env": dict(spec.env),
+        "node": {"id": ctx.node_id, "hostname": ctx.hostname, "labels": dict(ctx.labels)},
+        "deployment": {"id": spec.id, "name": spec.name, "image": spec.image},
+        "instance": {"id": task.instance_id, "index": task.instance_index},
+    }
+    try:
+        mounts = await ctx.files.render_all(
+            task.instance_id, [(t.content, t.destination) for t in spec.templates], context
+        )
+    except TemplateError as exc:
+        raise StepFailed("render", str(exc)) from exc
+
+    container = ContainerSpec(
+        name=container_name(spec.name, task.instance_index, task.instance_id),
+        image=spec.image,
+        command=list(spec.command) if spec.command else None,
+        env=dict(spec.env),
+        labels=ctx.container_labels(spec.id, task.instance_id, task.instance_index, spec.name),
+        mounts=mounts,
+        networks=networks,
+        network_mode=network_mode,
+        ports=[
+            PortBinding(
+                container_port=p.container_port,
+                protocol=p.protocol,
+                host_port=p.host_port,
+                host_ip=p.host_ip,
+            )
+            for p in spec.ports
+        ],
+    )
+    container_id = await _step("create", ctx.runtime.create(container))
+    try:
+        await _step("start", ctx.runtime.start(container_id))
+    except StepFailed:
+        with anyio.CancelScope(shield=True):
+            await _quietly(ctx.runtime.remove(container_id, force=True))
+            await ctx.files.remove(task.instance_id)
+        raise
+    return container_id
+
+
+async def stop(ctx: AgentContext, task: StopTask) -> None:
+    """Stop (and by default remove) the instance's container and its files. Idempotent."""
+    existing = await find_instance_container(ctx, task.instance_id)
+    if existing is not None:
+        if existing.state == "running":
+            await _step("stop", ctx.runtime.stop(existing.id, grace=10))
+        if task.remove:
+            await _step("remove", ctx.runtime.remove(existing.id, force=True))
+    if task.remove:
+        await ctx.files.remove(task.instance_id)
+
+
+async def _step(name: str, work: Awaitable[T]) -> T:
+    try:
+        return await work
+    except RuntimeFailure as exc:
+        raise StepFailed(name, exc.message) from exc
+    except KnitError as exc:
+        raise StepFailed(name, str(exc)) from exc
+
+
+async def _quietly(work: Awaitable[object]) -> None:
+    try:
+        await work
+    except KnitError as exc:
+        log.debug("cleanup failed: %s", exc)
+
+
+class TaskExecutor(Actor[Task]):
+    """Runs the tasks it is told, one at a time, reporting each on ``knit.task.status``.
+
+    One executor per task keeps a slow pull from holding up other tasks; the intake spawns
+    them as temporary actors.
+    """
+
+    def __init__(
+        self, ctx: AgentContext, on_done: Callable[[TaskStatus], None] | None = None
+    ) -> None:
+        self.ctx = ctx
+        self.on_done = on_done
+
+    async def report(self, task: Task, state: str, **fields: object) -> TaskStatus:
+        """Publish one TaskStatus for ``task``; return it."""
+        status = TaskStatus(
+            task_id=task.task_id,
+            instance_id=task.instance_id,
+            node_id=self.ctx.node_id,
+            state=state,  # type: ignore[arg-type]
+            at=time.time(),
+            **fields,  # type: ignore[arg-type]
+        )
+        try:
+            await self.ctx.bus.publish(subjects.TASK_STATUS, encode(status))
+        except KnitError as exc:
+            log.warning("cannot report task %s: %s", task.task_id, exc)
+        return status
+
+    async def handle(self, message: Task) -> None:
+        """Run one task to its end, under the context's task timeout."""
+        try:
+            with anyio.fail_after(self.ctx.task_timeout):
+                if isinstance(message, DeployTask):
+                    container_id = await deploy(self.ctx, message)
+                    final = await self.report(message, "succeeded", container_id=container_id)
+                else:
+                    await stop(self.ctx, message)
+                    final = await self.report(
+                        message, "succeeded", container_id=message.container_id
+                    )
+        except StepFailed as exc:
+            log.info("task %s failed at %s", message.task_id, exc.step)
+            final = await self.report(message, "failed", step=exc.step, error=exc.reason)
+        except TimeoutError:
+            final = await self.report(message, "failed", step="timeout", error="task timed out")
+        if self.on_done is not None:
+            self.on_done(final)

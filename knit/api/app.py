@@ -1,0 +1,213 @@
+"""The REST API: Quart routes that validate a request, call the control plane, answer JSON.
+
+Layer: api. Imports quart, pydantic, knit.domain and the ``ControlPlane`` port; never actors
+or the store. Errors become JSON bodies: ``{"error": "...", "errors": [{"field", "message"}]}``
+with 400 (malformed JSON), 404 (unknown id or path), 409 (conflict) or 422 (invalid input).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pydantic
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
+
+from knit.api.openapi import openapi_document
+from knit.api.ports import ControlPlane
+from knit.domain.specs import (
+    DeploymentSpec,
+    NetworkSpec,
+    RegistryCredentialsSpec,
+    errors_from_pydantic,
+)
+from knit.errors import Conflict, Invalid, KnitError, NotFound, ValidationError
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+MAX_BODY_BYTES = 1 << 20
+
+
+class BadRequest(KnitError):
+    """The body is not JSON, or not a JSON object."""
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """A JSON response with ``status``."""
+    return Response(json.dumps(data), status=status, mimetype="application/json")
+
+
+def error_response(
+    status: int, message: str, errors: list[dict[str, str]] | None = None
+) -> Response:
+    """The one error body shape of the API."""
+    body: dict[str, Any] = {"error": message}
+    if errors is not None:
+        body["errors"] = errors
+    return json_response(body, status)
+
+
+async def read_model(model: type[M]) -> M:
+    """Parse the request body as JSON and validate it into ``model``.
+
+    Raises:
+        BadRequest: the body is not a JSON object.
+        Invalid: the object breaks the model's rules.
+    """
+    raw = await request.get_data(as_text=False)
+    try:
+        data = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise Invalid(errors_from_pydantic(exc)) from exc
+
+
+def create_app(control: ControlPlane) -> Quart:
+    """Build the Quart application serving Knit's REST API on top of ``control``."""
+    app = Quart("knit")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+
+    @app.errorhandler(BadRequest)
+    async def on_bad_request(exc: BadRequest) -> Response:
+        return error_response(400, str(exc))
+
+    @app.errorhandler(Invalid)
+    async def on_invalid(exc: Invalid) -> Response:
+        return error_response(422, "invalid input", exc.errors)
+
+    @app.errorhandler(ValidationError)
+    async def on_validation(exc: ValidationError) -> Response:
+        return error_response(422, "invalid input", [{"field": exc.field, "message": exc.message}])
+
+    @app.errorhandler(NotFound)
+    async def on_not_found(exc: NotFound) -> Response:
+        return error_response(404, str(exc))
+
+    @app.errorhandler(Conflict)
+    async def on_conflict(exc: Conflict) -> Response:
+        return error_response(409, str(exc))
+
+    @app.errorhandler(HTTPException)
+    async def on_http(exc: HTTPException) -> Response:
+        return error_response(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(KnitError)
+    async def on_knit_error(exc: KnitError) -> Response:
+        log.warning("request failed: %s", type(exc).__name__)
+        return error_response(503, str(exc))
+
+    def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Awaitable[Response]]], Any]:
+        def register(view: Callable[..., Awaitable[Response]]) -> Any:
+            return app.route(rule, methods=methods)(view)
+
+        return register
+
+    @route("/healthz", ["GET"])
+    async def healthz() -> Response:
+        return json_response({"ok": True})
+
+    @route("/status", ["GET"])
+    async def status() -> Response:
+        return json_response(control.status())
+
+    @route("/openapi.json", ["GET"])
+    async def openapi() -> Response:
+        return json_response(openapi_document())
+
+    # nodes
+    @route("/nodes", ["GET"])
+    async def list_nodes() -> Response:
+        return json_response(await control.list_nodes())
+
+    @route("/nodes/<node_id>", ["GET"])
+    async def get_node(node_id: str) -> Response:
+        return json_response(await control.get_node(node_id))
+
+    @route("/nodes/<node_id>/drain", ["POST"])
+    async def drain_node(node_id: str) -> Response:
+        return json_response(await control.set_node_eligible(node_id, False))
+
+    @route("/nodes/<node_id>/eligible", ["POST"])
+    async def eligible_node(node_id: str) -> Response:
+        return json_response(await control.set_node_eligible(node_id, True))
+
+    # registries
+    @route("/registries", ["POST"])
+    async def create_registry() -> Response:
+        spec = await read_model(RegistryCredentialsSpec)
+        return json_response(await control.create_registry(spec), 201)
+
+    @route("/registries", ["GET"])
+    async def list_registries() -> Response:
+        return json_response(await control.list_registries())
+
+    @route("/registries/<registry_id>", ["DELETE"])
+    async def delete_registry(registry_id: str) -> Response:
+        await control.delete_registry(registry_id)
+        return json_response({"id": registry_id, "deleted": True})
+
+    # networks
+    @route("/networks", ["POST"])
+    async def create_network() -> Response:
+        spec = await read_model(NetworkSpec)
+        return json_response(await control.create_network(spec), 201)
+
+    @route("/networks", ["GET"])
+    async def list_networks() -> Response:
+        return json_response(await control.list_networks())
+
+    @route("/networks/<network_id>", ["DELETE"])
+    async def delete_network(network_id: str) -> Response:
+        await control.delete_network(network_id)
+        return json_response({"id": network_id, "deleted": True})
+
+    # deployments
+    @route("/deployments", ["POST"])
+    async def create_deployment() -> Response:
+        spec = await read_model(DeploymentSpec)
+        return json_response(await control.create_deployment(spec), 201)
+
+    @route("/deployments", ["GET"])
+    async def list_deployments() -> Response:
+        return json_response(await control.list_deployments())
+
+    @route("/deployments/<deployment_id>", ["GET"])
+    async def get_deployment(deployment_id: str) -> Response:
+        return json_response(await control.get_deployment(deployment_id))
+
+    @route("/deployments/<deployment_id>", ["DELETE"])
+    async def delete_deployment(deployment_id: str) -> Response:
+        return json_response(await control.delete_deployment(deployment_id))
+
+    # instances and events
+    @route("/instances", ["GET"])
+    async def list_instances() -> Response:
+        return json_response(await control.list_instances())
+
+    @route("/events", ["GET"])
+    async def list_events() -> Response:
+        raw_limit = request.args.get("limit", "100")
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise ValidationError("limit", "must be an integer") from None
+        if not 1 <= limit <= 10_000:
+            raise ValidationError("limit", "must be between 1 and 10000")
+        events = await control.list_events(
+            deployment_id=request.args.get("deployment_id") or request.args.get("deployment"),
+            node_id=request.args.get("node_id") or request.args.get("node"),
+            limit=limit,
+        )
+        return json_response(events)
+
+    return app

@@ -1,0 +1,87 @@
+"""What the HTTP API needs from the control plane: one Protocol, implemented by the server.
+
+Layer: api (a port). Routes depend on this, never on actors or the store directly, so the
+HTTP layer stays outside the actors' failure domain and can be tested on its own.
+
+Every method returns JSON-ready data (dicts of str, numbers, lists, None) and raises
+``knit.errors.NotFound``, ``knit.errors.ValidationError`` (or ``Invalid`` for several at once)
+or ``knit.errors.Conflict``; the routes turn those into 404, 422 and 409.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec
+
+JSONDict = dict[str, Any]
+
+
+class ControlPlane(Protocol):
+    """The server as the API sees it."""
+
+    async def list_nodes(self) -> list[JSONDict]:
+        """Every node known."""
+        ...
+
+    async def get_node(self, node_id: str) -> JSONDict:
+        """One node."""
+        ...
+
+    async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:
+        """Drain (``False``) or un-drain (``True``) a node."""
+        ...
+
+    async def create_registry(self, spec: RegistryCredentialsSpec) -> JSONDict:
+        """Store registry credentials (the password encrypted); returns them without it."""
+        ...
+
+    async def list_registries(self) -> list[JSONDict]:
+        """Every stored credential, never with its password."""
+        ...
+
+    async def delete_registry(self, registry_id: str) -> None:
+        """Delete credentials no deployment uses."""
+        ...
+
+    async def create_network(self, spec: NetworkSpec) -> JSONDict:
+        """Declare a network."""
+        ...
+
+    async def list_networks(self) -> list[JSONDict]:
+        """Every network declared."""
+        ...
+
+    async def delete_network(self, network_id: str) -> None:
+        """Delete a network no deployment uses."""
+        ...
+
+    async def create_deployment(self, spec: DeploymentSpec) -> JSONDict:
+        """Store a deployment and start converging it."""
+        ...
+
+    async def list_deployments(self) -> list[JSONDict]:
+        """Every deployment not deleted."""
+        ...
+
+    async def get_deployment(self, deployment_id: str) -> JSONDict:
+        """One deployment with its ``instances``."""
+        ...
+
+    async def delete_deployment(self, deployment_id: str) -> JSONDict:
+        """Delete a deployment: its containers are stopped and removed."""
+        ...
+
+    async def list_instances(self) -> list[JSONDict]:
+        """Every container instance."""
+        ...
+
+    async def list_events(
+        self, *, deployment_id: str | None, node_id: str | None, limit: int
+    ) -> list[JSONDict]:
+        """Events, newest first."""
+        ...
+
+    def status(self) -> JSONDict:
+        """Health and introspection: actors, bus, versions."""
+        ...

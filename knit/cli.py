@@ -1,0 +1,221 @@
+"""The ``knit`` command: run a server, an agent or a dev cluster, and talk to the API.
+
+Layer: the top. Parses arguments and hands over to ``knit.server``, ``knit.agent``,
+``knit.dev`` or the API client; the heavy modules are imported only by the subcommand that
+needs them, so ``knit ps`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from knit.config import (
+    DEFAULT_API,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HTTP,
+    DEFAULT_NATS_LISTEN,
+    DEFAULT_NODE_TTL,
+    AgentConfig,
+    ServerConfig,
+)
+from knit.errors import KnitError
+
+
+def parse_labels(items: Sequence[str]) -> dict[str, str]:
+    """Turn ``["k=v", ...]`` into a mapping.
+
+    Raises:
+        ValueError: an item has no ``=`` or an empty key.
+    """
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--label {item!r}: expected KEY=VALUE")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="knit", description="A small container orchestrator.")
+    parser.add_argument("--log-level", default=os.environ.get("KNIT_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    server = sub.add_parser("server", help="run the control plane")
+    server.add_argument("--http", default=DEFAULT_HTTP, help="API listen address HOST:PORT")
+    server.add_argument("--data-dir", type=Path, default=Path(".knit/server"))
+    server.add_argument("--nats", default=None, help="NATS URL; omitted: start an embedded one")
+    server.add_argument("--nats-listen", default=DEFAULT_NATS_LISTEN)
+    server.add_argument("--node-ttl", type=float, default=DEFAULT_NODE_TTL, metavar="SECONDS")
+    server.add_argument("--database-url", default=None, help="SQLAlchemy URL (default SQLite)")
+
+    agent = sub.add_parser("agent", help="run the agent of this host")
+    agent.add_argument("--nats", default=f"nats://{DEFAULT_NATS_LISTEN}")
+    agent.add_argument("--data-dir", type=Path, default=Path(".knit/agent"))
+    agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    agent.add_argument(
+        "--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_INTERVAL, metavar="SECONDS"
+    )
+    agent.add_argument("--docker-host", default=None)
+    agent.add_argument("--hostname", default=None)
+
+    dev = sub.add_parser("dev", help="nats-server, server and one agent in one process tree")
+    dev.add_argument("--http", default=DEFAULT_HTTP)
+    dev.add_argument("--data-dir", type=Path, default=Path(".knit"))
+    dev.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    dev.add_argument("--node-ttl", type=float, default=DEFAULT_NODE_TTL, metavar="SECONDS")
+    dev.add_argument(
+        "--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_INTERVAL, metavar="SECONDS"
+    )
+    dev.add_argument("--example", action="store_true", help="submit an example deployment")
+
+    api_default = os.environ.get("KNIT_API", DEFAULT_API)
+    for name, help_text in (
+        ("ps", "list instances"),
+        ("nodes", "list nodes"),
+        ("deploy", "submit a deployment"),
+        ("rm", "delete a deployment"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--api", default=api_default, help="the server's API URL")
+        cmd.add_argument("--json", action="store_true", help="print JSON")
+        if name == "deploy":
+            cmd.add_argument("-f", "--file", required=True, help="YAML or JSON spec ('-': stdin)")
+        if name == "rm":
+            cmd.add_argument("target", metavar="NAME|ID")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``knit`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return run(args)
+    except KnitError as exc:
+        print(f"knit: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"knit: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch one parsed command."""
+    if args.command == "server":
+        from knit.server.main import run_server
+
+        return run_server(
+            ServerConfig(
+                http=args.http,
+                data_dir=args.data_dir,
+                nats_url=args.nats,
+                nats_listen=args.nats_listen,
+                node_ttl=args.node_ttl,
+                database_url=args.database_url,
+            )
+        )
+    if args.command == "agent":
+        from knit.agent.main import run_agent
+
+        return run_agent(
+            AgentConfig(
+                nats_url=args.nats,
+                data_dir=args.data_dir,
+                labels=parse_labels(args.label),
+                heartbeat_interval=args.heartbeat_interval,
+                docker_host=args.docker_host,
+                hostname=args.hostname,
+            )
+        )
+    if args.command == "dev":
+        from knit.dev import DevConfig, run_dev
+
+        return run_dev(
+            DevConfig(
+                http=args.http,
+                data_dir=args.data_dir,
+                labels=parse_labels(args.label),
+                node_ttl=args.node_ttl,
+                heartbeat_interval=args.heartbeat_interval,
+                example=args.example,
+            )
+        )
+    return run_client_command(args)
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    """``ps``, ``nodes``, ``deploy`` and ``rm``: one API call each, printed."""
+    from knit.client import ApiClient
+
+    client = ApiClient(args.api)
+    try:
+        if args.command == "nodes":
+            nodes = client.nodes()
+            emit(args, nodes, ["id", "hostname", "status", "eligible", "last_heartbeat"])
+        elif args.command == "ps":
+            instances = client.instances()
+            emit(args, instances, ["id", "deployment_id", "node_id", "status", "error"])
+        elif args.command == "deploy":
+            created = client.create_deployment(load_spec(args.file))
+            if args.json:
+                print(json.dumps(created, indent=2))
+            else:
+                print(f"deployment {created['name']} created: {created['id']}")
+        elif args.command == "rm":
+            deployment = client.resolve_deployment(args.target)
+            client.delete_deployment(deployment["id"])
+            print(f"deployment {deployment['name']} deleted")
+    finally:
+        client.close()
+    return 0
+
+
+def load_spec(path: str) -> dict[str, Any]:
+    """Read a deployment spec from a YAML or JSON file (``-`` reads standard input).
+
+    Raises:
+        ValueError: the file cannot be read or does not hold a mapping.
+    """
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is neither valid YAML nor JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold one deployment (a mapping)")
+    return data
+
+
+def emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Print rows as JSON (``--json``) or as an aligned table of ``columns``."""
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = [[c.upper() for c in columns]]
+    table += [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for r in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

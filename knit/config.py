@@ -1,0 +1,67 @@
+"""Process configuration: what ``knit server``, ``knit agent`` and ``knit dev`` are told.
+
+Layer: plain data shared by the CLI and the process entry points; imports the standard
+library only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HTTP = "127.0.0.1:8080"
+DEFAULT_API = f"http://{DEFAULT_HTTP}"
+DEFAULT_NATS_LISTEN = "127.0.0.1:4222"
+DEFAULT_NODE_TTL = 15.0
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of one ``knit server`` process.
+
+    Attributes:
+        http: the API's listen address, ``HOST:PORT``.
+        data_dir: where the SQLite file and the secret key live.
+        nats_url: an external NATS to connect to; ``None`` starts an embedded nats-server.
+        nats_listen: where the embedded nats-server listens (``HOST:PORT``, port 0 = any).
+        node_ttl: seconds without a heartbeat before a node is marked unhealthy.
+        database_url: an SQLAlchemy URL overriding the SQLite file in ``data_dir``.
+        restart_grace: seconds after a server start during which no node is marked
+            unhealthy (agents need one heartbeat interval to be heard again).
+    """
+
+    http: str = DEFAULT_HTTP
+    data_dir: Path = Path(".knit/server")
+    nats_url: str | None = None
+    nats_listen: str = DEFAULT_NATS_LISTEN
+    node_ttl: float = DEFAULT_NODE_TTL
+    database_url: str | None = None
+    restart_grace: float | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Settings of one ``knit agent`` process.
+
+    Attributes:
+        nats_url: the NATS to connect to.
+        data_dir: where the node id, the node's key pair and rendered templates live.
+        labels: node labels, matched by deployments' ``node_selector``.
+        heartbeat_interval: seconds between two heartbeats.
+        docker_host: the Docker Engine to drive (default ``DOCKER_HOST`` or the local socket).
+        hostname: the name reported to the server (default the machine's).
+    """
+
+    nats_url: str = f"nats://{DEFAULT_NATS_LISTEN}"
+    data_dir: Path = Path(".knit/agent")
+    labels: dict[str, str] = field(default_factory=dict)
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    docker_host: str | None = None
+    hostname: str | None = None
+
+
+def default_docker_host() -> str | None:
+    """The ``DOCKER_HOST`` of the environment, if any (``None`` means the local socket)."""
+    return os.environ.get("DOCKER_HOST") or None

@@ -1,0 +1,71 @@
+"""The bus bridge: NATS subjects to mailboxes.
+
+Layer: server. Subscribes to ``knit.agent.heartbeat`` and ``knit.task.status``, decodes each
+message in nats-py's callback, and hands it to the actor that owns it. A callback never does
+the work itself; an undecodable message is counted and dropped (never logged whole).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from actors import ActorRef, ActorSystem
+from knit.bus import Bus
+from knit.errors import KnitError
+from knit.server.messages import HeartbeatReceived, StatusReceived
+from knit.wire import subjects
+from knit.wire.messages import decode_heartbeat, decode_status
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BridgeStats:
+    """Counters of what crossed the bridge."""
+
+    heartbeats: int = 0
+    statuses: int = 0
+    late_statuses: int = 0
+    rejected: int = 0
+
+
+async def open_bridge(bus: Bus, system: ActorSystem, nodes: ActorRef[Any]) -> BridgeStats:
+    """Subscribe the server's subjects; returns live counters.
+
+    Heartbeats go to the NodeDirectory (which routes to NodeActors); statuses go straight to
+    the TaskActor of their task (``task/{id}``). A status for a task that has no actor any
+    more (it ended, or the server restarted) is dropped: the agent's heartbeat report carries
+    the same truth.
+    """
+    stats = BridgeStats()
+
+    async def on_heartbeat(payload: bytes, reply: str | None) -> None:
+        try:
+            heartbeat = decode_heartbeat(payload)
+        except KnitError as exc:
+            stats.rejected += 1
+            log.warning("undecodable heartbeat dropped: %s", exc)
+            return
+        stats.heartbeats += 1
+        await nodes.tell(HeartbeatReceived(heartbeat, time.time()))
+
+    async def on_status(payload: bytes, reply: str | None) -> None:
+        try:
+            status = decode_status(payload)
+        except KnitError as exc:
+            stats.rejected += 1
+            log.warning("undecodable task status dropped: %s", exc)
+            return
+        stats.statuses += 1
+        task = system.lookup(f"task/{status.task_id}")
+        if task is None:
+            stats.late_statuses += 1
+            return
+        await task.tell(StatusReceived(status))
+
+    await bus.subscribe(subjects.HEARTBEAT, on_heartbeat)
+    await bus.subscribe(subjects.TASK_STATUS, on_status)
+    return stats

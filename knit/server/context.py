@@ -1,0 +1,149 @@
+"""What the server's actors share: adapters, settings and a few cluster-wide services.
+
+Layer: server. Adapters (bus, repo, secret box) come in through the constructor; the
+actors never import them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from actors import ActorRef, SupervisorRef
+from knit.bus import Bus
+from knit.domain.placement import PlacementRequest, Plan
+from knit.domain.specs import registry_server
+from knit.errors import KnitError
+from knit.secrets import SecretBox, seal
+from knit.server.records import InstanceState
+from knit.server.repo import Repo
+from knit.server.scheduler import Place, Release, SchedulerMessage
+from knit.server.tasks import TaskTiming
+from knit.store.records import DeploymentRecord
+from knit.wire.messages import DeployTask, SealedCredentials, StopTask, Task, TaskDeployment
+
+if TYPE_CHECKING:
+    from knit.server.directories import DirectoryMessage
+
+
+@dataclass
+class ServerContext:
+    """The server's shared services.
+
+    Attributes:
+        repo: the store, as the server's actors use it.
+        bus: the NATS adapter.
+        secrets: decrypts registry passwords stored at rest.
+        node_ttl: seconds without a heartbeat before a node is unhealthy.
+        restart_grace: extra seconds given to every node after a server start.
+        timing: the deadlines of tasks.
+    """
+
+    repo: Repo
+    bus: Bus
+    secrets: SecretBox
+    node_ttl: float
+    restart_grace: float
+    timing: TaskTiming = field(default_factory=TaskTiming)
+    public_keys: dict[str, str] = field(default_factory=dict)
+    _scheduler: ActorRef[SchedulerMessage] | None = None
+    _deployments: ActorRef[Any] | None = None
+    _tasks_supervisor: SupervisorRef | None = None
+
+    def wire(
+        self,
+        scheduler: ActorRef[SchedulerMessage],
+        deployments: ActorRef[DirectoryMessage],
+        tasks_supervisor: SupervisorRef,
+    ) -> None:
+        """Connect the services that exist only once the actor tree is up."""
+        self._scheduler = scheduler
+        self._deployments = deployments
+        self._tasks_supervisor = tasks_supervisor
+
+    @property
+    def scheduler(self) -> ActorRef[SchedulerMessage]:
+        """The Scheduler actor."""
+        assert self._scheduler is not None
+        return self._scheduler
+
+    @property
+    def deployments(self) -> ActorRef[Any]:
+        """The deployments' directory actor."""
+        assert self._deployments is not None
+        return self._deployments
+
+    @property
+    def tasks_supervisor(self) -> SupervisorRef:
+        """The supervisor of every TaskActor."""
+        assert self._tasks_supervisor is not None
+        return self._tasks_supervisor
+
+    async def place(self, request: PlacementRequest) -> Plan:
+        """Ask the Scheduler to place instances."""
+        return cast(Plan, await self.scheduler.ask(Place(request), timeout=30))
+
+    def release(self, node_id: str | None) -> None:
+        """Tell the Scheduler an instance left ``node_id``."""
+        if node_id is not None:
+            self.scheduler.tell_nowait(Release(node_id))
+
+    async def build_task(self, record: DeploymentRecord, inst: InstanceState, kind: str) -> Task:
+        """The wire task that deploys or stops ``inst``; credentials sealed to its node.
+
+        Raises:
+            KnitError: credentials are needed but the node's key or the credentials are
+                unknown.
+        """
+        task_id = uuid.uuid4().hex
+        self.repo.new_task(task_id, kind, inst, record.id)
+        if kind == "stop":
+            return StopTask(
+                task_id=task_id, instance_id=inst.id, container_id=inst.container_id, remove=True
+            )
+        networks = await self.repo.networks_named(record.network_attachments)
+        credentials = None
+        if record.registry_credentials_id:
+            credentials = await self.sealed_credentials(
+                record.registry_credentials_id, inst.node_id
+            )
+        deployment = TaskDeployment.model_validate(
+            {
+                "id": record.id,
+                "name": record.name,
+                "image": record.image,
+                "command": record.command,
+                "env": dict(record.env),
+                "templates": [dict(t) for t in record.templates],
+                "ports": [dict(p) for p in record.ports],
+                "network_attachments": [
+                    {"name": n.name, "driver": n.driver, "subnet": n.subnet} for n in networks
+                ],
+                "restart_policy": dict(record.restart_policy),
+            }
+        )
+        return DeployTask(
+            task_id=task_id,
+            instance_id=inst.id,
+            instance_index=inst.index,
+            credentials=credentials,
+            deployment=deployment,
+        )
+
+    async def sealed_credentials(
+        self, credentials_id: str, node_id: str | None
+    ) -> SealedCredentials:
+        """Decrypt stored credentials and seal the password to ``node_id``'s key."""
+        creds = await self.repo.get_credentials(credentials_id)
+        key = self.public_keys.get(node_id or "")
+        if creds is None:
+            raise KnitError(f"registry credentials {credentials_id} no longer exist")
+        if key is None:
+            raise KnitError(f"node {node_id} has not registered a public key")
+        password = self.secrets.decrypt(creds.password_encrypted, aad=creds.id)
+        return SealedCredentials(
+            server=registry_server(creds.url),
+            username=creds.username,
+            sealed_password=seal(password, key),
+        )

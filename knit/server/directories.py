@@ -1,0 +1,173 @@
+"""The directories: the actors that create NodeActors and DeploymentActors and route to them.
+
+Layer: server. ``NodeDirectory`` spawns a NodeActor for every node it hears of (and, at
+start, for every node the store knows, so their deadlines run). ``DeploymentDirectory``
+creates deployments (serialising name checks), spawns their actors, and fans cluster facts
+out to them. Both rebuild from the store after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from typing import Any, cast
+
+from actors import Actor, ActorRef, SupervisorRef
+from knit.errors import KnitError
+from knit.server.context import ServerContext
+from knit.server.deployments import DeploymentActor, DeploymentMessage
+from knit.server.messages import (
+    CreateDeployment,
+    DeleteDeployment,
+    DeploymentGone,
+    HeartbeatReceived,
+    InstancesObserved,
+    NodeDown,
+    NodeDrained,
+    NodeUp,
+    SetEligible,
+)
+from knit.server.nodes import NodeActor, NodeMessage
+from knit.server.repo import deployment_json
+from knit.server.scheduler import SetCounts
+from knit.wire import subjects
+from knit.wire.messages import StopTask, encode
+
+log = logging.getLogger(__name__)
+
+
+class NodeDirectory(Actor[HeartbeatReceived | tuple[str, SetEligible]]):
+    """Spawns and finds NodeActors."""
+
+    def __init__(self, ctx: ServerContext, supervisor: SupervisorRef) -> None:
+        self.ctx = ctx
+        self.supervisor = supervisor
+        self.nodes: dict[str, ActorRef[NodeMessage]] = {}
+
+    async def started(self) -> None:
+        """Spawn an actor for every known node (their deadlines start with a grace)."""
+        for node in await self.ctx.repo.all_nodes():
+            if node.public_key:
+                self.ctx.public_keys[node.id] = node.public_key
+            await self.spawn_node(node.id, node)
+
+    async def spawn_node(self, node_id: str, known: Any) -> ActorRef[NodeMessage]:
+        ref: ActorRef[NodeMessage] = await self.system.spawn(
+            lambda: NodeActor(node_id, self.ctx, known),
+            name=f"node/{node_id}",
+            supervisor=self.supervisor,
+            mailbox_size=256,
+        )
+        self.nodes[node_id] = ref
+        return ref
+
+    async def handle(self, message: HeartbeatReceived | tuple[str, SetEligible]) -> object:
+        """Route a heartbeat (spawning a NodeActor for a new node) or a drain request."""
+        if isinstance(message, tuple):
+            node_id, command = message
+            ref = self.nodes.get(node_id)
+            if ref is None:
+                return None  # the caller answers 404
+            return await ref.ask(command, timeout=10)
+        hb = message.heartbeat
+        ref = self.nodes.get(hb.node_id)
+        if ref is None:
+            ref = await self.spawn_node(hb.node_id, None)
+        self.ctx.public_keys[hb.node_id] = hb.public_key
+        await ref.tell(message)
+        return None
+
+
+DirectoryMessage = (
+    CreateDeployment
+    | DeleteDeployment
+    | DeploymentGone
+    | NodeUp
+    | NodeDown
+    | NodeDrained
+    | InstancesObserved
+)
+
+
+class DeploymentDirectory(Actor[DirectoryMessage]):
+    """Creates deployments, spawns their actors, fans out cluster facts."""
+
+    def __init__(self, ctx: ServerContext, supervisor: SupervisorRef) -> None:
+        self.ctx = ctx
+        self.supervisor = supervisor
+        self.actors: dict[str, ActorRef[DeploymentMessage]] = {}
+
+    async def started(self) -> None:
+        """Reset placement counts and spawn an actor per stored deployment."""
+        self.ctx.scheduler.tell_nowait(SetCounts(await self.ctx.repo.instance_counts_by_node()))
+        for deployment_id in await self.ctx.repo.deployment_ids():
+            await self.spawn_deployment(deployment_id)
+
+    async def spawn_deployment(self, deployment_id: str) -> ActorRef[DeploymentMessage]:
+        ref: ActorRef[DeploymentMessage] = await self.system.spawn(
+            lambda: DeploymentActor(deployment_id, self.ctx),
+            name=f"deployment/{deployment_id}",
+            supervisor=self.supervisor,
+            mailbox_size=4096,
+        )
+        self.actors[deployment_id] = ref
+        return ref
+
+    async def handle(self, message: DirectoryMessage) -> object:
+        """Create, delete, or fan a fact out."""
+        if isinstance(message, CreateDeployment):
+            try:
+                record = await self.ctx.repo.insert_deployment(message.spec)
+            except KnitError as exc:  # a taken name: the user's mistake, not a crash
+                return exc
+            await self.spawn_deployment(record.id)
+            return deployment_json(record)
+        if isinstance(message, DeleteDeployment):
+            try:
+                record = await self.ctx.repo.mark_deployment_deleted(message.deployment_id)
+            except KnitError as exc:
+                return exc
+            ref = self.actors.get(message.deployment_id)
+            if ref is not None:
+                await ref.tell(message)
+            return deployment_json(record)
+        if isinstance(message, InstancesObserved):
+            await self.route_reports(message)
+            return None
+        if isinstance(message, DeploymentGone):
+            gone = self.actors.pop(message.deployment_id, None)
+            if gone is not None:
+                await self.system.stop(gone)
+            return None
+        for ref in list(self.actors.values()):
+            ref.tell_nowait(cast(DeploymentMessage, message))
+        return None
+
+    async def route_reports(self, message: InstancesObserved) -> None:
+        by_deployment = defaultdict(list)
+        for report in message.reports:
+            by_deployment[report.deployment_id].append(report)
+        for deployment_id, reports in by_deployment.items():
+            ref = self.actors.get(deployment_id)
+            if ref is not None and ref.alive:
+                ref.tell_nowait(InstancesObserved(message.node_id, tuple(reports)))
+                continue
+            # A container of a deployment Knit no longer has: remove it.
+            for report in reports:
+                await self.stop_orphan(message.node_id, report.instance_id)
+
+    async def stop_orphan(self, node_id: str, instance_id: str) -> None:
+        task = StopTask(
+            task_id=f"orphan-{instance_id}-{int(time.time() // 60)}",
+            instance_id=instance_id,
+            container_id=None,
+            remove=True,
+        )
+        self.ctx.repo.event(
+            "instance.orphan",
+            f"removing orphan instance {instance_id}",
+            node_id=node_id,
+            instance_id=instance_id,
+        )
+        await self.ctx.bus.publish(subjects.tasks_for(node_id), encode(task))

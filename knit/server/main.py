@@ -1,0 +1,148 @@
+"""The server process: ``knit server``.
+
+Layer: server (entry point). Opens the store, the secret box, NATS (embedded unless
+``--nats`` is given), builds the actor tree of docs/architecture.md, bridges the bus into
+it, and serves the HTTP API. The HTTP server lives outside the actors' failure domain: a
+client hanging up never reaches an actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskStatus
+
+from actors import open_actor_system
+from knit.api.app import create_app
+from knit.bus import connect_bus
+from knit.config import ServerConfig
+from knit.natsd import embedded_nats, parse_listen, wait_for_port
+from knit.secrets import SecretBox
+from knit.server.bridge import open_bridge
+from knit.server.context import ServerContext
+from knit.server.directories import DeploymentDirectory, NodeDirectory
+from knit.server.plane import ServerPlane
+from knit.server.repo import open_repo
+from knit.server.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+def run_server(config: ServerConfig) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit code."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(serve_server, config)
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    break
+            tg.cancel_scope.cancel()
+
+    anyio.run(main, backend="asyncio")
+    return 0
+
+
+def database_url(config: ServerConfig) -> str:
+    """The SQLAlchemy URL: ``--database-url``, or ``knit.db`` in the data dir."""
+    if config.database_url:
+        return config.database_url
+    return f"sqlite+aiosqlite:///{(config.data_dir / 'knit.db').resolve()}"
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """Create the data dir with mode 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+async def serve_server(
+    config: ServerConfig, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Run one server until cancelled; reports the API's URL through ``task_status``."""
+    data_dir = prepare_data_dir(config.data_dir)
+    secrets = SecretBox.from_data_dir(data_dir)
+    restart_grace = (
+        config.restart_grace if config.restart_grace is not None else min(config.node_ttl, 10.0)
+    )
+    async with AsyncExitStack() as stack:
+        nats_url = config.nats_url
+        if nats_url is None:
+            nats_url = await stack.enter_async_context(
+                embedded_nats(config.nats_listen, log_file=data_dir / "nats-server.log")
+            )
+        repo = await stack.enter_async_context(open_repo(database_url(config)))
+        bus = await connect_bus(nats_url, name="knit-server")
+        stack.push_async_callback(bus.close)
+        ctx = ServerContext(
+            repo=repo,
+            bus=bus,
+            secrets=secrets,
+            node_ttl=config.node_ttl,
+            restart_grace=restart_grace,
+        )
+        async with open_actor_system("server") as system, anyio.create_task_group() as tg:
+            ctx._scheduler = await system.spawn(Scheduler, name="scheduler", mailbox_size=8192)
+            ctx._tasks_supervisor = await system.spawn_supervisor("tasks", max_restarts=1000)
+            deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
+            nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
+            deployments = await system.spawn(
+                lambda: DeploymentDirectory(ctx, deployments_sup),
+                name="deployments",
+                mailbox_size=16384,
+            )
+            ctx._deployments = deployments
+            nodes = await system.spawn(
+                lambda: NodeDirectory(ctx, nodes_sup), name="nodes", mailbox_size=16384
+            )
+            bridge = await open_bridge(bus, system, nodes)
+            plane = ServerPlane(ctx, system, nodes, deployments, bridge)
+            url = await tg.start(serve_http, plane, config.http)
+            log.info("knit server ready: API %s, NATS %s", url, nats_url)
+            task_status.started(url)
+            await anyio.sleep_forever()
+
+
+async def serve_http(
+    plane: ServerPlane, listen: str, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the API with Hypercorn until cancelled; reports the URL once it listens.
+
+    Hypercorn runs in a child task and is stopped through its shutdown trigger rather than
+    by cancellation, which on Python 3.11 leaves a stale cancellation behind.
+    """
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    host, port = parse_listen(listen, 8080)
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.graceful_timeout = 2.0
+    app = create_app(plane)
+    shutdown = anyio.Event()
+    stopped = anyio.Event()
+
+    async def run() -> None:
+        try:
+            await serve(app, config, shutdown_trigger=shutdown.wait)
+        finally:
+            stopped.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        try:
+            await wait_for_port(host, port, timeout=10)
+            task_status.started(f"http://{host}:{port}")
+            await anyio.sleep_forever()
+        finally:
+            shutdown.set()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                await stopped.wait()

@@ -1,0 +1,157 @@
+"""NodeActor: one node's heartbeat deadline, health and eligibility.
+
+Layer: server. Each heartbeat moves the node's deadline (an O(1) reset). When the deadline
+passes, the node becomes ``unhealthy`` and the deployments are told; a heartbeat after that
+makes it ``healthy`` again. After a server restart, every known node first gets
+``node_ttl + restart_grace``, so nodes are not declared lost because the server was down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from actors import Actor, Deadline
+from knit.domain.placement import NodeView
+from knit.server.context import ServerContext
+from knit.server.messages import (
+    DeadlineMissed,
+    HeartbeatReceived,
+    InstancesObserved,
+    NodeDown,
+    NodeDrained,
+    NodeUp,
+    SetEligible,
+)
+from knit.server.records import NodeState
+from knit.server.scheduler import UpdateNode
+from knit.wire.messages import Heartbeat
+
+log = logging.getLogger(__name__)
+
+NodeMessage = HeartbeatReceived | DeadlineMissed | SetEligible
+
+
+@dataclass(frozen=True)
+class _Changed:
+    health: bool
+    view: bool
+
+
+class NodeActor(Actor[NodeMessage]):
+    """Owns one node."""
+
+    def __init__(self, node_id: str, ctx: ServerContext, known: NodeState | None) -> None:
+        self.node_id = node_id
+        self.ctx = ctx
+        self.node = known
+        self.timer: Deadline | None = None
+        self.last_reports: tuple[object, ...] | None = None
+
+    async def started(self) -> None:
+        """Arm the deadline of a node known from the store (with the restart grace)."""
+        if self.node is not None and self.node.status == "healthy":
+            grace = self.ctx.node_ttl + self.ctx.restart_grace
+            self.timer = self.deadline(grace, DeadlineMissed())
+            self.ctx.scheduler.tell_nowait(UpdateNode(self.view()))
+
+    def view(self) -> NodeView:
+        """This node as the scheduler sees it."""
+        node = self.node
+        assert node is not None
+        return NodeView(
+            id=node.id,
+            hostname=node.hostname,
+            status=node.status,
+            eligible=node.eligible,
+            labels=dict(node.labels),
+            cpus=node.cpus,
+            memory_bytes=node.memory_bytes,
+            instance_count=0,
+        )
+
+    async def handle(self, message: NodeMessage) -> object:
+        """Apply a heartbeat, a missed deadline, or a drain."""
+        if isinstance(message, HeartbeatReceived):
+            await self.heartbeat(message.heartbeat, message.received_at)
+            return None
+        if isinstance(message, DeadlineMissed):
+            await self.missed()
+            return None
+        return await self.set_eligible(message.eligible)
+
+    async def heartbeat(self, hb: Heartbeat, now: float) -> None:
+        """Move the deadline; record what changed; forward the instance report."""
+        node = self.node
+        first_sight = node is None
+        if node is None:
+            node = NodeState(id=self.node_id, hostname=hb.hostname, registered_at=now)
+            self.node = node
+        was_healthy = node.status == "healthy" and not first_sight
+        view_changed = node.labels != hb.labels or node.hostname != hb.hostname or not was_healthy
+        node.hostname = hb.hostname
+        node.labels = dict(hb.labels)
+        node.cpus = hb.capacity.cpus
+        node.memory_bytes = hb.capacity.memory_bytes
+        node.docker_version = hb.docker_version
+        node.agent_version = hb.agent_version
+        node.public_key = hb.public_key
+        node.last_heartbeat = now
+        node.status = "healthy"
+        ttl = self.ctx.node_ttl
+        if self.timer is None:
+            self.timer = self.deadline(ttl, DeadlineMissed())
+        else:
+            self.timer.reset(ttl)
+        self.ctx.repo.save_node(node)
+        if first_sight:
+            self.ctx.repo.event(
+                "node.registered", f"node {hb.hostname} registered", node_id=self.node_id
+            )
+        elif not was_healthy:
+            self.ctx.repo.event(
+                "node.healthy", f"node {hb.hostname} is healthy again", node_id=self.node_id
+            )
+        if view_changed:
+            self.ctx.scheduler.tell_nowait(UpdateNode(self.view()))
+        if not was_healthy and node.eligible:
+            self.ctx.deployments.tell_nowait(NodeUp(self.node_id))
+        reports = tuple(hb.instances)
+        if reports != self.last_reports or not was_healthy:
+            self.last_reports = reports
+            self.ctx.deployments.tell_nowait(InstancesObserved(self.node_id, reports))
+
+    async def missed(self) -> None:
+        """The node went silent: mark it unhealthy and tell the deployments."""
+        node = self.node
+        if node is None or node.status == "unhealthy":
+            return
+        node.status = "unhealthy"
+        self.last_reports = None
+        self.ctx.repo.save_node(node)
+        self.ctx.repo.event(
+            "node.unhealthy",
+            f"node {node.hostname} missed its heartbeat deadline ({self.ctx.node_ttl:g} s)",
+            node_id=self.node_id,
+        )
+        self.ctx.scheduler.tell_nowait(UpdateNode(self.view()))
+        self.ctx.deployments.tell_nowait(NodeDown(self.node_id, since=time.time()))
+
+    async def set_eligible(self, eligible: bool) -> object:
+        """Drain or un-drain; answers the node's JSON."""
+        node = self.node
+        assert node is not None
+        if node.eligible != eligible:
+            node.eligible = eligible
+            self.ctx.repo.save_node(node)
+            kind = "node.eligible" if eligible else "node.drained"
+            self.ctx.repo.event(
+                kind, f"node {node.hostname}: {kind.split('.')[1]}", node_id=self.node_id
+            )
+            self.ctx.scheduler.tell_nowait(UpdateNode(self.view()))
+            if eligible:
+                self.ctx.deployments.tell_nowait(NodeUp(self.node_id))
+            else:
+                self.ctx.deployments.tell_nowait(NodeDrained(self.node_id))
+        return node.to_json()

@@ -1,0 +1,91 @@
+"""The server actors' in-memory records, and their JSON form for the API.
+
+Layer: server. Plain mutable dataclasses (an actor owns each one; nobody shares them),
+converted to and from the store's rows by ``knit.server.repo``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso(ts: float | None) -> str | None:
+    """Seconds since the epoch as an ISO 8601 UTC string (``None`` stays ``None``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class NodeState:
+    """One node, as its NodeActor holds it."""
+
+    id: str
+    hostname: str
+    registered_at: float
+    status: str = "healthy"
+    eligible: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+    cpus: int = 0
+    memory_bytes: int = 0
+    docker_version: str = ""
+    agent_version: str = ""
+    public_key: str = ""
+    last_heartbeat: float | None = None
+    address: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's view (the public key is not secret, but not needed either)."""
+        return {
+            "id": self.id,
+            "hostname": self.hostname,
+            "status": self.status,
+            "eligible": self.eligible,
+            "last_heartbeat": iso(self.last_heartbeat),
+            "labels": dict(self.labels),
+            "cpus": self.cpus,
+            "memory_bytes": self.memory_bytes,
+            "docker_version": self.docker_version,
+            "agent_version": self.agent_version,
+            "address": self.address,
+            "registered_at": iso(self.registered_at),
+        }
+
+
+@dataclass
+class InstanceState:
+    """One container instance, as its DeploymentActor holds it.
+
+    ``avoid`` (nodes that never accepted its task) lives in memory only.
+    """
+
+    id: str
+    deployment_id: str
+    index: int
+    status: str
+    created_at: float
+    node_id: str | None = None
+    container_id: str | None = None
+    error: str | None = None
+    exit_code: int | None = None
+    desired: bool = True
+    updated_at: float = 0.0
+    avoid: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's view: ``id`` is Docker's container id (spec 4), ``instance_id`` Knit's."""
+        return {
+            "id": self.container_id,
+            "instance_id": self.id,
+            "container_id": self.container_id,
+            "deployment_id": self.deployment_id,
+            "node_id": self.node_id,
+            "index": self.index,
+            "status": self.status,
+            "error": self.error,
+            "exit_code": self.exit_code,
+            "desired": self.desired,
+            "created_at": iso(self.created_at),
+        }

@@ -1,0 +1,353 @@
+"""Repo: the store as the server's actors and the control plane use it.
+
+Layer: server. Wraps ``knit.store.Store`` (reads on the read pool, writes through the single
+writer) in the few operations the server needs, converting between the store's frozen
+records and the actors' mutable ones. Writes that actors make on every message (heartbeats,
+instance changes, events, task states) are fire-and-forget: the writer merges them into
+batches. Writes whose result the caller needs (creating a deployment) are awaited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from knit.domain.specs import (
+    DeploymentSpec,
+    NetworkSpec,
+    RegistryCredentialsSpec,
+    check_subnet_overlap,
+)
+from knit.errors import Invalid, KnitError, NotFound
+from knit.secrets import SecretBox
+from knit.server.records import InstanceState, NodeState, iso
+from knit.store import credentials, deployments, events, instances, networks, nodes, tasks
+from knit.store.facade import Store, open_store
+from knit.store.ops import Op
+from knit.store.records import (
+    DeploymentRecord,
+    InstanceRecord,
+    NetworkRecord,
+    NodeRecord,
+    RegistryCredentialsRecord,
+    new_id,
+)
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def open_repo(url: str) -> AsyncIterator[Repo]:
+    """Open the store at ``url`` (an SQLAlchemy URL or a path) for the block's duration."""
+    async with open_store(url) as store:
+        yield Repo(store)
+
+
+def node_state(record: NodeRecord) -> NodeState:
+    """A store row as the mutable record a NodeActor holds."""
+    return NodeState(
+        id=record.id,
+        hostname=record.hostname,
+        registered_at=record.registered_at,
+        status=record.status,
+        eligible=record.eligible,
+        labels=dict(record.labels),
+        cpus=int(record.cpus),
+        memory_bytes=record.memory_bytes,
+        docker_version=record.docker_version,
+        agent_version=record.agent_version,
+        public_key=record.public_key,
+        last_heartbeat=record.last_heartbeat,
+        address=record.address,
+    )
+
+
+def instance_state(record: InstanceRecord) -> InstanceState:
+    """A store row as the mutable record a DeploymentActor holds."""
+    return InstanceState(
+        id=record.id,
+        deployment_id=record.deployment_id,
+        index=record.index,
+        status=record.status,
+        created_at=record.created_at,
+        node_id=record.node_id,
+        container_id=record.container_id,
+        error=record.error,
+        exit_code=record.exit_code,
+        desired=record.desired,
+        updated_at=record.updated_at,
+    )
+
+
+def deployment_json(
+    record: DeploymentRecord, insts: Sequence[InstanceState] | None = None
+) -> dict[str, Any]:
+    """The API's view of a deployment (with ``instances`` when given)."""
+    data: dict[str, Any] = {
+        "id": record.id,
+        "name": record.name,
+        "image": record.image,
+        "registry_credentials_id": record.registry_credentials_id,
+        "network_attachments": list(record.network_attachments),
+        "templates": [dict(t) for t in record.templates],
+        "env": dict(record.env),
+        "command": list(record.command) if record.command is not None else None,
+        "replicas": record.replicas,
+        "ports": [dict(p) for p in record.ports],
+        "node_selector": dict(record.node_selector),
+        "lost_after": record.lost_after,
+        "restart_policy": dict(record.restart_policy),
+        "status": record.status,
+        "pending_reason": record.pending_reason,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+    }
+    if insts is not None:
+        data["instances"] = [i.to_json() for i in insts]
+    return data
+
+
+def registry_json(record: RegistryCredentialsRecord) -> dict[str, Any]:
+    """Credentials as the API shows them: never the password."""
+    return {
+        "id": record.id,
+        "url": record.url,
+        "username": record.username,
+        "created_at": iso(record.created_at),
+    }
+
+
+def network_json(record: NetworkRecord) -> dict[str, Any]:
+    """A network as the API shows it."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "driver": record.driver,
+        "subnet": record.subnet,
+        "created_at": iso(record.created_at),
+    }
+
+
+class Repo:
+    """The server's operations on the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _nowait(self, op: Op[object]) -> None:
+        try:
+            self.store.write_nowait(op)
+        except KnitError as exc:  # the writer is full or stopping: the periodic paths repair
+            log.warning("write dropped: %s", exc)
+
+    # --- nodes -----------------------------------------------------------------------------
+
+    async def all_nodes(self) -> list[NodeState]:
+        return [node_state(r) for r in await self.store.read(nodes.list_nodes)]
+
+    async def get_node(self, node_id: str) -> NodeState | None:
+        record = await self.store.read(nodes.find_node, node_id)
+        return node_state(record) if record is not None else None
+
+    def save_node(self, node: NodeState) -> None:
+        self._nowait(
+            nodes.upsert_node(
+                NodeRecord(
+                    id=node.id,
+                    hostname=node.hostname,
+                    status=node.status,
+                    last_heartbeat=node.last_heartbeat,
+                    eligible=node.eligible,
+                    labels=dict(node.labels),
+                    cpus=float(node.cpus),
+                    memory_bytes=node.memory_bytes,
+                    docker_version=node.docker_version,
+                    agent_version=node.agent_version,
+                    public_key=node.public_key,
+                    address=node.address,
+                    registered_at=node.registered_at,
+                )
+            )
+        )
+
+    # --- deployments -----------------------------------------------------------------------
+
+    async def deployment_ids(self) -> list[str]:
+        return await self.store.read(deployments.list_deployment_ids, include_deleted=True)
+
+    async def get_deployment_record(self, deployment_id: str) -> DeploymentRecord | None:
+        return await self.store.read(deployments.find_deployment, deployment_id)
+
+    async def insert_deployment(self, spec: DeploymentSpec) -> DeploymentRecord:
+        data = spec.model_dump(mode="json")
+        return await self.store.write(
+            deployments.create(
+                spec.name,
+                spec.image,
+                registry_credentials_id=spec.registry_credentials_id,
+                network_attachments=spec.network_attachments,
+                templates=data["templates"],
+                env=spec.env,
+                command=spec.command,
+                replicas=spec.replicas,
+                ports=data["ports"],
+                node_selector=spec.node_selector,
+                lost_after=spec.lost_after,
+                restart_policy=data["restart_policy"],
+            )
+        )
+
+    async def mark_deployment_deleted(self, deployment_id: str) -> DeploymentRecord:
+        return await self.store.write(deployments.mark_deleted(deployment_id))
+
+    async def purge_deployment(self, deployment_id: str) -> None:
+        await self.store.write(deployments.purge(deployment_id))
+
+    def deployment_status(self, deployment_id: str, reason: str | None) -> None:
+        self._nowait(deployments.set_pending_reason(deployment_id, reason))
+
+    async def list_deployments(self) -> list[dict[str, Any]]:
+        records = await self.store.read(deployments.list_deployments, include_deleted=False)
+        return [deployment_json(r) for r in records]
+
+    async def deployment_json(self, deployment_id: str) -> dict[str, Any]:
+        record = await self.store.read(deployments.find_deployment, deployment_id)
+        if record is None or record.deleted:
+            raise NotFound("deployment", deployment_id)
+        return deployment_json(record, await self.instances_of(deployment_id))
+
+    # --- instances -------------------------------------------------------------------------
+
+    async def instances_of(self, deployment_id: str) -> list[InstanceState]:
+        rows = await self.store.read(instances.list_instances, deployment_id=deployment_id)
+        return [instance_state(r) for r in rows]
+
+    async def list_instances(self) -> list[dict[str, Any]]:
+        rows = await self.store.read(instances.list_instances)
+        return [instance_state(r).to_json() for r in rows]
+
+    async def instance_counts_by_node(self) -> dict[str, int]:
+        return await self.store.read(instances.count_by_node)
+
+    def save_instance(self, inst: InstanceState) -> None:
+        inst.updated_at = time.time()
+        self._nowait(
+            instances.upsert_one(
+                InstanceRecord(
+                    id=inst.id,
+                    container_id=inst.container_id,
+                    node_id=inst.node_id,
+                    deployment_id=inst.deployment_id,
+                    index=inst.index,
+                    status=inst.status,
+                    error=inst.error,
+                    exit_code=inst.exit_code,
+                    desired=inst.desired,
+                    created_at=inst.created_at,
+                    updated_at=inst.updated_at,
+                )
+            )
+        )
+
+    def delete_instance(self, instance_id: str) -> None:
+        self._nowait(instances.delete_one(instance_id))
+
+    # --- tasks and events ------------------------------------------------------------------
+
+    def new_task(self, task_id: str, kind: str, inst: InstanceState, deployment_id: str) -> None:
+        self._nowait(
+            tasks.create(kind, inst.id, deployment_id, node_id=inst.node_id, task_id=task_id)
+        )
+
+    def task_state(
+        self, task_id: str, state: str, *, attempt: int, error: str | None = None
+    ) -> None:
+        self._nowait(tasks.record_state(task_id, state, attempt=attempt, error=error))
+
+    def event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        node_id: str | None = None,
+        deployment_id: str | None = None,
+        instance_id: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        self._nowait(
+            events.append(
+                kind,
+                message,
+                node_id=node_id,
+                deployment_id=deployment_id,
+                instance_id=instance_id,
+                task_id=task_id,
+            )
+        )
+
+    async def list_events(
+        self, *, deployment_id: str | None, node_id: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        rows = await self.store.read(
+            events.list_events, deployment_id=deployment_id, node_id=node_id, limit=limit
+        )
+        return [{**r.to_json(), "at": iso(r.at)} for r in rows]
+
+    # --- networks --------------------------------------------------------------------------
+
+    async def networks_named(self, names: Sequence[str]) -> list[NetworkRecord]:
+        if not names:
+            return []
+        found = {
+            n.name: n for n in await self.store.read(networks.list_networks, names=list(names))
+        }
+        return [found[name] for name in names if name in found]
+
+    async def network_names(self) -> set[str]:
+        return {n.name for n in await self.store.read(networks.list_networks)}
+
+    async def create_network(self, spec: NetworkSpec) -> dict[str, Any]:
+        inner = networks.create(spec.name, driver=spec.driver, subnet=spec.subnet)
+
+        async def op(conn: Any) -> NetworkRecord:
+            # Checked inside the writer's transaction: two requests cannot both pass.
+            existing = {n.name: n.subnet for n in await networks.list_networks(conn)}
+            problem = check_subnet_overlap(spec.subnet, existing)
+            if problem is not None:
+                raise Invalid([problem])
+            return await inner(conn)
+
+        return network_json(await self.store.write(op))
+
+    async def list_networks(self) -> list[dict[str, Any]]:
+        return [network_json(n) for n in await self.store.read(networks.list_networks)]
+
+    async def delete_network(self, network_id: str) -> None:
+        await self.store.write(networks.delete_network(network_id))
+
+    # --- registry credentials --------------------------------------------------------------
+
+    async def credential_ids(self) -> set[str]:
+        return await self.store.read(credentials.list_credentials_ids)
+
+    async def get_credentials(self, credentials_id: str) -> RegistryCredentialsRecord | None:
+        return await self.store.read(credentials.find_credentials, credentials_id)
+
+    async def create_credentials(
+        self, spec: RegistryCredentialsSpec, box: SecretBox
+    ) -> dict[str, Any]:
+        credentials_id = new_id()
+        ciphertext = box.encrypt(spec.password.get_secret_value(), aad=credentials_id)
+        record = await self.store.write(
+            credentials.create(spec.url, spec.username, ciphertext, credentials_id=credentials_id)
+        )
+        return registry_json(record)
+
+    async def list_credentials(self) -> list[dict[str, Any]]:
+        return [registry_json(r) for r in await self.store.read(credentials.list_credentials)]
+
+    async def delete_credentials(self, credentials_id: str) -> None:
+        await self.store.write(credentials.delete_credentials(credentials_id))

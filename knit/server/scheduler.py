@@ -1,0 +1,81 @@
+"""The Scheduler actor: the cluster view that placement reads, and placement itself.
+
+Layer: server. Holds one ``NodeView`` per node and the count of instances placed on each;
+answers ``Place`` with a ``Plan`` from the pure ``knit.domain.placement.place``. Placement
+is serialised here, so two deployments never both take the last free slot of a view that
+is already out of date.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+from actors import Actor
+from knit.domain.placement import ClusterView, NodeView, PlacementRequest, Plan, place
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpdateNode:
+    """A node's view changed (registration, health, labels, eligibility)."""
+
+    view: NodeView
+
+
+@dataclass(frozen=True)
+class Release:
+    """An instance left this node (stopped, lost, moved)."""
+
+    node_id: str
+
+
+@dataclass(frozen=True)
+class Place:
+    """Place instances. Answers a ``Plan``."""
+
+    request: PlacementRequest
+
+
+@dataclass(frozen=True)
+class SetCounts:
+    """Reset the per-node instance counts (after a restart, from the store)."""
+
+    counts: dict[str, int]
+
+
+SchedulerMessage = UpdateNode | Release | Place | SetCounts
+
+
+class Scheduler(Actor[SchedulerMessage]):
+    """Owns the cluster view used for placement."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeView] = {}
+        self.counts: dict[str, int] = {}
+
+    async def handle(self, message: SchedulerMessage) -> object:
+        """Update the view, or answer a placement."""
+        if isinstance(message, UpdateNode):
+            self.nodes[message.view.id] = message.view
+        elif isinstance(message, Release):
+            if self.counts.get(message.node_id, 0) > 0:
+                self.counts[message.node_id] -= 1
+        elif isinstance(message, SetCounts):
+            self.counts = dict(message.counts)
+        else:
+            return self.place(message.request)
+        return None
+
+    def place(self, request: PlacementRequest) -> Plan:
+        """Run placement on the current view and count what it placed."""
+        views = [
+            dataclasses.replace(view, instance_count=self.counts.get(node_id, 0))
+            for node_id, view in self.nodes.items()
+        ]
+        plan = place(ClusterView(nodes=views), request)
+        for node_id in plan.placements:
+            self.counts[node_id] = self.counts.get(node_id, 0) + 1
+        return plan
