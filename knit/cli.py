@@ -113,6 +113,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        # Errors from inside task groups arrive grouped; a KnitError in there is still
+        # the user's problem to read about, not a traceback.
+        matched, _ = group.split(KnitError)
+        if matched is None:
+            raise
+        print(f"knit: {first_leaf(matched)}", file=sys.stderr)
+        return 1
+
+
+def first_leaf(group: BaseExceptionGroup[KnitError]) -> BaseException:
+    """The first non-group exception inside ``group``."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
 
 
 def run(args: argparse.Namespace) -> int:

@@ -208,5 +208,6 @@ class TaskExecutor(Actor[Task]):
             final = await self.report(message, "failed", step=exc.step, error=exc.reason)
         except TimeoutError:
             final = await self.report(message, "failed", step="timeout", error="task timed out")
+        self.finish()
         if self.on_done is not None:
             self.on_done(final)

@@ -71,12 +71,10 @@ class TaskIntake(Actor[IntakeMessage]):
         """Start a new task, or ignore a duplicate."""
         if isinstance(message, Finished):
             task_id = message.status.task_id
-            executor = self.running.pop(task_id, None)
+            self.running.pop(task_id, None)
             self.done[task_id] = message.status
             while len(self.done) > REMEMBERED_TASKS:
                 self.done.popitem(last=False)
-            if executor is not None:
-                await self.system.stop(executor)
             return
         task = message.task
         if task.task_id in self.running:

@@ -6,6 +6,7 @@ actors never import them.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -21,7 +22,17 @@ from knit.server.repo import Repo
 from knit.server.scheduler import Place, Release, SchedulerMessage
 from knit.server.tasks import TaskTiming
 from knit.store.records import DeploymentRecord
-from knit.wire.messages import DeployTask, SealedCredentials, StopTask, Task, TaskDeployment
+from knit.wire import subjects
+from knit.wire.messages import (
+    DeployTask,
+    SealedCredentials,
+    StopTask,
+    Task,
+    TaskDeployment,
+    encode,
+)
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from knit.server.directories import DirectoryMessage
@@ -147,3 +158,17 @@ class ServerContext:
             username=creds.username,
             sealed_password=seal(password, key),
         )
+
+    async def stop_orphan(self, node_id: str, instance_id: str) -> None:
+        """Tell ``node_id`` to remove a container Knit does not want (unknown or duplicate)."""
+        task = StopTask(task_id=uuid.uuid4().hex, instance_id=instance_id, remove=True)
+        self.repo.event(
+            "instance.orphan",
+            f"removing unwanted container of instance {instance_id}",
+            node_id=node_id,
+            instance_id=instance_id,
+        )
+        try:
+            await self.bus.publish(subjects.tasks_for(node_id), encode(task))
+        except KnitError as exc:
+            log.warning("cannot ask %s to remove an orphan: %s", node_id, exc)

@@ -2,9 +2,11 @@
 
 Layer: server. The actor compares the deployment's ``replicas`` with its live instances and
 asks for tasks until they match: it places missing instances through the Scheduler, stops
-surplus ones, and keeps pending ones (with the reason) until a node fits. It never sends
-once and forgets: a periodic ``Reconcile`` and every cluster fact re-run the comparison.
-After a restart it rebuilds everything from the store.
+surplus ones, restarts exited ones as the restart policy says, and keeps unplaceable ones
+``pending`` (with the reason) until a node fits. It never sends once and forgets: a periodic
+``Reconcile`` and every cluster fact re-run the comparison. After a restart it rebuilds
+everything from the store (tasks that were in flight are sent again: agents run a task's
+instance idempotently).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 from actors import Actor, ActorRef, Restart
 from knit.domain.placement import PlacementRequest, Plan
+from knit.errors import KnitError
 from knit.server.context import ServerContext
 from knit.server.messages import (
     DeleteDeployment,
@@ -26,11 +29,9 @@ from knit.server.messages import (
     NodeDrained,
     NodeUp,
     Reconcile,
-    StatusReceived,
     TaskEnded,
 )
 from knit.server.records import InstanceState
-from knit.server.repo import Repo
 from knit.server.tasks import TaskActor, TaskMessage
 from knit.store.records import DeploymentRecord
 from knit.wire.messages import InstanceReport
@@ -40,8 +41,12 @@ log = logging.getLogger(__name__)
 DeploymentMessage = (
     Reconcile | TaskEnded | InstancesObserved | NodeUp | NodeDown | NodeDrained | DeleteDeployment
 )
-LIVE = ("pending", "running", "unknown", "error")
+LIVE = frozenset({"pending", "running", "unknown", "error", "stopped"})
+"""Statuses of a desired instance that hold one of the ``replicas`` slots."""
 RECONCILE_EVERY = 10.0
+ABSENT_GRACE = 10.0
+"""Seconds an instance must have been quiet before its absence from a report counts."""
+MAX_RESTART_DELAY = 300.0
 
 
 @dataclass
@@ -49,8 +54,8 @@ class Inflight:
     """A task this deployment waits for."""
 
     ref: ActorRef[TaskMessage]
+    task_id: str
     kind: str
-    node_id: str | None
 
 
 @dataclass
@@ -65,10 +70,10 @@ class DeploymentState:
 class DeploymentActor(Actor[DeploymentMessage]):
     """Owns one deployment."""
 
-    def __init__(self, deployment_id: str, rt: ServerContext) -> None:
+    def __init__(self, deployment_id: str, ctx: ServerContext) -> None:
         self.deployment_id = deployment_id
-        self.rt = rt
-        self.repo: Repo = rt.repo
+        self.ctx = ctx
+        self.repo = ctx.repo
         self.state: DeploymentState | None = None
         self.pending_reason: str | None = None
 
@@ -79,6 +84,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
             return
         instances = await self.repo.instances_of(self.deployment_id)
         self.state = DeploymentState(record=record, instances={i.id: i for i in instances})
+        self.pending_reason = record.pending_reason
         await self.reconcile()
         self.every(RECONCILE_EVERY, Reconcile())
 
@@ -88,39 +94,32 @@ class DeploymentActor(Actor[DeploymentMessage]):
         if state is None:
             return None
         if isinstance(message, TaskEnded):
-            await self.task_ended(state, message)
+            self.task_ended(state, message)
         elif isinstance(message, InstancesObserved):
-            self.observed(state, message.node_id, message.reports)
+            await self.observed(state, message.node_id, message.reports)
         elif isinstance(message, NodeDown):
             self.node_down(state, message.node_id)
         elif isinstance(message, NodeDrained):
             self.node_drained(state, message.node_id)
         elif isinstance(message, DeleteDeployment):
             state.record = dataclasses.replace(state.record, deleted=True)
-            self.repo.event(
-                "deployment.deleted",
-                f"deployment {state.record.name} deleted",
-                deployment_id=self.deployment_id,
-            )
+            self.event("deployment.deleted", f"deployment {state.record.name} deleted")
         await self.reconcile()
         return None
 
     # --- facts -----------------------------------------------------------------------------
 
-    async def task_ended(self, state: DeploymentState, ended: TaskEnded) -> None:
+    def task_ended(self, state: DeploymentState, ended: TaskEnded) -> None:
         inflight = state.tasks.get(ended.instance_id)
-        if inflight is not None and inflight.ref.name == f"task/{ended.task_id}":
-            del state.tasks[ended.instance_id]
-            await self.system.stop(inflight.ref)
+        if inflight is None or inflight.task_id != ended.task_id:
+            return  # a task that was replaced meanwhile
+        del state.tasks[ended.instance_id]
         inst = state.instances.get(ended.instance_id)
         if inst is None:
             return
         if ended.kind == "stop":
-            if ended.succeeded:
-                inst.status = "stopped"
-                self.save(inst, "instance.stopped", f"instance {inst.index} stopped")
-                if not inst.desired:
-                    self.forget(state, inst)
+            if ended.succeeded or ended.unaccepted:
+                self.forget(state, inst, f"instance {inst.index} stopped and removed")
             return
         if ended.succeeded:
             inst.status, inst.container_id, inst.error = "running", ended.container_id, None
@@ -130,48 +129,82 @@ class DeploymentActor(Actor[DeploymentMessage]):
             # The node never answered: place the instance again, avoiding that node.
             if inst.node_id:
                 inst.avoid.add(inst.node_id)
-            self.rt.release(inst.node_id)
-            inst.node_id, inst.status = None, "pending"
-            inst.error = ended.error
+            self.ctx.release(inst.node_id)
+            inst.node_id, inst.status, inst.error = None, "pending", ended.error
             self.save(inst, "task.unaccepted", f"instance {inst.index}: {ended.error}")
         else:
             inst.status, inst.error = "error", ended.error
             self.save(inst, "instance.error", f"instance {inst.index} failed: {ended.error}")
 
-    def observed(
+    async def observed(
         self, state: DeploymentState, node_id: str, reports: tuple[InstanceReport, ...]
     ) -> None:
+        """Fold a node's full report for this deployment into the table."""
+        seen: set[str] = set()
         for report in reports:
+            seen.add(report.instance_id)
             inst = state.instances.get(report.instance_id)
-            if inst is None or (state.record.deleted and inst.status == "stopped"):
+            if inst is None or (inst.node_id not in (node_id, None) and inst.status == "running"):
+                # Unknown here, or a duplicate of an instance running elsewhere: remove it.
+                await self.ctx.stop_orphan(node_id, report.instance_id)
                 continue
-            if report.instance_id in state.tasks:
+            if inst.id in state.tasks:
                 continue  # a task is changing it: its result will tell
-            if report.container_id and inst.container_id != report.container_id:
+            if report.container_id:
                 inst.container_id = report.container_id
-            if inst.status in ("unknown", "lost", "pending") and report.status == "running":
-                inst.node_id = node_id
-                inst.status = "running"
+            if report.status == "running" and inst.status != "running":
+                inst.node_id, inst.status, inst.error = node_id, "running", None
                 self.save(inst, "instance.running", f"instance {inst.index} seen running")
-            elif inst.status == "running" and report.status != "running":
-                inst.status, inst.exit_code = "stopped", report.exit_code
+            elif report.status != "running" and inst.status in ("running", "unknown", "lost"):
+                inst.node_id, inst.status, inst.exit_code = node_id, "stopped", report.exit_code
                 self.save(
                     inst,
                     "instance.exited",
                     f"instance {inst.index} exited (code {report.exit_code})",
                 )
+        now = time.time()
+        for inst in list(state.instances.values()):
+            if inst.node_id != node_id or inst.id in seen or inst.id in state.tasks:
+                continue
+            if inst.status in ("pending", "error") or now - inst.updated_at < ABSENT_GRACE:
+                continue
+            # The node no longer has its container.
+            if inst.desired:
+                self.ctx.release(inst.node_id)
+                inst.node_id, inst.status, inst.container_id = None, "pending", None
+                self.save(inst, "instance.vanished", f"instance {inst.index}: container is gone")
+            else:
+                self.forget(state, inst, f"instance {inst.index} is gone")
 
     def node_down(self, state: DeploymentState, node_id: str) -> None:
+        lost_after = state.record.lost_after
         for inst in state.instances.values():
-            if inst.node_id == node_id and inst.status in ("running", "pending", "unknown"):
-                inst.status = "lost"
-                self.save(inst, "instance.lost", f"instance {inst.index} lost with node {node_id}")
+            if inst.node_id != node_id or inst.status == "lost":
+                continue
+            if inst.id in state.tasks and state.tasks[inst.id].kind == "deploy":
+                continue  # the task's own deadline will place it elsewhere
+            if lost_after > 0 and inst.desired:
+                inst.status, inst.unknown_since = "unknown", time.time()
+                self.save(
+                    inst,
+                    "instance.unknown",
+                    f"instance {inst.index}: node {node_id} unreachable, waiting {lost_after:g} s",
+                )
+                self.after(lost_after, Reconcile())
+            else:
+                self.lose(inst, f"instance {inst.index} lost with node {node_id}")
 
     def node_drained(self, state: DeploymentState, node_id: str) -> None:
         for inst in state.instances.values():
-            if inst.node_id == node_id and inst.desired and inst.status in LIVE:
+            if inst.node_id == node_id and inst.desired:
                 inst.desired = False
                 self.save(inst, "instance.draining", f"instance {inst.index} leaves drained node")
+
+    def lose(self, inst: InstanceState, message: str) -> None:
+        """Mark an instance lost: its slot is free, its container is stopped if it comes back."""
+        inst.status, inst.desired = "lost", False
+        self.ctx.release(inst.node_id)
+        self.save(inst, "instance.lost", message)
 
     # --- reconciliation --------------------------------------------------------------------
 
@@ -181,26 +214,30 @@ class DeploymentActor(Actor[DeploymentMessage]):
         if state is None:
             return
         record = state.record
-        if record.deleted:
-            for inst in list(state.instances.values()):
+        now = time.time()
+        for instance_id, inflight in list(state.tasks.items()):
+            if not inflight.ref.alive:  # ended without telling (crashed): try again
+                del state.tasks[instance_id]
+        for inst in list(state.instances.values()):
+            if record.deleted and inst.desired:
                 inst.desired = False
+                self.save(inst, "instance.unwanted", f"instance {inst.index}: deployment deleted")
+            if inst.status == "unknown" and now - inst.unknown_since >= record.lost_after:
+                self.lose(inst, f"instance {inst.index} lost after {record.lost_after:g} s")
         live = [i for i in state.instances.values() if i.desired and i.status in LIVE]
         missing = 0 if record.deleted else record.replicas - len(live)
         if missing > 0:
             self.add_instances(state, missing)
         elif missing < 0:
-            self.retire(state, live, -missing)
+            self.retire(live, -missing)
+        await self.restart_exited(state, now)
         await self.place_pending(state)
         await self.stop_unwanted(state)
         if record.deleted and not state.instances:
             await self.repo.purge_deployment(self.deployment_id)
-            self.repo.event(
-                "deployment.purged",
-                f"deployment {record.name} removed",
-                deployment_id=self.deployment_id,
-            )
+            self.event("deployment.purged", f"deployment {record.name} removed")
             self.state = None
-            self.rt.deployments.tell_nowait(DeploymentGone(self.deployment_id))
+            self.ctx.deployments.tell_nowait(DeploymentGone(self.deployment_id))
 
     def add_instances(self, state: DeploymentState, count: int) -> None:
         used = {i.index for i in state.instances.values() if i.desired}
@@ -219,23 +256,56 @@ class DeploymentActor(Actor[DeploymentMessage]):
             state.instances[inst.id] = inst
             self.save(inst, "instance.created", f"instance {index} created")
 
-    def retire(self, state: DeploymentState, live: list[InstanceState], count: int) -> None:
-        # Newest and unplaced instances go first; the originals stay.
-        live.sort(key=lambda i: (i.status == "running", -i.created_at), reverse=False)
+    def retire(self, live: list[InstanceState], count: int) -> None:
+        # Unplaced and not-yet-running instances go first, then the newest: originals stay.
+        live.sort(key=lambda i: (i.status == "running", i.node_id is not None, -i.created_at))
         for inst in live[:count]:
             inst.desired = False
             self.save(inst, "instance.surplus", f"instance {inst.index} is surplus")
 
+    async def restart_exited(self, state: DeploymentState, now: float) -> None:
+        """Start exited instances again, as the restart policy says, with backoff."""
+        policy = state.record.restart_policy
+        mode = str(policy.get("mode", "always"))
+        backoff = float(policy.get("backoff", 1.0) or 0.0)  # type: ignore[arg-type]
+        limit = policy.get("max_restarts")
+        for inst in state.instances.values():
+            if not inst.desired or inst.status != "stopped" or inst.id in state.tasks:
+                continue
+            if mode == "never" or (mode == "on-failure" and inst.exit_code == 0):
+                continue
+            if isinstance(limit, int) and inst.restarts >= limit:
+                continue
+            due = inst.stopped_at + min(backoff * 2**inst.restarts, MAX_RESTART_DELAY)
+            if inst.stopped_at == 0.0:
+                inst.stopped_at = now
+                due = now + min(backoff * 2**inst.restarts, MAX_RESTART_DELAY)
+            if now < due:
+                self.after(due - now, Reconcile())
+                continue
+            inst.restarts += 1
+            inst.stopped_at = 0.0
+            self.event(
+                "instance.restarting",
+                f"instance {inst.index}: restart {inst.restarts}",
+                instance_id=inst.id,
+                node_id=inst.node_id,
+            )
+            await self.start_task(state, inst, "deploy")
+
     async def place_pending(self, state: DeploymentState) -> None:
-        unplaced = [
+        waiting = [
             i
             for i in state.instances.values()
-            if i.desired and i.status == "pending" and i.node_id is None and i.id not in state.tasks
+            if i.desired and i.status == "pending" and i.id not in state.tasks
         ]
+        for inst in [i for i in waiting if i.node_id is not None]:
+            await self.start_task(state, inst, "deploy")  # placed before a server restart
+        unplaced = [i for i in waiting if i.node_id is None]
         if not unplaced:
             self.set_pending_reason(None)
             return
-        plan = await self.rt.place(
+        plan = await self.ctx.place(
             PlacementRequest(
                 deployment_id=self.deployment_id,
                 count=len(unplaced),
@@ -245,8 +315,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
             )
         )
         for inst, node_id in zip(unplaced, plan.placements, strict=False):
-            inst.node_id = node_id
-            inst.error = None
+            inst.node_id, inst.error = node_id, None
             self.save(inst, "instance.placed", f"instance {inst.index} placed on {node_id}")
             await self.start_task(state, inst, "deploy")
         self.set_pending_reason(describe_unplaced(plan) if plan.unplaced else None)
@@ -258,35 +327,41 @@ class DeploymentActor(Actor[DeploymentMessage]):
             task = state.tasks.get(inst.id)
             if task is not None and task.kind == "stop":
                 continue
-            if inst.node_id is None or inst.status == "stopped":
-                self.forget(state, inst)
-                continue
-            if inst.status == "lost":
-                continue  # nobody can stop it now; the node will report it when back
-            await self.start_task(state, inst, "stop")
+            if inst.node_id is None or (inst.status == "pending" and task is None):
+                self.forget(state, inst, f"instance {inst.index} removed")
+            elif inst.status == "lost" and not state.record.deleted:
+                continue  # nobody can stop it now; its node will report it when back
+            elif inst.status == "lost":
+                self.forget(state, inst, f"instance {inst.index} forgotten (node lost)")
+            else:
+                await self.start_task(state, inst, "stop")
 
     async def start_task(self, state: DeploymentState, inst: InstanceState, kind: str) -> None:
         previous = state.tasks.pop(inst.id, None)
         if previous is not None:
             await self.system.stop(previous.ref)
-        task = await self.rt.build_task(state.record, inst, kind)
+        try:
+            task = await self.ctx.build_task(state.record, inst, kind)
+        except KnitError as exc:
+            inst.status, inst.error = "error", str(exc)
+            self.save(inst, "instance.error", f"instance {inst.index}: {exc}")
+            return
         me = self.ref
         ref = await self.system.spawn(
             lambda: TaskActor(
                 task=task,
                 node_id=inst.node_id,
-                deployment_id=self.deployment_id,
-                report=me.tell_nowait,
-                bus=self.rt.bus,
+                report=me.tell,
+                bus=self.ctx.bus,
                 repo=self.repo,
-                timing=self.rt.timing,
+                timing=self.ctx.timing,
             ),
             name=f"task/{task.task_id}",
-            supervisor=self.rt.tasks_supervisor,
+            supervisor=self.ctx.tasks_supervisor,
             restart=Restart.TEMPORARY,
             mailbox_size=64,
         )
-        state.tasks[inst.id] = Inflight(ref=ref, kind=kind, node_id=inst.node_id)
+        state.tasks[inst.id] = Inflight(ref=ref, task_id=task.task_id, kind=kind)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -298,19 +373,26 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 counts[inst.node_id] = counts.get(inst.node_id, 0) + 1
         return counts
 
-    def forget(self, state: DeploymentState, inst: InstanceState) -> None:
+    def forget(self, state: DeploymentState, inst: InstanceState, message: str) -> None:
         state.instances.pop(inst.id, None)
-        self.rt.release(inst.node_id)
+        if inst.status != "lost":
+            self.ctx.release(inst.node_id)
         self.repo.delete_instance(inst.id)
+        self.event("instance.removed", message, instance_id=inst.id, node_id=inst.node_id)
 
     def save(self, inst: InstanceState, kind: str, message: str) -> None:
         self.repo.save_instance(inst)
+        self.event(kind, message, instance_id=inst.id, node_id=inst.node_id)
+
+    def event(
+        self, kind: str, message: str, *, instance_id: str | None = None, node_id: str | None = None
+    ) -> None:
         self.repo.event(
             kind,
             message,
             deployment_id=self.deployment_id,
-            instance_id=inst.id,
-            node_id=inst.node_id,
+            instance_id=instance_id,
+            node_id=node_id,
         )
 
     def set_pending_reason(self, reason: str | None) -> None:
@@ -318,7 +400,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.pending_reason = reason
             self.repo.deployment_status(self.deployment_id, reason)
             if reason:
-                self.repo.event("deployment.pending", reason, deployment_id=self.deployment_id)
+                self.event("deployment.pending", reason)
 
 
 def describe_unplaced(plan: Plan) -> str:
@@ -327,6 +409,3 @@ def describe_unplaced(plan: Plan) -> str:
         return f"{plan.unplaced} instance(s) not placed: no nodes registered"
     reasons = "; ".join(f"{node}: {why}" for node, why in sorted(plan.rejections.items()))
     return f"{plan.unplaced} instance(s) not placed: {reasons}"
-
-
-__all__ = ["DeploymentActor", "DeploymentMessage", "StatusReceived"]

@@ -31,10 +31,12 @@ from knit.server.messages import (
 from knit.server.nodes import NodeActor, NodeMessage
 from knit.server.repo import deployment_json
 from knit.server.scheduler import SetCounts
-from knit.wire import subjects
-from knit.wire.messages import StopTask, encode
+from knit.wire.messages import InstanceReport
 
 log = logging.getLogger(__name__)
+
+REPORT_MEMORY = 60.0
+"""Seconds a node's silence about a deployment is still forwarded to that deployment."""
 
 
 class NodeDirectory(Actor[HeartbeatReceived | tuple[str, SetEligible]]):
@@ -97,6 +99,7 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         self.ctx = ctx
         self.supervisor = supervisor
         self.actors: dict[str, ActorRef[DeploymentMessage]] = {}
+        self.reported: dict[str, dict[str, float]] = {}
 
     async def started(self) -> None:
         """Reset placement counts and spawn an actor per stored deployment."""
@@ -145,29 +148,27 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         return None
 
     async def route_reports(self, message: InstancesObserved) -> None:
-        by_deployment = defaultdict(list)
+        """Split a node's report by deployment; deployments it no longer mentions get an
+        empty report (their containers there are gone); unknown deployments' containers are
+        removed."""
+        by_deployment: dict[str, list[InstanceReport]] = defaultdict(list)
         for report in message.reports:
             by_deployment[report.deployment_id].append(report)
+        # Deployments this node reported in the last minute hear of it even when it no longer
+        # mentions them: their absence is what tells them a container is gone.
+        now = time.monotonic()
+        recent = self.reported.setdefault(message.node_id, {})
+        for deployment_id in by_deployment:
+            recent[deployment_id] = now
+        for deployment_id, last in list(recent.items()):
+            if now - last > REPORT_MEMORY:
+                del recent[deployment_id]
+            elif deployment_id not in by_deployment:
+                by_deployment[deployment_id] = []
         for deployment_id, reports in by_deployment.items():
             ref = self.actors.get(deployment_id)
-            if ref is not None and ref.alive:
+            if ref is not None:
                 ref.tell_nowait(InstancesObserved(message.node_id, tuple(reports)))
                 continue
-            # A container of a deployment Knit no longer has: remove it.
             for report in reports:
-                await self.stop_orphan(message.node_id, report.instance_id)
-
-    async def stop_orphan(self, node_id: str, instance_id: str) -> None:
-        task = StopTask(
-            task_id=f"orphan-{instance_id}-{int(time.time() // 60)}",
-            instance_id=instance_id,
-            container_id=None,
-            remove=True,
-        )
-        self.ctx.repo.event(
-            "instance.orphan",
-            f"removing orphan instance {instance_id}",
-            node_id=node_id,
-            instance_id=instance_id,
-        )
-        await self.ctx.bus.publish(subjects.tasks_for(node_id), encode(task))
+                await self.ctx.stop_orphan(message.node_id, report.instance_id)

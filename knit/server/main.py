@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from actors import open_actor_system
 from knit.api.app import create_app
 from knit.bus import connect_bus
 from knit.config import ServerConfig
+from knit.errors import KnitError
 from knit.natsd import embedded_nats, parse_listen, wait_for_port
 from knit.secrets import SecretBox
 from knit.server.bridge import open_bridge
@@ -109,6 +111,21 @@ async def serve_server(
             await anyio.sleep_forever()
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Fail early, with a clear message, when ``host:port`` cannot be listened on.
+
+    Raises:
+        KnitError: the address is taken or not ours.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise KnitError(f"cannot listen on {host}:{port} for the API: {exc.strerror}") from exc
+
+
 async def serve_http(
     plane: ServerPlane, listen: str, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
 ) -> None:
@@ -121,6 +138,7 @@ async def serve_http(
     from hypercorn.config import Config
 
     host, port = parse_listen(listen, 8080)
+    check_can_listen(host, port)
     config = Config()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None
@@ -131,10 +149,13 @@ async def serve_http(
     stopped = anyio.Event()
 
     async def run() -> None:
-        try:
-            await serve(app, config, shutdown_trigger=shutdown.wait)
-        finally:
-            stopped.set()
+        # Shielded: only the shutdown trigger stops Hypercorn (cancelling it mid-serve
+        # leaves asyncio errors behind); its graceful timeout bounds the wait.
+        with anyio.CancelScope(shield=True):
+            try:
+                await serve(app, config, shutdown_trigger=shutdown.wait)
+            finally:
+                stopped.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)

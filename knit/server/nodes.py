@@ -48,6 +48,7 @@ class NodeActor(Actor[NodeMessage]):
         self.node = known
         self.timer: Deadline | None = None
         self.last_reports: tuple[object, ...] | None = None
+        self.last_forward = 0.0
 
     async def started(self) -> None:
         """Arm the deadline of a node known from the store (with the restart grace)."""
@@ -118,8 +119,10 @@ class NodeActor(Actor[NodeMessage]):
         if not was_healthy and node.eligible:
             self.ctx.deployments.tell_nowait(NodeUp(self.node_id))
         reports = tuple(hb.instances)
-        if reports != self.last_reports or not was_healthy:
+        # Unchanged reports are forwarded now and then too: absences only count after a grace.
+        if reports != self.last_reports or not was_healthy or now - self.last_forward > 5.0:
             self.last_reports = reports
+            self.last_forward = now
             self.ctx.deployments.tell_nowait(InstancesObserved(self.node_id, reports))
 
     async def missed(self) -> None:

@@ -58,7 +58,8 @@ class NodeState:
 class InstanceState:
     """One container instance, as its DeploymentActor holds it.
 
-    ``avoid`` (nodes that never accepted its task) lives in memory only.
+    ``avoid`` (nodes that never accepted its task), ``restarts``, ``stopped_at`` and
+    ``unknown_since`` live in memory only.
     """
 
     id: str
@@ -73,6 +74,9 @@ class InstanceState:
     desired: bool = True
     updated_at: float = 0.0
     avoid: set[str] = field(default_factory=set)
+    restarts: int = 0
+    stopped_at: float = 0.0
+    unknown_since: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The API's view: ``id`` is Docker's container id (spec 4), ``instance_id`` Knit's."""

@@ -9,8 +9,9 @@ run. No task waits forever.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from actors import Actor, ActorRef, Deadline
@@ -49,15 +50,13 @@ class TaskActor(Actor[TaskMessage]):
         *,
         task: Task,
         node_id: str | None,
-        deployment_id: str,
-        report: Callable[[TaskEnded], None],
+        report: Callable[[TaskEnded], Awaitable[None]],
         bus: Bus,
         repo: Repo,
         timing: TaskTiming,
     ) -> None:
         self.task = task
         self.node_id = node_id
-        self.deployment_id = deployment_id
         self.report = report
         self.bus = bus
         self.repo = repo
@@ -99,7 +98,7 @@ class TaskActor(Actor[TaskMessage]):
                 if self.timer is not None:
                     self.timer.reset(self.timing.run)
                 return
-            self.end(
+            await self.end(
                 TaskEnded(
                     task_id=self.task.task_id,
                     instance_id=self.task.instance_id,
@@ -112,11 +111,11 @@ class TaskActor(Actor[TaskMessage]):
             )
             return
         if self.accepted:
-            self.end(self._failure("the agent did not finish the task in time"))
+            await self.end(self._failure("the agent did not finish the task in time"))
             return
         if self.attempt >= self.timing.max_attempts:
             ended = self._failure(f"not accepted after {self.attempt} attempts")
-            self.end(TaskEnded(**{**ended.__dict__, "unaccepted": True}))
+            await self.end(dataclasses.replace(ended, unaccepted=True))
             return
         await self.publish()
         if self.timer is not None:
@@ -132,8 +131,8 @@ class TaskActor(Actor[TaskMessage]):
             error=reason,
         )
 
-    def end(self, ended: TaskEnded) -> None:
-        """Record the end, tell the deployment, and stop waiting."""
+    async def end(self, ended: TaskEnded) -> None:
+        """Record the end, tell the deployment, and finish this actor."""
         self.ended = True
         if self.timer is not None:
             self.timer.cancel()
@@ -143,7 +142,8 @@ class TaskActor(Actor[TaskMessage]):
             attempt=self.attempt,
             error=ended.error,
         )
-        self.report(ended)
+        self.finish()
+        await self.report(ended)
 
 
 def _describe(step: str | None, error: str | None) -> str | None:
