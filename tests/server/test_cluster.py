@@ -1,4 +1,4 @@
-"""The server's workflows end to end, in process: real NATS, SQLite and HTTP; agents on SimRuntime."""
+"""Server workflows in process: real NATS, SQLite and HTTP; agents on SimRuntime."""
 
 from __future__ import annotations
 
