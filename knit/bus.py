@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +41,8 @@ class BusStats:
     handler_errors: int = 0
     disconnects: int = 0
     reconnects: int = 0
+    last_reconnect: float = 0.0
+    """``time.monotonic()`` of the last reconnection (0: never)."""
 
 
 @dataclass
@@ -166,6 +169,7 @@ async def connect_bus(
 
     async def on_reconnect() -> None:
         stats.reconnects += 1
+        stats.last_reconnect = time.monotonic()
         log.info("NATS reconnected to %s", url)
 
     async def on_error(exc: Exception) -> None:

@@ -152,7 +152,14 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 continue  # a task is changing it: its result will tell
             if report.container_id:
                 inst.container_id = report.container_id
-            if report.status == "running" and inst.status != "running":
+            if report.status == "running" and inst.status == "lost" and not state.record.deleted:
+                # Its node is back and it never stopped: keep the original, the surplus
+                # replacement (newest) is retired by the next reconcile.
+                inst.node_id, inst.status, inst.desired, inst.error = node_id, "running", True, None
+                self.save(
+                    inst, "instance.recovered", f"instance {inst.index} is back with its node"
+                )
+            elif report.status == "running" and inst.status != "running":
                 inst.node_id, inst.status, inst.error = node_id, "running", None
                 self.save(inst, "instance.running", f"instance {inst.index} seen running")
             elif report.status != "running" and inst.status in ("running", "unknown", "lost"):

@@ -130,6 +130,12 @@ class NodeActor(Actor[NodeMessage]):
         node = self.node
         if node is None or node.status == "unhealthy":
             return
+        bus = self.ctx.bus
+        if not bus.connected or time.monotonic() - bus.stats.last_reconnect < self.ctx.node_ttl:
+            # The server, not the node, lost NATS: give the node a fresh TTL to be heard.
+            if self.timer is not None:
+                self.timer.reset(self.ctx.node_ttl)
+            return
         node.status = "unhealthy"
         self.last_reports = None
         self.ctx.repo.save_node(node)

@@ -80,6 +80,14 @@ class TaskActor(Actor[TaskMessage]):
         """Publish the task (same id every attempt); a bus failure counts as an attempt."""
         self.attempt += 1
         self.repo.task_state(self.task.task_id, "published", attempt=self.attempt)
+        if self.attempt > 1:
+            self.repo.event(
+                "task.retried",
+                f"{self.task.kind} task not accepted yet: attempt {self.attempt}",
+                node_id=self.node_id,
+                instance_id=self.task.instance_id,
+                task_id=self.task.task_id,
+            )
         try:
             await self.bus.publish(self.subject, encode(self.task))
         except KnitError as exc:
@@ -142,6 +150,14 @@ class TaskActor(Actor[TaskMessage]):
             attempt=self.attempt,
             error=ended.error,
         )
+        if not ended.succeeded:
+            self.repo.event(
+                "task.failed",
+                f"{self.task.kind} task failed: {ended.error}",
+                node_id=ended.node_id,
+                instance_id=self.task.instance_id,
+                task_id=self.task.task_id,
+            )
         self.finish()
         await self.report(ended)
 

@@ -184,3 +184,57 @@ async def test_server_restart_adopts_and_does_not_duplicate(nats_url: str, tmp_p
 
         await cluster.wait_for(two_running, timeout=15)
         assert runtime.count() == 2
+
+
+async def test_a_node_that_comes_back_keeps_its_original_and_the_copy_goes(
+    nats_url: str, tmp_path: Path
+) -> None:
+    async with open_cluster(nats_url, tmp_path, node_ttl=1.0) as cluster:
+        a = await cluster.add_agent()
+        await healthy_nodes(cluster, 1)
+        deployment_id = await deploy(cluster, replicas=1)
+        (original,) = await cluster.wait_for(lambda: cluster.running(deployment_id))
+        b = await cluster.add_agent()
+        await healthy_nodes(cluster, 2)
+        a.stop()
+
+        async def replaced_on_b() -> bool:
+            return b.runtime.count("running") == 1
+
+        await cluster.wait_for(replaced_on_b, timeout=15)
+        await cluster.add_agent(node_id=a.node_id, runtime=a.runtime)  # back, still running
+
+        async def settled() -> bool:
+            running = await cluster.running(deployment_id)
+            return [i["instance_id"] for i in running] == [
+                original["instance_id"]
+            ] and b.runtime.count() == 0
+
+        await cluster.wait_for(settled, timeout=15)
+        assert a.runtime.count("running") == 1
+
+
+async def test_lost_after_waits_before_replacing(nats_url: str, tmp_path: Path) -> None:
+    async with open_cluster(nats_url, tmp_path, node_ttl=1.0) as cluster:
+        a = await cluster.add_agent()
+        await healthy_nodes(cluster, 1)
+        deployment_id = await deploy(cluster, lost_after=30.0)
+        (original,) = await cluster.wait_for(lambda: cluster.running(deployment_id))
+        b = await cluster.add_agent()
+        await healthy_nodes(cluster, 2)
+        a.stop()
+
+        async def unknown() -> bool:
+            data = await cluster.deployment(deployment_id)
+            return [i["status"] for i in data["instances"]] == ["unknown"]
+
+        await cluster.wait_for(unknown, timeout=10)
+        assert b.runtime.count() == 0
+        await cluster.add_agent(node_id=a.node_id, runtime=a.runtime)
+
+        async def running_again() -> bool:
+            running = await cluster.running(deployment_id)
+            return [i["instance_id"] for i in running] == [original["instance_id"]]
+
+        await cluster.wait_for(running_again)
+        assert b.runtime.count() == 0
