@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,21 @@ class TemplateFiles:
             lambda: shutil.rmtree(self.folder(instance_id), ignore_errors=True)
         )
 
-    def known_instances(self) -> list[str]:
-        """The instance ids that have a folder (to clean up after containers that are gone)."""
+    async def remove_stale(self, keep: set[str], older_than: float = 120.0) -> list[str]:
+        """Delete the folders of instances not in ``keep`` (their containers are gone).
+
+        Folders younger than ``older_than`` seconds are kept: a deploy renders its files
+        before it creates the container. Returns the instance ids removed.
+        """
+        return await anyio.to_thread.run_sync(self._remove_stale, keep, older_than)
+
+    def _remove_stale(self, keep: set[str], older_than: float) -> list[str]:
         if not self.root.is_dir():
             return []
-        return [p.name for p in self.root.iterdir() if p.is_dir()]
+        cutoff = time.time() - older_than
+        removed = []
+        for folder in self.root.iterdir():
+            if folder.is_dir() and folder.name not in keep and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        return removed

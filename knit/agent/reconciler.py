@@ -93,6 +93,9 @@ class Reconciler(Actor[ReconcilerMessage]):
                 table[report.instance_id] = report
         self.instances = table
         self.synced = True
+        removed = await self.ctx.files.remove_stale(set(table))
+        if removed:
+            log.info("removed the files of %d instance(s) whose containers are gone", len(removed))
 
     async def handle(self, message: ReconcilerMessage) -> object:
         """Apply one message; ``Snapshot`` answers with the list of reports."""

@@ -12,7 +12,13 @@ from typing import Any
 
 from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
-from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec, check_references
+from knit.domain.specs import (
+    DeploymentSpec,
+    NetworkSpec,
+    RegistryCredentialsSpec,
+    check_network_attachments,
+    check_references,
+)
 from knit.errors import Invalid, KnitError, NotFound
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
@@ -84,8 +90,10 @@ class ServerPlane:
     # deployments
     async def create_deployment(self, spec: DeploymentSpec) -> JSONDict:
         registries = await self.repo.credential_ids()
-        networks = await self.repo.network_names()
-        errors = check_references(spec, registries, networks)
+        networks = await self.repo.network_drivers()
+        errors = check_references(spec, registries, networks) + check_network_attachments(
+            spec, networks
+        )
         if errors:
             raise Invalid(errors)
         result = await self.deployments.ask(CreateDeployment(spec), timeout=30)

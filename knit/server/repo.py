@@ -306,8 +306,9 @@ class Repo:
         }
         return [found[name] for name in names if name in found]
 
-    async def network_names(self) -> set[str]:
-        return {n.name for n in await self.store.read(networks.list_networks)}
+    async def network_drivers(self) -> dict[str, str]:
+        """Every network's driver, by name."""
+        return {n.name: n.driver for n in await self.store.read(networks.list_networks)}
 
     async def create_network(self, spec: NetworkSpec) -> dict[str, Any]:
         inner = networks.create(spec.name, driver=spec.driver, subnet=spec.subnet)
