@@ -52,7 +52,7 @@ async def test_open_database_creates_the_file_in_wal_mode_with_the_pragmas(db_pa
             assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 5000
             version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
             assert version == SCHEMA_VERSION
-    assert db_path.exists()  # noqa: ASYNC240 (a stat in a test)
+    assert db_path.exists()
 
 
 async def test_read_connections_cannot_write(db_path: Path) -> None:
