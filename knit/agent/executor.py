@@ -204,7 +204,7 @@ class TaskExecutor(Actor[Task]):
                         message, "succeeded", container_id=message.container_id
                     )
         except StepFailed as exc:
-            log.info("task %s failed at %s", message.task_id, exc.step)
+            log.info("task %s failed at %s: %s", message.task_id, exc.step, exc.reason)
             final = await self.report(message, "failed", step=exc.step, error=exc.reason)
         except TimeoutError:
             final = await self.report(message, "failed", step="timeout", error="task timed out")

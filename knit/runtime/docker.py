@@ -80,6 +80,7 @@ class DockerRuntime:
         self.pull_timeout = pull_timeout
         self.connect_timeout = connect_timeout
         self._docker: aiodocker.Docker | None = None
+        self._network_locks: dict[str, anyio.Lock] = {}
 
     def __repr__(self) -> str:
         return f"DockerRuntime({self.host!r})"
@@ -225,6 +226,19 @@ class DockerRuntime:
                 wanted = ipaddress.ip_network(subnet, strict=False)
             except ValueError as exc:
                 raise RuntimeFailure("network", f"bad subnet {subnet!r}: {exc}") from exc
+        # One create at a time per name here; another agent on the same Engine may still
+        # race us, and Docker then reports a pool overlap rather than a name conflict, so any
+        # failed create looks the network up once more before giving up.
+        lock = self._network_locks.setdefault(name, anyio.Lock())
+        async with lock:
+            return await self._ensure_network(name, wanted, labels)
+
+    async def _ensure_network(
+        self,
+        name: str,
+        wanted: ipaddress.IPv4Network | ipaddress.IPv6Network | None,
+        labels: Mapping[str, str] | None,
+    ) -> str:
         for attempt in range(2):
             found = await self._find_network(name)
             if found is not None:
@@ -241,7 +255,7 @@ class DockerRuntime:
                 with self._call("network"):
                     network = await self._client().networks.create(config)
             except RuntimeFailure as exc:
-                if _status(exc) == 409 and attempt == 0:  # created concurrently: look again
+                if attempt == 0:  # maybe created concurrently: look again
                     continue
                 raise RuntimeFailure(
                     "network", f"cannot create {name}: {exc.message}"
