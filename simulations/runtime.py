@@ -191,6 +191,9 @@ class SimRuntime:
         self._networks: dict[str, _Network] = {}
         self._containers: dict[str, _Container] = {}
         self._names: dict[str, str] = {}
+        # (label, value) -> ids of the containers carrying it, oldest first: ``list`` by
+        # labels costs what it finds, not every container of the host.
+        self._by_label: dict[tuple[str, str], dict[str, None]] = {}
         self._subscriptions: builtins.list[_Subscription] = []
 
     def __repr__(self) -> str:
@@ -246,6 +249,13 @@ class SimRuntime:
         if state is None:
             return len(self._containers)
         return sum(1 for c in self._containers.values() if c.state == state)
+
+    def running_labels(self, container_id: str) -> Mapping[str, str] | None:
+        """The labels of a running container (None if not running); not a checkpoint."""
+        container = self._find(container_id)
+        if container is None or container.state != "running":
+            return None
+        return container.labels
 
     # -- engine and images -----------------------------------------------------------------
 
@@ -367,6 +377,8 @@ class SimRuntime:
         container = _Container(self._new_id("container"), spec)
         self._containers[container.id] = container
         self._names[name] = container.id
+        for pair in container.labels.items():
+            self._by_label.setdefault(pair, {})[container.id] = None
         self._emit(container, "create")
         return container.id
 
@@ -425,6 +437,12 @@ class SimRuntime:
             self._emit(container, "kill")
             self._exit(container, 137)
         del self._containers[container.id], self._names[container.name]
+        for pair in container.labels.items():
+            holders = self._by_label.get(pair)
+            if holders is not None:
+                holders.pop(container.id, None)
+                if not holders:
+                    del self._by_label[pair]
         self._emit(container, "destroy")
 
     async def inspect(self, container_id: str) -> ContainerState | None:
@@ -437,7 +455,14 @@ class SimRuntime:
         """Return every container carrying all of ``labels``, newest first (as Docker does)."""
         await self._checkpoint()
         wanted = labels or {}
-        return [c.view() for c in reversed(self._containers.values()) if _matches(c, wanted)]
+        if not wanted:
+            return [c.view() for c in reversed(self._containers.values())]
+        holders = [self._by_label.get(pair) for pair in wanted.items()]
+        fewest = min(holders, key=lambda ids: 0 if ids is None else len(ids))
+        if not fewest:
+            return []
+        found = (self._containers[i] for i in reversed(fewest))
+        return [c.view() for c in found if _matches(c, wanted)]
 
     @asynccontextmanager
     async def open_events(
@@ -516,6 +541,8 @@ class SimRuntime:
 
     def _publish(self, container: _Container) -> builtins.list[PublishedPort]:
         """The ports a start publishes; a host port a running container holds is refused."""
+        if not container.spec.ports:
+            return []
         taken = [p for c in self._containers.values() for p in c.published]
         published: builtins.list[PublishedPort] = []
         for binding in container.spec.ports:

@@ -18,10 +18,13 @@ from werkzeug.exceptions import HTTPException
 
 from knit.api.openapi import openapi_document
 from knit.api.ports import ControlPlane
+from knit.dashboard import create_dashboard
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
     RegistryCredentialsSpec,
+)
+from knit.domain.validation import (
     errors_from_pydantic,
 )
 from knit.errors import Conflict, Invalid, KnitError, NotFound, ValidationError
@@ -105,6 +108,8 @@ def create_app(control: ControlPlane) -> Quart:
     async def on_knit_error(exc: KnitError) -> Response:
         log.warning("request failed: %s", type(exc).__name__)
         return error_response(503, str(exc))
+
+    app.register_blueprint(create_dashboard(control))
 
     def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Awaitable[Response]]], Any]:
         def register(view: Callable[..., Awaitable[Response]]) -> Any:

@@ -17,6 +17,7 @@ from knit.domain.placement import PlacementRequest, Plan
 from knit.domain.specs import registry_server
 from knit.errors import KnitError
 from knit.secrets import SecretBox, seal
+from knit.server.metrics import ServerMetrics
 from knit.server.records import InstanceState
 from knit.server.repo import Repo
 from knit.server.scheduler import Place, Release, SchedulerMessage
@@ -49,6 +50,7 @@ class ServerContext:
         node_ttl: seconds without a heartbeat before a node is unhealthy.
         restart_grace: extra seconds given to every node after a server start.
         timing: the deadlines of tasks.
+        metrics: counters and histograms shown by ``GET /status``.
     """
 
     repo: Repo
@@ -58,6 +60,7 @@ class ServerContext:
     restart_grace: float
     timing: TaskTiming = field(default_factory=TaskTiming)
     public_keys: dict[str, str] = field(default_factory=dict)
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _scheduler: ActorRef[SchedulerMessage] | None = None
     _deployments: ActorRef[Any] | None = None
     _tasks_supervisor: SupervisorRef | None = None

@@ -76,6 +76,9 @@ class DeploymentActor(Actor[DeploymentMessage]):
         self.repo = ctx.repo
         self.state: DeploymentState | None = None
         self.pending_reason: str | None = None
+        self.dirty = False
+        self.writes = 0
+        self.by_node: dict[str | None, list[InstanceState]] | None = None
 
     async def started(self) -> None:
         """Load the deployment and its instances, then reconcile now and periodically."""
@@ -84,19 +87,35 @@ class DeploymentActor(Actor[DeploymentMessage]):
             return
         instances = await self.repo.instances_of(self.deployment_id)
         self.state = DeploymentState(record=record, instances={i.id: i for i in instances})
+        for inst in instances:
+            self.ctx.metrics.instance(inst.id, inst.status)
         self.pending_reason = record.pending_reason
         await self.reconcile()
         self.every(RECONCILE_EVERY, Reconcile())
 
     async def handle(self, message: DeploymentMessage) -> object:
-        """Apply a fact or command, then reconcile."""
+        """Apply a fact or command, then reconcile.
+
+        A burst of facts is reconciled once, after its last one (the comparison reads the
+        whole table). Facts that leave nothing to do need no reconciliation: a node report
+        that changed nothing (at 100 instances per node, heartbeats alone would otherwise
+        cost a full comparison per node and deployment every few seconds), and a deploy
+        task that succeeded (its instance runs: no count, placement or stop changes).
+        """
         state = self.state
         if state is None:
             return None
+        now_running = (
+            isinstance(message, TaskEnded) and message.kind == "deploy" and message.succeeded
+        )
+        if isinstance(message, InstancesObserved):
+            writes = self.writes
+            await self.observed(state, message.node_id, message.reports)
+            self.dirty |= self.writes != writes
+        elif not now_running:
+            self.dirty = True
         if isinstance(message, TaskEnded):
             self.task_ended(state, message)
-        elif isinstance(message, InstancesObserved):
-            await self.observed(state, message.node_id, message.reports)
         elif isinstance(message, NodeDown):
             self.node_down(state, message.node_id)
         elif isinstance(message, NodeDrained):
@@ -104,7 +123,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
         elif isinstance(message, DeleteDeployment):
             state.record = dataclasses.replace(state.record, deleted=True)
             self.event("deployment.deleted", f"deployment {state.record.name} deleted")
-        await self.reconcile()
+        if self.dirty and self.ref.mailbox_depth == 0:
+            await self.reconcile()
         return None
 
     # --- facts -----------------------------------------------------------------------------
@@ -170,7 +190,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                     f"instance {inst.index} exited (code {report.exit_code})",
                 )
         now = time.time()
-        for inst in list(state.instances.values()):
+        for inst in list(self.instances_on(state, node_id)):
             if inst.node_id != node_id or inst.id in seen or inst.id in state.tasks:
                 continue
             if inst.status in ("pending", "error") or now - inst.updated_at < ABSENT_GRACE:
@@ -220,6 +240,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         state = self.state
         if state is None:
             return
+        self.dirty = False
         record = state.record
         now = time.time()
         for instance_id, inflight in list(state.tasks.items()):
@@ -380,15 +401,31 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 counts[inst.node_id] = counts.get(inst.node_id, 0) + 1
         return counts
 
+    def instances_on(self, state: DeploymentState, node_id: str) -> list[InstanceState]:
+        """The instances placed on ``node_id`` (an index rebuilt after any write)."""
+        if self.by_node is None:
+            self.by_node = {}
+            for inst in state.instances.values():
+                self.by_node.setdefault(inst.node_id, []).append(inst)
+        return self.by_node.get(node_id, [])
+
     def forget(self, state: DeploymentState, inst: InstanceState, message: str) -> None:
+        self.writes += 1
+        self.by_node = None
         state.instances.pop(inst.id, None)
         if inst.status != "lost":
             self.ctx.release(inst.node_id)
         self.repo.delete_instance(inst.id)
+        self.ctx.metrics.instance_gone(inst.id)
         self.event("instance.removed", message, instance_id=inst.id, node_id=inst.node_id)
 
     def save(self, inst: InstanceState, kind: str, message: str) -> None:
+        # Every change of an instance (its node included) is saved: that keeps the index
+        # of ``instances_on`` honest.
+        self.writes += 1
+        self.by_node = None
         self.repo.save_instance(inst)
+        self.ctx.metrics.instance(inst.id, inst.status)
         self.event(kind, message, instance_id=inst.id, node_id=inst.node_id)
 
     def event(

@@ -52,6 +52,8 @@ class NodeActor(Actor[NodeMessage]):
 
     async def started(self) -> None:
         """Arm the deadline of a node known from the store (with the restart grace)."""
+        if self.node is not None:
+            self.ctx.metrics.node(self.node_id, self.node.status)
         if self.node is not None and self.node.status == "healthy":
             grace = self.ctx.node_ttl + self.ctx.restart_grace
             self.timer = self.deadline(grace, DeadlineMissed())
@@ -100,6 +102,8 @@ class NodeActor(Actor[NodeMessage]):
         node.public_key = hb.public_key
         node.last_heartbeat = now
         node.status = "healthy"
+        self.ctx.metrics.node(self.node_id, "healthy")
+        self.ctx.metrics.heartbeat(time.time() - hb.sent_at)
         ttl = self.ctx.node_ttl
         if self.timer is None:
             self.timer = self.deadline(ttl, DeadlineMissed())
@@ -137,6 +141,7 @@ class NodeActor(Actor[NodeMessage]):
                 self.timer.reset(self.ctx.node_ttl)
             return
         node.status = "unhealthy"
+        self.ctx.metrics.node(self.node_id, "unhealthy")
         self.last_reports = None
         self.ctx.repo.save_node(node)
         self.ctx.repo.event(

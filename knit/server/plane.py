@@ -16,6 +16,8 @@ from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
     RegistryCredentialsSpec,
+)
+from knit.domain.validation import (
     check_network_attachments,
     check_references,
 )
@@ -126,6 +128,11 @@ class ServerPlane:
             "uptime_s": round(time.time() - STARTED_AT, 1),
             "bus": {"connected": self.ctx.bus.connected, **vars(self.ctx.bus.stats)},
             "bridge": vars(self.bridge),
+            **self.ctx.metrics.to_json(),
+            "store_writer": {
+                "queued": self.repo.store.writer.queued,
+                **vars(self.repo.store.writer.stats),
+            },
             "actors": {
                 "count": len(actors),
                 "busiest": [

@@ -19,6 +19,8 @@ from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
     RegistryCredentialsSpec,
+)
+from knit.domain.validation import (
     check_subnet_overlap,
 )
 from knit.errors import Invalid, KnitError, NotFound
@@ -39,10 +41,16 @@ from knit.store.records import (
 log = logging.getLogger(__name__)
 
 
+WRITER_MAX_BATCH = 4096
+"""Most writes in one transaction: the writer merges them into a few statements."""
+WRITER_BUFFER = 100_000
+"""Writes that may wait for the writer: placing 100,000 instances queues this many at once."""
+
+
 @asynccontextmanager
 async def open_repo(url: str) -> AsyncIterator[Repo]:
     """Open the store at ``url`` (an SQLAlchemy URL or a path) for the block's duration."""
-    async with open_store(url) as store:
+    async with open_store(url, max_batch=WRITER_MAX_BATCH, buffer=WRITER_BUFFER) as store:
         yield Repo(store)
 
 

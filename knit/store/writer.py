@@ -10,8 +10,10 @@ whatever is queued (up to ``max_batch`` ops) in one ``BEGIN IMMEDIATE`` transact
 commit. Ops run one after another, so an op's read-then-write is atomic: no lost updates.
 
 Ops that are one statement over many rows (:class:`RowsOp`: heartbeats, events, instance
-inserts and status changes) are merged with their queued neighbours of the same kind into
-one executemany, so single writes from many actors still cost one round trip per batch.
+inserts and status changes) are merged with the other queued ops of the same kind into one
+executemany, so single writes from many actors still cost one round trip per batch. An op
+joins an earlier group of its kind only across ops it commutes with (other tables, other
+rows; never across a plain op), so the batch means what the queue order meant.
 
 A failing op does not cost the others: the batch is rolled back and run again with a
 SAVEPOINT around each op; the failing op's savepoint is rolled back, its error goes to its
@@ -38,6 +40,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -263,7 +266,7 @@ class StoreWriter:
         self.stats.ops += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         timeout = self.batch_timeout if self.batch_timeout > 0 else math.inf
-        results: list[object] = []
+        results: list[tuple[_Request[object], object]] = []
         failed: BaseException | None = None
         op_failed = False
         try:
@@ -272,16 +275,17 @@ class StoreWriter:
                     for group in self._merge(batch):
                         try:
                             if len(group) == 1:
-                                results.append(await group[0].op(conn))
+                                results.append((group[0], await group[0].op(conn)))
                             else:
-                                results.extend(await _run_merged(conn, group))
+                                values = await _run_merged(conn, group)
+                                results.extend(zip(group, values, strict=True))
                         except Exception:
                             op_failed = True
                             raise
         except Exception as exc:
             failed = exc
         if failed is None:
-            for request, value in zip(batch, results, strict=True):
+            for request, value in results:
                 request.succeed(value)
             return
         if not op_failed or len(batch) == 1:
@@ -315,25 +319,37 @@ class StoreWriter:
                 request.fail(translate_error(value))
 
     def _merge(self, batch: list[_Request[object]]) -> list[list[_Request[object]]]:
-        """Consecutive runs of ``RowsOp``s with one key, each run as one group."""
-        groups: list[list[_Request[object]]] = []
-        rows = 0
+        """The batch as groups run in order: each ``RowsOp`` joins the open group of its
+        key when it commutes with every op queued after that group began (that is what
+        it moves ahead of); anything else starts a group of its own."""
+        groups: list[_MergeGroup] = []
+        open_by_key: dict[str, _MergeGroup] = {}
         for request in batch:
             op = request.op
-            if groups and isinstance(op, RowsOp):
-                last = groups[-1][-1].op
-                if (
-                    isinstance(last, RowsOp)
-                    and last.key == op.key
-                    and rows + len(op.rows) <= MAX_MERGED_ROWS
-                ):
-                    groups[-1].append(request)
-                    rows += len(op.rows)
-                    self.stats.statements_saved += 1
-                    continue
-            groups.append([request])
-            rows = len(op.rows) if isinstance(op, RowsOp) else 0
-        return groups
+            if not isinstance(op, RowsOp):
+                groups.append(_MergeGroup(None, request, 0))
+                open_by_key.clear()  # nothing moves ahead of a plain op
+                continue
+            group = open_by_key.get(op.key)
+            if (
+                group is not None
+                and group.rows + len(op.rows) <= MAX_MERGED_ROWS
+                and all(op.commutes_with(t, ids) for t, ids in group.passed.items())
+            ):
+                group.requests.append(request)
+                group.rows += len(op.rows)
+                self.stats.statements_saved += 1
+                at = group.index
+            else:
+                group = _MergeGroup(op.key, request, len(groups))
+                groups.append(group)
+                open_by_key[op.key] = group
+                at = group.index
+            # Ops of open groups that began before this op's place would move ahead of it.
+            for other in open_by_key.values():
+                if other.index < at:
+                    other.note_passed(op.table, op.row_ids)
+        return [g.requests for g in groups]
 
     def _fail_all(self, batch: list[_Request[object]], exc: BaseException) -> None:
         if isinstance(exc, TimeoutError):
@@ -348,6 +364,29 @@ class StoreWriter:
             return
         for request in batch:
             request.fail(_copy_error(error))
+
+
+class _MergeGroup:
+    """Requests run as one statement, and what later ops joining it would move ahead of."""
+
+    __slots__ = ("index", "key", "passed", "requests", "rows")
+
+    def __init__(self, key: str | None, first: _Request[object], index: int) -> None:
+        self.key = key
+        self.requests = [first]
+        self.index = index
+        self.rows = len(first.op.rows) if isinstance(first.op, RowsOp) else 0
+        self.passed: dict[str, set[object] | None] = {}
+
+    def note_passed(self, table: str, ids: AbstractSet[object] | None) -> None:
+        """An op writing rows ``ids`` of ``table`` (None: any) now runs after this group."""
+        if ids is None:
+            self.passed[table] = None
+            return
+        known = self.passed.get(table, set())
+        if known is not None:
+            known.update(ids)
+            self.passed[table] = known
 
 
 def _copy_error(error: BaseException) -> BaseException:

@@ -16,11 +16,13 @@ from knit.domain.specs import (
     NodeStatus,
     RegistryCredentialsSpec,
     TaskState,
+    registry_server,
+)
+from knit.domain.validation import (
     check_network_attachments,
     check_references,
     check_subnet_overlap,
     errors_from_pydantic,
-    registry_server,
 )
 from knit.wire.messages import InstanceStatusName, TaskStateName
 

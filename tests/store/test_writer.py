@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from knit.errors import Conflict, NotFound, StoreError
 from knit.store import Store, StoreWriter, deployments, networks, open_database
+from knit.store.db import Database
 from knit.store.models import Deployment
 from knit.store.ops import Op
 
@@ -315,3 +316,103 @@ async def test_an_op_raising_a_base_exception_crashes_the_writer_but_no_caller_h
         assert caught.group_contains(Meltdown)
         assert len(errors) == 2
         assert "crashed" in str(errors[0])
+
+
+async def run_in_one_batch(db: Database, ops: list[Op[object]]) -> StoreWriter:
+    """Queue ``ops`` in this order, then start a writer: they form one batch."""
+    writer = StoreWriter(db)
+    async with anyio.create_task_group() as tg:
+        for op in ops:
+            writer.submit_nowait(op)
+        await tg.start(writer.run)
+        await writer.aclose()
+    return writer
+
+
+async def test_interleaved_row_ops_of_two_kinds_merge_into_two_statements(
+    db_path: Path,
+) -> None:
+    from knit.store import EventRecord, InstanceRecord, events, instances
+
+    async with open_database(db_path) as db:
+        async with anyio.create_task_group() as tg:
+            setup = StoreWriter(db)
+            await tg.start(setup.run)
+            web = await setup.submit(deployments.create("web", "nginx"))
+            await setup.aclose()
+        ops: list[Op[object]] = []
+        for i in range(10):
+            ops.append(instances.upsert_one(InstanceRecord.new(web.id, i, at=1.0)))
+            ops.append(events.append_many([EventRecord.new("instance.created", f"{i}", at=1.0)]))
+        writer = await run_in_one_batch(db, ops)
+        assert writer.stats.batches == 1
+        assert writer.stats.statements_saved == 18  # twenty ops, two statements
+        async with db.read() as conn:
+            assert len(await instances.list_instances(conn)) == 10
+            assert len(await events.list_events(conn, limit=100)) == 10
+
+
+async def test_a_row_op_never_moves_ahead_of_another_write_of_the_same_row(
+    db_path: Path,
+) -> None:
+    from knit.store import InstanceRecord, instances
+
+    async with open_database(db_path) as db:
+        async with anyio.create_task_group() as tg:
+            setup = StoreWriter(db)
+            await tg.start(setup.run)
+            web = await setup.submit(deployments.create("web", "nginx"))
+            await setup.aclose()
+        first = InstanceRecord.new(web.id, 0, at=1.0)
+        again = InstanceRecord.new(web.id, 0, at=2.0, instance_id=first.id, status="running")
+        other = InstanceRecord.new(web.id, 1, at=1.0)
+        ops: list[Op[object]] = [
+            instances.upsert_one(first),
+            instances.delete_one(first.id),
+            instances.upsert_one(other),  # other rows: joins the first upsert
+            instances.upsert_one(again),  # the deleted row: must stay after the delete
+        ]
+        writer = await run_in_one_batch(db, ops)
+        assert writer.stats.statements_saved == 1
+        async with db.read() as conn:
+            stored = {i.id: i.status for i in await instances.list_instances(conn)}
+        assert stored == {first.id: "running", other.id: "pending"}
+
+
+async def test_a_child_row_never_moves_ahead_of_a_write_of_its_parent_table(
+    db_path: Path,
+) -> None:
+    from knit.store import InstanceRecord, NodeRecord, instances, nodes
+
+    async with open_database(db_path) as db:
+        async with anyio.create_task_group() as tg:
+            setup = StoreWriter(db)
+            await tg.start(setup.run)
+            web = await setup.submit(deployments.create("web", "nginx"))
+            await setup.aclose()
+        node = NodeRecord(
+            id="n1",
+            hostname="h1",
+            status="healthy",
+            last_heartbeat=1.0,
+            eligible=True,
+            labels={},
+            cpus=1.0,
+            memory_bytes=1,
+            docker_version="",
+            agent_version="",
+            public_key="",
+            address=None,
+            registered_at=1.0,
+        )
+        ops: list[Op[object]] = [
+            instances.upsert_one(InstanceRecord.new(web.id, 0, at=1.0)),
+            nodes.upsert_node(node),  # a new node...
+            instances.upsert_one(InstanceRecord.new(web.id, 1, at=1.0, node_id="n1")),  # ...used
+        ]
+        writer = await run_in_one_batch(db, ops)
+        assert writer.stats.statements_saved == 0
+        assert writer.stats.retried_batches == 0
+        assert writer.stats.failed_ops == 0
+        async with db.read() as conn:
+            assert len(await instances.list_instances(conn)) == 2

@@ -80,7 +80,7 @@ class Cluster:
         scope = anyio.CancelScope()
 
         async def run(
-            *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+            *, task_status: anyio.abc.TaskStatus[str] = anyio.TASK_STATUS_IGNORED
         ) -> None:
             with scope:
                 await run_agent_actors(ctx, task_status=task_status)

@@ -1,0 +1,169 @@
+"""Server metrics for ``GET /status``: heartbeat lag, node health, instance statuses.
+
+Layer: server. Plain in-memory counters that the actors update as they work (no I/O, no
+locks: every actor runs on the one event loop). The simulation harness reads them to measure
+the server's heartbeat lag, node health and placements without a subscriber of its own.
+
+- **Heartbeat lag** is the server's clock when a NodeActor applies a heartbeat minus the
+  agent's ``sent_at``: the bus, the bridge and every mailbox on the way. It is kept as a
+  histogram with log-spaced buckets (10 % wide, 0.1 ms to 10 min), cumulative since start.
+- **Node health** is each node's status as its NodeActor holds it.
+- **Instance statuses** count the instances the DeploymentActors hold, by status, and
+  ``placed_total`` counts every change into ``running`` since start.
+- **Garbage collection**: collections and the time they took, per generation.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gc
+import math
+import time
+from collections import Counter
+from typing import Any
+
+LAG_FIRST_BOUND_MS = 0.1
+LAG_GROWTH = 1.1
+LAG_BUCKETS = 170  # 0.1 ms * 1.1**170 ~ 11 minutes
+LAG_BOUNDS_MS: tuple[float, ...] = tuple(
+    round(LAG_FIRST_BOUND_MS * LAG_GROWTH**k, 4) for k in range(LAG_BUCKETS)
+)
+"""Upper bounds of the lag buckets, in ms; a last bucket holds everything above."""
+MAX_LISTED_IDS = 10_000
+"""The most unhealthy node ids ``GET /status`` lists."""
+
+
+class LagHistogram:
+    """Counts of lags per bucket (``LAG_BOUNDS_MS``), plus their count and maximum."""
+
+    __slots__ = ("counts", "max_ms", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (LAG_BUCKETS + 1)
+        self.total = 0
+        self.max_ms = 0.0
+
+    def add(self, lag_s: float) -> None:
+        """Count one lag (a negative one, from clock skew, counts as 0)."""
+        ms = max(lag_s * 1000.0, 0.0)
+        self.counts[bisect.bisect_left(LAG_BOUNDS_MS, ms)] += 1
+        self.total += 1
+        if ms > self.max_ms:
+            self.max_ms = ms
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"count", "max_ms", "bounds_ms", "counts"}``; ``counts`` has one more item than
+        ``bounds_ms`` (the bucket above the last bound)."""
+        return {
+            "count": self.total,
+            "max_ms": round(self.max_ms, 3),
+            "bounds_ms": list(LAG_BOUNDS_MS),
+            "counts": list(self.counts),
+        }
+
+
+def bucket_value_ms(index: int) -> float:
+    """A representative lag of bucket ``index``: the geometric middle of its bounds."""
+    if index >= LAG_BUCKETS:
+        return LAG_BOUNDS_MS[-1]
+    upper = LAG_BOUNDS_MS[index]
+    lower = LAG_BOUNDS_MS[index - 1] if index else upper / LAG_GROWTH
+    return math.sqrt(lower * upper)
+
+
+class GcWatch:
+    """Time spent in the garbage collector, by generation (``gc.callbacks``).
+
+    A full collection walks every live object: with millions of them it stops the event
+    loop for a noticeable time, which is why ``GET /status`` shows it.
+    """
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.pause_s = [0.0, 0.0, 0.0]
+        self.longest_s = 0.0
+        self._began = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        took = time.perf_counter() - self._began
+        generation = info["generation"]
+        self.collections[generation] += 1
+        self.pause_s[generation] += took
+        self.longest_s = max(self.longest_s, took)
+
+    def install(self) -> None:
+        """Start timing collections (until ``uninstall``)."""
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def uninstall(self) -> None:
+        """Stop timing collections."""
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def to_json(self) -> dict[str, Any]:
+        """Collections and pause seconds per generation, and the longest pause."""
+        return {
+            "collections": list(self.collections),
+            "pause_s": [round(p, 3) for p in self.pause_s],
+            "longest_pause_ms": round(self.longest_s * 1000, 1),
+        }
+
+
+class ServerMetrics:
+    """What ``GET /status`` reports beyond the bus and the actors."""
+
+    def __init__(self) -> None:
+        self.heartbeat_lag = LagHistogram()
+        self.node_status: dict[str, str] = {}
+        self.instance_status: dict[str, str] = {}
+        self.instance_counts: Counter[str] = Counter()
+        self.placed_total = 0
+        self.gc = GcWatch()
+
+    def heartbeat(self, lag_s: float) -> None:
+        """A heartbeat was applied ``lag_s`` seconds after the agent sent it."""
+        self.heartbeat_lag.add(lag_s)
+
+    def node(self, node_id: str, status: str) -> None:
+        """``node_id`` is now ``status``."""
+        self.node_status[node_id] = status
+
+    def instance(self, instance_id: str, status: str) -> None:
+        """``instance_id`` is now ``status``."""
+        before = self.instance_status.get(instance_id)
+        if before == status:
+            return
+        if before is not None:
+            self.instance_counts[before] -= 1
+        self.instance_status[instance_id] = status
+        self.instance_counts[status] += 1
+        if status == "running":
+            self.placed_total += 1
+
+    def instance_gone(self, instance_id: str) -> None:
+        """``instance_id`` was forgotten."""
+        before = self.instance_status.pop(instance_id, None)
+        if before is not None:
+            self.instance_counts[before] -= 1
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``nodes``, ``instances`` and ``heartbeats`` sections of ``GET /status``."""
+        nodes = Counter(self.node_status.values())
+        unhealthy = [n for n, s in self.node_status.items() if s == "unhealthy"]
+        return {
+            "nodes": {
+                "healthy": nodes.get("healthy", 0),
+                "unhealthy": nodes.get("unhealthy", 0),
+                "unhealthy_ids": unhealthy[:MAX_LISTED_IDS],
+            },
+            "instances": {
+                "by_status": {s: n for s, n in sorted(self.instance_counts.items()) if n},
+                "placed_total": self.placed_total,
+            },
+            "heartbeats": self.heartbeat_lag.to_json(),
+            "gc": self.gc.to_json(),
+        }

@@ -1,0 +1,171 @@
+"""A ControlPlane over plain lists, for dashboard tests that need no cluster (and big ones)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from knit.errors import NotFound
+
+JSONDict = dict[str, Any]
+ISO = "2024-05-01T12:00:00Z"
+
+
+@dataclass
+class FakeControl:
+    """Reads answer from the lists; ``reads`` counts list calls; ``fail`` raises instead."""
+
+    nodes: list[JSONDict] = field(default_factory=list)
+    deployments: list[JSONDict] = field(default_factory=list)
+    instances: list[JSONDict] = field(default_factory=list)
+    events: list[JSONDict] = field(default_factory=list)
+    reads: int = 0
+    fail: Exception | None = None
+
+    def _check(self) -> None:
+        self.reads += 1
+        if self.fail is not None:
+            raise self.fail
+
+    async def list_nodes(self) -> list[JSONDict]:
+        self._check()
+        return [dict(n) for n in self.nodes]
+
+    async def get_node(self, node_id: str) -> JSONDict:
+        for n in self.nodes:
+            if n["id"] == node_id:
+                return dict(n)
+        raise NotFound("node", node_id)
+
+    async def list_deployments(self) -> list[JSONDict]:
+        self._check()
+        return [dict(d) for d in self.deployments]
+
+    async def get_deployment(self, deployment_id: str) -> JSONDict:
+        for d in self.deployments:
+            if d["id"] == deployment_id:
+                mine = [i for i in self.instances if i["deployment_id"] == deployment_id]
+                return {**d, "instances": mine}
+        raise NotFound("deployment", deployment_id)
+
+    async def list_instances(self) -> list[JSONDict]:
+        self._check()
+        return [dict(i) for i in self.instances]
+
+    async def list_events(
+        self, *, deployment_id: str | None, node_id: str | None, limit: int
+    ) -> list[JSONDict]:
+        self._check()
+        found = [
+            e
+            for e in self.events
+            if (deployment_id is None or e.get("deployment_id") == deployment_id)
+            and (node_id is None or e.get("node_id") == node_id)
+        ]
+        return found[:limit]
+
+    def status(self) -> JSONDict:
+        return {}
+
+    # Writes are not the dashboard's business.
+    async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:
+        raise NotImplementedError
+
+    async def create_registry(self, spec: Any) -> JSONDict:
+        raise NotImplementedError
+
+    async def list_registries(self) -> list[JSONDict]:
+        return []
+
+    async def delete_registry(self, registry_id: str) -> None:
+        raise NotImplementedError
+
+    async def create_network(self, spec: Any) -> JSONDict:
+        raise NotImplementedError
+
+    async def list_networks(self) -> list[JSONDict]:
+        return []
+
+    async def delete_network(self, network_id: str) -> None:
+        raise NotImplementedError
+
+    async def create_deployment(self, spec: Any) -> JSONDict:
+        raise NotImplementedError
+
+    async def delete_deployment(self, deployment_id: str) -> JSONDict:
+        raise NotImplementedError
+
+
+def node(index: int, status: str = "healthy", **extra: Any) -> JSONDict:
+    """A node as ``GET /nodes`` shows it."""
+    return {
+        "id": uuid.uuid4().hex,
+        "hostname": f"host-{index:05d}",
+        "status": status,
+        "eligible": True,
+        "last_heartbeat": ISO,
+        "labels": {"zone": f"z{index % 3}"},
+        "cpus": 8,
+        "memory_bytes": 16 << 30,
+        "docker_version": "27.0",
+        "agent_version": "0.1.0",
+        "address": None,
+        "registered_at": ISO,
+        **extra,
+    }
+
+
+def deployment(name: str, replicas: int, **extra: Any) -> JSONDict:
+    """A deployment as ``GET /deployments`` shows it."""
+    return {
+        "id": uuid.uuid4().hex,
+        "name": name,
+        "image": "registry.example:5000/app:1",
+        "registry_credentials_id": None,
+        "network_attachments": [],
+        "templates": [],
+        "env": {},
+        "command": None,
+        "replicas": replicas,
+        "ports": [],
+        "node_selector": {},
+        "lost_after": 0.0,
+        "restart_policy": {"mode": "always", "backoff": 1.0, "max_restarts": None},
+        "status": "active",
+        "pending_reason": None,
+        "created_at": ISO,
+        "updated_at": ISO,
+        **extra,
+    }
+
+
+def instance(deployment_id: str, node_id: str, index: int, status: str = "running") -> JSONDict:
+    """An instance as ``GET /instances`` shows it."""
+    container = uuid.uuid4().hex * 2
+    return {
+        "id": container,
+        "instance_id": uuid.uuid4().hex,
+        "container_id": container,
+        "deployment_id": deployment_id,
+        "node_id": node_id,
+        "index": index,
+        "status": status,
+        "error": None,
+        "exit_code": None,
+        "desired": True,
+        "created_at": ISO,
+    }
+
+
+def big_cluster(nodes: int = 1000, deployments: int = 100, replicas: int = 100) -> FakeControl:
+    """``nodes`` nodes and ``deployments * replicas`` instances spread over them."""
+    control = FakeControl()
+    control.nodes = [node(i, "unhealthy" if i % 97 == 0 else "healthy") for i in range(nodes)]
+    for d in range(deployments):
+        dep = deployment(f"app-{d:03d}", replicas)
+        control.deployments.append(dep)
+        for r in range(replicas):
+            host = control.nodes[(d * replicas + r) % nodes]
+            control.instances.append(instance(dep["id"], host["id"], r))
+    return control
