@@ -250,13 +250,6 @@ class SimRuntime:
             return len(self._containers)
         return sum(1 for c in self._containers.values() if c.state == state)
 
-    def running_labels(self, container_id: str) -> Mapping[str, str] | None:
-        """The labels of a running container (None if not running); not a checkpoint."""
-        container = self._find(container_id)
-        if container is None or container.state != "running":
-            return None
-        return container.labels
-
     # -- engine and images -----------------------------------------------------------------
 
     async def version(self) -> str:

@@ -6,6 +6,7 @@ simulation harness can give the real agent code a simulated runtime and a shared
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,10 @@ class AgentContext:
         files: where rendered templates go.
         heartbeat_interval: seconds between heartbeats.
         task_timeout: the longest a single task may run (pulls included).
+        on_change: called (without awaiting) when the report of this node's instances
+            changed; the heartbeat then reports soon instead of at its next beat.
+        refresh: brings the report of one instance up to date (instance id, its container id
+            or None once removed); an executor awaits it before it reports a task's result.
     """
 
     node_id: str
@@ -49,6 +54,8 @@ class AgentContext:
     heartbeat_interval: float = 5.0
     task_timeout: float = 600.0
     data_dir: Path = field(default_factory=lambda: Path(".knit/agent"))
+    on_change: Callable[[], None] | None = None
+    refresh: Callable[[str, str | None], Awaitable[None]] | None = None
 
     def container_labels(
         self, deployment_id: str, instance_id: str, index: int, name: str

@@ -15,7 +15,7 @@ from typing import Literal, TypeVar
 
 import anyio
 
-from actors import Actor
+from actors import Actor, ActorError
 from knit.agent.context import LABEL_INSTANCE, AgentContext
 from knit.errors import KnitError, RuntimeFailure, SecretError, TemplateError
 from knit.runtime.base import ContainerSpec, ContainerState, PortBinding, RegistryAuth
@@ -191,15 +191,31 @@ class TaskExecutor(Actor[Task]):
             log.warning("cannot report task %s: %s", task.task_id, exc)
         return status
 
+    async def refresh(self, instance_id: str, container_id: str | None) -> None:
+        """Bring the node's report of the instance up to date before the result is sent.
+
+        The server ignores reports taken before a task's result; one taken after it must
+        then show what the task did, not what Docker's events have not told yet.
+        """
+        if self.ctx.refresh is None:
+            return
+        try:
+            await self.ctx.refresh(instance_id, container_id)
+        except (ActorError, KnitError) as exc:  # the next event or re-list catches up
+            log.warning("cannot refresh the report of instance %s: %s", instance_id, exc)
+
     async def handle(self, message: Task) -> None:
         """Run one task to its end, under the context's task timeout."""
         try:
             with anyio.fail_after(self.ctx.task_timeout):
                 if isinstance(message, DeployTask):
                     container_id = await deploy(self.ctx, message)
+                    await self.refresh(message.instance_id, container_id)
                     final = await self.report(message, "succeeded", container_id=container_id)
                 else:
                     await stop(self.ctx, message)
+                    if message.remove:
+                        await self.refresh(message.instance_id, None)
                     final = await self.report(
                         message, "succeeded", container_id=message.container_id
                     )

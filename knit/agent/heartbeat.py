@@ -3,6 +3,12 @@
 Layer: agent. The first message is the registration (``first=True``); every later one
 carries the same identity plus the full report of the instances on this node, which is
 how the server finds out about anything its other messages missed.
+
+Besides the regular beat, a change of the report (a container exited, started, vanished)
+makes the Heartbeater beat soon, at most once per ``MIN_GAP``: an exit reaches the server in
+tens of milliseconds rather than up to one interval later. ``sent_at`` is the agent's clock
+when the report was asked for, so the server can tell a report taken before a task's result
+(stale) from one taken after it.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from actors import Actor, ActorRef
+from actors import Actor, ActorError, ActorRef, Timer
 from knit.agent.context import AGENT_VERSION, AgentContext
 from knit.agent.reconciler import ReconcilerMessage, Snapshot
 from knit.errors import KnitError
@@ -27,8 +33,21 @@ class Beat:
     """Time to send a heartbeat."""
 
 
-class Heartbeater(Actor[Beat]):
-    """Publishes a heartbeat every ``heartbeat_interval`` seconds."""
+@dataclass(frozen=True)
+class Changed:
+    """The report of this node's instances changed: beat soon."""
+
+
+HeartbeatMessage = Beat | Changed
+
+SOON = 0.02
+"""Seconds a change waits before its beat, so a burst of changes makes one heartbeat."""
+MIN_GAP = 0.25
+"""Fewest seconds between two heartbeats sent because of changes."""
+
+
+class Heartbeater(Actor[HeartbeatMessage]):
+    """Publishes a heartbeat every ``heartbeat_interval`` seconds, and soon after a change."""
 
     def __init__(self, ctx: AgentContext, reconciler: ActorRef[ReconcilerMessage]) -> None:
         self.ctx = ctx
@@ -36,6 +55,10 @@ class Heartbeater(Actor[Beat]):
         self.seq = 0
         self.capacity = Capacity(cpus=0, memory_bytes=0)
         self.docker_version = ""
+        self.instances: list[InstanceReport] = []
+        self.taken = time.time()
+        self.last_beat = 0.0
+        self.soon: Timer | None = None
 
     async def started(self) -> None:
         """Read the host's capacity, register at once, then beat on a timer."""
@@ -48,13 +71,38 @@ class Heartbeater(Actor[Beat]):
         await self.beat()
         self.every(self.ctx.heartbeat_interval, Beat())
 
-    async def handle(self, message: Beat) -> None:
-        """Send one heartbeat."""
+    async def handle(self, message: HeartbeatMessage) -> None:
+        """Send one heartbeat now, or schedule one soon after a change."""
+        if isinstance(message, Changed):
+            if self.soon is None:
+                delay = max(SOON, self.last_beat + MIN_GAP - time.monotonic())
+                self.soon = self.after(delay, Beat())
+            return
         await self.beat()
 
     async def beat(self) -> None:
-        """Build and publish the heartbeat; a bus failure is logged, the next beat retries."""
-        instances = cast(list[InstanceReport], await self.reconciler.ask(Snapshot(), timeout=10))
+        """Build and publish the heartbeat; a bus failure is logged, the next beat retries.
+
+        The report is waited for at most one interval (at least 1 s): a Reconciler stuck on
+        a Docker Engine that does not answer must not silence the node, so the last report
+        is sent again meanwhile.
+        """
+        if self.soon is not None:
+            self.soon.cancel()
+            self.soon = None
+        self.last_beat = time.monotonic()
+        asked = time.time()
+        try:
+            self.instances = cast(
+                list[InstanceReport],
+                await self.reconciler.ask(
+                    Snapshot(), timeout=max(1.0, self.ctx.heartbeat_interval)
+                ),
+            )
+            self.taken = asked
+        except ActorError as exc:
+            log.warning("no fresh report of the instances (%s): sending the last one", exc)
+        instances, taken = self.instances, self.taken
         heartbeat = Heartbeat(
             node_id=self.ctx.node_id,
             hostname=self.ctx.hostname,
@@ -67,7 +115,7 @@ class Heartbeater(Actor[Beat]):
             public_key=self.ctx.keys.public_key_b64,
             interval=self.ctx.heartbeat_interval,
             instances=instances,
-            sent_at=time.time(),
+            sent_at=taken,
         )
         try:
             await self.ctx.bus.publish(subjects.HEARTBEAT, encode(heartbeat))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from actors import Actor, ActorRef, Restart
 from knit.agent.context import AgentContext
 from knit.agent.executor import TaskExecutor
+from knit.delivery import deliver
 from knit.errors import KnitError
 from knit.wire import subjects
 from knit.wire.messages import Task, TaskStatus, decode_task, encode
@@ -60,7 +61,7 @@ class TaskIntake(Actor[IntakeMessage]):
             except KnitError as exc:
                 log.warning("undecodable task dropped: %s", exc)
                 return
-            await me.tell(Received(task))
+            await deliver(me, Received(task))
 
         await self.ctx.bus.subscribe(subjects.tasks_for(self.ctx.node_id), on_task)
         await self.ctx.bus.subscribe(
@@ -99,7 +100,7 @@ class TaskIntake(Actor[IntakeMessage]):
             mailbox_size=1,
         )
         self.running[task.task_id] = executor
-        await executor.tell(task)
+        await deliver(executor, task)
 
     async def publish(self, status: TaskStatus) -> None:
         """Publish a status; a bus failure is logged (the server retries the task)."""

@@ -6,6 +6,7 @@ the actor tree: Reconciler, TaskIntake, Heartbeater, and the runtime event pump.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -13,13 +14,13 @@ import socket
 import anyio
 from anyio.abc import TaskStatus
 
-from actors import ActorRef, open_actor_system
+from actors import ActorError, ActorRef, open_actor_system
 from knit.agent.context import AgentContext
 from knit.agent.files import TemplateFiles
-from knit.agent.heartbeat import Heartbeater
+from knit.agent.heartbeat import Changed, Heartbeater, HeartbeatMessage
 from knit.agent.identity import ensure_data_dir, load_or_create_node_id
 from knit.agent.intake import TaskIntake
-from knit.agent.reconciler import Reconciler, ReconcilerMessage, pump_events
+from knit.agent.reconciler import Reconciler, ReconcilerMessage, Refresh, pump_events
 from knit.bus import connect_bus
 from knit.config import AgentConfig
 from knit.secrets import NodeKeyPair
@@ -89,10 +90,23 @@ async def run_agent_actors(
         reconciler: ActorRef[ReconcilerMessage] = await system.spawn(
             lambda: Reconciler(ctx), name="reconciler"
         )
+
+        async def refresh(instance_id: str, container_id: str | None) -> None:
+            await reconciler.ask(Refresh(instance_id, container_id), timeout=10)
+
+        ctx.refresh = refresh
         await system.spawn(lambda: TaskIntake(ctx), name="intake")
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump_events, ctx, reconciler)
-            await system.spawn(lambda: Heartbeater(ctx, reconciler), name="heartbeat")
+            heartbeat: ActorRef[HeartbeatMessage] = await system.spawn(
+                lambda: Heartbeater(ctx, reconciler), name="heartbeat"
+            )
+
+            def changed() -> None:
+                with contextlib.suppress(ActorError):
+                    heartbeat.tell_nowait(Changed())
+
+            ctx.on_change = changed
             log.info("agent %s (%s) running", ctx.node_id, ctx.hostname)
             task_status.started(ctx.node_id)
             await anyio.sleep_forever()

@@ -4,6 +4,13 @@ Layer: agent. The Reconciler lists the containers labelled with this node's id a
 (adoption: containers from before a restart are found, never duplicated), follows the
 runtime's events, and re-lists periodically as a safety net. The heartbeat reads its
 snapshot, which is the agent's periodic full status report to the server.
+
+Events are applied from what they say (``start``: running, ``die``: stopped with its exit
+code, ``destroy``: gone), without asking the runtime: the Reconciler answers the heartbeat's
+``Snapshot`` between two events, so a burst of events on a busy Engine (tens of containers
+created at once) must not queue an inspect each in front of it, or heartbeats stall and the
+node is declared lost. A task's executor asks for a ``Refresh`` of its instance before it
+reports the result, so any report taken after the result agrees with it.
 """
 
 from __future__ import annotations
@@ -39,7 +46,21 @@ class Snapshot:
     """Ask for the reports of every instance on this node."""
 
 
-ReconcilerMessage = Resync | ContainerChanged | Snapshot
+@dataclass(frozen=True)
+class Refresh:
+    """Look at one instance's container now (a task just changed it); answers None.
+
+    ``container_id`` None means the task removed it.
+    """
+
+    instance_id: str
+    container_id: str | None
+
+
+ReconcilerMessage = Resync | ContainerChanged | Snapshot | Refresh
+
+EVENT_STATUS = {"create": "pending", "start": "running", "unpause": "running", "die": "stopped"}
+"""The instance status a container event implies (other actions change nothing we report)."""
 
 
 def instance_status(state: str) -> str:
@@ -91,8 +112,11 @@ class Reconciler(Actor[ReconcilerMessage]):
             report = report_of(container)
             if report is not None:
                 table[report.instance_id] = report
+        changed = table != self.instances
         self.instances = table
         self.synced = True
+        if changed:
+            self.notify()
         removed = await self.ctx.files.remove_stale(set(table))
         if removed:
             log.info("removed the files of %d instance(s) whose containers are gone", len(removed))
@@ -104,24 +128,64 @@ class Reconciler(Actor[ReconcilerMessage]):
         if isinstance(message, Resync):
             await self.resync()
             return None
-        event = message.event
-        instance_id = event.labels.get(LABEL_INSTANCE)
-        if instance_id is None:
+        if isinstance(message, Refresh):
+            await self.refresh(message.instance_id, message.container_id)
             return None
-        if event.action == "destroy":
-            self.instances.pop(instance_id, None)
-            return None
-        try:
-            container = await self.ctx.runtime.inspect(event.container_id)
-        except KnitError:
-            return None
-        if container is None:
-            self.instances.pop(instance_id, None)
-            return None
-        report = report_of(container)
-        if report is not None:
-            self.instances[instance_id] = report
+        self.apply(message.event)
         return None
+
+    def apply(self, event: RuntimeEvent) -> None:
+        """Fold one container event into the table (no I/O)."""
+        instance_id = event.labels.get(LABEL_INSTANCE)
+        deployment_id = event.labels.get(LABEL_DEPLOYMENT)
+        if not instance_id or not deployment_id:
+            return
+        known = self.instances.get(instance_id)
+        if (
+            known is not None
+            and known.container_id not in (None, event.container_id)
+            and event.action not in ("create", "start")
+        ):
+            return  # about an older container of the same instance
+        if event.action == "destroy":
+            if known is not None:
+                del self.instances[instance_id]
+                self.notify()
+            return
+        status = EVENT_STATUS.get(event.action)
+        if status is None:
+            return
+        exit_code = event.exit_code if status == "stopped" else None
+        report = InstanceReport(
+            instance_id=instance_id,
+            deployment_id=deployment_id,
+            container_id=event.container_id,
+            status=status,  # type: ignore[arg-type]
+            exit_code=exit_code,
+        )
+        if report != known:
+            self.instances[instance_id] = report
+            self.notify()
+
+    async def refresh(self, instance_id: str, container_id: str | None) -> None:
+        """Replace one instance's entry with what the runtime says of its container now."""
+        container = None
+        if container_id is not None:
+            try:
+                container = await self.ctx.runtime.inspect(container_id)
+            except KnitError as exc:
+                log.warning("cannot inspect container %s: %s", container_id[:12], exc)
+                return
+        report = report_of(container) if container is not None else None
+        if report is None:
+            self.instances.pop(instance_id, None)
+        else:
+            self.instances[report.instance_id] = report
+
+    def notify(self) -> None:
+        """Tell whoever listens (the heartbeat) that the report changed."""
+        if self.ctx.on_change is not None:
+            self.ctx.on_change()
 
 
 async def pump_events(ctx: AgentContext, reconciler: ActorRef[ReconcilerMessage]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from actors import ActorRef, ActorSystem
 from knit.bus import Bus
+from knit.delivery import deliver
 from knit.errors import KnitError
 from knit.server.messages import HeartbeatReceived, StatusReceived
 from knit.wire import subjects
@@ -35,8 +36,9 @@ class BridgeStats:
 async def open_bridge(bus: Bus, system: ActorSystem, nodes: ActorRef[Any]) -> BridgeStats:
     """Subscribe the server's subjects; returns live counters.
 
-    Heartbeats go to the NodeDirectory (which routes to NodeActors); statuses go straight to
-    the TaskActor of their task (``task/{id}``). A status for a task that has no actor any
+    Heartbeats go straight to the NodeActor of their node (``node/{id}``), or to the
+    NodeDirectory for a node it has no actor for yet; statuses go straight to the TaskActor
+    of their task (``task/{id}``). A status for a task that has no actor any
     more (it ended, or the server restarted) is dropped: the agent's heartbeat report carries
     the same truth.
     """
@@ -50,7 +52,11 @@ async def open_bridge(bus: Bus, system: ActorSystem, nodes: ActorRef[Any]) -> Br
             log.warning("undecodable heartbeat dropped: %s", exc)
             return
         stats.heartbeats += 1
-        await nodes.tell(HeartbeatReceived(heartbeat, time.time()))
+        received = HeartbeatReceived(heartbeat, time.time())
+        # Straight to the node's actor; only a node heard of for the first time goes
+        # through the NodeDirectory (which spawns its actor): one hop less per heartbeat.
+        node = system.lookup(f"node/{heartbeat.node_id}")
+        await deliver(node if node is not None else nodes, received)
 
     async def on_status(payload: bytes, reply: str | None) -> None:
         try:
@@ -64,7 +70,7 @@ async def open_bridge(bus: Bus, system: ActorSystem, nodes: ActorRef[Any]) -> Br
         if task is None:
             stats.late_statuses += 1
             return
-        await task.tell(StatusReceived(status))
+        await deliver(task, StatusReceived(status))
 
     await bus.subscribe(subjects.HEARTBEAT, on_heartbeat)
     await bus.subscribe(subjects.TASK_STATUS, on_status)

@@ -22,7 +22,7 @@ from knit.server.records import InstanceState
 from knit.server.repo import Repo
 from knit.server.scheduler import Place, Release, SchedulerMessage
 from knit.server.tasks import TaskTiming
-from knit.store.records import DeploymentRecord
+from knit.store.records import DeploymentRecord, new_id
 from knit.wire import subjects
 from knit.wire.messages import (
     DeployTask,
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from knit.server.directories import DirectoryMessage
 
 
+TASK_DEPLOYMENT_CACHE = 10_000
+"""Validated deployment parts of tasks kept for reuse (the cache is emptied when full)."""
+
+
 @dataclass
 class ServerContext:
     """The server's shared services.
@@ -51,6 +55,8 @@ class ServerContext:
         restart_grace: extra seconds given to every node after a server start.
         timing: the deadlines of tasks.
         metrics: counters and histograms shown by ``GET /status``.
+        last_heartbeats: when each node was last heard (newer than the store's copy, which
+            is written now and then).
     """
 
     repo: Repo
@@ -60,10 +66,12 @@ class ServerContext:
     restart_grace: float
     timing: TaskTiming = field(default_factory=TaskTiming)
     public_keys: dict[str, str] = field(default_factory=dict)
+    last_heartbeats: dict[str, float] = field(default_factory=dict)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _scheduler: ActorRef[SchedulerMessage] | None = None
     _deployments: ActorRef[Any] | None = None
     _tasks_supervisor: SupervisorRef | None = None
+    _task_deployments: dict[tuple[object, ...], TaskDeployment] = field(default_factory=dict)
 
     def wire(
         self,
@@ -110,7 +118,7 @@ class ServerContext:
             KnitError: credentials are needed but the node's key or the credentials are
                 unknown.
         """
-        task_id = uuid.uuid4().hex
+        task_id = new_id()
         self.repo.new_task(task_id, kind, inst, record.id)
         if kind == "stop":
             return StopTask(
@@ -122,21 +130,32 @@ class ServerContext:
             credentials = await self.sealed_credentials(
                 record.registry_credentials_id, inst.node_id
             )
-        deployment = TaskDeployment.model_validate(
-            {
-                "id": record.id,
-                "name": record.name,
-                "image": record.image,
-                "command": record.command,
-                "env": dict(record.env),
-                "templates": [dict(t) for t in record.templates],
-                "ports": [dict(p) for p in record.ports],
-                "network_attachments": [
-                    {"name": n.name, "driver": n.driver, "subnet": n.subnet} for n in networks
-                ],
-                "restart_policy": dict(record.restart_policy),
-            }
+        # One validated part per deployment spec and networks, shared by all its tasks.
+        key = (
+            record.id,
+            record.generation,
+            tuple((n.name, n.driver, n.subnet) for n in networks),
         )
+        deployment = self._task_deployments.get(key)
+        if deployment is None:
+            deployment = TaskDeployment.model_validate(
+                {
+                    "id": record.id,
+                    "name": record.name,
+                    "image": record.image,
+                    "command": record.command,
+                    "env": dict(record.env),
+                    "templates": [dict(t) for t in record.templates],
+                    "ports": [dict(p) for p in record.ports],
+                    "network_attachments": [
+                        {"name": n.name, "driver": n.driver, "subnet": n.subnet} for n in networks
+                    ],
+                    "restart_policy": dict(record.restart_policy),
+                }
+            )
+            if len(self._task_deployments) >= TASK_DEPLOYMENT_CACHE:
+                self._task_deployments.clear()
+            self._task_deployments[key] = deployment
         return DeployTask(
             task_id=task_id,
             instance_id=inst.id,

@@ -11,19 +11,21 @@ instance idempotently).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
-from actors import Actor, ActorRef, Restart
+from actors import Actor, ActorError, ActorRef, Restart
 from knit.domain.placement import PlacementRequest, Plan
 from knit.errors import KnitError
 from knit.server.context import ServerContext
 from knit.server.messages import (
+    AbandonTask,
     DeleteDeployment,
     DeploymentGone,
+    ForwardReports,
     InstancesObserved,
     NodeDown,
     NodeDrained,
@@ -33,7 +35,7 @@ from knit.server.messages import (
 )
 from knit.server.records import InstanceState
 from knit.server.tasks import TaskActor, TaskMessage
-from knit.store.records import DeploymentRecord
+from knit.store.records import DeploymentRecord, new_id
 from knit.wire.messages import InstanceReport
 
 log = logging.getLogger(__name__)
@@ -79,19 +81,36 @@ class DeploymentActor(Actor[DeploymentMessage]):
         self.dirty = False
         self.writes = 0
         self.by_node: dict[str | None, list[InstanceState]] | None = None
+        self.loaded = False
 
     async def started(self) -> None:
-        """Load the deployment and its instances, then reconcile now and periodically."""
+        """Ask for a reconciliation now and periodically.
+
+        The deployment is loaded, and its instances placed, when that first message is
+        handled, in this actor's own turn: the DeploymentDirectory that spawns it does not
+        wait for the store and the placements (it serialises every creation).
+        """
+        self.ref.tell_nowait(Reconcile())
+        self.every(RECONCILE_EVERY, Reconcile())
+
+    async def load(self) -> None:
+        """Load the deployment and its instances from the store (the truth)."""
+        self.loaded = True
         record = await self.repo.get_deployment_record(self.deployment_id)
         if record is None:
             return
         instances = await self.repo.instances_of(self.deployment_id)
         self.state = DeploymentState(record=record, instances={i.id: i for i in instances})
+        # An instance still unknown was so since its last save. Its node gets the restart
+        # grace to be heard again before the instance can be lost, like any node deadline.
+        not_before = time.time() + self.ctx.node_ttl + self.ctx.restart_grace
         for inst in instances:
-            self.ctx.metrics.instance(inst.id, inst.status)
+            self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id)
+            if inst.status == "unknown":
+                inst.unknown_since = max(inst.updated_at, not_before - record.lost_after)
+                self.after(inst.unknown_since + record.lost_after - time.time(), Reconcile())
         self.pending_reason = record.pending_reason
-        await self.reconcile()
-        self.every(RECONCILE_EVERY, Reconcile())
+        self.dirty = True
 
     async def handle(self, message: DeploymentMessage) -> object:
         """Apply a fact or command, then reconcile.
@@ -102,6 +121,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
         cost a full comparison per node and deployment every few seconds), and a deploy
         task that succeeded (its instance runs: no count, placement or stop changes).
         """
+        if not self.loaded:
+            await self.load()
         state = self.state
         if state is None:
             return None
@@ -110,14 +131,14 @@ class DeploymentActor(Actor[DeploymentMessage]):
         )
         if isinstance(message, InstancesObserved):
             writes = self.writes
-            await self.observed(state, message.node_id, message.reports)
+            await self.observed(state, message.node_id, message.reports, message.taken_at)
             self.dirty |= self.writes != writes
         elif not now_running:
             self.dirty = True
         if isinstance(message, TaskEnded):
             self.task_ended(state, message)
         elif isinstance(message, NodeDown):
-            self.node_down(state, message.node_id)
+            await self.node_down(state, message.node_id)
         elif isinstance(message, NodeDrained):
             self.node_drained(state, message.node_id)
         elif isinstance(message, DeleteDeployment):
@@ -137,6 +158,12 @@ class DeploymentActor(Actor[DeploymentMessage]):
         inst = state.instances.get(ended.instance_id)
         if inst is None:
             return
+        # Reports the node took before this result are stale for this instance (the clock
+        # is the node's: a result from the server itself, or another node, resets it); make
+        # sure the next ones reach us even if they look unchanged.
+        inst.result_at = ended.at if ended.at is not None else 0.0
+        if ended.at is not None and ended.node_id is not None:
+            self.forward_reports(ended.node_id, ended.at)
         if ended.kind == "stop":
             if ended.succeeded or ended.unaccepted:
                 self.forget(state, inst, f"instance {inst.index} stopped and removed")
@@ -156,10 +183,26 @@ class DeploymentActor(Actor[DeploymentMessage]):
             inst.status, inst.error = "error", ended.error
             self.save(inst, "instance.error", f"instance {inst.index} failed: {ended.error}")
 
+    def forward_reports(self, node_id: str, after: float) -> None:
+        """Ask ``node_id``'s NodeActor for its reports taken after ``after`` (agent clock)."""
+        ref = self.system.lookup(f"node/{node_id}")
+        if ref is not None:
+            with contextlib.suppress(ActorError):
+                ref.tell_nowait(ForwardReports(after))
+
     async def observed(
-        self, state: DeploymentState, node_id: str, reports: tuple[InstanceReport, ...]
+        self,
+        state: DeploymentState,
+        node_id: str,
+        reports: tuple[InstanceReport, ...],
+        taken_at: float = 0.0,
     ) -> None:
-        """Fold a node's full report for this deployment into the table."""
+        """Fold a node's full report for this deployment into the table.
+
+        A report the node took before the result of an instance's last task (``taken_at``
+        older than ``result_at``, both on the node's clock) is stale for that instance and
+        is ignored: it would show a restarted container as still exited.
+        """
         seen: set[str] = set()
         for report in reports:
             seen.add(report.instance_id)
@@ -170,6 +213,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 continue
             if inst.id in state.tasks:
                 continue  # a task is changing it: its result will tell
+            if taken_at < inst.result_at or report.status == "pending":
+                continue  # stale, or a container being created or started: not an exit
             if report.container_id:
                 inst.container_id = report.container_id
             if report.status == "running" and inst.status == "lost" and not state.record.deleted:
@@ -193,23 +238,34 @@ class DeploymentActor(Actor[DeploymentMessage]):
         for inst in list(self.instances_on(state, node_id)):
             if inst.node_id != node_id or inst.id in seen or inst.id in state.tasks:
                 continue
+            if taken_at < inst.result_at:
+                continue
             if inst.status in ("pending", "error") or now - inst.updated_at < ABSENT_GRACE:
                 continue
             # The node no longer has its container.
             if inst.desired:
                 self.ctx.release(inst.node_id)
                 inst.node_id, inst.status, inst.container_id = None, "pending", None
+                inst.result_at = 0.0
                 self.save(inst, "instance.vanished", f"instance {inst.index}: container is gone")
             else:
                 self.forget(state, inst, f"instance {inst.index} is gone")
 
-    def node_down(self, state: DeploymentState, node_id: str) -> None:
+    async def node_down(self, state: DeploymentState, node_id: str) -> None:
         lost_after = state.record.lost_after
-        for inst in state.instances.values():
+        for inst in list(state.instances.values()):
             if inst.node_id != node_id or inst.status == "lost":
                 continue
-            if inst.id in state.tasks and state.tasks[inst.id].kind == "deploy":
-                continue  # the task's own deadline will place it elsewhere
+            inflight = state.tasks.pop(inst.id, None)
+            if inflight is not None:
+                # Nobody there to run it: its instance is unknown or lost like the others,
+                # rather than waiting for the task's deadlines (up to a minute). The task
+                # ends failed with the reason (its report is ignored: no longer in flight).
+                with contextlib.suppress(ActorError):
+                    inflight.ref.tell_nowait(AbandonTask(f"node {node_id} was lost"))
+                if inflight.kind == "stop":
+                    self.forget(state, inst, f"instance {inst.index} left with node {node_id}")
+                    continue
             if lost_after > 0 and inst.desired:
                 inst.status, inst.unknown_since = "unknown", time.time()
                 self.save(
@@ -275,7 +331,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 index += 1
             used.add(index)
             inst = InstanceState(
-                id=uuid.uuid4().hex,
+                id=new_id(),
                 deployment_id=self.deployment_id,
                 index=index,
                 status="pending",
@@ -292,15 +348,23 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.save(inst, "instance.surplus", f"instance {inst.index} is surplus")
 
     async def restart_exited(self, state: DeploymentState, now: float) -> None:
-        """Start exited instances again, as the restart policy says, with backoff."""
+        """Start exited instances again, as the restart policy says, with backoff.
+
+        An instance whose deploy task failed (``error``: a pull, a start refused by an Engine
+        that was restarting...) is tried again the same way, unless the mode is ``never``:
+        a passing failure must not leave it broken for good. Both count as restarts.
+        """
         policy = state.record.restart_policy
         mode = str(policy.get("mode", "always"))
         backoff = float(policy.get("backoff", 1.0) or 0.0)  # type: ignore[arg-type]
         limit = policy.get("max_restarts")
         for inst in state.instances.values():
-            if not inst.desired or inst.status != "stopped" or inst.id in state.tasks:
+            if not inst.desired or inst.status not in ("stopped", "error"):
                 continue
-            if mode == "never" or (mode == "on-failure" and inst.exit_code == 0):
+            if inst.id in state.tasks:
+                continue
+            clean_exit = inst.status == "stopped" and inst.exit_code == 0
+            if mode == "never" or (mode == "on-failure" and clean_exit):
                 continue
             if isinstance(limit, int) and inst.restarts >= limit:
                 continue
@@ -313,9 +377,10 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 continue
             inst.restarts += 1
             inst.stopped_at = 0.0
+            why = "after an error" if inst.status == "error" else "after an exit"
             self.event(
                 "instance.restarting",
-                f"instance {inst.index}: restart {inst.restarts}",
+                f"instance {inst.index}: restart {inst.restarts} {why}",
                 instance_id=inst.id,
                 node_id=inst.node_id,
             )
@@ -383,6 +448,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 bus=self.ctx.bus,
                 repo=self.repo,
                 timing=self.ctx.timing,
+                deployment_id=self.deployment_id,
             ),
             name=f"task/{task.task_id}",
             supervisor=self.ctx.tasks_supervisor,
@@ -425,7 +491,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         self.writes += 1
         self.by_node = None
         self.repo.save_instance(inst)
-        self.ctx.metrics.instance(inst.id, inst.status)
+        self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id)
         self.event(kind, message, instance_id=inst.id, node_id=inst.node_id)
 
     def event(

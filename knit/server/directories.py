@@ -2,8 +2,9 @@
 
 Layer: server. ``NodeDirectory`` spawns a NodeActor for every node it hears of (and, at
 start, for every node the store knows, so their deadlines run). ``DeploymentDirectory``
-creates deployments (serialising name checks), spawns their actors, and fans cluster facts
-out to them. Both rebuild from the store after a restart.
+spawns the actors of new deployments (stored by the API first: the store's one writer
+serialises name checks) and fans cluster facts out to them. Both rebuild from the store after
+a restart.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from collections import defaultdict
 from typing import Any, cast
 
 from actors import Actor, ActorRef, SupervisorRef
+from knit.delivery import deliver
 from knit.errors import KnitError
 from knit.server.context import ServerContext
 from knit.server.deployments import DeploymentActor, DeploymentMessage
 from knit.server.messages import (
-    CreateDeployment,
     DeleteDeployment,
+    DeploymentCreated,
     DeploymentGone,
     HeartbeatReceived,
     InstancesObserved,
@@ -77,12 +79,12 @@ class NodeDirectory(Actor[HeartbeatReceived | tuple[str, SetEligible]]):
         if ref is None:
             ref = await self.spawn_node(hb.node_id, None)
         self.ctx.public_keys[hb.node_id] = hb.public_key
-        await ref.tell(message)
+        await deliver(ref, message)
         return None
 
 
 DirectoryMessage = (
-    CreateDeployment
+    DeploymentCreated
     | DeleteDeployment
     | DeploymentGone
     | NodeUp
@@ -119,13 +121,10 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
 
     async def handle(self, message: DirectoryMessage) -> object:
         """Create, delete, or fan a fact out."""
-        if isinstance(message, CreateDeployment):
-            try:
-                record = await self.ctx.repo.insert_deployment(message.spec)
-            except KnitError as exc:  # a taken name: the user's mistake, not a crash
-                return exc
-            await self.spawn_deployment(record.id)
-            return deployment_json(record)
+        if isinstance(message, DeploymentCreated):
+            if message.deployment_id not in self.actors:
+                await self.spawn_deployment(message.deployment_id)
+            return None
         if isinstance(message, DeleteDeployment):
             try:
                 record = await self.ctx.repo.mark_deployment_deleted(message.deployment_id)
@@ -168,7 +167,9 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         for deployment_id, reports in by_deployment.items():
             ref = self.actors.get(deployment_id)
             if ref is not None:
-                ref.tell_nowait(InstancesObserved(message.node_id, tuple(reports)))
+                ref.tell_nowait(
+                    InstancesObserved(message.node_id, tuple(reports), message.taken_at)
+                )
                 continue
             for report in reports:
                 await self.ctx.stop_orphan(message.node_id, report.instance_id)

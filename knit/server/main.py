@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from knit.server.directories import DeploymentDirectory, NodeDirectory
 from knit.server.plane import ServerPlane
 from knit.server.repo import open_repo
 from knit.server.scheduler import Scheduler
+from knit.server.tasks import TaskTiming
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +42,32 @@ GC_THRESHOLDS = (20_000, 5, 100)
 """Collector thresholds of the server process (CPython's default is (700, 10, 10))."""
 
 
-def tune_gc() -> None:
-    """Make the garbage collector cheap for a long-running process with a large heap.
+SWITCH_INTERVAL = 0.0001
+"""Seconds a thread may hold the GIL while another waits for it (CPython's default: 0.005)."""
 
-    With the defaults, a server holding 100,000 instances ran a full collection every few
-    seconds while it grew, each one stopping the event loop for up to half a second
-    (docs/performance.md). Objects that exist once the modules are loaded are frozen
-    (never scanned again); young collections run after 20,000 net allocations instead of
-    700 (a pause of a few ms each), and a full one at most once every 500 of them.
+
+def tune_runtime() -> None:
+    """Tune the interpreter for a long-running server with a busy event loop and a large heap.
+
+    - The store's SQLite connections run in threads that take the GIL back for every row
+      they bind. While the event loop is busy, each of those waits up to the switch
+      interval: with the default 5 ms, a batch of 2,000 upserts took seconds instead of
+      10 ms and the writer fell behind (docs/performance.md). 0.1 ms hands the GIL over
+      at once; an idle thread costs the loop nothing.
+    - With the collector's defaults, a server holding 100,000 instances ran a full
+      collection every few seconds while it grew, each one stopping the event loop for up
+      to half a second. Objects that exist once the modules are loaded are frozen (never
+      scanned again); young collections run after 20,000 net allocations instead of 700
+      (a pause of a few ms each), and a full one at most once every 500 of them.
     """
+    sys.setswitchinterval(SWITCH_INTERVAL)
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run_server(config: ServerConfig) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit code."""
-    tune_gc()
+    tune_runtime()
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
@@ -107,6 +119,7 @@ async def serve_server(
             secrets=secrets,
             node_ttl=config.node_ttl,
             restart_grace=restart_grace,
+            timing=TaskTiming.from_environ(),
         )
         ctx.metrics.gc.install()
         stack.callback(ctx.metrics.gc.uninstall)
@@ -115,15 +128,18 @@ async def serve_server(
             ctx._tasks_supervisor = await system.spawn_supervisor("tasks", max_restarts=1000)
             deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
             nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
+            # Nodes first: the Scheduler then knows every healthy node before a deployment
+            # asks it to place anything (a NodeActor tells its deployments nothing until a
+            # heartbeat arrives or its deadline passes, both later than this).
+            nodes = await system.spawn(
+                lambda: NodeDirectory(ctx, nodes_sup), name="nodes", mailbox_size=16384
+            )
             deployments = await system.spawn(
                 lambda: DeploymentDirectory(ctx, deployments_sup),
                 name="deployments",
                 mailbox_size=16384,
             )
             ctx._deployments = deployments
-            nodes = await system.spawn(
-                lambda: NodeDirectory(ctx, nodes_sup), name="nodes", mailbox_size=16384
-            )
             bridge = await open_bridge(bus, system, nodes)
             plane = ServerPlane(ctx, system, nodes, deployments, bridge)
             url = await tg.start(serve_http, plane, config.http)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from knit.domain.specs import DeploymentSpec
 from knit.wire.messages import Heartbeat, InstanceReport, TaskStatus
 
 # --- nodes -------------------------------------------------------------------------------
@@ -31,6 +30,18 @@ class SetEligible:
     """Drain (``False``) or un-drain (``True``) a node. Answers the node's JSON."""
 
     eligible: bool
+
+
+@dataclass(frozen=True)
+class ForwardReports:
+    """A task ended on this node: forward its next reports even when they look unchanged.
+
+    A container may have crashed again between two heartbeats, so a report identical to the
+    last one forwarded can still be news. Reports taken (agent's clock) up to ``after`` are
+    stale for the deployment; forwarding goes on until one taken later has been sent.
+    """
+
+    after: float
 
 
 # --- cluster facts, told to the scheduler and to deployments ------------------------------
@@ -60,20 +71,25 @@ class NodeDrained:
 
 @dataclass(frozen=True)
 class InstancesObserved:
-    """A node's full report of what runs on it, for one deployment."""
+    """A node's full report of what runs on it, for one deployment.
+
+    ``taken_at`` is when the agent took it, on the agent's clock (the heartbeat's
+    ``sent_at``); 0 when unknown.
+    """
 
     node_id: str
     reports: tuple[InstanceReport, ...]
+    taken_at: float = 0.0
 
 
 # --- deployments --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class CreateDeployment:
-    """Store a new deployment and start its actor. Answers the stored deployment's JSON."""
+class DeploymentCreated:
+    """A new deployment was stored: start its actor. Answers None once it runs."""
 
-    spec: DeploymentSpec
+    deployment_id: str
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,8 @@ class TaskEnded:
     container_id: str | None = None
     error: str | None = None
     unaccepted: bool = False
+    at: float | None = None
+    """When the agent sent the final status, on its own clock (None: the server gave up)."""
 
 
 # --- tasks --------------------------------------------------------------------------------
@@ -122,3 +140,10 @@ class StatusReceived:
 @dataclass(frozen=True)
 class AckDeadline:
     """The task was not accepted (or not finished) in time."""
+
+
+@dataclass(frozen=True)
+class AbandonTask:
+    """Its deployment no longer waits for this task (its node was lost): end it as failed."""
+
+    reason: str

@@ -8,8 +8,10 @@ the server's heartbeat lag, node health and placements without a subscriber of i
   agent's ``sent_at``: the bus, the bridge and every mailbox on the way. It is kept as a
   histogram with log-spaced buckets (10 % wide, 0.1 ms to 10 min), cumulative since start.
 - **Node health** is each node's status as its NodeActor holds it.
-- **Instance statuses** count the instances the DeploymentActors hold, by status, and
-  ``placed_total`` counts every change into ``running`` since start.
+- **Instance statuses** count the instances the DeploymentActors hold, by status;
+  ``placed_total`` counts every change into ``running`` since start, and
+  ``running_by_deployment`` gives the running instances of each deployment whose count
+  changed in the last 10 s (a client watching deployments converge reads only those).
 - **Garbage collection**: collections and the time they took, per generation.
 """
 
@@ -19,7 +21,7 @@ import bisect
 import gc
 import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from typing import Any
 
 LAG_FIRST_BOUND_MS = 0.1
@@ -31,6 +33,8 @@ LAG_BOUNDS_MS: tuple[float, ...] = tuple(
 """Upper bounds of the lag buckets, in ms; a last bucket holds everything above."""
 MAX_LISTED_IDS = 10_000
 """The most unhealthy node ids ``GET /status`` lists."""
+RUNNING_CHANGES_S = 10.0
+"""``GET /status`` lists the running count of the deployments where it changed this recently."""
 
 
 class LagHistogram:
@@ -119,9 +123,11 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.heartbeat_lag = LagHistogram()
         self.node_status: dict[str, str] = {}
-        self.instance_status: dict[str, str] = {}
+        self.instance_status: dict[str, tuple[str, str]] = {}  # id -> (status, deployment)
         self.instance_counts: Counter[str] = Counter()
         self.placed_total = 0
+        self.running_by_deployment: Counter[str] = Counter()
+        self.running_changed: OrderedDict[str, float] = OrderedDict()  # oldest change first
         self.gc = GcWatch()
 
     def heartbeat(self, lag_s: float) -> None:
@@ -132,23 +138,54 @@ class ServerMetrics:
         """``node_id`` is now ``status``."""
         self.node_status[node_id] = status
 
-    def instance(self, instance_id: str, status: str) -> None:
-        """``instance_id`` is now ``status``."""
+    def instance(self, instance_id: str, status: str, deployment_id: str) -> None:
+        """``instance_id`` (of ``deployment_id``) is now ``status``."""
         before = self.instance_status.get(instance_id)
-        if before == status:
+        if before is not None and before[0] == status:
             return
         if before is not None:
-            self.instance_counts[before] -= 1
-        self.instance_status[instance_id] = status
+            self.instance_counts[before[0]] -= 1
+            if before[0] == "running":
+                self._running(deployment_id, -1)
+        self.instance_status[instance_id] = (status, deployment_id)
         self.instance_counts[status] += 1
         if status == "running":
             self.placed_total += 1
+            self._running(deployment_id, 1)
 
     def instance_gone(self, instance_id: str) -> None:
         """``instance_id`` was forgotten."""
         before = self.instance_status.pop(instance_id, None)
         if before is not None:
-            self.instance_counts[before] -= 1
+            self.instance_counts[before[0]] -= 1
+            if before[0] == "running":
+                self._running(before[1], -1)
+
+    def _running(self, deployment_id: str, change: int) -> None:
+        count = self.running_by_deployment[deployment_id] + change
+        if count:
+            self.running_by_deployment[deployment_id] = count
+        else:
+            del self.running_by_deployment[deployment_id]
+        self.running_changed[deployment_id] = time.monotonic()
+        self.running_changed.move_to_end(deployment_id)
+
+    def recently_running(self, within: float = RUNNING_CHANGES_S) -> dict[str, int]:
+        """Running instances of each deployment whose count changed in the last ``within``
+        seconds (cheap: only those are looked at)."""
+        now = time.monotonic()
+        since = now - within
+        while self.running_changed:  # forget changes older than twice the default window
+            deployment_id, at = next(iter(self.running_changed.items()))
+            if at >= now - 2 * RUNNING_CHANGES_S:
+                break
+            del self.running_changed[deployment_id]
+        recent: dict[str, int] = {}
+        for deployment_id in reversed(self.running_changed):
+            if self.running_changed[deployment_id] < since:
+                break
+            recent[deployment_id] = self.running_by_deployment.get(deployment_id, 0)
+        return recent
 
     def to_json(self) -> dict[str, Any]:
         """The ``nodes``, ``instances`` and ``heartbeats`` sections of ``GET /status``."""
@@ -163,6 +200,7 @@ class ServerMetrics:
             "instances": {
                 "by_status": {s: n for s, n in sorted(self.instance_counts.items()) if n},
                 "placed_total": self.placed_total,
+                "running_by_deployment": self.recently_running(),
             },
             "heartbeats": self.heartbeat_lag.to_json(),
             "gc": self.gc.to_json(),

@@ -58,8 +58,9 @@ class NodeState:
 class InstanceState:
     """One container instance, as its DeploymentActor holds it.
 
-    ``avoid`` (nodes that never accepted its task), ``restarts``, ``stopped_at`` and
-    ``unknown_since`` live in memory only.
+    ``avoid`` (nodes that never accepted its task), ``restarts``, ``stopped_at``,
+    ``unknown_since`` and ``result_at`` (when, on its node's clock, the agent reported the
+    last task's result: reports taken before that are stale) live in memory only.
     """
 
     id: str
@@ -77,6 +78,7 @@ class InstanceState:
     restarts: int = 0
     stopped_at: float = 0.0
     unknown_since: float = 0.0
+    result_at: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The API's view: ``id`` is Docker's container id (spec 4), ``instance_id`` Knit's."""

@@ -55,27 +55,37 @@ class Scheduler(Actor[SchedulerMessage]):
     def __init__(self) -> None:
         self.nodes: dict[str, NodeView] = {}
         self.counts: dict[str, int] = {}
+        # Each node's view with its count, kept until either changes: a placement reads
+        # every node, so rebuilding them all per request cost O(nodes) allocations.
+        self.counted: dict[str, NodeView] = {}
 
     async def handle(self, message: SchedulerMessage) -> object:
         """Update the view, or answer a placement."""
         if isinstance(message, UpdateNode):
             self.nodes[message.view.id] = message.view
+            self.counted.pop(message.view.id, None)
         elif isinstance(message, Release):
             if self.counts.get(message.node_id, 0) > 0:
                 self.counts[message.node_id] -= 1
+                self.counted.pop(message.node_id, None)
         elif isinstance(message, SetCounts):
             self.counts = dict(message.counts)
+            self.counted.clear()
         else:
             return self.place(message.request)
         return None
 
     def place(self, request: PlacementRequest) -> Plan:
         """Run placement on the current view and count what it placed."""
-        views = [
-            dataclasses.replace(view, instance_count=self.counts.get(node_id, 0))
-            for node_id, view in self.nodes.items()
-        ]
+        views = []
+        for node_id, view in self.nodes.items():
+            counted = self.counted.get(node_id)
+            if counted is None:
+                counted = dataclasses.replace(view, instance_count=self.counts.get(node_id, 0))
+                self.counted[node_id] = counted
+            views.append(counted)
         plan = place(ClusterView(nodes=views), request)
         for node_id in plan.placements:
             self.counts[node_id] = self.counts.get(node_id, 0) + 1
+            self.counted.pop(node_id, None)
         return plan

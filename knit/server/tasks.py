@@ -4,27 +4,34 @@ Layer: server. Publishes the task on ``knit.tasks.{node}`` (or ``knit.tasks.broa
 waits for the agent's acceptance with a deadline, re-publishes the same task id with
 exponential backoff (the agent runs a task id once), and gives up after ``max_attempts`` so
 the deployment can place the instance elsewhere. Once accepted, a second deadline bounds the
-run. No task waits forever.
+run. No task waits forever. Every change of state is an event.
+
+While the server has no NATS connection nothing can be sent or heard: a deadline that passes
+then spends no attempt and looks again a second later; a task last sent before a
+reconnection is sent again at its next deadline without spending one either (the message may
+have been lost with the connection). A long NATS outage thus neither fails tasks nor makes
+them wait a long backoff once NATS is back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from actors import Actor, ActorRef, Deadline
 from knit.bus import Bus
 from knit.errors import KnitError
-from knit.server.messages import AckDeadline, StatusReceived, TaskEnded
+from knit.server.messages import AbandonTask, AckDeadline, StatusReceived, TaskEnded
 from knit.server.repo import Repo
 from knit.wire import subjects
 from knit.wire.messages import Task, encode
 
 log = logging.getLogger(__name__)
 
-TaskMessage = StatusReceived | AckDeadline
+TaskMessage = StatusReceived | AckDeadline | AbandonTask
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,27 @@ class TaskTiming:
     run: float = 660.0
     max_attempts: int = 4
 
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> TaskTiming:
+        """The defaults, with ``accept`` from ``KNIT_TASK_ACCEPT_TIMEOUT`` if set (seconds).
+
+        Raises:
+            ValueError: the variable is not a positive number.
+        """
+        raw = environ.get(ACCEPT_TIMEOUT_ENV, "").strip()
+        if not raw:
+            return cls()
+        accept = float(raw)
+        if not accept > 0:
+            raise ValueError(f"{ACCEPT_TIMEOUT_ENV} must be a positive number of seconds")
+        return cls(accept=accept)
+
+
+ACCEPT_TIMEOUT_ENV = "KNIT_TASK_ACCEPT_TIMEOUT"
+"""Environment variable: seconds to wait for a task's acceptance before re-publishing it."""
+DISCONNECTED_POLL = 1.0
+"""Seconds between two looks at the bus while it is disconnected."""
+
 
 class TaskActor(Actor[TaskMessage]):
     """Owns one task: publish, wait, retry, report the end to its deployment."""
@@ -54,6 +82,7 @@ class TaskActor(Actor[TaskMessage]):
         bus: Bus,
         repo: Repo,
         timing: TaskTiming,
+        deployment_id: str | None = None,
     ) -> None:
         self.task = task
         self.node_id = node_id
@@ -61,10 +90,12 @@ class TaskActor(Actor[TaskMessage]):
         self.bus = bus
         self.repo = repo
         self.timing = timing
+        self.deployment_id = deployment_id
         self.attempt = 0
         self.accepted = False
         self.ended = False
         self.timer: Deadline | None = None
+        self.reconnects = bus.stats.reconnects
 
     @property
     def subject(self) -> str:
@@ -76,18 +107,30 @@ class TaskActor(Actor[TaskMessage]):
         await self.publish()
         self.timer = self.deadline(self.timing.accept, AckDeadline())
 
-    async def publish(self) -> None:
-        """Publish the task (same id every attempt); a bus failure counts as an attempt."""
-        self.attempt += 1
+    async def publish(self, *, counted: bool = True) -> None:
+        """Publish the task (same id every attempt); a bus failure counts as an attempt.
+
+        ``counted`` False sends it again without spending an attempt (the last one went out
+        before a reconnection).
+        """
+        if counted:
+            self.attempt += 1
+        self.reconnects = self.bus.stats.reconnects
         self.repo.task_state(self.task.task_id, "published", attempt=self.attempt)
-        if self.attempt > 1:
-            self.repo.event(
+        where = f"node {self.node_id}" if self.node_id else "any node"
+        if not counted:
+            self.record(
                 "task.retried",
-                f"{self.task.kind} task not accepted yet: attempt {self.attempt}",
-                node_id=self.node_id,
-                instance_id=self.task.instance_id,
-                task_id=self.task.task_id,
+                f"{self.task.kind} task sent again to {where}: NATS reconnected since the last "
+                f"attempt ({self.attempt})",
             )
+        elif self.attempt > 1:
+            self.record(
+                "task.retried",
+                f"{self.task.kind} task not accepted yet: attempt {self.attempt} to {where}",
+            )
+        else:
+            self.record("task.published", f"{self.task.kind} task sent to {where}")
         try:
             await self.bus.publish(self.subject, encode(self.task))
         except KnitError as exc:
@@ -103,6 +146,11 @@ class TaskActor(Actor[TaskMessage]):
                 if not self.accepted:
                     self.accepted = True
                     self.repo.task_state(self.task.task_id, "accepted", attempt=self.attempt)
+                    self.record(
+                        "task.accepted",
+                        f"{self.task.kind} task accepted by node {status.node_id}",
+                        node_id=status.node_id,
+                    )
                 if self.timer is not None:
                     self.timer.reset(self.timing.run)
                 return
@@ -115,8 +163,23 @@ class TaskActor(Actor[TaskMessage]):
                     succeeded=status.state == "succeeded",
                     container_id=status.container_id,
                     error=_describe(status.step, status.error),
+                    at=status.at,
                 )
             )
+            return
+        if isinstance(message, AbandonTask):
+            await self.end(self._failure(message.reason))
+            return
+        if not self.accepted and not self.bus.connected:
+            # Nothing can be sent or heard now: spend no attempt, look again soon.
+            if self.timer is not None:
+                self.timer.reset(min(self.timing.accept, DISCONNECTED_POLL))
+            return
+        if not self.accepted and self.bus.stats.reconnects != self.reconnects:
+            # The last attempt went out before a reconnection and may be lost with it.
+            await self.publish(counted=False)
+            if self.timer is not None:
+                self.timer.reset(self.timing.accept)
             return
         if self.accepted:
             await self.end(self._failure("the agent did not finish the task in time"))
@@ -150,16 +213,31 @@ class TaskActor(Actor[TaskMessage]):
             attempt=self.attempt,
             error=ended.error,
         )
-        if not ended.succeeded:
-            self.repo.event(
+        if ended.succeeded:
+            self.record(
+                "task.succeeded",
+                f"{self.task.kind} task succeeded on node {ended.node_id}",
+                node_id=ended.node_id,
+            )
+        else:
+            self.record(
                 "task.failed",
                 f"{self.task.kind} task failed: {ended.error}",
                 node_id=ended.node_id,
-                instance_id=self.task.instance_id,
-                task_id=self.task.task_id,
             )
         self.finish()
         await self.report(ended)
+
+    def record(self, kind: str, message: str, *, node_id: str | None = None) -> None:
+        """An event about this task (with its deployment, instance and node)."""
+        self.repo.event(
+            kind,
+            message,
+            node_id=node_id or self.node_id,
+            deployment_id=self.deployment_id,
+            instance_id=self.task.instance_id,
+            task_id=self.task.task_id,
+        )
 
 
 def _describe(step: str | None, error: str | None) -> str | None:

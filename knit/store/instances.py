@@ -145,7 +145,7 @@ def upsert_many(records: Sequence[InstanceRecord]) -> RowsOp[int]:
         Conflict: a deployment / node they name does not exist.
     """
     rows = [_row(r) for r in records]
-    return RowsOp("instances.upsert", _upsert_statement, rows, len(rows))
+    return RowsOp("instances.upsert", _upsert_statement, rows, len(rows), last_wins=True)
 
 
 def _insert_statement(conn: AsyncConnection) -> Insert:

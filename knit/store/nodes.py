@@ -163,7 +163,7 @@ def upsert_nodes(nodes: Sequence[NodeRecord]) -> RowsOp[int]:
     for node in nodes:
         _check_status(node.status)
     rows = [_row(node) for node in nodes]
-    return RowsOp("nodes.upsert", _upsert_statement, rows, len(rows))
+    return RowsOp("nodes.upsert", _upsert_statement, rows, len(rows), last_wins=True)
 
 
 def upsert_node(node: NodeRecord) -> RowsOp[int]:

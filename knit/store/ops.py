@@ -50,12 +50,16 @@ class RowsOp(Generic[T]):
         statement: builds the statement for a connection (its dialect may matter).
         rows: the parameters, one mapping per execution.
         result: what the op returns once committed.
+        last_wins: the statement sets every column it writes from the row alone (a full
+            upsert, or an update of fixed columns by id), so of several rows with one id
+            only the last matters: a merged group writes that one only.
     """
 
     key: str
     statement: Callable[[AsyncConnection], Executable]
     rows: Sequence[Mapping[str, object]]
     result: T
+    last_wins: bool = False
 
     @cached_property
     def table(self) -> str:

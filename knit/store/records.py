@@ -10,7 +10,7 @@ Timestamps are ``float`` seconds since the Unix epoch (UTC); ids are ``str``.
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import Field, dataclass, field, fields
 from typing import ClassVar, Final, Literal
@@ -25,8 +25,15 @@ UNFINISHED_TASK_STATES: Final = ("pending", "published", "accepted")
 
 
 def new_id() -> str:
-    """A fresh id: uuid4 as 32 lowercase hex digits."""
-    return uuid.uuid4().hex
+    """A fresh id: a random (version 4) UUID as 32 lowercase hex digits.
+
+    The same as ``uuid.uuid4().hex``, at a third of the cost (no ``UUID`` object): ids are
+    made for every instance, task and event.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 class _JSONMixin:

@@ -186,7 +186,7 @@ def record_state(
         "b_error": error,
         "b_at": now() if at is None else at,
     }
-    return RowsOp("tasks.record_state", _state_statement, [row], None)
+    return RowsOp("tasks.record_state", _state_statement, [row], None, last_wins=True)
 
 
 def _state_statement(conn: AsyncConnection) -> Update:

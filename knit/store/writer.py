@@ -407,6 +407,10 @@ async def _run_merged(conn: AsyncConnection, group: list[_Request[object]]) -> l
     first = ops[0]
     assert isinstance(first, RowsOp)
     rows = [dict(row) for op in ops if isinstance(op, RowsOp) for row in op.rows]
+    if first.last_wins and len(rows) > 1:
+        ids = [row.get("id", row.get("b_id")) for row in rows]
+        if None not in ids:  # rows of distinct ids commute; of one id's, the last counts
+            rows = list(dict(zip(ids, rows, strict=True)).values())
     if rows:
         await conn.execute(first.statement(conn), rows)
     return [op.result for op in ops if isinstance(op, RowsOp)]

@@ -416,3 +416,28 @@ async def test_a_child_row_never_moves_ahead_of_a_write_of_its_parent_table(
         assert writer.stats.failed_ops == 0
         async with db.read() as conn:
             assert len(await instances.list_instances(conn)) == 2
+
+
+async def test_merged_full_upserts_of_one_row_write_its_last_version(db_path: Path) -> None:
+    from knit.store import InstanceRecord, instances
+
+    async with open_database(db_path) as db:
+        async with anyio.create_task_group() as tg:
+            setup = StoreWriter(db)
+            await tg.start(setup.run)
+            web = await setup.submit(deployments.create("web", "nginx"))
+            await setup.aclose()
+        first = InstanceRecord.new(web.id, 0, at=1.0)
+        statuses = ["pending", "running", "stopped", "running"]
+        ops: list[Op[object]] = [
+            instances.upsert_one(
+                InstanceRecord.new(web.id, 0, at=1.0, instance_id=first.id, status=status)
+            )
+            for status in statuses
+        ]
+        ops.append(instances.upsert_one(InstanceRecord.new(web.id, 1, at=1.0)))
+        writer = await run_in_one_batch(db, ops)
+        assert writer.stats.statements_saved == 4
+        async with db.read() as conn:
+            stored = {i.index: i.status for i in await instances.list_instances(conn)}
+        assert stored == {0: "running", 1: "pending"}

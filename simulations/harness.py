@@ -1,0 +1,374 @@
+"""The simulation harness: run a scenario against a real server and a real nats-server.
+
+Layer: simulations (a tool). Imports anyio, httpx and the harness's own modules; Knit is
+reached through its processes and its public API, and the agents are Knit's own code.
+
+A run goes through the phases of ``simulations.scenario``:
+
+1. **start**: a nats-server and ``python -m knit.cli server`` as child processes (fresh data
+   dir, ``--node-ttl`` of the scenario);
+2. **registration**: ``agents`` simulated agents (``simulations.fleet``; in worker
+   processes when ``processes`` > 1) until the server counts them all healthy;
+3. **placement**: the initial deployments over HTTP until the server shows every replica
+   running;
+4. **steady**: ``duration_s`` of churn, API clients and faults; after a kill or a partition
+   the run waits (up to ``timeouts.replace_s``) for the replicas to run elsewhere;
+5. **shutdown**: agents, then the server (SIGTERM), then nats-server.
+
+A phase past its deadline is a failure: the run goes on to shut down and still reports.
+The monitor (``simulations.monitor``) samples the server throughout; the report is built by
+``simulations.report``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psutil
+
+from knit.server.metrics import GcWatch
+from simulations import report as marks
+from simulations.fleet import Fleet, FleetSpec, agent_specs, open_fleet, tune_gc
+from simulations.load import MAX_IN_FLIGHT, DeployTracker, api_client, churn
+from simulations.monitor import Monitor
+from simulations.report import Recorder, Report, build_report, percentile, write_report
+from simulations.scenario import Fault, Scenario
+from simulations.services import NatsProcess, ServerProcess, get_json
+from simulations.workers import WorkerPool, open_workers
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+PROGRESS_EVERY = 2.0
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the report, where it went, and what went wrong."""
+
+    report: Report
+    out: Path
+    failures: list[str] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    scenario: Scenario
+    recorder: Recorder
+    progress: Progress
+    phase: str = "start"
+    failures: list[str] = field(default_factory=list)
+    killed: list[str] = field(default_factory=list)
+    loop_lag: list[float] = field(default_factory=list)
+    replaced: anyio.Event = field(default_factory=anyio.Event)
+    gc: GcWatch = field(default_factory=GcWatch)
+
+
+async def run_scenario(
+    scenario: Scenario,
+    out: Path,
+    progress: Progress,
+    *,
+    processes: int | None = None,
+    max_in_flight: int = MAX_IN_FLIGHT,
+) -> RunResult:
+    """Run ``scenario``; write ``report.json``, ``report.png`` and the logs into ``out``.
+
+    Args:
+        scenario: what to run.
+        out: the report folder (created).
+        progress: called with one line of progress at a time.
+        processes: overrides the scenario's number of agent processes.
+        max_in_flight: containers of initial deployments not yet running that the
+            placement phase allows (0: submit everything at once).
+    """
+    await anyio.Path(out).mkdir(parents=True, exist_ok=True)
+    run = _Run(scenario, Recorder(), progress)
+    workdir = Path(tempfile.mkdtemp(prefix=f"knit-sim-{scenario.name}-"))
+    nats = NatsProcess(out)
+    server = ServerProcess(out, workdir / "server", nats.url, scenario.node_ttl)
+    checks: dict[str, Any] = {}
+    monitor: Monitor | None = None
+    try:
+        progress(f"scenario {scenario.name}: {scenario.description}")
+        await nats.start(scenario.timeouts.start_s)
+        await server.start(scenario.timeouts.start_s)
+        progress(
+            f"nats-server {nats.url} (pid {nats.pid}), knit server {server.url} (pid {server.pid})"
+        )
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            monitor = Monitor(http, server, run.recorder)
+            checks = await _phases(
+                run, nats, server, http, monitor, workdir, processes, max_in_flight
+            )
+            await monitor.sample()  # the last figures of the server, before it stops
+    except Exception as exc:
+        run.failures.append(f"{run.phase}: {type(exc).__name__}: {exc}")
+        log.exception("run failed in phase %s", run.phase)
+    finally:
+        run.phase = "shutdown"
+        code = await server.stop(scenario.timeouts.shutdown_s)
+        if code not in (0, None):
+            run.failures.append(f"knit server exited with code {code} (see {server.log})")
+        await nats.stop(5)
+        shutil.rmtree(workdir, ignore_errors=True)
+    running = monitor.view.running if monitor is not None else 0
+    report = build_report(run.recorder, agents=scenario.agents, containers=running)
+    write_report(report, run.recorder, out, title=f"{scenario.name}: {scenario.description}")
+    run.gc.uninstall()
+    checks["loop_lag_p99_ms"] = _ms(percentile(run.loop_lag, 99))
+    checks["harness_gc"] = run.gc.to_json()
+    return RunResult(report, out, run.failures, checks)
+
+
+async def _phases(
+    run: _Run,
+    nats: NatsProcess,
+    server: ServerProcess,
+    http: httpx.AsyncClient,
+    monitor: Monitor,
+    workdir: Path,
+    processes: int | None,
+    max_in_flight: int,
+) -> dict[str, Any]:
+    scenario, recorder = run.scenario, run.recorder
+    run.gc.install()
+    tune_gc()
+    node_ids = [uuid.uuid4().hex for _ in range(scenario.agents)]
+    shares = [(share.percent, dict(share.labels)) for share in scenario.agent_labels]
+    spec = FleetSpec(
+        nats_url=nats.url,
+        workdir=workdir,
+        heartbeat_interval=scenario.heartbeat_interval,
+        agents_per_connection=scenario.agents_per_connection,
+        profile=scenario.profile,
+        agents=tuple(agent_specs(node_ids, shares)),
+    )
+    count = processes or scenario.processes
+    pool: AbstractAsyncContextManager[Fleet | WorkerPool] = (
+        open_fleet(spec) if count <= 1 else open_workers(spec, count)
+    )
+    async with pool as agents, anyio.create_task_group() as tg:
+        tracker = DeployTracker(
+            http,
+            recorder,
+            max_in_flight=max_in_flight,
+            write_backlog=lambda: monitor.view.writer_queued,
+        )
+        monitor.listeners.append(
+            lambda view: tracker.observe(view.running_by_deployment, time.monotonic())
+        )
+        tg.start_soon(monitor.run)
+        tg.start_soon(_watch_loop, run)
+        tg.start_soon(_report_progress, run, monitor, agents, tracker)
+
+        run.phase = "registration"
+        recorder.mark(marks.AGENTS_STARTED)
+        tg.start_soon(agents.start_all)
+        registered = scenario.timeouts.registration_s
+        if await monitor.until(lambda v: v.healthy >= scenario.agents, registered):
+            recorder.mark(marks.REGISTERED)
+        else:
+            run.failures.append(
+                f"registration: not every agent healthy in time "
+                f"({monitor.view.healthy}/{scenario.agents})"
+            )
+
+        if scenario.deployments and not run.failures:
+            run.phase = "placement"
+            recorder.mark(marks.PLACEMENT_STARTED)
+            with anyio.move_on_after(scenario.timeouts.placement_s):
+                await tracker.submit_groups(scenario.deployments)
+                run.progress(
+                    f"submitted {len(tracker.deployments)} deployments ({tracker.failures} refused)"
+                )
+                await monitor.until(lambda v: v.running >= scenario.containers, math.inf)
+                recorder.mark(marks.PLACED)
+            if marks.PLACED not in recorder.marks:
+                run.failures.append(
+                    f"placement: {monitor.view.running}/{scenario.containers} "
+                    f"running after {scenario.timeouts.placement_s:g} s"
+                )
+
+        if not run.failures:
+            await _steady(run, nats, http, monitor, agents, tracker, node_ids)
+
+        run.phase = "checks"
+        await monitor.sample()
+        checks = await _final_checks(run, http, agents, monitor, tracker)
+        tg.cancel_scope.cancel()
+    return checks
+
+
+async def _steady(
+    run: _Run,
+    nats: NatsProcess,
+    http: httpx.AsyncClient,
+    monitor: Monitor,
+    agents: Fleet | WorkerPool,
+    tracker: DeployTracker,
+    node_ids: list[str],
+) -> None:
+    scenario, recorder = run.scenario, run.recorder
+    run.phase = "steady"
+    recorder.mark(marks.STEADY)
+    steady_began = time.monotonic()
+    rng = random.Random(scenario.profile.seed)
+    deployment_ids = list(tracker.deployments)
+    async with anyio.create_task_group() as tg:
+        if scenario.churn.deploy_per_s or scenario.churn.delete_per_s:
+            tg.start_soon(churn, scenario.churn, tracker, recorder, random.Random(rng.random()))
+        for _ in range(scenario.api_clients):
+            client_rng = random.Random(rng.random())
+            tg.start_soon(api_client, http, recorder, deployment_ids, node_ids, client_rng)
+        for fault in scenario.faults:
+            tg.start_soon(_fault, run, fault, steady_began, nats, monitor, agents, node_ids, rng)
+        await anyio.sleep(scenario.duration_s)
+        recorder.mark(marks.END)
+        if marks.FAULT in recorder.marks and marks.REPLACED not in recorder.marks:
+            fault_at = steady_began + min(f.at_s for f in scenario.faults)
+            left = fault_at + scenario.timeouts.replace_s - time.monotonic()
+            run.progress(f"waiting up to {left:.0f} s more for the replacements")
+            with anyio.move_on_after(max(left, 0)):
+                await run.replaced.wait()
+            if marks.REPLACED not in recorder.marks:
+                run.failures.append("fault: replicas not replaced in time")
+        tg.cancel_scope.cancel()
+
+
+async def _fault(
+    run: _Run,
+    fault: Fault,
+    steady_began: float,
+    nats: NatsProcess,
+    monitor: Monitor,
+    agents: Fleet | WorkerPool,
+    node_ids: list[str],
+    rng: random.Random,
+) -> None:
+    await anyio.sleep(max(0.0, steady_began + fault.at_s - time.monotonic()))
+    recorder, scenario = run.recorder, run.scenario
+    if fault.kind == "restart_nats":
+        recorder.mark(marks.FAULT)
+        run.progress("fault: restarting nats-server")
+        await nats.restart(scenario.timeouts.start_s)
+        return
+    alive = [n for n in node_ids if n not in run.killed]
+    chosen = rng.sample(alive, max(1, math.ceil(len(alive) * (fault.percent or 0) / 100)))
+    target = monitor.view.running
+    monitor.expected_down.update(chosen)
+    recorder.mark(marks.FAULT)
+    if fault.kind == "kill":
+        run.killed.extend(chosen)
+        killed = await agents.kill(chosen)
+        run.progress(f"fault: killed {killed} agents; {target} containers should run")
+    else:
+        await agents.partition(chosen, True)
+        run.progress(f"fault: cut {len(chosen)} agents off NATS")
+    down = set(chosen)
+    await monitor.until(lambda v: down <= v.unhealthy_ids, math.inf)
+    recorder.mark(marks.DETECTED)
+    run.progress(f"fault: the server marked the {len(down)} nodes unhealthy")
+    if fault.kind == "partition" and fault.heal_after_s is not None:
+        detect_s = recorder.span(marks.FAULT, marks.DETECTED) or 0.0
+        await anyio.sleep(max(0.0, fault.heal_after_s - detect_s))
+        await agents.partition(chosen, False)
+        run.progress("fault: partition healed")
+    await monitor.until(lambda v: v.running >= target, math.inf)
+    recorder.mark(marks.REPLACED)
+    run.replaced.set()
+    run.progress(f"fault: {monitor.view.running} containers run again")
+
+
+async def _final_checks(
+    run: _Run,
+    http: httpx.AsyncClient,
+    agents: Fleet | WorkerPool,
+    monitor: Monitor,
+    tracker: DeployTracker,
+) -> dict[str, Any]:
+    """What the server shows at the end, against what the harness did."""
+    nodes = await get_json(http, "/nodes")
+    unhealthy = {n["id"] for n in nodes if n["status"] != "healthy"}
+    for node_id in unhealthy - monitor.expected_down:
+        run.recorder.false_unhealthy(node_id)
+    containers = await agents.containers()
+    view = monitor.view
+    checks = {
+        "nodes": len(nodes),
+        "unhealthy_at_end": len(unhealthy),
+        "killed": len(run.killed),
+        "instances_by_status": view.by_status,
+        "containers_on_agents": containers,
+        "deployments_created": len(tracker.deployments),
+        "deployments_refused": tracker.failures,
+        "deployments_confirmed": tracker.confirmed,
+        "initial_containers_placed": marks.PLACED in run.recorder.marks,
+        "monitor_errors": monitor.errors,
+        "server_gc": view.gc,
+        "harness_cpu_s": round(sum(psutil.Process().cpu_times()[:2]), 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    run.progress(
+        f"end: {view.running} running per the server, {containers} on the agents, "
+        f"{len(unhealthy)} unhealthy nodes ({len(run.killed)} killed)"
+    )
+    return checks
+
+
+async def _watch_loop(run: _Run) -> None:
+    """Note how late this event loop wakes up: the harness's own overload shows here."""
+    while True:
+        began = time.monotonic()
+        await anyio.sleep(0.1)
+        run.loop_lag.append(max(0.0, time.monotonic() - began - 0.1))
+
+
+async def _report_progress(
+    run: _Run, monitor: Monitor, agents: Fleet | WorkerPool, tracker: DeployTracker
+) -> None:
+    recorder = run.recorder
+    last_beats, last_placed, last_at = 0, 0, recorder.now()
+    while True:
+        await anyio.sleep(PROGRESS_EVERY)
+        view, now = monitor.view, recorder.now()
+        span = max(now - last_at, 1e-9)
+        cpu = recorder.server_cpu.values
+        rss = recorder.server_rss.values
+        lag = run.loop_lag[-20:]
+        run.progress(
+            f"[{now:7.1f}s] {run.phase:<12} agents {agents.started}/{run.scenario.agents} "
+            f"healthy {view.healthy} unhealthy {view.unhealthy} | running {view.running} "
+            f"({(view.placed_total - last_placed) / span:.0f}/s) deployments "
+            f"{len(tracker.deployments)} | heartbeats {(view.heartbeats - last_beats) / span:.0f}/s"
+            f" | server rss {(rss[-1] if rss else 0) / 2**20:.0f} MB cpu "
+            f"{(cpu[-1] if cpu else 0):.0f} s | harness loop lag "
+            f"{max(lag, default=0) * 1000:.0f} ms, gc {sum(run.gc.pause_s):.1f} s"
+            f" | server gc {view.gc_pause_s:.1f} s, writes queued {view.writer_queued}"
+            f" | load {os.getloadavg()[0]:.1f}"
+            f" | busiest {_busiest(view.busiest)}"
+        )
+        last_beats, last_placed, last_at = view.heartbeats, view.placed_total, now
+
+
+def _busiest(actors: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{a['name']}:{a['mailbox_depth']}" for a in actors if a["mailbox_depth"])
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
