@@ -254,7 +254,7 @@ async def test_messages_sent_while_the_actor_restarts_wait_for_the_next_incarnat
 
 async def test_tell_nowait_works_from_a_plain_asyncio_callback(anyio_backend: str) -> None:
     if anyio_backend != "asyncio":
-        pytest.skip("event-loop callbacks (as nats-py runs them) exist on asyncio only")
+        pytest.skip("plain event-loop callbacks exist on the asyncio backend only")
     import asyncio
 
     seen: list[int] = []
