@@ -112,6 +112,11 @@ class Bus:
             raise BusError(f"subscribe to {subject} failed: {exc}") from exc
         self._subs.append(sub)
 
+    def pending(self, subject: str) -> int:
+        """Messages received on ``subject`` that wait for their handler (read from the
+        connection, not yet handed over): how far behind this process is."""
+        return sum(sub.pending_msgs for sub in self._subs if sub.subject == subject)
+
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has processed everything sent so far.
 

@@ -6,8 +6,10 @@ line, the report as one JSON object. The report (``report.json``, ``report.png``
 logs of nats-server and the server go to ``--out`` (default
 ``simulations/reports/<name>-<timestamp>/``, which git ignores).
 
-Exit codes: 0 the run completed every phase; 1 a phase missed its deadline or a service
-failed (the report is still written); 2 the scenario cannot be loaded.
+SIGINT (^C) or SIGTERM stops a run early: it shuts down and still writes its report.
+
+Exit codes: 0 the run completed every phase; 1 a phase missed its deadline, a service failed
+or the run was interrupted (the report is still written); 2 the scenario cannot be loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -68,16 +71,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(line: str) -> None:
         print(line, flush=True)
 
-    result: RunResult = anyio.run(
-        lambda: run_scenario(
-            scenario,
-            out,
-            progress,
-            processes=args.processes,
-            max_in_flight=args.max_in_flight,
-        ),
-        backend="asyncio",
-    )
+    async def run() -> RunResult:
+        # SIGINT / SIGTERM end the run early; it still shuts down and writes its report.
+        interrupt = anyio.Event()
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    interrupt.set()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            result = await run_scenario(
+                scenario,
+                out,
+                progress,
+                processes=args.processes,
+                max_in_flight=args.max_in_flight,
+                interrupt=interrupt,
+            )
+            tg.cancel_scope.cancel()
+        return result
+
+    result = anyio.run(run, backend="asyncio")
     print(f"checks: {json.dumps(result.checks)}", flush=True)
     for failure in result.failures:
         print(f"FAILED {failure}", flush=True)

@@ -51,6 +51,14 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def freeze_heap() -> None:
+    """Collect once, then freeze what lives (the agents, their containers): later full
+    collections walk only what came after. Called at phase boundaries; a full collection of
+    a c10k fleet otherwise stopped every agent for 4 s."""
+    gc.collect()
+    gc.freeze()
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """Who one simulated agent is."""
@@ -252,5 +260,6 @@ __all__ = [
     "FleetSpec",
     "GatedBus",
     "agent_specs",
+    "freeze_heap",
     "open_fleet",
 ]

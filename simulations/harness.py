@@ -42,8 +42,8 @@ import psutil
 
 from knit.server.metrics import GcWatch
 from simulations import report as marks
-from simulations.fleet import Fleet, FleetSpec, agent_specs, open_fleet, tune_gc
-from simulations.load import MAX_IN_FLIGHT, DeployTracker, api_client, churn
+from simulations.fleet import Fleet, FleetSpec, agent_specs, freeze_heap, open_fleet, tune_gc
+from simulations.load import MAX_IN_FLIGHT, ApiLatencies, DeployTracker, api_client, churn
 from simulations.monitor import Monitor
 from simulations.report import Recorder, Report, build_report, percentile, write_report
 from simulations.scenario import Fault, Scenario
@@ -77,6 +77,7 @@ class _Run:
     loop_lag: list[float] = field(default_factory=list)
     replaced: anyio.Event = field(default_factory=anyio.Event)
     gc: GcWatch = field(default_factory=GcWatch)
+    api: ApiLatencies = field(default_factory=ApiLatencies)
 
 
 async def run_scenario(
@@ -86,6 +87,7 @@ async def run_scenario(
     *,
     processes: int | None = None,
     max_in_flight: int = MAX_IN_FLIGHT,
+    interrupt: anyio.Event | None = None,
 ) -> RunResult:
     """Run ``scenario``; write ``report.json``, ``report.png`` and the logs into ``out``.
 
@@ -96,6 +98,7 @@ async def run_scenario(
         processes: overrides the scenario's number of agent processes.
         max_in_flight: containers of initial deployments not yet running that the
             placement phase allows (0: submit everything at once).
+        interrupt: once set, the run stops where it is, shuts down and still reports.
     """
     await anyio.Path(out).mkdir(parents=True, exist_ok=True)
     run = _Run(scenario, Recorder(), progress)
@@ -113,9 +116,13 @@ async def run_scenario(
         )
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             monitor = Monitor(http, server, run.recorder)
-            checks = await _phases(
-                run, nats, server, http, monitor, workdir, processes, max_in_flight
-            )
+            async with anyio.create_task_group() as guard:
+                if interrupt is not None:
+                    guard.start_soon(_stop_when, interrupt, guard.cancel_scope, run)
+                checks = await _phases(
+                    run, nats, server, http, monitor, workdir, processes, max_in_flight
+                )
+                guard.cancel_scope.cancel()
             await monitor.sample()  # the last figures of the server, before it stops
     except Exception as exc:
         run.failures.append(f"{run.phase}: {type(exc).__name__}: {exc}")
@@ -133,6 +140,7 @@ async def run_scenario(
     run.gc.uninstall()
     checks["loop_lag_p99_ms"] = _ms(percentile(run.loop_lag, 99))
     checks["harness_gc"] = run.gc.to_json()
+    checks["api_latency"] = run.api.summary()
     return RunResult(report, out, run.failures, checks)
 
 
@@ -183,6 +191,7 @@ async def _phases(
         registered = scenario.timeouts.registration_s
         if await monitor.until(lambda v: v.healthy >= scenario.agents, registered):
             recorder.mark(marks.REGISTERED)
+            freeze_heap()
         else:
             run.failures.append(
                 f"registration: not every agent healthy in time "
@@ -199,6 +208,7 @@ async def _phases(
                 )
                 await monitor.until(lambda v: v.running >= scenario.containers, math.inf)
                 recorder.mark(marks.PLACED)
+                freeze_heap()
             if marks.PLACED not in recorder.marks:
                 run.failures.append(
                     f"placement: {monitor.view.running}/{scenario.containers} "
@@ -230,12 +240,16 @@ async def _steady(
     steady_began = time.monotonic()
     rng = random.Random(scenario.profile.seed)
     deployment_ids = list(tracker.deployments)
+    latencies = run.api
     async with anyio.create_task_group() as tg:
         if scenario.churn.deploy_per_s or scenario.churn.delete_per_s:
-            tg.start_soon(churn, scenario.churn, tracker, recorder, random.Random(rng.random()))
+            churn_rng = random.Random(rng.random())
+            tg.start_soon(churn, scenario.churn, tracker, recorder, latencies, churn_rng)
         for _ in range(scenario.api_clients):
             client_rng = random.Random(rng.random())
-            tg.start_soon(api_client, http, recorder, deployment_ids, node_ids, client_rng)
+            tg.start_soon(
+                api_client, http, recorder, latencies, deployment_ids, node_ids, client_rng
+            )
         for fault in scenario.faults:
             tg.start_soon(_fault, run, fault, steady_began, nats, monitor, agents, node_ids, rng)
         await anyio.sleep(scenario.duration_s)
@@ -329,6 +343,13 @@ async def _final_checks(
         f"{len(unhealthy)} unhealthy nodes ({len(run.killed)} killed)"
     )
     return checks
+
+
+async def _stop_when(interrupt: anyio.Event, scope: anyio.CancelScope, run: _Run) -> None:
+    await interrupt.wait()
+    run.failures.append(f"{run.phase}: interrupted")
+    run.progress(f"interrupted in phase {run.phase}: shutting down, then reporting")
+    scope.cancel()
 
 
 async def _watch_loop(run: _Run) -> None:

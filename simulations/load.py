@@ -26,12 +26,12 @@ from typing import Any
 import anyio
 import httpx
 
-from simulations.report import Recorder
+from simulations.report import Recorder, percentile
 from simulations.scenario import Churn, DeploymentGroup
 
 log = logging.getLogger(__name__)
 
-SUBMIT_CONCURRENCY = 16
+SUBMIT_CONCURRENCY = 64
 """Deployments submitted at once during the placement phase."""
 MAX_IN_FLIGHT = 5_000
 """Containers of submitted deployments not yet running that the placement phase allows
@@ -156,7 +156,36 @@ class DeployTracker:
         self._polled = anyio.Event()
 
 
-async def timed(recorder: Recorder, request: Any) -> httpx.Response | None:
+@dataclass
+class ApiLatencies:
+    """API latencies by kind of request (the report has them all together)."""
+
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, recorder: Recorder, kind: str, seconds: float) -> None:
+        """Note one request's round trip, in the report and under ``kind``."""
+        recorder.api_latency(seconds)
+        self.by_kind.setdefault(kind, []).append(seconds)
+
+    def summary(self) -> dict[str, dict[str, float | int | None]]:
+        """Per kind: how many, p50 and p99 in ms."""
+        return {
+            kind: {
+                "n": len(values),
+                "p50_ms": _ms(percentile(values, 50)),
+                "p99_ms": _ms(percentile(values, 99)),
+            }
+            for kind, values in sorted(self.by_kind.items())
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+async def timed(
+    recorder: Recorder, latencies: ApiLatencies, kind: str, request: Any
+) -> httpx.Response | None:
     """Await one request, note its latency; None if it failed to complete."""
     began = time.monotonic()
     try:
@@ -164,12 +193,16 @@ async def timed(recorder: Recorder, request: Any) -> httpx.Response | None:
     except httpx.HTTPError as exc:
         log.warning("API request failed: %s", type(exc).__name__)
         return None
-    recorder.api_latency(time.monotonic() - began)
+    latencies.add(recorder, kind, time.monotonic() - began)
     return response
 
 
 async def churn(
-    settings: Churn, tracker: DeployTracker, recorder: Recorder, rng: random.Random
+    settings: Churn,
+    tracker: DeployTracker,
+    recorder: Recorder,
+    latencies: ApiLatencies,
+    rng: random.Random,
 ) -> None:
     """Create and delete deployments at Poisson arrival rates until cancelled."""
     live: list[str] = []
@@ -187,7 +220,7 @@ async def churn(
             }
             began = time.monotonic()
             sub = await tracker.create(body)
-            recorder.api_latency(time.monotonic() - began)
+            latencies.add(recorder, "create_deployment", time.monotonic() - began)
             if sub is not None:
                 live.append(sub.id)
 
@@ -198,7 +231,8 @@ async def churn(
                 continue
             deployment_id = live.pop(rng.randrange(len(live)))
             tracker.forget(deployment_id)
-            await timed(recorder, tracker.http.delete(f"/deployments/{deployment_id}"))
+            request = tracker.http.delete(f"/deployments/{deployment_id}")
+            await timed(recorder, latencies, "delete_deployment", request)
 
     async with anyio.create_task_group() as tg:
         if settings.deploy_per_s > 0:
@@ -210,6 +244,7 @@ async def churn(
 async def api_client(
     http: httpx.AsyncClient,
     recorder: Recorder,
+    latencies: ApiLatencies,
     deployment_ids: list[str],
     node_ids: list[str],
     rng: random.Random,
@@ -219,11 +254,12 @@ async def api_client(
         await anyio.sleep(rng.uniform(*THINK_S))
         pick = rng.random()
         if deployment_ids and pick < 0.4:
-            path = f"/deployments/{rng.choice(deployment_ids)}"
+            kind, path = "get_deployment", f"/deployments/{rng.choice(deployment_ids)}"
         elif pick < 0.7 or not deployment_ids:
-            path = f"/nodes/{rng.choice(node_ids)}"
+            kind, path = "get_node", f"/nodes/{rng.choice(node_ids)}"
         else:
+            kind = "deployment_events"
             path = f"/events?deployment_id={rng.choice(deployment_ids)}&limit=20"
-        response = await timed(recorder, http.get(path))
+        response = await timed(recorder, latencies, kind, http.get(path))
         if response is not None and response.status_code >= 500:
             log.warning("GET %s: %s", path, response.status_code)

@@ -181,6 +181,16 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
+def _within(series: Series, begin: float | None, end: float | None) -> np.ndarray:
+    """The values sampled in [begin, end]; every value when either is unknown or the range
+    holds none (the registration burst is not the heartbeating the figure is about)."""
+    times, values = series.arrays()
+    if begin is None or end is None:
+        return values
+    inside = values[(times >= begin) & (times <= end)]
+    return inside if inside.size else values
+
+
 def _rate(
     series: Series, begin: float | None, end: float | None, *, count: bool = False
 ) -> float | None:
@@ -200,6 +210,10 @@ def _rate(
 def build_report(recorder: Recorder, *, agents: int, containers: int) -> Report:
     """Compute the figures of ``REPORT_KEYS`` from what ``recorder`` holds.
 
+    ``heartbeats_per_s`` and ``heartbeat_lag_p99_ms`` are those of the steady phase (between
+    the ``STEADY`` and ``END`` marks) when it was reached: thousands of agents registering at
+    once are the business of ``registration_s``.
+
     Args:
         recorder: the run's measurements.
         agents: how many agents ran.
@@ -214,7 +228,9 @@ def build_report(recorder: Recorder, *, agents: int, containers: int) -> Report:
         "heartbeats_per_s": _rate(
             recorder.heartbeats, marks.get(STEADY), marks.get(END), count=True
         ),
-        "heartbeat_lag_p99_ms": _ms(percentile(recorder.heartbeats.values, 99)),
+        "heartbeat_lag_p99_ms": _ms(
+            percentile(_within(recorder.heartbeats, marks.get(STEADY), marks.get(END)), 99)
+        ),
         "false_unhealthy": len(recorder.falsely_unhealthy),
         "containers": containers,
         "placement_s": placement_s,

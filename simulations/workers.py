@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -27,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from simulations.fleet import Fleet, FleetSpec, open_fleet, tune_gc
+from simulations.fleet import Fleet, FleetSpec, freeze_heap, open_fleet, tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ REPORT_EVERY = 0.25
 def worker_main(spec: FleetSpec, inbox: Connection, outbox: Connection) -> None:
     """Entry point of a worker process: run a fleet until told to stop."""
     logging.basicConfig(level=logging.WARNING, format="worker %(process)d %(name)s: %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C is the harness's to handle: it stops us
     tune_gc()
     anyio.run(_serve, spec, inbox, outbox, backend="asyncio")
 
@@ -63,6 +65,7 @@ async def _serve(spec: FleetSpec, inbox: Connection, outbox: Connection) -> None
 
 async def _start(fleet: Fleet, outbox: Connection) -> None:
     await fleet.start_all()
+    freeze_heap()
     outbox.send(("progress", fleet.started, fleet.failed))
     outbox.send(("ready",))
 

@@ -59,6 +59,10 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
     """
     spec = task.deployment
     existing = await find_instance_container(ctx, task.instance_id)
+    if existing is not None and existing.state == "running":
+        # Docker's list is a view that may lag its events (a container that has just exited
+        # can still be listed running): ask the container itself before trusting it.
+        existing = await _step("start", ctx.runtime.inspect(existing.id))
     if existing is not None:
         if existing.state != "running":
             await _step("start", ctx.runtime.start(existing.id))

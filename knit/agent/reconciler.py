@@ -112,6 +112,8 @@ class Reconciler(Actor[ReconcilerMessage]):
             report = report_of(container)
             if report is not None:
                 table[report.instance_id] = report
+        if self.synced:
+            await self.settle_disagreements(table)
         changed = table != self.instances
         self.instances = table
         self.synced = True
@@ -120,6 +122,33 @@ class Reconciler(Actor[ReconcilerMessage]):
         removed = await self.ctx.files.remove_stale(set(table))
         if removed:
             log.info("removed the files of %d instance(s) whose containers are gone", len(removed))
+
+    async def settle_disagreements(self, table: dict[str, InstanceReport]) -> None:
+        """Where a listing disagrees with the events already applied, ask the container.
+
+        Docker's container list is a view that may lag its events by a few milliseconds: a
+        container whose ``die`` was just applied can still be listed running, one just
+        created not listed yet. Taken as is, the list would undo what the events said (the
+        server would see an exited container running again, or a new one vanished).
+        Inspecting reads the container itself.
+        """
+        for instance_id in set(table) | set(self.instances):
+            listed, known = table.get(instance_id), self.instances.get(instance_id)
+            source = known if known is not None else listed
+            if listed == known or source is None or source.container_id is None:
+                continue
+            container_id = source.container_id
+            if listed is not None and listed.container_id != container_id:
+                continue  # another container of the instance: the list is newer
+            try:
+                container = await self.ctx.runtime.inspect(container_id)
+            except KnitError:
+                continue  # keep what the list says; the next re-list looks again
+            report = report_of(container) if container is not None else None
+            if report is None:
+                table.pop(instance_id, None)
+            else:
+                table[instance_id] = report
 
     async def handle(self, message: ReconcilerMessage) -> object:
         """Apply one message; ``Snapshot`` answers with the list of reports."""

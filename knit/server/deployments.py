@@ -238,9 +238,13 @@ class DeploymentActor(Actor[DeploymentMessage]):
         for inst in list(self.instances_on(state, node_id)):
             if inst.node_id != node_id or inst.id in seen or inst.id in state.tasks:
                 continue
-            if taken_at < inst.result_at:
+            if taken_at < inst.result_at or inst.status in ("pending", "error"):
                 continue
-            if inst.status in ("pending", "error") or now - inst.updated_at < ABSENT_GRACE:
+            # A report taken after the instance's last task result (which the agent had
+            # folded into its report before sending it) lacks it for good reason; otherwise
+            # wait until the instance has been quiet for a while.
+            fresh = 0.0 < inst.result_at <= taken_at
+            if not fresh and now - inst.updated_at < ABSENT_GRACE:
                 continue
             # The node no longer has its container.
             if inst.desired:

@@ -27,6 +27,7 @@ from knit.server.messages import (
 )
 from knit.server.records import NodeState
 from knit.server.scheduler import UpdateNode
+from knit.wire import subjects
 from knit.wire.messages import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 NodeMessage = HeartbeatReceived | DeadlineMissed | SetEligible | ForwardReports
 HEARTBEAT_SAVE_EVERY = 30.0
 """Seconds between two writes of an unchanged node's row (its heartbeat time)."""
+BEHIND_RECHECK = 1.0
+"""Seconds before a missed deadline is looked at again while the server is behind."""
 
 
 def _stored_fields(node: NodeState) -> tuple[object, ...]:
@@ -184,6 +187,12 @@ class NodeActor(Actor[NodeMessage]):
             # The server, not the node, lost NATS: give the node a fresh TTL to be heard.
             if self.timer is not None:
                 self.timer.reset(self.ctx.node_ttl)
+            return
+        if self.ref.mailbox_depth or bus.pending(subjects.HEARTBEAT):
+            # The server, not the node, is behind: heartbeats it received wait to be read
+            # (an overloaded server declared live nodes lost). Look again once it caught up.
+            if self.timer is not None:
+                self.timer.reset(BEHIND_RECHECK)
             return
         node.status = "unhealthy"
         self.ctx.metrics.node(self.node_id, "unhealthy")

@@ -10,7 +10,7 @@ import pytest
 
 from knit.agent.context import AgentContext
 from knit.agent.reconciler import Reconciler
-from knit.runtime.base import RuntimeEvent
+from knit.runtime.base import ContainerState, RuntimeEvent
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +50,32 @@ def test_events_without_knit_labels_are_ignored() -> None:
     table, changes = reconciler()
     table.apply(RuntimeEvent("c1", "start", {"other": "x"}))
     assert table.instances == {} and changes == []
+
+
+@pytest.mark.anyio
+async def test_a_list_that_lags_the_events_does_not_undo_them() -> None:
+    exited = ContainerState("c1", "n", LABELS, "exited", 137, "img")
+    listed_running = ContainerState("c1", "n", LABELS, "running", None, "img")
+
+    async def inspect(container_id: str) -> ContainerState | None:
+        return exited if container_id == "c1" else None
+
+    async def listing(labels: object) -> list[ContainerState]:
+        return [listed_running]
+
+    async def remove_stale(keep: object) -> list[str]:
+        return []
+
+    ctx = SimpleNamespace(
+        on_change=None,
+        node_id="n1",
+        runtime=SimpleNamespace(inspect=inspect, list=listing),
+        files=SimpleNamespace(remove_stale=remove_stale),
+    )
+    table = Reconciler(cast(AgentContext, ctx))
+    table.synced = True
+    table.apply(RuntimeEvent("c1", "start", LABELS))
+    table.apply(RuntimeEvent("c1", "die", LABELS, exit_code=137))
+    await table.resync()
+    assert table.instances["i1"].status == "stopped"
+    assert table.instances["i1"].exit_code == 137

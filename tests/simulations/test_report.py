@@ -168,3 +168,17 @@ def test_merge_combines_the_samples_of_another_process() -> None:
     assert [list(a) for a in parent.heartbeats.arrays()] == [[1.0, 2.0], [0.3, 0.1]]
     assert parent.falsely_unhealthy == {"n1"}
     assert list(parent.deploy_latencies) == [0.5]
+
+
+def test_the_heartbeat_lag_is_that_of_the_steady_phase_when_there_is_one() -> None:
+    rec = Recorder(start=0.0)
+    for i in range(50):
+        rec.heartbeat(5.0, at=1.0 + i / 100)  # a registration burst
+    rec.mark(r.STEADY, 10.0)
+    for i in range(100):
+        rec.heartbeat(0.020, at=10.0 + i / 10)
+    rec.mark(r.END, 20.0)
+    assert build_report(rec, agents=1, containers=0)["heartbeat_lag_p99_ms"] == pytest.approx(20)
+    early = Recorder(start=0.0)
+    early.heartbeat(5.0, at=1.0)
+    assert build_report(early, agents=1, containers=0)["heartbeat_lag_p99_ms"] == 5000
