@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actors import ActorRef, ActorSystem
+from actors import ActorError, ActorRef, ActorSystem
 from knit.bus import Bus
 from knit.delivery import deliver
 from knit.errors import KnitError
@@ -33,14 +34,16 @@ class BridgeStats:
     rejected: int = 0
 
 
-async def open_bridge(bus: Bus, system: ActorSystem, nodes: ActorRef[Any]) -> BridgeStats:
+async def open_bridge(
+    bus: Bus, system: ActorSystem, nodes: ActorRef[Any], task_owners: Mapping[str, ActorRef[Any]]
+) -> BridgeStats:
     """Subscribe the server's subjects; returns live counters.
 
     Heartbeats go straight to the NodeActor of their node (``node/{id}``), or to the
-    NodeDirectory for a node it has no actor for yet; statuses go straight to the TaskActor
-    of their task (``task/{id}``). A status for a task that has no actor any
-    more (it ended, or the server restarted) is dropped: the agent's heartbeat report carries
-    the same truth.
+    NodeDirectory for a node it has no actor for yet; statuses go straight to the
+    DeploymentActor that runs their task (``task_owners``). A status for a task nobody runs
+    any more (it ended, or the server restarted) is dropped: the agent's heartbeat report
+    carries the same truth.
     """
     stats = BridgeStats()
 
@@ -66,11 +69,14 @@ async def open_bridge(bus: Bus, system: ActorSystem, nodes: ActorRef[Any]) -> Br
             log.warning("undecodable task status dropped: %s", exc)
             return
         stats.statuses += 1
-        task = system.lookup(f"task/{status.task_id}")
-        if task is None:
+        owner = task_owners.get(status.task_id)
+        if owner is None:
             stats.late_statuses += 1
             return
-        await deliver(task, StatusReceived(status))
+        try:
+            await deliver(owner, StatusReceived(status))
+        except ActorError:  # its deployment is gone or restarting
+            stats.late_statuses += 1
 
     await bus.subscribe(subjects.HEARTBEAT, on_heartbeat)
     await bus.subscribe(subjects.TASK_STATUS, on_status)

@@ -11,12 +11,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from actors import ActorRef, SupervisorRef
+from actors import ActorRef
 from knit.bus import Bus
 from knit.domain.placement import PlacementRequest, Plan
 from knit.domain.specs import registry_server
 from knit.errors import KnitError
 from knit.secrets import SecretBox, seal
+from knit.server.messages import NodeReport
 from knit.server.metrics import ServerMetrics
 from knit.server.records import InstanceState
 from knit.server.repo import Repo
@@ -57,6 +58,10 @@ class ServerContext:
         metrics: counters and histograms shown by ``GET /status``.
         last_heartbeats: when each node was last heard (newer than the store's copy, which
             is written now and then).
+        node_reports: each healthy node's last full report of its instances (written by its
+            NodeActor only, replaced whole; read by the DeploymentActors' audits).
+        task_owners: the DeploymentActor of each task in flight, by task id (the bridge
+            hands the agents' statuses to it).
     """
 
     repo: Repo
@@ -67,22 +72,19 @@ class ServerContext:
     timing: TaskTiming = field(default_factory=TaskTiming)
     public_keys: dict[str, str] = field(default_factory=dict)
     last_heartbeats: dict[str, float] = field(default_factory=dict)
+    node_reports: dict[str, NodeReport] = field(default_factory=dict)
+    task_owners: dict[str, ActorRef[Any]] = field(default_factory=dict)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     _scheduler: ActorRef[SchedulerMessage] | None = None
     _deployments: ActorRef[Any] | None = None
-    _tasks_supervisor: SupervisorRef | None = None
     _task_deployments: dict[tuple[object, ...], TaskDeployment] = field(default_factory=dict)
 
     def wire(
-        self,
-        scheduler: ActorRef[SchedulerMessage],
-        deployments: ActorRef[DirectoryMessage],
-        tasks_supervisor: SupervisorRef,
+        self, scheduler: ActorRef[SchedulerMessage], deployments: ActorRef[DirectoryMessage]
     ) -> None:
         """Connect the services that exist only once the actor tree is up."""
         self._scheduler = scheduler
         self._deployments = deployments
-        self._tasks_supervisor = tasks_supervisor
 
     @property
     def scheduler(self) -> ActorRef[SchedulerMessage]:
@@ -95,12 +97,6 @@ class ServerContext:
         """The deployments' directory actor."""
         assert self._deployments is not None
         return self._deployments
-
-    @property
-    def tasks_supervisor(self) -> SupervisorRef:
-        """The supervisor of every TaskActor."""
-        assert self._tasks_supervisor is not None
-        return self._tasks_supervisor
 
     async def place(self, request: PlacementRequest) -> Plan:
         """Ask the Scheduler to place instances."""

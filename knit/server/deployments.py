@@ -14,15 +14,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from actors import Actor, ActorError, ActorRef, Restart
+from actors import Actor, ActorError, Deadline
 from knit.domain.placement import PlacementRequest, Plan
 from knit.errors import KnitError
 from knit.server.context import ServerContext
 from knit.server.messages import (
-    AbandonTask,
+    Audit,
     DeleteDeployment,
     DeploymentGone,
     ForwardReports,
@@ -31,21 +33,33 @@ from knit.server.messages import (
     NodeDrained,
     NodeUp,
     Reconcile,
+    StatusReceived,
+    TaskDeadline,
     TaskEnded,
 )
 from knit.server.records import InstanceState
-from knit.server.tasks import TaskActor, TaskMessage
+from knit.server.tasks import TaskRun
 from knit.store.records import DeploymentRecord, new_id
 from knit.wire.messages import InstanceReport
 
 log = logging.getLogger(__name__)
 
 DeploymentMessage = (
-    Reconcile | TaskEnded | InstancesObserved | NodeUp | NodeDown | NodeDrained | DeleteDeployment
+    Reconcile
+    | Audit
+    | StatusReceived
+    | TaskDeadline
+    | InstancesObserved
+    | NodeUp
+    | NodeDown
+    | NodeDrained
+    | DeleteDeployment
 )
 LIVE = frozenset({"pending", "running", "unknown", "error", "stopped"})
 """Statuses of a desired instance that hold one of the ``replicas`` slots."""
 RECONCILE_EVERY = 10.0
+"""Seconds between two audits (each deployment's first one at a random point of the first
+interval, so that deployments loaded together do not audit together)."""
 ABSENT_GRACE = 10.0
 """Seconds an instance must have been quiet before its absence from a report counts."""
 MAX_RESTART_DELAY = 300.0
@@ -55,7 +69,7 @@ MAX_RESTART_DELAY = 300.0
 class Inflight:
     """A task this deployment waits for."""
 
-    ref: ActorRef[TaskMessage]
+    run: TaskRun
     task_id: str
     kind: str
 
@@ -80,8 +94,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
         self.pending_reason: str | None = None
         self.dirty = False
         self.writes = 0
-        self.by_node: dict[str | None, list[InstanceState]] | None = None
         self.loaded = False
+        self.unsaved: set[str] = set()
 
     async def started(self) -> None:
         """Ask for a reconciliation now and periodically.
@@ -91,7 +105,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         wait for the store and the placements (it serialises every creation).
         """
         self.ref.tell_nowait(Reconcile())
-        self.every(RECONCILE_EVERY, Reconcile())
+        self.after(random.uniform(0.5, 1.0) * RECONCILE_EVERY, Audit())
 
     async def load(self) -> None:
         """Load the deployment and its instances from the store (the truth)."""
@@ -126,27 +140,68 @@ class DeploymentActor(Actor[DeploymentMessage]):
         state = self.state
         if state is None:
             return None
-        now_running = (
-            isinstance(message, TaskEnded) and message.kind == "deploy" and message.succeeded
-        )
-        if isinstance(message, InstancesObserved):
+        if isinstance(message, StatusReceived | TaskDeadline):
+            ended = await self.follow_task(state, message)
+            if ended is None:
+                return None
+            self.dirty |= not (ended.kind == "deploy" and ended.succeeded)
+            self.task_ended(state, ended)
+        elif isinstance(message, InstancesObserved):
             writes = self.writes
-            await self.observed(state, message.node_id, message.reports, message.taken_at)
+            await self.observed(
+                state, message.node_id, message.reports, message.taken_at, message.gone
+            )
             self.dirty |= self.writes != writes
-        elif not now_running:
+        elif isinstance(message, Audit):
+            self.after(RECONCILE_EVERY, Audit())
+            await self.audit(state)
             self.dirty = True
-        if isinstance(message, TaskEnded):
-            self.task_ended(state, message)
-        elif isinstance(message, NodeDown):
+        else:
+            self.dirty = True
+        if isinstance(message, NodeDown):
             await self.node_down(state, message.node_id)
         elif isinstance(message, NodeDrained):
             self.node_drained(state, message.node_id)
+        elif isinstance(message, NodeUp):
+            await self.audit(state, message.node_id)
         elif isinstance(message, DeleteDeployment):
             state.record = dataclasses.replace(state.record, deleted=True)
             self.event("deployment.deleted", f"deployment {state.record.name} deleted")
         if self.dirty and self.ref.mailbox_depth == 0:
             await self.reconcile()
         return None
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    async def follow_task(
+        self, state: DeploymentState, message: StatusReceived | TaskDeadline
+    ) -> TaskEnded | None:
+        """Hand a status or a deadline to its task; the task's end, if this was it.
+
+        A status or deadline of a task that was replaced or has ended is ignored (the node's
+        reports carry the same truth).
+        """
+        if isinstance(message, StatusReceived):
+            task_id, instance_id = message.status.task_id, message.status.instance_id
+        else:
+            task_id, instance_id = message.task_id, message.instance_id
+        inflight = state.tasks.get(instance_id)
+        if inflight is None or inflight.task_id != task_id:
+            return None
+        if isinstance(message, StatusReceived):
+            ended = inflight.run.status(message.status)
+        else:
+            ended = await inflight.run.deadline_passed()
+        if ended is not None:
+            self.ctx.task_owners.pop(task_id, None)
+        return ended
+
+    async def stopping(self) -> None:
+        """Statuses of this actor's tasks find no owner any more."""
+        if self.state is not None:
+            for inflight in self.state.tasks.values():
+                inflight.run.cancel()
+                self.ctx.task_owners.pop(inflight.task_id, None)
 
     # --- facts -----------------------------------------------------------------------------
 
@@ -163,7 +218,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         # sure the next ones reach us even if they look unchanged.
         inst.result_at = ended.at if ended.at is not None else 0.0
         if ended.at is not None and ended.node_id is not None:
-            self.forward_reports(ended.node_id, ended.at)
+            self.forward_reports(ended.node_id, ended.at, inst.id)
         if ended.kind == "stop":
             if ended.succeeded or ended.unaccepted:
                 self.forget(state, inst, f"instance {inst.index} stopped and removed")
@@ -183,12 +238,36 @@ class DeploymentActor(Actor[DeploymentMessage]):
             inst.status, inst.error = "error", ended.error
             self.save(inst, "instance.error", f"instance {inst.index} failed: {ended.error}")
 
-    def forward_reports(self, node_id: str, after: float) -> None:
-        """Ask ``node_id``'s NodeActor for its reports taken after ``after`` (agent clock)."""
+    def forward_reports(self, node_id: str, after: float, instance_id: str) -> None:
+        """Ask ``node_id``'s NodeActor for its reports of ``instance_id`` until one taken
+        after ``after`` (agent clock)."""
         ref = self.system.lookup(f"node/{node_id}")
         if ref is not None:
             with contextlib.suppress(ActorError):
-                ref.tell_nowait(ForwardReports(after))
+                ref.tell_nowait(ForwardReports(after, instance_id, self.deployment_id))
+
+    async def audit(self, state: DeploymentState, only_node: str | None = None) -> None:
+        """Check every placed instance (or those on ``only_node``) against its node's last
+        full report: what a forwarded difference missed is found here."""
+        reports = self.ctx.node_reports
+        by_node: dict[str, tuple[list[InstanceReport], list[tuple[str, str]]]] = {}
+        for inst in state.instances.values():
+            node_id = inst.node_id
+            if node_id is None or (only_node is not None and node_id != only_node):
+                continue
+            node_report = reports.get(node_id)
+            if node_report is None:
+                continue  # the node is not healthy: its NodeActor tells what happens
+            found = node_report.instances.get(inst.id)
+            seen, gone = by_node.setdefault(node_id, ([], []))
+            if found is None:
+                gone.append((inst.id, self.deployment_id))
+            else:
+                seen.append(found)
+        for node_id, (seen, gone) in by_node.items():
+            node_report = reports.get(node_id)
+            if node_report is not None:
+                await self.observed(state, node_id, tuple(seen), node_report.taken_at, gone)
 
     async def observed(
         self,
@@ -196,16 +275,16 @@ class DeploymentActor(Actor[DeploymentMessage]):
         node_id: str,
         reports: tuple[InstanceReport, ...],
         taken_at: float = 0.0,
+        gone: Iterable[tuple[str, str]] = (),
     ) -> None:
-        """Fold a node's full report for this deployment into the table.
+        """Fold a node's reports of this deployment's instances, and the absence of those in
+        ``gone``, into the table.
 
         A report the node took before the result of an instance's last task (``taken_at``
         older than ``result_at``, both on the node's clock) is stale for that instance and
         is ignored: it would show a restarted container as still exited.
         """
-        seen: set[str] = set()
         for report in reports:
-            seen.add(report.instance_id)
             inst = state.instances.get(report.instance_id)
             if inst is None or (inst.node_id not in (node_id, None) and inst.status == "running"):
                 # Unknown here, or a duplicate of an instance running elsewhere: remove it.
@@ -235,8 +314,9 @@ class DeploymentActor(Actor[DeploymentMessage]):
                     f"instance {inst.index} exited (code {report.exit_code})",
                 )
         now = time.time()
-        for inst in list(self.instances_on(state, node_id)):
-            if inst.node_id != node_id or inst.id in seen or inst.id in state.tasks:
+        for instance_id, _ in gone:
+            inst = state.instances.get(instance_id)
+            if inst is None or inst.node_id != node_id or inst.id in state.tasks:
                 continue
             if taken_at < inst.result_at or inst.status in ("pending", "error"):
                 continue
@@ -265,8 +345,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 # Nobody there to run it: its instance is unknown or lost like the others,
                 # rather than waiting for the task's deadlines (up to a minute). The task
                 # ends failed with the reason (its report is ignored: no longer in flight).
-                with contextlib.suppress(ActorError):
-                    inflight.ref.tell_nowait(AbandonTask(f"node {node_id} was lost"))
+                inflight.run.abandon(f"node {node_id} was lost")
+                self.ctx.task_owners.pop(inflight.task_id, None)
                 if inflight.kind == "stop":
                     self.forget(state, inst, f"instance {inst.index} left with node {node_id}")
                     continue
@@ -303,9 +383,6 @@ class DeploymentActor(Actor[DeploymentMessage]):
         self.dirty = False
         record = state.record
         now = time.time()
-        for instance_id, inflight in list(state.tasks.items()):
-            if not inflight.ref.alive:  # ended without telling (crashed): try again
-                del state.tasks[instance_id]
         for inst in list(state.instances.values()):
             if record.deleted and inst.desired:
                 inst.desired = False
@@ -324,6 +401,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         if record.deleted and not state.instances:
             await self.repo.purge_deployment(self.deployment_id)
             self.event("deployment.purged", f"deployment {record.name} removed")
+            await self.stopping()
             self.state = None
             self.ctx.deployments.tell_nowait(DeploymentGone(self.deployment_id))
 
@@ -342,7 +420,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 created_at=time.time(),
             )
             state.instances[inst.id] = inst
-            self.save(inst, "instance.created", f"instance {index} created")
+            self.unsaved.add(inst.id)  # saved once placed (or found unplaceable), just below
 
     def retire(self, live: list[InstanceState], count: int) -> None:
         # Unplaced and not-yet-running instances go first, then the newest: originals stay.
@@ -400,6 +478,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
             await self.start_task(state, inst, "deploy")  # placed before a server restart
         unplaced = [i for i in waiting if i.node_id is None]
         if not unplaced:
+            self.save_created(state)
             self.set_pending_reason(None)
             return
         plan = await self.ctx.place(
@@ -413,8 +492,10 @@ class DeploymentActor(Actor[DeploymentMessage]):
         )
         for inst, node_id in zip(unplaced, plan.placements, strict=False):
             inst.node_id, inst.error = node_id, None
+            self.unsaved.discard(inst.id)
             self.save(inst, "instance.placed", f"instance {inst.index} placed on {node_id}")
             await self.start_task(state, inst, "deploy")
+        self.save_created(state)
         self.set_pending_reason(describe_unplaced(plan) if plan.unplaced else None)
 
     async def stop_unwanted(self, state: DeploymentState) -> None:
@@ -436,32 +517,41 @@ class DeploymentActor(Actor[DeploymentMessage]):
     async def start_task(self, state: DeploymentState, inst: InstanceState, kind: str) -> None:
         previous = state.tasks.pop(inst.id, None)
         if previous is not None:
-            await self.system.stop(previous.ref)
+            previous.run.cancel()
+            self.ctx.task_owners.pop(previous.task_id, None)
         try:
             task = await self.ctx.build_task(state.record, inst, kind)
         except KnitError as exc:
             inst.status, inst.error = "error", str(exc)
             self.save(inst, "instance.error", f"instance {inst.index}: {exc}")
             return
-        me = self.ref
-        ref = await self.system.spawn(
-            lambda: TaskActor(
-                task=task,
-                node_id=inst.node_id,
-                report=me.tell,
-                bus=self.ctx.bus,
-                repo=self.repo,
-                timing=self.ctx.timing,
-                deployment_id=self.deployment_id,
-            ),
-            name=f"task/{task.task_id}",
-            supervisor=self.ctx.tasks_supervisor,
-            restart=Restart.TEMPORARY,
-            mailbox_size=64,
+        task_id, instance_id = task.task_id, inst.id
+
+        def arm(seconds: float) -> Deadline:
+            return self.deadline(seconds, TaskDeadline(task_id, instance_id))
+
+        run = TaskRun(
+            task=task,
+            node_id=inst.node_id,
+            bus=self.ctx.bus,
+            repo=self.repo,
+            timing=self.ctx.timing,
+            arm=arm,
+            deployment_id=self.deployment_id,
         )
-        state.tasks[inst.id] = Inflight(ref=ref, task_id=task.task_id, kind=kind)
+        state.tasks[inst.id] = Inflight(run=run, task_id=task_id, kind=kind)
+        self.ctx.task_owners[task_id] = self.ref
+        await run.start()
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def save_created(self, state: DeploymentState) -> None:
+        """Save the instances created by this reconciliation that were not placed."""
+        for instance_id in self.unsaved:
+            inst = state.instances.get(instance_id)
+            if inst is not None:
+                self.save(inst, "instance.created", f"instance {inst.index} created")
+        self.unsaved.clear()
 
     def placed_counts(self, state: DeploymentState) -> dict[str, int]:
         """How many of this deployment's live instances each node holds (for spreading)."""
@@ -471,17 +561,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 counts[inst.node_id] = counts.get(inst.node_id, 0) + 1
         return counts
 
-    def instances_on(self, state: DeploymentState, node_id: str) -> list[InstanceState]:
-        """The instances placed on ``node_id`` (an index rebuilt after any write)."""
-        if self.by_node is None:
-            self.by_node = {}
-            for inst in state.instances.values():
-                self.by_node.setdefault(inst.node_id, []).append(inst)
-        return self.by_node.get(node_id, [])
-
     def forget(self, state: DeploymentState, inst: InstanceState, message: str) -> None:
         self.writes += 1
-        self.by_node = None
         state.instances.pop(inst.id, None)
         if inst.status != "lost":
             self.ctx.release(inst.node_id)
@@ -490,10 +571,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         self.event("instance.removed", message, instance_id=inst.id, node_id=inst.node_id)
 
     def save(self, inst: InstanceState, kind: str, message: str) -> None:
-        # Every change of an instance (its node included) is saved: that keeps the index
-        # of ``instances_on`` honest.
         self.writes += 1
-        self.by_node = None
         self.repo.save_instance(inst)
         self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id)
         self.event(kind, message, instance_id=inst.id, node_id=inst.node_id)

@@ -10,7 +10,6 @@ a restart.
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from typing import Any, cast
 
@@ -36,9 +35,6 @@ from knit.server.scheduler import SetCounts
 from knit.wire.messages import InstanceReport
 
 log = logging.getLogger(__name__)
-
-REPORT_MEMORY = 60.0
-"""Seconds a node's silence about a deployment is still forwarded to that deployment."""
 
 
 class NodeDirectory(Actor[HeartbeatReceived | tuple[str, SetEligible]]):
@@ -101,7 +97,6 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         self.ctx = ctx
         self.supervisor = supervisor
         self.actors: dict[str, ActorRef[DeploymentMessage]] = {}
-        self.reported: dict[str, dict[str, float]] = {}
 
     async def started(self) -> None:
         """Reset placement counts and spawn an actor per stored deployment."""
@@ -147,29 +142,25 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         return None
 
     async def route_reports(self, message: InstancesObserved) -> None:
-        """Split a node's report by deployment; deployments it no longer mentions get an
-        empty report (their containers there are gone); unknown deployments' containers are
-        removed."""
-        by_deployment: dict[str, list[InstanceReport]] = defaultdict(list)
+        """Split what changed in a node's report by deployment; the containers of
+        deployments that do not exist (any more) are removed."""
+        reports: dict[str, list[InstanceReport]] = defaultdict(list)
+        gone: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for report in message.reports:
-            by_deployment[report.deployment_id].append(report)
-        # Deployments this node reported in the last minute hear of it even when it no longer
-        # mentions them: their absence is what tells them a container is gone.
-        now = time.monotonic()
-        recent = self.reported.setdefault(message.node_id, {})
-        for deployment_id in by_deployment:
-            recent[deployment_id] = now
-        for deployment_id, last in list(recent.items()):
-            if now - last > REPORT_MEMORY:
-                del recent[deployment_id]
-            elif deployment_id not in by_deployment:
-                by_deployment[deployment_id] = []
-        for deployment_id, reports in by_deployment.items():
+            reports[report.deployment_id].append(report)
+        for pair in message.gone:
+            gone[pair[1]].append(pair)
+        for deployment_id in reports.keys() | gone.keys():
             ref = self.actors.get(deployment_id)
             if ref is not None:
                 ref.tell_nowait(
-                    InstancesObserved(message.node_id, tuple(reports), message.taken_at)
+                    InstancesObserved(
+                        message.node_id,
+                        tuple(reports.get(deployment_id, ())),
+                        message.taken_at,
+                        tuple(gone.get(deployment_id, ())),
+                    )
                 )
                 continue
-            for report in reports:
+            for report in reports.get(deployment_id, ()):
                 await self.ctx.stop_orphan(message.node_id, report.instance_id)

@@ -125,7 +125,6 @@ async def serve_server(
         stack.callback(ctx.metrics.gc.uninstall)
         async with open_actor_system("server") as system, anyio.create_task_group() as tg:
             ctx._scheduler = await system.spawn(Scheduler, name="scheduler", mailbox_size=8192)
-            ctx._tasks_supervisor = await system.spawn_supervisor("tasks", max_restarts=1000)
             deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
             nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
             # Nodes first: the Scheduler then knows every healthy node before a deployment
@@ -140,7 +139,7 @@ async def serve_server(
                 mailbox_size=16384,
             )
             ctx._deployments = deployments
-            bridge = await open_bridge(bus, system, nodes)
+            bridge = await open_bridge(bus, system, nodes, ctx.task_owners)
             plane = ServerPlane(ctx, system, nodes, deployments, bridge)
             url = await tg.start(serve_http, plane, config.http)
             log.info("knit server ready: API %s, NATS %s", url, nats_url)

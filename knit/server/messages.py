@@ -34,14 +34,17 @@ class SetEligible:
 
 @dataclass(frozen=True)
 class ForwardReports:
-    """A task ended on this node: forward its next reports even when they look unchanged.
+    """A task ended on this node: forward its instance's next reports even when unchanged.
 
     A container may have crashed again between two heartbeats, so a report identical to the
     last one forwarded can still be news. Reports taken (agent's clock) up to ``after`` are
-    stale for the deployment; forwarding goes on until one taken later has been sent.
+    stale for the deployment; the instance's report (or its absence) is forwarded until one
+    taken later has been sent.
     """
 
     after: float
+    instance_id: str
+    deployment_id: str
 
 
 # --- cluster facts, told to the scheduler and to deployments ------------------------------
@@ -71,8 +74,11 @@ class NodeDrained:
 
 @dataclass(frozen=True)
 class InstancesObserved:
-    """A node's full report of what runs on it, for one deployment.
+    """What changed in a node's report: instances new or changed since the last report
+    forwarded, and instances it no longer lists (``gone``: instance and deployment ids).
 
+    The NodeActor sends the differences only; the whole of each node's last report is in
+    ``ServerContext.node_reports``, which DeploymentActors audit now and then.
     ``taken_at`` is when the agent took it, on the agent's clock (the heartbeat's
     ``sent_at``); 0 when unknown.
     """
@@ -80,6 +86,18 @@ class InstancesObserved:
     node_id: str
     reports: tuple[InstanceReport, ...]
     taken_at: float = 0.0
+    gone: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """A node's last full report, as the NodeActor received it (shared, read-only).
+
+    ``taken_at`` is the agent's clock when taken; ``instances`` by instance id.
+    """
+
+    taken_at: float
+    instances: dict[str, InstanceReport]
 
 
 # --- deployments --------------------------------------------------------------------------
@@ -112,6 +130,11 @@ class Reconcile:
 
 
 @dataclass(frozen=True)
+class Audit:
+    """Periodic: check the instances against their nodes' last reports, then reconcile."""
+
+
+@dataclass(frozen=True)
 class TaskEnded:
     """A task reached an end: succeeded, failed, or given up (never accepted)."""
 
@@ -138,12 +161,8 @@ class StatusReceived:
 
 
 @dataclass(frozen=True)
-class AckDeadline:
-    """The task was not accepted (or not finished) in time."""
+class TaskDeadline:
+    """The deadline of a task of this deployment passed (see ``TaskRun.deadline_passed``)."""
 
-
-@dataclass(frozen=True)
-class AbandonTask:
-    """Its deployment no longer waits for this task (its node was lost): end it as failed."""
-
-    reason: str
+    task_id: str
+    instance_id: str

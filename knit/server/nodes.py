@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from actors import Actor, Deadline
 from knit.domain.placement import NodeView
@@ -22,13 +21,14 @@ from knit.server.messages import (
     InstancesObserved,
     NodeDown,
     NodeDrained,
+    NodeReport,
     NodeUp,
     SetEligible,
 )
 from knit.server.records import NodeState
 from knit.server.scheduler import UpdateNode
 from knit.wire import subjects
-from knit.wire.messages import Heartbeat
+from knit.wire.messages import Heartbeat, InstanceReport
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,18 @@ def _stored_fields(node: NodeState) -> tuple[object, ...]:
     )
 
 
-@dataclass(frozen=True)
-class _Changed:
-    health: bool
-    view: bool
+Signature = tuple[str, str, str | None, int | None, str | None]
+
+
+def _signature(report: InstanceReport) -> Signature:
+    """What tells two reports of an instance apart (its deployment first)."""
+    return (
+        report.deployment_id,
+        report.status,
+        report.container_id,
+        report.exit_code,
+        report.error,
+    )
 
 
 class NodeActor(Actor[NodeMessage]):
@@ -67,9 +75,11 @@ class NodeActor(Actor[NodeMessage]):
         self.ctx = ctx
         self.node = known
         self.timer: Deadline | None = None
-        self.last_reports: tuple[object, ...] | None = None
-        self.last_forward = 0.0
-        self.forward_until: float | None = None
+        # The last report forwarded, by instance (None: forward the next one whole), and
+        # instances whose reports are forwarded even unchanged until one taken after the
+        # given time (agent clock) has been (their task just ended).
+        self.last_reports: dict[str, Signature] | None = None
+        self.force: dict[str, tuple[float, str]] = {}
         self.last_saved = 0.0
 
     async def started(self) -> None:
@@ -105,7 +115,8 @@ class NodeActor(Actor[NodeMessage]):
             await self.missed()
             return None
         if isinstance(message, ForwardReports):
-            self.forward_until = max(self.forward_until or 0.0, message.after)
+            after, _ = self.force.get(message.instance_id, (0.0, ""))
+            self.force[message.instance_id] = (max(after, message.after), message.deployment_id)
             return None
         return await self.set_eligible(message.eligible)
 
@@ -159,22 +170,42 @@ class NodeActor(Actor[NodeMessage]):
             self.ctx.scheduler.tell_nowait(UpdateNode(self.view()))
         if not was_healthy and node.eligible:
             self.ctx.deployments.tell_nowait(NodeUp(self.node_id))
-        reports = tuple(hb.instances)
-        # Unchanged reports are forwarded now and then too: absences only count after a grace.
-        # After a task ended here they are forwarded until one taken after its result is.
-        forced = self.forward_until is not None
-        if self.forward_until is not None and hb.sent_at > self.forward_until:
-            self.forward_until = None
-        if (
-            forced
-            or reports != self.last_reports
-            or not was_healthy
-            or now - self.last_forward > 5.0
-        ):
-            self.last_reports = reports
-            self.last_forward = now
+        self.forward(hb, full=not was_healthy)
+
+    def forward(self, hb: Heartbeat, *, full: bool) -> None:
+        """Keep the node's report for the audits; forward what changed in it.
+
+        Only the differences from the last report forwarded go to the deployments (at 100
+        instances per node from as many deployments, forwarding every report whole was a
+        hundred messages per heartbeat): new or changed instances, and those it no longer
+        lists. Instances whose task just ended are forwarded until a report taken after
+        the result has been. Whatever a difference missed, the audits find in
+        ``node_reports``.
+        """
+        reports = {r.instance_id: r for r in hb.instances}
+        self.ctx.node_reports[self.node_id] = NodeReport(hb.sent_at, reports)
+        # Compared by the fields that matter, as tuples (pydantic's __eq__ is slow).
+        signatures = {r.instance_id: _signature(r) for r in hb.instances}
+        last = self.last_reports
+        force = self.force
+        if full or last is None:
+            changed = list(hb.instances)
+            gone = [(i, d) for i, (_, d) in force.items() if i not in reports]
+        else:
+            changed = [
+                r
+                for r in hb.instances
+                if r.instance_id in force or last.get(r.instance_id) != signatures[r.instance_id]
+            ]
+            gone = [(i, sig[0]) for i, sig in last.items() if i not in reports]
+            gone += [(i, d) for i, (_, d) in force.items() if i not in reports and i not in last]
+        for instance_id, (after, _) in list(force.items()):
+            if hb.sent_at > after:
+                del force[instance_id]
+        self.last_reports = signatures
+        if changed or gone:
             self.ctx.deployments.tell_nowait(
-                InstancesObserved(self.node_id, reports, taken_at=hb.sent_at)
+                InstancesObserved(self.node_id, tuple(changed), hb.sent_at, tuple(gone))
             )
 
     async def missed(self) -> None:
@@ -197,6 +228,7 @@ class NodeActor(Actor[NodeMessage]):
         node.status = "unhealthy"
         self.ctx.metrics.node(self.node_id, "unhealthy")
         self.last_reports = None
+        self.ctx.node_reports.pop(self.node_id, None)
         self.ctx.repo.save_node(node)
         self.ctx.repo.event(
             "node.unhealthy",

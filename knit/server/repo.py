@@ -266,8 +266,16 @@ class Repo:
     # --- tasks and events ------------------------------------------------------------------
 
     def new_task(self, task_id: str, kind: str, inst: InstanceState, deployment_id: str) -> None:
+        """Store a task as published (its first attempt goes out as soon as it is built)."""
         self._nowait(
-            tasks.create(kind, inst.id, deployment_id, node_id=inst.node_id, task_id=task_id)
+            tasks.create(
+                kind,
+                inst.id,
+                deployment_id,
+                node_id=inst.node_id,
+                task_id=task_id,
+                state="published",
+            )
         )
 
     def task_state(

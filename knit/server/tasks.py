@@ -1,4 +1,4 @@
-"""TaskActor: one task from publication to its end.
+"""TaskRun: one task from publication to its end, driven by its DeploymentActor.
 
 Layer: server. Publishes the task on ``knit.tasks.{node}`` (or ``knit.tasks.broadcast``),
 waits for the agent's acceptance with a deadline, re-publishes the same task id with
@@ -11,6 +11,11 @@ then spends no attempt and looks again a second later; a task last sent before a
 reconnection is sent again at its next deadline without spending one either (the message may
 have been lost with the connection). A long NATS outage thus neither fails tasks nor makes
 them wait a long backoff once NATS is back.
+
+A TaskRun is not an actor: its deployment's actor owns it, arms its deadline on its own
+clock, and hands it the agent's statuses (the bridge finds the deployment through
+``ServerContext.task_owners``). An actor per task cost a spawn, a registration and two
+more hops per placement (docs/decisions/0007-tasks-run-in-their-deployment.md).
 """
 
 from __future__ import annotations
@@ -18,20 +23,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from actors import Actor, ActorRef, Deadline
+from actors import Deadline
 from knit.bus import Bus
 from knit.errors import KnitError
-from knit.server.messages import AbandonTask, AckDeadline, StatusReceived, TaskEnded
+from knit.server.messages import TaskEnded
 from knit.server.repo import Repo
 from knit.wire import subjects
-from knit.wire.messages import Task, encode
+from knit.wire.messages import Task, TaskStatus, encode
 
 log = logging.getLogger(__name__)
-
-TaskMessage = StatusReceived | AckDeadline | AbandonTask
 
 
 @dataclass(frozen=True)
@@ -68,44 +72,75 @@ ACCEPT_TIMEOUT_ENV = "KNIT_TASK_ACCEPT_TIMEOUT"
 """Environment variable: seconds to wait for a task's acceptance before re-publishing it."""
 DISCONNECTED_POLL = 1.0
 """Seconds between two looks at the bus while it is disconnected."""
+RUN_CHECK = 15.0
+"""Seconds between two looks at an accepted task: if the server's NATS connection was
+re-established since the task was last sent, its result may have been lost with it, so the
+task is sent again (the agent runs a task id once and answers a finished one with its final
+status again)."""
 
 
-class TaskActor(Actor[TaskMessage]):
-    """Owns one task: publish, wait, retry, report the end to its deployment."""
+class TaskRun:
+    """One task: publish, wait, retry; its methods return the ``TaskEnded`` once it ends.
+
+    Args:
+        task: the wire task (its id is the same on every attempt).
+        node_id: where it goes (None: the broadcast queue).
+        bus: the NATS adapter.
+        repo: the store (task states and events).
+        timing: its deadlines.
+        arm: arms this task's deadline (seconds from now) on the owner's clock; the owner
+            calls :meth:`deadline_passed` when it expires.
+        deployment_id: recorded with its events.
+    """
 
     def __init__(
         self,
         *,
         task: Task,
         node_id: str | None,
-        report: Callable[[TaskEnded], Awaitable[None]],
         bus: Bus,
         repo: Repo,
         timing: TaskTiming,
+        arm: Callable[[float], Deadline],
         deployment_id: str | None = None,
     ) -> None:
         self.task = task
         self.node_id = node_id
-        self.report = report
         self.bus = bus
         self.repo = repo
         self.timing = timing
+        self.arm = arm
         self.deployment_id = deployment_id
         self.attempt = 0
         self.accepted = False
         self.ended = False
         self.timer: Deadline | None = None
         self.reconnects = bus.stats.reconnects
+        self.run_until = 0.0
+
+    @property
+    def task_id(self) -> str:
+        """The task's id."""
+        return self.task.task_id
+
+    @property
+    def kind(self) -> str:
+        """``deploy`` or ``stop``."""
+        return self.task.kind
 
     @property
     def subject(self) -> str:
         """Where the task goes: its node's subject, or the broadcast queue."""
         return subjects.tasks_for(self.node_id) if self.node_id else subjects.TASKS_BROADCAST
 
-    async def started(self) -> None:
+    async def start(self) -> None:
         """Publish the first attempt and arm the acceptance deadline."""
         await self.publish()
-        self.timer = self.deadline(self.timing.accept, AckDeadline())
+        self.timer = self.arm(self.timing.accept)
+
+    def _reset(self, seconds: float) -> None:
+        if self.timer is not None:
+            self.timer.reset(seconds)
 
     async def publish(self, *, counted: bool = True) -> None:
         """Publish the task (same id every attempt); a bus failure counts as an attempt.
@@ -116,7 +151,8 @@ class TaskActor(Actor[TaskMessage]):
         if counted:
             self.attempt += 1
         self.reconnects = self.bus.stats.reconnects
-        self.repo.task_state(self.task.task_id, "published", attempt=self.attempt)
+        if self.attempt > 1 or not counted:  # the first is stored with the task
+            self.repo.task_state(self.task.task_id, "published", attempt=self.attempt)
         where = f"node {self.node_id}" if self.node_id else "any node"
         if not counted:
             self.record(
@@ -136,61 +172,79 @@ class TaskActor(Actor[TaskMessage]):
         except KnitError as exc:
             log.warning("task %s not published: %s", self.task.task_id, exc)
 
-    async def handle(self, message: TaskMessage) -> None:
-        """Follow the agent's reports, or retry when the deadline passes."""
+    def status(self, status: TaskStatus) -> TaskEnded | None:
+        """Follow one of the agent's reports; the end, if it is one."""
         if self.ended:
-            return
-        if isinstance(message, StatusReceived):
-            status = message.status
-            if status.state in ("accepted", "progress"):
-                if not self.accepted:
-                    self.accepted = True
-                    self.repo.task_state(self.task.task_id, "accepted", attempt=self.attempt)
-                    self.record(
-                        "task.accepted",
-                        f"{self.task.kind} task accepted by node {status.node_id}",
-                        node_id=status.node_id,
-                    )
-                if self.timer is not None:
-                    self.timer.reset(self.timing.run)
-                return
-            await self.end(
-                TaskEnded(
-                    task_id=self.task.task_id,
-                    instance_id=self.task.instance_id,
+            return None
+        if status.state in ("accepted", "progress"):
+            if not self.accepted:
+                self.accepted = True
+                self.repo.task_state(self.task.task_id, "accepted", attempt=self.attempt)
+                self.record(
+                    "task.accepted",
+                    f"{self.task.kind} task accepted by node {status.node_id}",
                     node_id=status.node_id,
-                    kind=self.task.kind,
-                    succeeded=status.state == "succeeded",
-                    container_id=status.container_id,
-                    error=_describe(status.step, status.error),
-                    at=status.at,
                 )
+            self.run_until = time.monotonic() + self.timing.run
+            self._reset(min(self.timing.run, RUN_CHECK))
+            return None
+        return self.end(
+            TaskEnded(
+                task_id=self.task.task_id,
+                instance_id=self.task.instance_id,
+                node_id=status.node_id,
+                kind=self.task.kind,
+                succeeded=status.state == "succeeded",
+                container_id=status.container_id,
+                error=_describe(status.step, status.error),
+                at=status.at,
             )
-            return
-        if isinstance(message, AbandonTask):
-            await self.end(self._failure(message.reason))
-            return
+        )
+
+    def abandon(self, reason: str) -> TaskEnded | None:
+        """Its deployment no longer waits for it (its node was lost): end it as failed."""
+        if self.ended:
+            return None
+        return self.end(self._failure(reason))
+
+    async def deadline_passed(self) -> TaskEnded | None:
+        """The deadline armed last expired: retry, look again, or give up."""
+        if self.ended:
+            return None
         if not self.accepted and not self.bus.connected:
             # Nothing can be sent or heard now: spend no attempt, look again soon.
-            if self.timer is not None:
-                self.timer.reset(min(self.timing.accept, DISCONNECTED_POLL))
-            return
+            self._reset(min(self.timing.accept, DISCONNECTED_POLL))
+            return None
         if not self.accepted and self.bus.stats.reconnects != self.reconnects:
             # The last attempt went out before a reconnection and may be lost with it.
             await self.publish(counted=False)
-            if self.timer is not None:
-                self.timer.reset(self.timing.accept)
-            return
+            self._reset(self.timing.accept)
+            return None
         if self.accepted:
-            await self.end(self._failure("the agent did not finish the task in time"))
-            return
+            left = self.run_until - time.monotonic()
+            if left <= 0:
+                return self.end(self._failure("the agent did not finish the task in time"))
+            if self.bus.connected and self.bus.stats.reconnects != self.reconnects:
+                # Its result may have been lost with the connection: ask again, quietly.
+                self.reconnects = self.bus.stats.reconnects
+                try:
+                    await self.bus.publish(self.subject, encode(self.task))
+                except KnitError as exc:
+                    log.warning("task %s not published: %s", self.task.task_id, exc)
+            self._reset(min(left, RUN_CHECK))
+            return None
         if self.attempt >= self.timing.max_attempts:
             ended = self._failure(f"not accepted after {self.attempt} attempts")
-            await self.end(dataclasses.replace(ended, unaccepted=True))
-            return
+            return self.end(dataclasses.replace(ended, unaccepted=True))
         await self.publish()
+        self._reset(self.timing.accept * (2 ** (self.attempt - 1)))
+        return None
+
+    def cancel(self) -> None:
+        """Forget it without an end (it was replaced by a new task for its instance)."""
+        self.ended = True
         if self.timer is not None:
-            self.timer.reset(self.timing.accept * (2 ** (self.attempt - 1)))
+            self.timer.cancel()
 
     def _failure(self, reason: str) -> TaskEnded:
         return TaskEnded(
@@ -202,8 +256,8 @@ class TaskActor(Actor[TaskMessage]):
             error=reason,
         )
 
-    async def end(self, ended: TaskEnded) -> None:
-        """Record the end, tell the deployment, and finish this actor."""
+    def end(self, ended: TaskEnded) -> TaskEnded:
+        """Record the end and stop the deadline; returns ``ended`` for the deployment."""
         self.ended = True
         if self.timer is not None:
             self.timer.cancel()
@@ -225,8 +279,7 @@ class TaskActor(Actor[TaskMessage]):
                 f"{self.task.kind} task failed: {ended.error}",
                 node_id=ended.node_id,
             )
-        self.finish()
-        await self.report(ended)
+        return ended
 
     def record(self, kind: str, message: str, *, node_id: str | None = None) -> None:
         """An event about this task (with its deployment, instance and node)."""
@@ -244,6 +297,3 @@ def _describe(step: str | None, error: str | None) -> str | None:
     if error is None:
         return None
     return f"{step}: {error}" if step else error
-
-
-TaskRef = ActorRef[TaskMessage]
