@@ -349,3 +349,41 @@ async def test_a_cancelled_asker_is_cancelled_and_the_actor_carries_on() -> None
         release.set()
         assert await ref.ask("still here") == "still here"
     assert journal.of("cancelled") == []  # the handler itself was not cancelled
+
+
+class Asker(Actor[ActorRef[int]]):
+    """Asks the actor it is told about, and answers what that one answered."""
+
+    async def handle(self, message: ActorRef[int]) -> object:
+        return await message.ask(0)
+
+
+async def test_a_burst_of_activations_wakes_a_few_workers_not_one_each() -> None:
+    seen: list[int] = []
+    async with open_actor_system() as system:
+        refs = [
+            await system.spawn(partial(Collector, seen), name=f"c{i}", mailbox_size=4)
+            for i in range(500)
+        ]
+        dispatcher = system._dispatcher
+        before = dispatcher.workers
+        for i, ref in enumerate(refs):
+            ref.tell_nowait(i + 1)  # 500 idle actors activated in one go
+        await wait_until(lambda: len(seen) == 500)
+        # One worker each would be 500; a turn that yields (every 7th message here) sends
+        # one more worker to the queue, so about 500 / 7 at most.
+        assert dispatcher.workers - before < 100, dispatcher.workers
+
+
+async def test_turns_that_wait_on_queued_actors_still_progress() -> None:
+    # Each asker's turn waits for an actor that is queued behind it: the dispatcher must
+    # keep sending workers while turns wait, or this deadlocks.
+    seen: list[int] = []
+    async with open_actor_system() as system:
+        collectors = [await system.spawn(partial(Collector, seen), name=f"c{i}") for i in range(50)]
+        askers = [await system.spawn(Asker, name=f"a{i}") for i in range(50)]
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                for asker, collector in zip(askers, collectors, strict=True):
+                    tg.start_soon(asker.ask, collector)
+    assert len(seen) == 50
