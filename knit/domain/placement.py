@@ -136,13 +136,22 @@ def place(view: ClusterView, request: PlacementRequest) -> Plan:
     rejections: dict[str, str] = {}
     preferred: list[tuple[int, int, str]] = []
     fallback: list[tuple[int, int, str]] = []
+    selector = request.node_selector
+    existing = request.existing
+    avoid = request.avoid_nodes
+    healthy = str(NodeStatus.HEALTHY)
     for node in view.nodes:
-        reason = rejection(node, request.node_selector)
-        if reason is not None:
-            rejections[node.id] = reason
-            continue
-        key = (request.existing.get(node.id, 0), node.instance_count, node.id)
-        (fallback if node.id in request.avoid_nodes else preferred).append(key)
+        # The common case inline (this loop runs over every node for every request); the
+        # reasons are spelled out only for the nodes rejected.
+        if (
+            node.status == healthy
+            and node.eligible
+            and (not selector or all(node.labels.get(k) == v for k, v in selector.items()))
+        ):
+            key = (existing.get(node.id, 0), node.instance_count, node.id)
+            (fallback if node.id in avoid else preferred).append(key)
+        else:
+            rejections[node.id] = rejection(node, selector) or "not feasible"
     candidates = preferred or fallback
     if candidates is preferred:
         for _, _, node_id in fallback:
