@@ -35,8 +35,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from knit.errors import RuntimeFailure, RuntimeUnavailable
 from knit.runtime.base import (
@@ -164,6 +164,36 @@ class _Subscription:
     send: MemoryObjectSendStream[RuntimeEvent]
 
 
+class _Events:
+    """One subscription's events as an async iterator.
+
+    Buffered events come without a checkpoint, so a reader keeps up with a burst (a host
+    starting tens of containers) in one turn of the event loop instead of one event per
+    turn: on a busy loop the latter left readers seconds behind. Waiting for the next event
+    is a checkpoint, as ``MemoryObjectReceiveStream`` iteration is.
+    """
+
+    __slots__ = ("_receive",)
+
+    def __init__(self, receive: MemoryObjectReceiveStream[RuntimeEvent]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> RuntimeEvent:
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
 class SimRuntime:
     """One simulated host's container runtime, kept in memory.
 
@@ -254,12 +284,14 @@ class SimRuntime:
 
     async def version(self) -> str:
         """Return ``profile.version``."""
-        await self._checkpoint()
+        self._check_available()
+        await checkpoint()
         return self.profile.version
 
     async def info(self) -> RuntimeInfo:
         """Return the CPUs, memory and version of the profile."""
-        await self._checkpoint()
+        self._check_available()
+        await checkpoint()
         p = self.profile
         return RuntimeInfo(cpus=p.cpus, memory_bytes=p.memory_bytes, version=p.version)
 
@@ -279,7 +311,8 @@ class SimRuntime:
         self._check_available()
         if auth is not None and "/" not in image:
             raise RuntimeFailure("pull", f"image {image!r} names no registry for the credentials")
-        await self._delay(self.profile.pull_latency)
+        await anyio.sleep(self._latency(self.profile.pull_latency))
+        self._check_available()  # it may have gone away meanwhile
         wanted = self.profile.auth.get(registry_of(image))
         who = "an anonymous client" if auth is None else f"user {auth.username!r}"
         if wanted is not None and (auth is None or (auth.username, auth.password) != wanted):
@@ -293,7 +326,8 @@ class SimRuntime:
 
     async def has_image(self, image: str) -> bool:
         """Return whether ``image`` was pulled here or is preloaded by the profile."""
-        await self._checkpoint()
+        self._check_available()
+        await checkpoint()
         return self._present(image)
 
     # -- networks --------------------------------------------------------------------------
@@ -307,7 +341,8 @@ class SimRuntime:
             RuntimeFailure: "network": a bad, different or overlapping subnet, or the default
                 pools are used up.
         """
-        await self._checkpoint()
+        self._check_available()
+        await checkpoint()
         try:
             wanted = None if subnet is None else ipaddress.ip_network(subnet, strict=False)
         except ValueError as exc:
@@ -333,7 +368,8 @@ class SimRuntime:
         Raises:
             RuntimeFailure: "network": a running container is attached.
         """
-        await self._checkpoint()
+        self._check_available()
+        await checkpoint()
         for c in self._containers.values():
             if c.state == "running" and name in c.spec.networks:
                 raise RuntimeFailure("network", f"{name} has active endpoints ({c.name})")
@@ -349,7 +385,8 @@ class SimRuntime:
                 networking with networks or ports, a relative mount source, simulated failure.
         """
         self._check_available()
-        await self._delay(self.profile.create_latency)
+        await anyio.sleep(self._latency(self.profile.create_latency))
+        self._check_available()  # it may have gone away meanwhile
         name = spec.name.lstrip("/")
         problem = None
         if not self._present(spec.image):
@@ -360,9 +397,9 @@ class SimRuntime:
             problem = f'{name}: the name is already in use by container "{self._names[name]}"'
         elif spec.network_mode == "host" and (spec.networks or spec.ports):
             problem = f"{name}: host networking takes no networks or ports"
-        elif any(not m.source.startswith("/") for m in spec.mounts):
+        elif spec.mounts and any(not m.source.startswith("/") for m in spec.mounts):
             problem = f"{name}: a mount source is relative"
-        elif missing := [n for n in spec.networks if n not in self._networks]:
+        elif spec.networks and (missing := [n for n in spec.networks if n not in self._networks]):
             problem = f"{name}: network {missing[0]} not found"
         if problem is not None:
             raise RuntimeFailure("create", problem)
@@ -385,7 +422,8 @@ class SimRuntime:
         self._check_available()
         if self._get("start", container_id).state == "running":
             return
-        await self._delay(self.profile.start_latency)
+        await anyio.sleep(self._latency(self.profile.start_latency))
+        self._check_available()  # it may have gone away meanwhile
         container = self._get("start", container_id)  # it may have changed meanwhile
         if container.state == "running":
             return
@@ -405,7 +443,8 @@ class SimRuntime:
         self._check_available()
         if self._get("stop", container_id).state != "running":
             return
-        await self._delay(self.profile.stop_latency)
+        await anyio.sleep(self._latency(self.profile.stop_latency))
+        self._check_available()  # it may have gone away meanwhile
         container = self._get("stop", container_id)
         if container.state != "running":
             return
@@ -420,7 +459,8 @@ class SimRuntime:
         Raises:
             RuntimeFailure: "remove": it is running and ``force`` is False.
         """
-        await self._checkpoint()
+        self._check_available()
+        await checkpoint()
         container = self._find(container_id)
         if container is None:
             return
@@ -440,13 +480,15 @@ class SimRuntime:
 
     async def inspect(self, container_id: str) -> ContainerState | None:
         """Return the container's state (by id, name or unique id prefix), or None."""
-        await self._checkpoint()
+        self._check_available()
+        await checkpoint()
         container = self._find(container_id)
         return None if container is None else container.view()
 
     async def list(self, labels: Mapping[str, str] | None = None) -> builtins.list[ContainerState]:
         """Return every container carrying all of ``labels``, newest first (as Docker does)."""
-        await self._checkpoint()
+        self._check_available()
+        await checkpoint()
         wanted = labels or {}
         if not wanted:
             return [c.view() for c in reversed(self._containers.values())]
@@ -464,7 +506,8 @@ class SimRuntime:
         """Subscribe to the events of containers carrying all of ``labels``.
 
         Live on entry; the buffer is unbounded, so the runtime never waits for a reader.
-        Iterating waits without deadline; cancelling the wait leaves the stream usable. The
+        Iterating takes buffered events without a checkpoint and waits for the next one
+        without deadline; cancelling the wait leaves the stream usable. The
         iteration ends when the engine restarts, becomes unavailable or is closed.
 
         Raises:
@@ -476,7 +519,7 @@ class SimRuntime:
         self._subscriptions.append(subscription)
         try:
             with receive:
-                yield receive
+                yield _Events(receive)
         finally:
             send.close()
             if subscription in self._subscriptions:
@@ -488,15 +531,12 @@ class SimRuntime:
         if self._unavailable:
             raise RuntimeUnavailable(f"the simulated engine {self.name} does not answer")
 
-    async def _checkpoint(self) -> None:
-        self._check_available()
-        await anyio.lowlevel.checkpoint()
-
-    async def _delay(self, latency: Latency) -> None:
+    def _latency(self, latency: Latency) -> float:
+        """Seconds one call takes (drawn for a range). Callers sleep themselves: a helper
+        coroutine per call was a good part of a simulated host's cost."""
         if isinstance(latency, tuple):
-            latency = self._random().uniform(*latency)
-        await anyio.sleep(latency)
-        self._check_available()  # it may have gone away meanwhile
+            return self._random().uniform(*latency)
+        return latency
 
     def _random(self) -> random.Random:
         if self._rng is None:
@@ -573,8 +613,8 @@ class SimRuntime:
 
 
 def _matches(container: _Container, wanted: Mapping[str, str]) -> bool:
-    labels = container.labels
-    return all(labels.get(key) == value for key, value in wanted.items())
+    # A subset test of the items (C code, no generator for the garbage collector to count).
+    return wanted.items() <= container.labels.items()
 
 
 def _clash(held: PublishedPort, address: str, port: int, protocol: str) -> bool:

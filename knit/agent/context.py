@@ -6,6 +6,7 @@ simulation harness can give the real agent code a simulated runtime and a shared
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from knit.agent.files import TemplateFiles
 from knit.bus import Bus
 from knit.runtime.base import ContainerRuntime
 from knit.secrets import NodeKeyPair
+from knit.wire.messages import DeployTask, StopTask
 
 AGENT_VERSION = "0.1.0"
 
@@ -22,6 +24,21 @@ LABEL_NODE = "knit.node"
 LABEL_INSTANCE = "knit.instance"
 LABEL_INDEX = "knit.index"
 LABEL_DEPLOYMENT_NAME = "knit.deployment-name"
+
+CAUSED_BY: dict[str, frozenset[str]] = {
+    "deploy": frozenset({"create", "start"}),
+    "stop": frozenset({"die", "destroy"}),
+}
+"""Container events a running task of each kind causes itself (its TaskStatus tells them)."""
+
+
+def new_msg_id() -> str:
+    """A fresh message id, as ``knit.wire.messages.new_msg_id`` makes them (a uuid4 in hex),
+    without building a ``UUID`` object: a third of the cost of a TaskStatus."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 @dataclass
@@ -40,8 +57,12 @@ class AgentContext:
         task_timeout: the longest a single task may run (pulls included).
         on_change: called (without awaiting) when the report of this node's instances
             changed; the heartbeat then reports soon instead of at its next beat.
-        refresh: brings the report of one instance up to date (instance id, its container id
-            or None once removed); an executor awaits it before it reports a task's result.
+        refresh: brings the report of one instance up to date with what a task did to it
+            (instance id; the container it started, or None once removed; the deployment
+            id if known); a task awaits it before it reports its result.
+        in_flight: instance id → the task of this agent running on it (the latest, if
+            several). The container events such a task causes itself are reported by its own
+            TaskStatus, so they do not call ``on_change`` (see :data:`CAUSED_BY`).
     """
 
     node_id: str
@@ -55,7 +76,8 @@ class AgentContext:
     task_timeout: float = 600.0
     data_dir: Path = field(default_factory=lambda: Path(".knit/agent"))
     on_change: Callable[[], None] | None = None
-    refresh: Callable[[str, str | None], Awaitable[None]] | None = None
+    refresh: Callable[[str, str | None, str | None], Awaitable[None]] | None = None
+    in_flight: dict[str, DeployTask | StopTask] = field(default_factory=dict)
 
     def container_labels(
         self, deployment_id: str, instance_id: str, index: int, name: str

@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Literal, TypeVar
 
 import anyio
 
-from actors import Actor, ActorError
-from knit.agent.context import LABEL_INSTANCE, AgentContext
+from knit.agent.context import LABEL_INSTANCE, AgentContext, new_msg_id
 from knit.errors import KnitError, RuntimeFailure, SecretError, TemplateError
-from knit.runtime.base import ContainerSpec, ContainerState, PortBinding, RegistryAuth
+from knit.runtime.base import ContainerSpec, ContainerState, Mount, PortBinding, RegistryAuth
 from knit.wire import subjects
-from knit.wire.messages import DeployTask, StopTask, Task, TaskStatus, encode
+from knit.wire.messages import DeployTask, StopTask, Task, TaskStateName, TaskStatus, encode
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Report = Callable[[TaskStatus], Awaitable[None]]
 
 
 class StepFailed(KnitError):
@@ -95,18 +93,20 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
         )
         networks.append(attachment.name)
 
-    context = {
-        "env": dict(spec.env),
-        "node": {"id": ctx.node_id, "hostname": ctx.hostname, "labels": dict(ctx.labels)},
-        "deployment": {"id": spec.id, "name": spec.name, "image": spec.image},
-        "instance": {"id": task.instance_id, "index": task.instance_index},
-    }
-    try:
-        mounts = await ctx.files.render_all(
-            task.instance_id, [(t.content, t.destination) for t in spec.templates], context
-        )
-    except TemplateError as exc:
-        raise StepFailed("render", str(exc)) from exc
+    mounts: list[Mount] = []
+    if spec.templates:
+        context = {
+            "env": dict(spec.env),
+            "node": {"id": ctx.node_id, "hostname": ctx.hostname, "labels": dict(ctx.labels)},
+            "deployment": {"id": spec.id, "name": spec.name, "image": spec.image},
+            "instance": {"id": task.instance_id, "index": task.instance_index},
+        }
+        try:
+            mounts = await ctx.files.render_all(
+                task.instance_id, [(t.content, t.destination) for t in spec.templates], context
+            )
+        except TemplateError as exc:
+            raise StepFailed("render", str(exc)) from exc
 
     container = ContainerSpec(
         name=container_name(spec.name, task.instance_index, task.instance_id),
@@ -166,68 +166,76 @@ async def _quietly(work: Awaitable[object]) -> None:
         log.debug("cleanup failed: %s", exc)
 
 
-class TaskExecutor(Actor[Task]):
-    """Runs the tasks it is told, one at a time, reporting each on ``knit.task.status``.
+def task_status(
+    ctx: AgentContext, task: Task, state: TaskStateName, **fields: str | None
+) -> TaskStatus:
+    """A TaskStatus of ``task`` on this node, stamped now."""
+    return TaskStatus(
+        msg_id=new_msg_id(),
+        task_id=task.task_id,
+        instance_id=task.instance_id,
+        node_id=ctx.node_id,
+        state=state,
+        at=time.time(),
+        **fields,  # type: ignore[arg-type]
+    )
 
-    One executor per task keeps a slow pull from holding up other tasks; the intake spawns
-    them as temporary actors.
+
+async def publish_status(ctx: AgentContext, status: TaskStatus) -> None:
+    """Publish one TaskStatus; a bus failure is logged (the server retries the task)."""
+    await publish_payload(ctx, status.task_id, encode(status))
+
+
+async def publish_payload(ctx: AgentContext, task_id: str, payload: bytes) -> None:
+    """Publish an encoded TaskStatus of ``task_id``; a bus failure is logged."""
+    try:
+        await ctx.bus.publish(subjects.TASK_STATUS, payload)
+    except KnitError as exc:
+        log.warning("cannot report task %s: %s", task_id, exc)
+
+
+async def refresh(
+    ctx: AgentContext, instance_id: str, container_id: str | None, deployment_id: str | None
+) -> None:
+    """Bring the node's report of the instance up to date before the result is sent.
+
+    The server ignores reports taken before a task's result; one taken after it must then
+    show what the task did, not what Docker's events have not told yet.
     """
+    if ctx.refresh is None:
+        return
+    try:
+        await ctx.refresh(instance_id, container_id, deployment_id)
+    except KnitError as exc:  # the next event or re-list catches up
+        log.warning("cannot refresh the report of instance %s: %s", instance_id, exc)
 
-    def __init__(
-        self, ctx: AgentContext, on_done: Callable[[TaskStatus], None] | None = None
-    ) -> None:
-        self.ctx = ctx
-        self.on_done = on_done
 
-    async def report(self, task: Task, state: str, **fields: object) -> TaskStatus:
-        """Publish one TaskStatus for ``task``; return it."""
-        status = TaskStatus(
-            task_id=task.task_id,
-            instance_id=task.instance_id,
-            node_id=self.ctx.node_id,
-            state=state,  # type: ignore[arg-type]
-            at=time.time(),
-            **fields,  # type: ignore[arg-type]
-        )
-        try:
-            await self.ctx.bus.publish(subjects.TASK_STATUS, encode(status))
-        except KnitError as exc:
-            log.warning("cannot report task %s: %s", task.task_id, exc)
-        return status
+async def run_task(ctx: AgentContext, task: Task) -> TaskStatus:
+    """Run one task to its end under ``ctx.task_timeout``; publish and return its final status.
 
-    async def refresh(self, instance_id: str, container_id: str | None) -> None:
-        """Bring the node's report of the instance up to date before the result is sent.
-
-        The server ignores reports taken before a task's result; one taken after it must
-        then show what the task did, not what Docker's events have not told yet.
-        """
-        if self.ctx.refresh is None:
-            return
-        try:
-            await self.ctx.refresh(instance_id, container_id)
-        except (ActorError, KnitError) as exc:  # the next event or re-list catches up
-            log.warning("cannot refresh the report of instance %s: %s", instance_id, exc)
-
-    async def handle(self, message: Task) -> None:
-        """Run one task to its end, under the context's task timeout."""
-        try:
-            with anyio.fail_after(self.ctx.task_timeout):
-                if isinstance(message, DeployTask):
-                    container_id = await deploy(self.ctx, message)
-                    await self.refresh(message.instance_id, container_id)
-                    final = await self.report(message, "succeeded", container_id=container_id)
-                else:
-                    await stop(self.ctx, message)
-                    if message.remove:
-                        await self.refresh(message.instance_id, None)
-                    final = await self.report(
-                        message, "succeeded", container_id=message.container_id
-                    )
-        except StepFailed as exc:
-            log.info("task %s failed at %s: %s", message.task_id, exc.step, exc.reason)
-            final = await self.report(message, "failed", step=exc.step, error=exc.reason)
-        except TimeoutError:
-            final = await self.report(message, "failed", step="timeout", error="task timed out")
-        self.finish()
-        if self.on_done is not None:
-            self.on_done(final)
+    A step that fails ends the task ``failed`` with the step and the reason; so does the
+    timeout (step ``timeout``). Cancellation (the agent stopping) abandons the task unreported:
+    the server re-sends it and the retry adopts what this attempt left.
+    """
+    # A plain deadline scope: fail_after's two generator-based context managers cost more.
+    scope = anyio.CancelScope(deadline=anyio.current_time() + ctx.task_timeout)
+    try:
+        with scope:
+            if isinstance(task, DeployTask):
+                container_id = await deploy(ctx, task)
+                await refresh(ctx, task.instance_id, container_id, task.deployment.id)
+                final = task_status(ctx, task, "succeeded", container_id=container_id)
+            else:
+                await stop(ctx, task)
+                if task.remove:
+                    await refresh(ctx, task.instance_id, None, None)
+                final = task_status(ctx, task, "succeeded", container_id=task.container_id)
+            await publish_status(ctx, final)
+            return final
+        # Only the deadline ends the body without a return.
+        final = task_status(ctx, task, "failed", step="timeout", error="task timed out")
+    except StepFailed as exc:
+        log.info("task %s failed at %s: %s", task.task_id, exc.step, exc.reason)
+        final = task_status(ctx, task, "failed", step=exc.step, error=exc.reason)
+    await publish_status(ctx, final)
+    return final

@@ -29,6 +29,10 @@ class TemplateFiles:
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "instances"
+        # Renders started so far, and their number when a sweep last found no folder left:
+        # while they are equal there is nothing to sweep, and no thread is used for it.
+        self.renders = 0
+        self.clean_at = -1
 
     def folder(self, instance_id: str) -> Path:
         """The folder holding one instance's files."""
@@ -51,6 +55,7 @@ class TemplateFiles:
         rendered = [(render(content, dict(context)), dest) for content, dest in templates]
         if not rendered:
             return []
+        self.renders += 1
         return await anyio.to_thread.run_sync(self._write, instance_id, rendered)
 
     def _write(self, instance_id: str, rendered: list[tuple[str, str]]) -> list[Mount]:
@@ -80,17 +85,28 @@ class TemplateFiles:
         """Delete the folders of instances not in ``keep`` (their containers are gone).
 
         Folders younger than ``older_than`` seconds are kept: a deploy renders its files
-        before it creates the container. Returns the instance ids removed.
+        before it creates the container. Returns the instance ids removed. Once a sweep found
+        no folder, later ones return at once until something is rendered again.
         """
-        return await anyio.to_thread.run_sync(self._remove_stale, keep, older_than)
-
-    def _remove_stale(self, keep: set[str], older_than: float) -> list[str]:
-        if not self.root.is_dir():
+        if self.clean_at == self.renders:
             return []
+        renders = self.renders
+        removed, left = await anyio.to_thread.run_sync(self._remove_stale, keep, older_than)
+        if not left:
+            self.clean_at = renders
+        return removed
+
+    def _remove_stale(self, keep: set[str], older_than: float) -> tuple[list[str], int]:
+        """Sweep; return the instance ids removed and how many folders are left."""
+        if not self.root.is_dir():
+            return [], 0
         cutoff = time.time() - older_than
         removed = []
+        left = 0
         for folder in self.root.iterdir():
             if folder.is_dir() and folder.name not in keep and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder.name)
-        return removed
+            else:
+                left += 1
+        return removed, left

@@ -6,9 +6,10 @@ how the server finds out about anything its other messages missed.
 
 Besides the regular beat, a change of the report (a container exited, started, vanished)
 makes the Heartbeater beat soon, at most once per ``MIN_GAP``: an exit reaches the server in
-tens of milliseconds rather than up to one interval later. ``sent_at`` is the agent's clock
-when the report was asked for, so the server can tell a report taken before a task's result
-(stale) from one taken after it.
+tens of milliseconds rather than up to one interval later. Changes a running task of this
+agent causes itself do not (the Reconciler leaves them out): its TaskStatus tells them.
+``sent_at`` is the agent's clock when the report was asked for, so the server can tell a
+report taken before a task's result (stale) from one taken after it.
 """
 
 from __future__ import annotations

@@ -1,110 +1,133 @@
 """Task intake: ``knit.tasks.{node id}`` and ``knit.tasks.broadcast`` (a queue group).
 
-Layer: agent. Decodes each task, acknowledges it (``accepted``), and hands it to a
-TaskExecutor of its own. A task id runs once: a re-delivered task that is still running is
-ignored, one that has ended gets its final status again (the first report may have been
-lost) without running again.
+Layer: agent. Decodes each task, acknowledges it (``accepted``), and runs it in a task of the
+agent's task group (``executor.run_task``). A task id runs once: a re-delivered task that is
+still running is ignored, one that has ended gets its final status again (the first report
+may have been lost) without running again.
+
+Tasks run on a small elastic pool of worker tasks rather than an actor or a new task each:
+a task does not need a mailbox or a supervisor (it catches its own failures and reports
+them), and with hundreds of placements a second spawning was a large part of the agent's
+CPU. Waking a parked worker costs an event; a burst starts more workers, and at most
+``MAX_PARKED`` of them stay parked once it is over.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
-from actors import Actor, ActorRef, Restart
+import anyio
+from anyio.abc import TaskGroup
+
 from knit.agent.context import AgentContext
-from knit.agent.executor import TaskExecutor
-from knit.delivery import deliver
+from knit.agent.executor import publish_payload, publish_status, run_task, task_status
 from knit.errors import KnitError
 from knit.wire import subjects
-from knit.wire.messages import Task, TaskStatus, decode_task, encode
+from knit.wire.messages import Task, decode_task, encode
 
 log = logging.getLogger(__name__)
 
 REMEMBERED_TASKS = 10_000
+MAX_PARKED = 32
+"""Idle workers kept for the next tasks; more end once they find nothing to do."""
 
 
-@dataclass(frozen=True)
-class Received:
-    """A task arrived on the bus."""
+class TaskIntake:
+    """Takes tasks from the bus, exactly once per task id, and runs them.
 
-    task: Task
+    Args:
+        ctx: the agent's context (its ``in_flight`` map is kept here).
+        tg: the task group the workers run in; cancelling it abandons the running tasks
+            unreported (the server re-sends them, and a retry adopts what they left).
+    """
 
-
-@dataclass(frozen=True)
-class Finished:
-    """An executor ended its task with this final status."""
-
-    status: TaskStatus
-
-
-IntakeMessage = Received | Finished
-
-
-class TaskIntake(Actor[IntakeMessage]):
-    """Takes tasks from the bus, exactly once per task id."""
-
-    def __init__(self, ctx: AgentContext) -> None:
+    def __init__(self, ctx: AgentContext, tg: TaskGroup) -> None:
         self.ctx = ctx
-        self.running: dict[str, ActorRef[Task]] = {}
-        self.done: OrderedDict[str, TaskStatus] = OrderedDict()
+        self.tg = tg
+        self.running: set[str] = set()
+        # Final statuses as published (bytes: thousands of them outlive many collections,
+        # and bytes are nothing for the garbage collector to walk).
+        self.done: OrderedDict[str, bytes] = OrderedDict()
+        self.queue: collections.deque[Task] = collections.deque()
+        self.parked: list[anyio.Event] = []
 
-    async def started(self) -> None:
-        """Subscribe to this node's subject and to the broadcast queue group."""
-        me = self.ref
+    async def subscribe(self) -> None:
+        """Subscribe to this node's subject and to the broadcast queue group.
 
-        async def on_task(payload: bytes, reply: str | None) -> None:
-            try:
-                task = decode_task(payload)
-            except KnitError as exc:
-                log.warning("undecodable task dropped: %s", exc)
-                return
-            await deliver(me, Received(task))
-
-        await self.ctx.bus.subscribe(subjects.tasks_for(self.ctx.node_id), on_task)
+        Raises:
+            BusError: the bus refused a subscription.
+        """
+        await self.ctx.bus.subscribe(subjects.tasks_for(self.ctx.node_id), self.on_task)
         await self.ctx.bus.subscribe(
-            subjects.TASKS_BROADCAST, on_task, queue=subjects.BROADCAST_QUEUE
+            subjects.TASKS_BROADCAST, self.on_task, queue=subjects.BROADCAST_QUEUE
         )
 
-    async def handle(self, message: IntakeMessage) -> None:
-        """Start a new task, or ignore a duplicate."""
-        if isinstance(message, Finished):
-            task_id = message.status.task_id
-            self.running.pop(task_id, None)
-            self.done[task_id] = message.status
-            while len(self.done) > REMEMBERED_TASKS:
-                self.done.popitem(last=False)
-            return
-        task = message.task
-        if task.task_id in self.running:
-            return
-        final = self.done.get(task.task_id)
-        if final is not None:
-            await self.publish(final)
-            return
-        status = TaskStatus(
-            task_id=task.task_id,
-            instance_id=task.instance_id,
-            node_id=self.ctx.node_id,
-            state="accepted",
-            at=time.time(),
-        )
-        await self.publish(status)
-        me = self.ref
-        executor = await self.system.spawn(
-            lambda: TaskExecutor(self.ctx, on_done=lambda st: me.tell_nowait(Finished(st))),
-            name=f"executor/{task.task_id}",
-            restart=Restart.TEMPORARY,
-            mailbox_size=1,
-        )
-        self.running[task.task_id] = executor
-        await deliver(executor, task)
-
-    async def publish(self, status: TaskStatus) -> None:
-        """Publish a status; a bus failure is logged (the server retries the task)."""
+    async def on_task(self, payload: bytes, reply: str | None) -> None:
+        """Bus handler: decode a task and take it (an undecodable one is logged, dropped)."""
         try:
-            await self.ctx.bus.publish(subjects.TASK_STATUS, encode(status))
+            task = decode_task(payload)
         except KnitError as exc:
-            log.warning("cannot report task %s: %s", status.task_id, exc)
+            log.warning("undecodable task dropped: %s", exc)
+            return
+        await self.take(task)
+
+    async def take(self, task: Task) -> None:
+        """Accept and start a new task, or answer a duplicate.
+
+        A duplicate of a running task is ignored; one of an ended task gets its final
+        status again. Cancellation while publishing ``accepted`` still starts the task.
+        """
+        task_id = task.task_id
+        if task_id in self.running:
+            return
+        final = self.done.get(task_id)
+        if final is not None:
+            await publish_payload(self.ctx, task_id, final)
+            return
+        # Marked before the first await, so a duplicate arriving meanwhile is ignored.
+        self.running.add(task_id)
+        self.ctx.in_flight[task.instance_id] = task
+        try:
+            await publish_status(self.ctx, task_status(self.ctx, task, "accepted"))
+        finally:  # (even if cancelled: the task must run, or its id would stay "running")
+            self.queue.append(task)
+            if self.parked:
+                self.parked.pop().set()
+            else:
+                self.tg.start_soon(self.work, name="agent task worker")
+
+    async def work(self) -> None:
+        """One worker: run queued tasks, park while there are none, end past MAX_PARKED.
+
+        Every queued task has woken or started a worker of its own, so none waits behind
+        another task's run.
+        """
+        queue, parked = self.queue, self.parked
+        while True:
+            while queue:
+                await self.run(queue.popleft())
+            if len(parked) >= MAX_PARKED:
+                return
+            event = anyio.Event()
+            parked.append(event)
+            await event.wait()
+
+    async def run(self, task: Task) -> None:
+        """Run one task and remember its final status."""
+        try:
+            final = await run_task(self.ctx, task)
+        except Exception as exc:  # a bug: report it rather than lose the agent or the task
+            log.exception("task %s crashed", task.task_id)
+            final = task_status(
+                self.ctx, task, "failed", step="agent", error=f"agent error: {exc!r}"
+            )
+            await publish_status(self.ctx, final)
+        finally:
+            self.running.discard(task.task_id)
+            if self.ctx.in_flight.get(task.instance_id) is task:
+                del self.ctx.in_flight[task.instance_id]
+        self.done[task.task_id] = encode(final)
+        while len(self.done) > REMEMBERED_TASKS:
+            self.done.popitem(last=False)

@@ -1,7 +1,8 @@
 """The agent process: ``knit agent``.
 
 Layer: agent (entry point). Builds the adapters (NATS bus, Docker runtime, key pair), then
-the actor tree: Reconciler, TaskIntake, Heartbeater, and the runtime event pump.
+the actor tree: Reconciler and Heartbeater, next to the TaskIntake (its tasks run in the
+agent's task group) and the runtime event pump.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from knit.agent.files import TemplateFiles
 from knit.agent.heartbeat import Changed, Heartbeater, HeartbeatMessage
 from knit.agent.identity import ensure_data_dir, load_or_create_node_id
 from knit.agent.intake import TaskIntake
-from knit.agent.reconciler import Reconciler, ReconcilerMessage, Refresh, pump_events
+from knit.agent.reconciler import Reconciler, ReconcilerMessage, pump_events
 from knit.bus import connect_bus
 from knit.config import AgentConfig
 from knit.secrets import NodeKeyPair
@@ -87,16 +88,27 @@ async def run_agent_actors(
     Runs until cancelled; reports the node id through ``task_status`` once registered.
     """
     async with open_actor_system(f"agent-{ctx.node_id[:8]}") as system:
+        current: list[Reconciler] = []
+
+        def make_reconciler() -> Reconciler:
+            current[:] = [Reconciler(ctx)]
+            return current[0]
+
         reconciler: ActorRef[ReconcilerMessage] = await system.spawn(
-            lambda: Reconciler(ctx), name="reconciler"
+            make_reconciler, name="reconciler"
         )
 
-        async def refresh(instance_id: str, container_id: str | None) -> None:
-            await reconciler.ask(Refresh(instance_id, container_id), timeout=10)
+        async def refresh(
+            instance_id: str, container_id: str | None, deployment_id: str | None
+        ) -> None:
+            # A direct call into the current incarnation, not an ask: a task refreshes once
+            # per placement, and the round trip through the mailbox was a good part of a
+            # placement's cost (Reconciler.refresh is written to run beside the actor's turn).
+            await current[0].refresh(instance_id, container_id, deployment_id)
 
         ctx.refresh = refresh
-        await system.spawn(lambda: TaskIntake(ctx), name="intake")
         async with anyio.create_task_group() as tg:
+            await TaskIntake(ctx, tg).subscribe()
             tg.start_soon(pump_events, ctx, reconciler)
             heartbeat: ActorRef[HeartbeatMessage] = await system.spawn(
                 lambda: Heartbeater(ctx, reconciler), name="heartbeat"

@@ -6,20 +6,24 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import cast
 
+import anyio
 import pytest
 
 from knit.agent.context import AgentContext
 from knit.agent.reconciler import Reconciler
 from knit.runtime.base import ContainerState, RuntimeEvent
+from knit.wire.messages import DeployTask, StopTask, TaskDeployment
 
 pytestmark = pytest.mark.unit
 
 LABELS = {"knit.instance": "i1", "knit.deployment": "d1", "knit.node": "n1"}
 
 
-def reconciler() -> tuple[Reconciler, list[int]]:
+def reconciler(
+    in_flight: dict[str, DeployTask | StopTask] | None = None,
+) -> tuple[Reconciler, list[int]]:
     changes: list[int] = []
-    ctx = SimpleNamespace(on_change=lambda: changes.append(1))
+    ctx = SimpleNamespace(on_change=lambda: changes.append(1), in_flight=in_flight or {})
     return Reconciler(cast(AgentContext, ctx)), changes
 
 
@@ -35,6 +39,76 @@ def test_events_set_the_status_and_exit_code_and_tell_of_each_change() -> None:
     assert len(changes) == 3
     table.apply(RuntimeEvent("c1", "destroy", LABELS))
     assert "i1" not in table.instances and len(changes) == 4
+
+
+def test_changes_a_running_task_causes_itself_do_not_tell_but_others_do() -> None:
+    deploy = DeployTask(
+        task_id="t1",
+        instance_id="i1",
+        instance_index=0,
+        deployment=TaskDeployment(id="d1", name="web", image="app"),
+    )
+    in_flight: dict[str, DeployTask | StopTask] = {"i1": deploy}
+    table, changes = reconciler(in_flight)
+    table.apply(RuntimeEvent("c1", "create", LABELS))
+    table.apply(RuntimeEvent("c1", "start", LABELS))
+    assert table.instances["i1"].status == "running" and changes == []
+    table.apply(RuntimeEvent("c1", "die", LABELS, exit_code=1))  # not the deploy's doing
+    assert len(changes) == 1
+    in_flight["i1"] = StopTask(task_id="t2", instance_id="i1")
+    table.apply(RuntimeEvent("c1", "start", LABELS))  # not the stop's doing
+    assert len(changes) == 2
+    table.apply(RuntimeEvent("c1", "die", LABELS, exit_code=0))
+    table.apply(RuntimeEvent("c1", "destroy", LABELS))
+    assert "i1" not in table.instances and len(changes) == 2
+    del in_flight["i1"]
+    table.apply(RuntimeEvent("c2", "create", LABELS))
+    assert len(changes) == 3
+
+
+def test_late_events_do_not_undo_what_a_refresh_found() -> None:
+    table, changes = reconciler()
+    table.apply(RuntimeEvent("c1", "start", LABELS))
+    table.apply(RuntimeEvent("c1", "create", LABELS))  # Docker's events may lag the calls
+    assert table.instances["i1"].status == "running"
+    table.removed["c1"] = None  # a stop task's refresh took it out of the table
+    del table.instances["i1"]
+    table.apply(RuntimeEvent("c1", "die", LABELS, exit_code=0))
+    table.apply(RuntimeEvent("c1", "destroy", LABELS))
+    assert table.instances == {} and table.removed == {} and len(changes) == 1
+
+
+@pytest.mark.anyio
+async def test_a_refresh_during_a_resync_is_kept() -> None:
+    running = ContainerState("c1", "n", LABELS, "running", None, "img")
+    listed = anyio.Event()
+    go_on = anyio.Event()
+
+    async def inspect(container_id: str) -> ContainerState | None:
+        return running
+
+    async def listing(labels: object) -> list[ContainerState]:
+        listed.set()
+        await go_on.wait()
+        return []  # taken before the container existed
+
+    async def remove_stale(keep: object) -> list[str]:
+        return []
+
+    ctx = SimpleNamespace(
+        on_change=None,
+        in_flight={},
+        node_id="n1",
+        runtime=SimpleNamespace(inspect=inspect, list=listing),
+        files=SimpleNamespace(remove_stale=remove_stale),
+    )
+    table = Reconciler(cast(AgentContext, ctx))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(table.resync)
+        await listed.wait()
+        await table.refresh("i1", "c1")
+        go_on.set()
+    assert table.instances["i1"].status == "running"
 
 
 def test_events_of_an_older_container_of_the_instance_are_ignored() -> None:
@@ -68,6 +142,7 @@ async def test_a_list_that_lags_the_events_does_not_undo_them() -> None:
 
     ctx = SimpleNamespace(
         on_change=None,
+        in_flight={},
         node_id="n1",
         runtime=SimpleNamespace(inspect=inspect, list=listing),
         files=SimpleNamespace(remove_stale=remove_stale),
