@@ -3,6 +3,9 @@
 Layer: api. Imports quart, pydantic, knit.domain and the ``ControlPlane`` port; never actors
 or the store. Errors become JSON bodies: ``{"error": "...", "errors": [{"field", "message"}]}``
 with 400 (malformed JSON), 404 (unknown id or path), 409 (conflict) or 422 (invalid input).
+
+The per-entity reads (``GET /nodes/<id>``, ``/deployments/<id>``, ``/events``) are answered
+by :class:`knit.api.reads.ReadRoutes` before Quart sees the request (:class:`KnitApp`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pydantic
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from knit.api import reads
 from knit.api.openapi import openapi_document
 from knit.api.ports import ControlPlane
 from knit.dashboard import create_dashboard
@@ -48,10 +53,7 @@ def error_response(
     status: int, message: str, errors: list[dict[str, str]] | None = None
 ) -> Response:
     """The one error body shape of the API."""
-    body: dict[str, Any] = {"error": message}
-    if errors is not None:
-        body["errors"] = errors
-    return json_response(body, status)
+    return json_response(reads.error_json(message, errors), status)
 
 
 async def read_model(model: type[M]) -> M:
@@ -74,9 +76,29 @@ async def read_model(model: type[M]) -> M:
         raise Invalid(errors_from_pydantic(exc)) from exc
 
 
-def create_app(control: ControlPlane) -> Quart:
+class KnitApp(Quart):
+    """Quart, with the per-entity reads answered before its request machinery (see
+    :mod:`knit.api.reads`)."""
+
+    reads: reads.ReadRoutes | None = None
+
+    async def asgi_app(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """Serve one ASGI connection: a hot read here, anything else through Quart."""
+        if (
+            scope["type"] == "http"
+            and self.reads is not None
+            and await self.reads.answer(scope, send)
+        ):
+            return
+        await super().asgi_app(scope, receive, send)
+
+
+def create_app(control: ControlPlane) -> KnitApp:
     """Build the Quart application serving Knit's REST API on top of ``control``."""
-    app = Quart("knit")
+    app = KnitApp("knit")
+    app.reads = reads.ReadRoutes(control)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
 
@@ -136,7 +158,7 @@ def create_app(control: ControlPlane) -> Quart:
 
     @route("/nodes/<node_id>", ["GET"])
     async def get_node(node_id: str) -> Response:
-        return json_response(await control.get_node(node_id))
+        return json_response(await reads.get_node(control, node_id))
 
     @route("/nodes/<node_id>/drain", ["POST"])
     async def drain_node(node_id: str) -> Response:
@@ -188,7 +210,7 @@ def create_app(control: ControlPlane) -> Quart:
 
     @route("/deployments/<deployment_id>", ["GET"])
     async def get_deployment(deployment_id: str) -> Response:
-        return json_response(await control.get_deployment(deployment_id))
+        return json_response(await reads.get_deployment(control, deployment_id))
 
     @route("/deployments/<deployment_id>", ["DELETE"])
     async def delete_deployment(deployment_id: str) -> Response:
@@ -201,18 +223,7 @@ def create_app(control: ControlPlane) -> Quart:
 
     @route("/events", ["GET"])
     async def list_events() -> Response:
-        raw_limit = request.args.get("limit", "100")
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise ValidationError("limit", "must be an integer") from None
-        if not 1 <= limit <= 10_000:
-            raise ValidationError("limit", "must be between 1 and 10000")
-        events = await control.list_events(
-            deployment_id=request.args.get("deployment_id") or request.args.get("deployment"),
-            node_id=request.args.get("node_id") or request.args.get("node"),
-            limit=limit,
-        )
-        return json_response(events)
+        query = {key: request.args[key] for key in request.args}
+        return json_response(await reads.list_events(control, query))
 
     return app

@@ -222,10 +222,12 @@ class Repo:
         return [deployment_json(r) for r in records]
 
     async def deployment_json(self, deployment_id: str) -> dict[str, Any]:
-        record = await self.store.read(deployments.find_deployment, deployment_id)
-        if record is None or record.deleted:
+        # One read (one thread hop, one snapshot) for the deployment and its instances.
+        found = await self.store.read(deployments.find_with_instances, deployment_id)
+        if found is None or found[0].deleted:
             raise NotFound("deployment", deployment_id)
-        return deployment_json(record, await self.instances_of(deployment_id))
+        record, rows = found
+        return deployment_json(record, [instance_state(r) for r in rows])
 
     # --- instances -------------------------------------------------------------------------
 

@@ -5,13 +5,15 @@ Layer: store (adapter). Imports sqlalchemy, aiosqlite (through SQLAlchemy), anyi
 
 The database is the truth; the server's actors rebuild their state from it after a restart.
 
-* :func:`open_store` / :class:`Store` — the usual entry point: reads on a pool of read
-  connections, writes through the one :class:`StoreWriter` (batched ``BEGIN IMMEDIATE``
-  transactions, savepoint fallback so one failing write does not fail its batch).
+* :func:`open_store` / :class:`Store` — the usual entry point: reads in a few read threads
+  (a whole read per hand-off, one WAL snapshot each), writes through the one
+  :class:`StoreWriter` (batched ``BEGIN IMMEDIATE`` transactions, savepoint fallback so one
+  failing write does not fail its batch).
 * :func:`open_database` / :class:`Database` / :class:`StoreWriter` — the parts, for
   wrapping the writer into an actor.
 * ``nodes``, ``deployments``, ``instances``, ``networks``, ``credentials``, ``tasks``,
-  ``events`` — per entity: read functions ``f(conn, ...)`` and write op factories.
+  ``events`` — per entity: read functions (:class:`Read`: ``f(conn, ...)`` on a synchronous
+  connection, also awaitable on an async one) and write op factories.
 * Records (``NodeRecord``, ``DeploymentRecord``, ...) — frozen, detached results.
 
 Conventions: ids are ``str`` (uuid4 hex, made in Python by :func:`new_id`); timestamps are
@@ -24,6 +26,7 @@ from knit.store.db import Database, database_url, open_database, translate_error
 from knit.store.facade import Store, open_store
 from knit.store.instances import LIVE_STATUSES
 from knit.store.ops import Op, RowsOp
+from knit.store.reads import Read
 from knit.store.records import (
     INSTANCE_STATUSES,
     NODE_STATUSES,
@@ -64,6 +67,7 @@ __all__ = [
     "NodeNetworkRecord",
     "NodeRecord",
     "Op",
+    "Read",
     "RegistryCredentialsRecord",
     "RowsOp",
     "Store",

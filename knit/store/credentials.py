@@ -11,11 +11,13 @@ pick it with :func:`knit.store.records.new_id`, encrypt, then create.
 from __future__ import annotations
 
 from sqlalchemy import RowMapping, delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from knit.errors import Conflict, NotFound
 from knit.store.models import Deployment, RegistryCredentials
 from knit.store.ops import Op
+from knit.store.reads import Read
 from knit.store.records import RegistryCredentialsRecord, new_id
 from knit.store.sql import KEEP, Keep, now
 
@@ -34,38 +36,40 @@ def _record(row: RowMapping) -> RegistryCredentialsRecord:
 # --- reads ---------------------------------------------------------------------------------
 
 
-async def find_credentials(
-    conn: AsyncConnection, credentials_id: str
-) -> RegistryCredentialsRecord | None:
+@Read
+def find_credentials(conn: Connection, credentials_id: str) -> RegistryCredentialsRecord | None:
     """The credentials ``credentials_id``, or None."""
     stmt = select(RegistryCredentials).where(RegistryCredentials.id == credentials_id)
-    row = (await conn.execute(stmt)).mappings().first()
+    row = conn.execute(stmt).mappings().first()
     return None if row is None else _record(row)
 
 
-async def get_credentials(conn: AsyncConnection, credentials_id: str) -> RegistryCredentialsRecord:
+@Read
+def get_credentials(conn: Connection, credentials_id: str) -> RegistryCredentialsRecord:
     """The credentials ``credentials_id``.
 
     Raises:
         NotFound: none with this id.
     """
-    record = await find_credentials(conn, credentials_id)
+    record = find_credentials.sync(conn, credentials_id)
     if record is None:
         raise NotFound("registry_credentials", credentials_id)
     return record
 
 
-async def list_credentials(conn: AsyncConnection) -> list[RegistryCredentialsRecord]:
+@Read
+def list_credentials(conn: Connection) -> list[RegistryCredentialsRecord]:
     """Every set of credentials, oldest first."""
     stmt = select(RegistryCredentials).order_by(
         RegistryCredentials.created_at, RegistryCredentials.id
     )
-    return [_record(row) for row in (await conn.execute(stmt)).mappings()]
+    return [_record(row) for row in conn.execute(stmt).mappings()]
 
 
-async def list_credentials_ids(conn: AsyncConnection) -> set[str]:
+@Read
+def list_credentials_ids(conn: Connection) -> set[str]:
     """The ids of every set of credentials (to validate references)."""
-    return set((await conn.execute(select(RegistryCredentials.id))).scalars())
+    return set(conn.execute(select(RegistryCredentials.id)).scalars())
 
 
 # --- writes (op factories) -----------------------------------------------------------------

@@ -14,14 +14,23 @@ Two engines share the file:
   transactions that read then write are what lose updates or raise "database is locked"
   (see ARCHITECTURE.md). Writes normally go through :class:`knit.store.writer.StoreWriter`,
   the one writer.
-* the **read engine** (a small pool): deferred ``BEGIN`` (a consistent WAL snapshot per
-  :meth:`Database.read` block) and ``PRAGMA query_only``, so nothing writes around the
-  writer.
+* the **read threads** (SQLite only; :mod:`knit.store.read_threads`): a few threads, each
+  with a synchronous pysqlite connection, that run a whole read function per job
+  (:meth:`Database.run_read`, what :meth:`knit.store.Store.read` uses): deferred ``BEGIN``
+  (a consistent WAL snapshot per read) and ``PRAGMA query_only``, so nothing writes around
+  the writer. One hand-off to a thread per read instead of one per step
+  (``docs/decisions/0007-reads-in-threads.md``).
+* the **read engine** (async, a small pool, connected on first use), with the same
+  settings: :meth:`Database.read` blocks, and every read on other databases. On PostgreSQL,
+  :meth:`Database.run_read` runs the same synchronous read functions on it through
+  SQLAlchemy's greenlet bridge (``AsyncConnection.run_sync``); a synchronous driver engine
+  (psycopg) in read threads would be the next step if reads there need the same treatment.
 
 Cancellation: aiosqlite runs each query in a thread that cancelling the awaiting task does
 not stop. A ``handle_error`` hook sees the cancellation (SQLAlchemy reports it there before
 it invalidates the connection) and calls the sqlite3 connection's ``interrupt()``, so the
-query stops at once and the pool replaces the connection.
+query stops at once and the pool replaces the connection. The read threads interrupt their
+own connection the same way (:class:`~knit.store.read_threads.ReadThreads`).
 """
 
 from __future__ import annotations
@@ -31,21 +40,25 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
-from sqlalchemy import event, insert, select
+from sqlalchemy import create_engine, event, insert, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Connection, ExceptionContext, make_url
+from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from knit.errors import Conflict, KnitError, StoreError
 from knit.store.models import SCHEMA_VERSION, Base, SchemaVersion
+from knit.store.read_threads import ReadThreads
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 DEFAULT_FILENAME = "knit.db"
 
@@ -100,17 +113,24 @@ def translate_error(exc: BaseException) -> BaseException:
 
 
 class Database:
-    """An open store: a write engine and a read engine on the same database.
+    """An open store: a write engine, read threads and a read engine on the same database.
 
-    Get one from :func:`open_database`. Reads use :meth:`read`; writes go through a
-    :class:`~knit.store.writer.StoreWriter` built on this object (or, outside the server's
-    hot path, :meth:`transaction`).
+    Get one from :func:`open_database`. Reads use :meth:`run_read` (or :meth:`read` for a
+    block of async statements); writes go through a :class:`~knit.store.writer.StoreWriter`
+    built on this object (or, outside the server's hot path, :meth:`transaction`).
     """
 
-    def __init__(self, url: URL, write_engine: AsyncEngine, read_engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        url: URL,
+        write_engine: AsyncEngine,
+        read_engine: AsyncEngine,
+        read_threads: ReadThreads | None = None,
+    ) -> None:
         self.url = url
         self.write_engine = write_engine
         self.read_engine = read_engine
+        self.read_threads = read_threads
 
     @property
     def dialect_name(self) -> str:
@@ -130,6 +150,33 @@ class Database:
         try:
             async with self.read_engine.connect() as conn:
                 yield conn
+        except sa_exc.SQLAlchemyError as exc:
+            raise translate_error(exc) from exc
+
+    async def run_read(
+        self,
+        fn: Callable[Concatenate[Connection, P], T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``fn(conn, *args, **kwargs)`` on a synchronous read connection, in one transaction.
+
+        On SQLite, in a read thread: one hand-off to the thread and one back, whatever
+        ``fn`` does. Elsewhere, on the async read engine through ``run_sync``.
+
+        Cancellation: returns at once; a read not started is skipped, a running query is
+        interrupted.
+
+        Raises:
+            StoreError: the database failed, or it is closed.
+            Exception: what ``fn`` raises (``NotFound``, ...).
+        """
+        try:
+            if self.read_threads is not None:
+                return await self.read_threads.run(lambda conn: fn(conn, *args, **kwargs))
+            async with self.read_engine.connect() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
         except sa_exc.SQLAlchemyError as exc:
             raise translate_error(exc) from exc
 
@@ -154,6 +201,9 @@ class Database:
     async def aclose(self) -> None:
         """Close every pooled connection (shielded: runs to the end even if cancelled)."""
         with anyio.CancelScope(shield=True):
+            if self.read_threads is not None:
+                await self.read_threads.aclose()
+                self.read_threads.engine.dispose()
             await self.write_engine.dispose()
             await self.read_engine.dispose()
 
@@ -165,6 +215,7 @@ async def open_database(
     read_pool_size: int = 4,
     busy_timeout: float = 5.0,
     echo: bool = False,
+    read_threads: bool | None = None,
 ) -> AsyncIterator[Database]:
     """Open (and create if needed) the store; close it when the block ends.
 
@@ -175,16 +226,22 @@ async def open_database(
     Args:
         url_or_path: a SQLAlchemy URL (``sqlite+aiosqlite:///...``, ``postgresql+asyncpg://``)
             or the path of a SQLite file.
-        read_pool_size: connections kept for concurrent reads.
+        read_pool_size: reads that run at once (read threads, and connections of the
+            async read engine).
         busy_timeout: seconds SQLite waits for a lock held by another connection.
         echo: log every statement with its parameters (debugging).
+        read_threads: run :meth:`Database.run_read` in read threads (default: on SQLite);
+            False runs it on the async read engine, as on other databases.
 
     Raises:
         StoreError: the database cannot be opened, or its schema is newer than this code.
-        ValueError: the URL names an in-memory SQLite database.
+        ValueError: the URL names an in-memory SQLite database, or asks for read threads
+            on another database.
     """
     url = database_url(url_or_path)
     sqlite = url.get_backend_name() == "sqlite"
+    if read_threads and not sqlite:
+        raise ValueError(f"read threads need SQLite, not {url.get_backend_name()}")
     if sqlite and url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     # Parameters stay out of error messages (they may hold ciphertext) unless debugging.
@@ -193,16 +250,36 @@ async def open_database(
     read_engine = create_async_engine(
         url, pool_size=read_pool_size, max_overflow=read_pool_size, **common
     )
+    threads: ReadThreads | None = None
     if sqlite:
         timeout_ms = int(busy_timeout * 1000)
-        _install_sqlite_hooks(write_engine, writer=True, busy_timeout_ms=timeout_ms)
-        _install_sqlite_hooks(read_engine, writer=False, busy_timeout_ms=timeout_ms)
-    db = Database(url, write_engine, read_engine)
+        _install_sqlite_hooks(write_engine.sync_engine, writer=True, busy_timeout_ms=timeout_ms)
+        _install_sqlite_hooks(read_engine.sync_engine, writer=False, busy_timeout_ms=timeout_ms)
+        if read_threads is not False:
+            engine = _sync_read_engine(url, read_pool_size, timeout_ms, common)
+            threads = ReadThreads(engine, read_pool_size)
+    db = Database(url, write_engine, read_engine, threads)
     try:
         await _create_schema(db)
         yield db
     finally:
         await db.aclose()
+
+
+def _sync_read_engine(
+    url: URL, threads: int, busy_timeout_ms: int, common: dict[str, Any]
+) -> Engine:
+    """The pysqlite engine of the read threads: one connection per thread."""
+    engine = create_engine(
+        url.set(drivername="sqlite+pysqlite"),
+        pool_size=threads,
+        max_overflow=threads,
+        # Each connection is used by one thread at a time, but not always the same one.
+        connect_args={"check_same_thread": False},
+        **common,
+    )
+    _install_sqlite_hooks(engine, writer=False, busy_timeout_ms=busy_timeout_ms)
+    return engine
 
 
 async def _create_schema(db: Database) -> None:
@@ -224,12 +301,12 @@ async def _create_schema(db: Database) -> None:
             raise StoreError(f"no migration from schema version {stored} to {SCHEMA_VERSION}")
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, *, writer: bool, busy_timeout_ms: int) -> None:
+def _install_sqlite_hooks(sync_engine: Engine, *, writer: bool, busy_timeout_ms: int) -> None:
     """SQLite settings per connection, our own BEGIN, and interrupt-on-cancel."""
-    sync_engine = engine.sync_engine
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
-    # ``dbapi_connection`` is SQLAlchemy's aiosqlite adapter, which has no type stubs.
+    # ``dbapi_connection`` is SQLAlchemy's aiosqlite adapter (no type stubs) or a
+    # ``sqlite3.Connection`` (read threads).
     def on_connect(dbapi_connection: Any, _record: object) -> None:
         # sqlite3's own transaction handling skips BEGIN before SELECT and SAVEPOINT; we
         # emit BEGIN ourselves (``on_begin``), so turn it off.

@@ -2,9 +2,9 @@
 
 Layer: store (adapter). Imports sqlalchemy, ``knit.errors`` and ``knit.store``'s own modules.
 
-Reads are ``async def f(conn, ...)``; writes are factories returning an op for the
-:class:`StoreWriter`. Names are unique among deployments that are not deleted. Deleting is
-two steps: :func:`mark_deleted` (the row stays while instances are stopped), then
+Reads are :class:`~knit.store.reads.Read` functions; writes are factories returning an
+op for the :class:`StoreWriter`. Names are unique among deployments that are not deleted.
+Deleting is two steps: :func:`mark_deleted` (the row stays while instances are stopped), then
 :func:`purge` once none is left.
 """
 
@@ -14,9 +14,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import RowMapping, delete, exists, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from knit.errors import Conflict, NotFound
+from knit.store import instances
 from knit.store.models import (
     ContainerInstance,
     Deployment,
@@ -26,7 +28,15 @@ from knit.store.models import (
     Task,
 )
 from knit.store.ops import Op
-from knit.store.records import DeploymentRecord, json_copy, new_id, obj_list, str_map
+from knit.store.reads import Read
+from knit.store.records import (
+    DeploymentRecord,
+    InstanceRecord,
+    json_copy,
+    new_id,
+    obj_list,
+    str_map,
+)
 from knit.store.sql import now
 
 
@@ -79,74 +89,93 @@ def _spec_row(d: DeploymentRecord) -> dict[str, object]:
 # --- reads ---------------------------------------------------------------------------------
 
 
-async def find_deployment(conn: AsyncConnection, deployment_id: str) -> DeploymentRecord | None:
+@Read
+def find_deployment(conn: Connection, deployment_id: str) -> DeploymentRecord | None:
     """The deployment ``deployment_id`` (deleted or not), or None."""
     stmt = select(Deployment).where(Deployment.id == deployment_id)
-    row = (await conn.execute(stmt)).mappings().first()
+    row = conn.execute(stmt).mappings().first()
     return None if row is None else _record(row)
 
 
-async def get_deployment(conn: AsyncConnection, deployment_id: str) -> DeploymentRecord:
+@Read
+def get_deployment(conn: Connection, deployment_id: str) -> DeploymentRecord:
     """The deployment ``deployment_id`` (deleted or not).
 
     Raises:
         NotFound: no such deployment.
     """
-    record = await find_deployment(conn, deployment_id)
+    record = find_deployment.sync(conn, deployment_id)
     if record is None:
         raise NotFound("deployment", deployment_id)
     return record
 
 
-async def find_deployment_by_name(conn: AsyncConnection, name: str) -> DeploymentRecord | None:
+@Read
+def find_deployment_by_name(conn: Connection, name: str) -> DeploymentRecord | None:
     """The deployment named ``name`` that is not deleted, or None."""
     stmt = select(Deployment).where(Deployment.name == name, Deployment.deleted.is_(False))
-    row = (await conn.execute(stmt)).mappings().first()
+    row = conn.execute(stmt).mappings().first()
     return None if row is None else _record(row)
 
 
-async def get_deployment_by_name(conn: AsyncConnection, name: str) -> DeploymentRecord:
+@Read
+def get_deployment_by_name(conn: Connection, name: str) -> DeploymentRecord:
     """The deployment named ``name`` that is not deleted.
 
     Raises:
         NotFound: no such deployment.
     """
-    record = await find_deployment_by_name(conn, name)
+    record = find_deployment_by_name.sync(conn, name)
     if record is None:
         raise NotFound("deployment", name)
     return record
 
 
-async def resolve_deployment(conn: AsyncConnection, id_or_name: str) -> DeploymentRecord:
+@Read
+def resolve_deployment(conn: Connection, id_or_name: str) -> DeploymentRecord:
     """The deployment with this id, else the live one with this name.
 
     Raises:
         NotFound: neither exists.
     """
-    record = await find_deployment(conn, id_or_name)
+    record = find_deployment.sync(conn, id_or_name)
     if record is None:
-        record = await find_deployment_by_name(conn, id_or_name)
+        record = find_deployment_by_name.sync(conn, id_or_name)
     if record is None:
         raise NotFound("deployment", id_or_name)
     return record
 
 
-async def list_deployments(
-    conn: AsyncConnection, *, include_deleted: bool = True
-) -> list[DeploymentRecord]:
+@Read
+def find_with_instances(
+    conn: Connection, deployment_id: str
+) -> tuple[DeploymentRecord, list[InstanceRecord]] | None:
+    """The deployment ``deployment_id`` (deleted or not) with its instances, or None.
+
+    One snapshot: the instances are those of the deployment as read.
+    """
+    record = find_deployment.sync(conn, deployment_id)
+    if record is None:
+        return None
+    return record, instances.list_instances.sync(conn, deployment_id=deployment_id)
+
+
+@Read
+def list_deployments(conn: Connection, *, include_deleted: bool = True) -> list[DeploymentRecord]:
     """Every deployment, by name (deleted ones too unless ``include_deleted`` is False)."""
     stmt = select(Deployment).order_by(Deployment.name, Deployment.created_at)
     if not include_deleted:
         stmt = stmt.where(Deployment.deleted.is_(False))
-    return [_record(row) for row in (await conn.execute(stmt)).mappings()]
+    return [_record(row) for row in conn.execute(stmt).mappings()]
 
 
-async def list_deployment_ids(conn: AsyncConnection, *, include_deleted: bool = True) -> list[str]:
+@Read
+def list_deployment_ids(conn: Connection, *, include_deleted: bool = True) -> list[str]:
     """The ids of every deployment (what the server spawns actors for after a restart)."""
     stmt = select(Deployment.id).order_by(Deployment.created_at)
     if not include_deleted:
         stmt = stmt.where(Deployment.deleted.is_(False))
-    return list((await conn.execute(stmt)).scalars())
+    return list(conn.execute(stmt).scalars())
 
 
 # --- writes (op factories) -----------------------------------------------------------------

@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import RowMapping, delete, insert, select, tuple_
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from knit.errors import NotFound
 from knit.store.models import Event
 from knit.store.ops import Op, RowsOp
+from knit.store.reads import Read
 from knit.store.records import EventRecord
 from knit.store.sql import now
 
@@ -40,8 +42,9 @@ def _record(row: RowMapping) -> EventRecord:
     )
 
 
-async def list_events(
-    conn: AsyncConnection,
+@Read
+def list_events(
+    conn: Connection,
     *,
     deployment_id: str | None = None,
     node_id: str | None = None,
@@ -75,11 +78,11 @@ async def list_events(
     if kinds is not None:
         stmt = stmt.where(Event.kind.in_(list(kinds)))
     if before is not None:
-        cursor = (await conn.execute(select(Event.at, Event.id).where(Event.id == before))).first()
+        cursor = conn.execute(select(Event.at, Event.id).where(Event.id == before)).first()
         if cursor is None:
             raise NotFound("event", before)
         stmt = stmt.where(tuple_(Event.at, Event.id) < tuple_(cursor.at, cursor.id))
-    return [_record(row) for row in (await conn.execute(stmt)).mappings()]
+    return [_record(row) for row in conn.execute(stmt).mappings()]
 
 
 def append_many(events: Sequence[EventRecord]) -> RowsOp[int]:

@@ -2,9 +2,9 @@
 
 Layer: store (adapter). Imports sqlalchemy, ``knit.errors`` and ``knit.store``'s own modules.
 
-Reads are ``async def f(conn, ...)``; writes are factories returning an op for the
-:class:`StoreWriter`. Bulk variants are one Core statement for the whole list (executemany),
-which is what keeps up with thousands of instances.
+Reads are :class:`~knit.store.reads.Read` functions; writes are factories returning an
+op for the :class:`StoreWriter`. Bulk variants are one Core statement for the whole list
+(executemany), which is what keeps up with thousands of instances.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import RowMapping, bindparam, delete, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Delete, Insert, Update
 
 from knit.errors import NotFound
 from knit.store.models import ContainerInstance
 from knit.store.ops import Op, RowsOp
+from knit.store.reads import Read
 from knit.store.records import INSTANCE_STATUSES, InstanceRecord, InstanceStatusUpdate
 from knit.store.sql import KEEP, Keep, chunks, now, upsert
 
@@ -63,34 +65,38 @@ def _row(inst: InstanceRecord) -> dict[str, object]:
 # --- reads ---------------------------------------------------------------------------------
 
 
-async def find_instance(conn: AsyncConnection, instance_id: str) -> InstanceRecord | None:
+@Read
+def find_instance(conn: Connection, instance_id: str) -> InstanceRecord | None:
     """The instance ``instance_id`` (Knit's id), or None."""
     stmt = select(ContainerInstance).where(ContainerInstance.id == instance_id)
-    row = (await conn.execute(stmt)).mappings().first()
+    row = conn.execute(stmt).mappings().first()
     return None if row is None else _record(row)
 
 
-async def get_instance(conn: AsyncConnection, instance_id: str) -> InstanceRecord:
+@Read
+def get_instance(conn: Connection, instance_id: str) -> InstanceRecord:
     """The instance ``instance_id`` (Knit's id).
 
     Raises:
         NotFound: no such instance.
     """
-    record = await find_instance(conn, instance_id)
+    record = find_instance.sync(conn, instance_id)
     if record is None:
         raise NotFound("instance", instance_id)
     return record
 
 
-async def find_by_container(conn: AsyncConnection, container_id: str) -> InstanceRecord | None:
+@Read
+def find_by_container(conn: Connection, container_id: str) -> InstanceRecord | None:
     """The instance whose Docker container id is ``container_id``, or None."""
     stmt = select(ContainerInstance).where(ContainerInstance.container_id == container_id)
-    row = (await conn.execute(stmt)).mappings().first()
+    row = conn.execute(stmt).mappings().first()
     return None if row is None else _record(row)
 
 
-async def list_instances(
-    conn: AsyncConnection,
+@Read
+def list_instances(
+    conn: Connection,
     *,
     deployment_id: str | None = None,
     node_id: str | None = None,
@@ -109,12 +115,11 @@ async def list_instances(
         stmt = stmt.where(ContainerInstance.status.in_(list(statuses)))
     if desired is not None:
         stmt = stmt.where(ContainerInstance.desired.is_(desired))
-    return [_record(row) for row in (await conn.execute(stmt)).mappings()]
+    return [_record(row) for row in conn.execute(stmt).mappings()]
 
 
-async def count_by_node(
-    conn: AsyncConnection, *, statuses: Sequence[str] = LIVE_STATUSES
-) -> dict[str, int]:
+@Read
+def count_by_node(conn: Connection, *, statuses: Sequence[str] = LIVE_STATUSES) -> dict[str, int]:
     """How many instances in ``statuses`` each node holds (nodes with none are absent)."""
     stmt = (
         select(ContainerInstance.node_id, func.count())
@@ -122,7 +127,7 @@ async def count_by_node(
         .where(ContainerInstance.status.in_(list(statuses)))
         .group_by(ContainerInstance.node_id)
     )
-    return {str(node): int(count) for node, count in (await conn.execute(stmt)).all()}
+    return {str(node): int(count) for node, count in conn.execute(stmt).all()}
 
 
 # --- writes (op factories) -----------------------------------------------------------------

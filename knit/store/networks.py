@@ -2,8 +2,8 @@
 
 Layer: store (adapter). Imports sqlalchemy, ``knit.errors`` and ``knit.store``'s own modules.
 
-Reads are ``async def f(conn, ...)``; writes are factories returning an op for the
-:class:`StoreWriter`. A network cannot be deleted while a deployment row names it in its
+Reads are :class:`~knit.store.reads.Read` functions; writes are factories returning an
+op for the :class:`StoreWriter`. A network cannot be deleted while a deployment row names it in its
 ``network_attachments`` — including a deployment being deleted, whose containers may
 still be attached.
 """
@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import RowMapping, delete, exists, insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from knit.errors import Conflict, NotFound
 from knit.store.models import Deployment, Network, NodeNetwork
 from knit.store.ops import Op
+from knit.store.reads import Read
 from knit.store.records import NetworkRecord, NodeNetworkRecord, new_id
 from knit.store.sql import now, upsert
 
@@ -44,48 +46,51 @@ def _node_network(row: RowMapping) -> NodeNetworkRecord:
 # --- reads ---------------------------------------------------------------------------------
 
 
-async def find_network(conn: AsyncConnection, network_id: str) -> NetworkRecord | None:
+@Read
+def find_network(conn: Connection, network_id: str) -> NetworkRecord | None:
     """The network ``network_id``, or None."""
-    row = (await conn.execute(select(Network).where(Network.id == network_id))).mappings().first()
+    row = conn.execute(select(Network).where(Network.id == network_id)).mappings().first()
     return None if row is None else _record(row)
 
 
-async def get_network(conn: AsyncConnection, network_id: str) -> NetworkRecord:
+@Read
+def get_network(conn: Connection, network_id: str) -> NetworkRecord:
     """The network ``network_id``.
 
     Raises:
         NotFound: no such network.
     """
-    record = await find_network(conn, network_id)
+    record = find_network.sync(conn, network_id)
     if record is None:
         raise NotFound("network", network_id)
     return record
 
 
-async def get_network_by_name(conn: AsyncConnection, name: str) -> NetworkRecord:
+@Read
+def get_network_by_name(conn: Connection, name: str) -> NetworkRecord:
     """The network named ``name``.
 
     Raises:
         NotFound: no such network.
     """
-    row = (await conn.execute(select(Network).where(Network.name == name))).mappings().first()
+    row = conn.execute(select(Network).where(Network.name == name)).mappings().first()
     if row is None:
         raise NotFound("network", name)
     return _record(row)
 
 
-async def list_networks(
-    conn: AsyncConnection, *, names: Sequence[str] | None = None
-) -> list[NetworkRecord]:
+@Read
+def list_networks(conn: Connection, *, names: Sequence[str] | None = None) -> list[NetworkRecord]:
     """Every network (or those named in ``names``; unknown names are skipped), by name."""
     stmt = select(Network).order_by(Network.name)
     if names is not None:
         stmt = stmt.where(Network.name.in_(list(names)))
-    return [_record(row) for row in (await conn.execute(stmt)).mappings()]
+    return [_record(row) for row in conn.execute(stmt).mappings()]
 
 
-async def list_node_networks(
-    conn: AsyncConnection, *, node_id: str | None = None, network_id: str | None = None
+@Read
+def list_node_networks(
+    conn: Connection, *, node_id: str | None = None, network_id: str | None = None
 ) -> list[NodeNetworkRecord]:
     """Docker ids of networks on nodes, filtered by node and/or network."""
     stmt = select(NodeNetwork).order_by(NodeNetwork.network_id, NodeNetwork.node_id)
@@ -93,7 +98,7 @@ async def list_node_networks(
         stmt = stmt.where(NodeNetwork.node_id == node_id)
     if network_id is not None:
         stmt = stmt.where(NodeNetwork.network_id == network_id)
-    return [_node_network(row) for row in (await conn.execute(stmt)).mappings()]
+    return [_node_network(row) for row in conn.execute(stmt).mappings()]
 
 
 # --- writes (op factories) -----------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Layer: store (adapter). Imports sqlalchemy, ``knit.errors`` and ``knit.store``'s own modules.
 
-Reads are ``async def f(conn, ...)`` for a :meth:`Database.read` connection. Writes are
-factories returning an op for the :class:`StoreWriter` (``await writer.submit(op)``).
+Reads are :class:`~knit.store.reads.Read` functions (``f(conn, ...)``, run in a read
+thread). Writes are factories returning an op for the :class:`StoreWriter`
+(``await writer.submit(op)``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from knit.errors import NotFound
 from knit.store.models import Node
 from knit.store.ops import Op, RowsOp
+from knit.store.reads import Read
 from knit.store.records import NODE_STATUSES, HeartbeatUpsert, NodeRecord, str_map
 from knit.store.sql import Excluded, chunks, upsert
 
@@ -73,26 +76,29 @@ def _row(node: NodeRecord) -> dict[str, object]:
 # --- reads ---------------------------------------------------------------------------------
 
 
-async def find_node(conn: AsyncConnection, node_id: str) -> NodeRecord | None:
+@Read
+def find_node(conn: Connection, node_id: str) -> NodeRecord | None:
     """The node ``node_id``, or None."""
-    row = (await conn.execute(select(Node).where(Node.id == node_id))).mappings().first()
+    row = conn.execute(select(Node).where(Node.id == node_id)).mappings().first()
     return None if row is None else _record(row)
 
 
-async def get_node(conn: AsyncConnection, node_id: str) -> NodeRecord:
+@Read
+def get_node(conn: Connection, node_id: str) -> NodeRecord:
     """The node ``node_id``.
 
     Raises:
         NotFound: no such node.
     """
-    node = await find_node(conn, node_id)
+    node = find_node.sync(conn, node_id)
     if node is None:
         raise NotFound("node", node_id)
     return node
 
 
-async def list_nodes(
-    conn: AsyncConnection, *, status: str | None = None, eligible: bool | None = None
+@Read
+def list_nodes(
+    conn: Connection, *, status: str | None = None, eligible: bool | None = None
 ) -> list[NodeRecord]:
     """Every node (optionally only those with ``status`` / ``eligible``), by hostname."""
     stmt = select(Node).order_by(Node.hostname, Node.id)
@@ -100,7 +106,7 @@ async def list_nodes(
         stmt = stmt.where(Node.status == status)
     if eligible is not None:
         stmt = stmt.where(Node.eligible == eligible)
-    return [_record(row) for row in (await conn.execute(stmt)).mappings()]
+    return [_record(row) for row in conn.execute(stmt).mappings()]
 
 
 # --- writes (op factories) -----------------------------------------------------------------

@@ -45,20 +45,26 @@ class _JSONMixin:
 
     def to_json(self) -> dict[str, JSONValue]:
         """The record's fields as plain JSON values (tuples become lists, mappings dicts)."""
-        out: dict[str, JSONValue] = {}
-        for f in fields(self):
-            if f.name not in self._hidden:
-                out[f.name] = _plain(getattr(self, f.name))
-        return out
+        # API replies convert records by the thousand: the field names are looked up once
+        # per class (``fields()`` costs more than the conversion of a small record).
+        names = _JSON_FIELDS.get(type(self))
+        if names is None:
+            names = tuple(f.name for f in fields(self) if f.name not in self._hidden)
+            _JSON_FIELDS[type(self)] = names
+        return {name: _plain(getattr(self, name)) for name in names}
+
+
+_JSON_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _plain(value: object) -> JSONValue:
+    # Scalars first: they are most values, and ``isinstance(x, Mapping)`` is an ABC check.
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
     raise TypeError(f"not a JSON value: {type(value).__name__}")
 
 

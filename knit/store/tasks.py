@@ -2,8 +2,8 @@
 
 Layer: store (adapter). Imports sqlalchemy, ``knit.errors`` and ``knit.store``'s own modules.
 
-Reads are ``async def f(conn, ...)``; writes are factories returning an op for the
-:class:`StoreWriter`. After a restart the server resumes from :func:`list_unfinished`.
+Reads are :class:`~knit.store.reads.Read` functions; writes are factories returning an
+op for the :class:`StoreWriter`. After a restart the server resumes from :func:`list_unfinished`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert, Update
 
 from knit.errors import NotFound
 from knit.store.models import Task
 from knit.store.ops import Op, RowsOp
+from knit.store.reads import Read
 from knit.store.records import (
     TASK_KINDS,
     TASK_STATES,
@@ -45,26 +47,29 @@ def _record(row: RowMapping) -> TaskRecord:
 # --- reads ---------------------------------------------------------------------------------
 
 
-async def find_task(conn: AsyncConnection, task_id: str) -> TaskRecord | None:
+@Read
+def find_task(conn: Connection, task_id: str) -> TaskRecord | None:
     """The task ``task_id``, or None."""
-    row = (await conn.execute(select(Task).where(Task.id == task_id))).mappings().first()
+    row = conn.execute(select(Task).where(Task.id == task_id)).mappings().first()
     return None if row is None else _record(row)
 
 
-async def get_task(conn: AsyncConnection, task_id: str) -> TaskRecord:
+@Read
+def get_task(conn: Connection, task_id: str) -> TaskRecord:
     """The task ``task_id``.
 
     Raises:
         NotFound: no such task.
     """
-    record = await find_task(conn, task_id)
+    record = find_task.sync(conn, task_id)
     if record is None:
         raise NotFound("task", task_id)
     return record
 
 
-async def list_tasks(
-    conn: AsyncConnection,
+@Read
+def list_tasks(
+    conn: Connection,
     *,
     deployment_id: str | None = None,
     instance_id: str | None = None,
@@ -81,12 +86,13 @@ async def list_tasks(
         stmt = stmt.where(Task.node_id == node_id)
     if states is not None:
         stmt = stmt.where(Task.state.in_(list(states)))
-    return [_record(row) for row in (await conn.execute(stmt)).mappings()]
+    return [_record(row) for row in conn.execute(stmt).mappings()]
 
 
-async def list_unfinished(conn: AsyncConnection) -> list[TaskRecord]:
+@Read
+def list_unfinished(conn: Connection) -> list[TaskRecord]:
     """Tasks neither succeeded nor failed, oldest first (to resume after a restart)."""
-    return await list_tasks(conn, states=UNFINISHED_TASK_STATES)
+    return list_tasks.sync(conn, states=UNFINISHED_TASK_STATES)
 
 
 # --- writes (op factories) -----------------------------------------------------------------
