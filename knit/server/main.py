@@ -147,6 +147,10 @@ async def serve_server(
             await anyio.sleep_forever()
 
 
+KEEP_ALIVE_TIMEOUT = 75.0
+"""Seconds the API keeps an idle HTTP/1.1 connection open (as nginx does)."""
+
+
 def check_can_listen(host: str, port: int) -> None:
     """Fail early, with a clear message, when ``host:port`` cannot be listened on.
 
@@ -180,6 +184,10 @@ async def serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = 2.0
+    # Longer than clients keep idle connections (httpx: 5 s, Hypercorn's own default): with
+    # equal timeouts a client could send a request on a connection the server was closing
+    # at that moment, and the request failed with a protocol error (seen under load).
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
     app = create_app(plane)
     shutdown = anyio.Event()
     stopped = anyio.Event()
