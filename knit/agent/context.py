@@ -6,7 +6,6 @@ simulation harness can give the real agent code a simulated runtime and a shared
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,15 +29,6 @@ CAUSED_BY: dict[str, frozenset[str]] = {
     "stop": frozenset({"die", "destroy"}),
 }
 """Container events a running task of each kind causes itself (its TaskStatus tells them)."""
-
-
-def new_msg_id() -> str:
-    """A fresh message id, as ``knit.wire.messages.new_msg_id`` makes them (a uuid4 in hex),
-    without building a ``UUID`` object: a third of the cost of a TaskStatus."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
-    return raw.hex()
 
 
 @dataclass

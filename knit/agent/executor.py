@@ -15,8 +15,9 @@ from typing import Literal, TypeVar
 
 import anyio
 
-from knit.agent.context import LABEL_INSTANCE, AgentContext, new_msg_id
+from knit.agent.context import LABEL_INSTANCE, AgentContext
 from knit.errors import KnitError, RuntimeFailure, SecretError, TemplateError
+from knit.ids import new_id
 from knit.runtime.base import ContainerSpec, ContainerState, Mount, PortBinding, RegistryAuth
 from knit.wire import subjects
 from knit.wire.messages import DeployTask, StopTask, Task, TaskStateName, TaskStatus, encode
@@ -171,7 +172,7 @@ def task_status(
 ) -> TaskStatus:
     """A TaskStatus of ``task`` on this node, stamped now."""
     return TaskStatus(
-        msg_id=new_msg_id(),
+        msg_id=new_id(),
         task_id=task.task_id,
         instance_id=task.instance_id,
         node_id=ctx.node_id,

@@ -7,7 +7,6 @@ actors never import them.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -179,7 +178,7 @@ class ServerContext:
 
     async def stop_orphan(self, node_id: str, instance_id: str) -> None:
         """Tell ``node_id`` to remove a container Knit does not want (unknown or duplicate)."""
-        task = StopTask(task_id=uuid.uuid4().hex, instance_id=instance_id, remove=True)
+        task = StopTask(task_id=new_id(), instance_id=instance_id, remove=True)
         self.repo.event(
             "instance.orphan",
             f"removing unwanted container of instance {instance_id}",

@@ -1,6 +1,7 @@
 """The closed set of messages Knit sends on NATS, typed and versioned, and their codec.
 
-Layer: wire. Pure: imports pydantic, ``knit.wire.errors`` and the standard library only.
+Layer: wire. Pure: imports pydantic, ``knit.wire.errors``, ``knit.ids`` and the standard library
+only.
 
 Every message has ``v`` (the schema version, :data:`SCHEMA_VERSION`), ``msg_id`` (a uuid4 hex,
 new for each message) and ``kind`` (which message it is). Messages are frozen pydantic models
@@ -27,12 +28,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import uuid
 from typing import Annotated, Final, Literal, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from knit.ids import new_id
 from knit.wire.errors import UnsupportedVersion, WireError
 
 SCHEMA_VERSION: Final = 1
@@ -50,8 +51,8 @@ Seconds = Annotated[float, Field(ge=0)]
 
 
 def new_msg_id() -> str:
-    """A fresh message id (uuid4, hex)."""
-    return uuid.uuid4().hex
+    """A fresh message id (uuid4, hex; see ``knit.ids``)."""
+    return new_id()
 
 
 class Struct(BaseModel):
