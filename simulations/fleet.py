@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 START_CONCURRENCY = 64
 """Agents starting at once (each start ends with its registration heartbeat)."""
-GC_THRESHOLDS = (20_000, 5, 100)
+GC_THRESHOLDS = (100_000, 10, 100)
 
 
 def tune_gc() -> None:

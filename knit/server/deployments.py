@@ -86,8 +86,11 @@ class DeploymentState:
 class DeploymentActor(Actor[DeploymentMessage]):
     """Owns one deployment."""
 
-    def __init__(self, deployment_id: str, ctx: ServerContext) -> None:
+    def __init__(
+        self, deployment_id: str, ctx: ServerContext, created: DeploymentRecord | None = None
+    ) -> None:
         self.deployment_id = deployment_id
+        self.created = created
         self.ctx = ctx
         self.repo = ctx.repo
         self.state: DeploymentState | None = None
@@ -110,6 +113,12 @@ class DeploymentActor(Actor[DeploymentMessage]):
     async def load(self) -> None:
         """Load the deployment and its instances from the store (the truth)."""
         self.loaded = True
+        if self.created is not None:  # just created: stored as given, no instances yet
+            created, self.created = self.created, None
+            self.state = DeploymentState(record=created)
+            self.pending_reason = created.pending_reason
+            self.dirty = True
+            return
         record = await self.repo.get_deployment_record(self.deployment_id)
         if record is None:
             return

@@ -32,6 +32,7 @@ from knit.server.messages import (
 from knit.server.nodes import NodeActor, NodeMessage
 from knit.server.repo import deployment_json
 from knit.server.scheduler import SetCounts
+from knit.store.records import DeploymentRecord
 from knit.wire.messages import InstanceReport
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,18 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         for deployment_id in await self.ctx.repo.deployment_ids():
             await self.spawn_deployment(deployment_id)
 
-    async def spawn_deployment(self, deployment_id: str) -> ActorRef[DeploymentMessage]:
+    async def spawn_deployment(
+        self, deployment_id: str, created: DeploymentRecord | None = None
+    ) -> ActorRef[DeploymentMessage]:
+        # The record of a deployment just created serves its actor's first incarnation
+        # only: a restarted one reads the store (the truth) again.
+        first = [created] if created is not None else []
+
+        def make() -> DeploymentActor:
+            return DeploymentActor(deployment_id, self.ctx, created=first.pop() if first else None)
+
         ref: ActorRef[DeploymentMessage] = await self.system.spawn(
-            lambda: DeploymentActor(deployment_id, self.ctx),
+            make,
             name=f"deployment/{deployment_id}",
             supervisor=self.supervisor,
             mailbox_size=4096,
@@ -118,7 +128,7 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         """Create, delete, or fan a fact out."""
         if isinstance(message, DeploymentCreated):
             if message.deployment_id not in self.actors:
-                await self.spawn_deployment(message.deployment_id)
+                await self.spawn_deployment(message.deployment_id, message.record)
             return None
         if isinstance(message, DeleteDeployment):
             try:

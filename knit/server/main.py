@@ -38,7 +38,7 @@ from knit.server.tasks import TaskTiming
 log = logging.getLogger(__name__)
 
 
-GC_THRESHOLDS = (20_000, 5, 100)
+GC_THRESHOLDS = (100_000, 10, 100)
 """Collector thresholds of the server process (CPython's default is (700, 10, 10))."""
 
 
@@ -57,8 +57,11 @@ def tune_runtime() -> None:
     - With the collector's defaults, a server holding 100,000 instances ran a full
       collection every few seconds while it grew, each one stopping the event loop for up
       to half a second. Objects that exist once the modules are loaded are frozen (never
-      scanned again); young collections run after 20,000 net allocations instead of 700
-      (a pause of a few ms each), and a full one at most once every 500 of them.
+      scanned again); young collections run after 100,000 net allocations instead of 700,
+      so most short-lived objects (messages, rows on their way to the store) are gone
+      before one runs. Collecting on a clock instead (every 50 ms, a quarter's growth
+      calling for a full one) was tried: shorter young pauses, but four times the
+      collector's CPU and full collections of a second (docs/performance.md).
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
     gc.freeze()

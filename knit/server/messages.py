@@ -1,12 +1,13 @@
 """The messages the server's actors send each other (commands and past-tense facts).
 
-Layer: server. Plain frozen dataclasses; imports knit.wire and knit.domain only.
+Layer: server. Plain frozen dataclasses; imports knit.wire and knit.store's records only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from knit.store.records import DeploymentRecord
 from knit.wire.messages import Heartbeat, InstanceReport, TaskStatus
 
 # --- nodes -------------------------------------------------------------------------------
@@ -105,9 +106,14 @@ class NodeReport:
 
 @dataclass(frozen=True)
 class DeploymentCreated:
-    """A new deployment was stored: start its actor. Answers None once it runs."""
+    """A new deployment was stored: start its actor. Answers None once it runs.
+
+    ``record`` is the stored row, when the sender has it: the new actor then need not read
+    it back (a new deployment has no instances either).
+    """
 
     deployment_id: str
+    record: DeploymentRecord | None = None
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ class ServerPlane:
         self.bridge = bridge
         self._actors: JSONDict | None = None
         self._actors_at = 0.0
+        self._references: tuple[set[str], dict[str, str]] | None = None
+        self._references_token: object = None
 
     @staticmethod
     def _raise_if_error(result: object) -> Any:
@@ -86,28 +88,58 @@ class ServerPlane:
 
     # registries
     async def create_registry(self, spec: RegistryCredentialsSpec) -> JSONDict:
+        self._forget_references()
         return await self.repo.create_credentials(spec, self.ctx.secrets)
 
     async def list_registries(self) -> list[JSONDict]:
         return await self.repo.list_credentials()
 
     async def delete_registry(self, registry_id: str) -> None:
-        await self.repo.delete_credentials(registry_id)
+        self._forget_references()
+        try:
+            await self.repo.delete_credentials(registry_id)
+        finally:
+            self._forget_references()
 
     # networks
     async def create_network(self, spec: NetworkSpec) -> JSONDict:
+        self._forget_references()
         return await self.repo.create_network(spec)
 
     async def list_networks(self) -> list[JSONDict]:
         return await self.repo.list_networks()
 
     async def delete_network(self, network_id: str) -> None:
-        await self.repo.delete_network(network_id)
+        self._forget_references()
+        try:
+            await self.repo.delete_network(network_id)
+        finally:
+            self._forget_references()
+
+    def _forget_references(self) -> None:
+        self._references = None
+        self._references_token = None  # a read under way must not keep what it read
+
+    async def references(self) -> tuple[set[str], dict[str, str]]:
+        """The registry credential ids and the networks' drivers that deployments may name.
+
+        Kept in memory between changes: this plane makes every change to them, and each
+        forgets the copy (before and after its write: a read racing the write cannot keep
+        a stale one). Reading both tables on every ``POST /deployments`` was a third of
+        the reads while 10,000 deployments were created.
+        """
+        cached = self._references
+        if cached is None:
+            token = object()
+            self._references_token = token
+            cached = (await self.repo.credential_ids(), await self.repo.network_drivers())
+            if self._references_token is token:
+                self._references = cached
+        return cached
 
     # deployments
     async def create_deployment(self, spec: DeploymentSpec) -> JSONDict:
-        registries = await self.repo.credential_ids()
-        networks = await self.repo.network_drivers()
+        registries, networks = await self.references()
         errors = check_references(spec, registries, networks) + check_network_attachments(
             spec, networks
         )
@@ -116,7 +148,7 @@ class ServerPlane:
         # Stored here, not by the DeploymentDirectory: the writer checks the name in its
         # transaction, and creations wait for their commits side by side, not in a queue.
         record = await self.repo.insert_deployment(spec)
-        await self.deployments.ask(DeploymentCreated(record.id), timeout=30)
+        await self.deployments.ask(DeploymentCreated(record.id, record), timeout=30)
         return deployment_json(record)
 
     async def list_deployments(self) -> list[JSONDict]:
