@@ -114,7 +114,10 @@ async def run_scenario(
         progress(
             f"nats-server {nats.url} (pid {nats.pid}), knit server {server.url} (pid {server.pid})"
         )
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        # Connections for every API client and deployment submitter at once, all kept
+        # alive (httpx keeps 20 by default: the others were opened and closed per request).
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
             monitor = Monitor(http, server, run.recorder)
             async with anyio.create_task_group() as guard:
                 if interrupt is not None:

@@ -15,6 +15,7 @@ report taken before a task's result (stale) from one taken after it.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import cast
@@ -39,7 +40,12 @@ class Changed:
     """The report of this node's instances changed: beat soon."""
 
 
-HeartbeatMessage = Beat | Changed
+@dataclass(frozen=True)
+class Begin:
+    """Time for the first regular heartbeat: from now on, one every interval."""
+
+
+HeartbeatMessage = Beat | Changed | Begin
 
 SOON = 0.02
 """Seconds a change waits before its beat, so a burst of changes makes one heartbeat."""
@@ -70,11 +76,16 @@ class Heartbeater(Actor[HeartbeatMessage]):
         except KnitError as exc:
             log.warning("cannot read runtime info: %s", exc)
         await self.beat()
-        self.every(self.ctx.heartbeat_interval, Beat())
+        # The regular beats start at a random point of the first interval: agents that
+        # started together (a fleet rebooted, a rack powered on) would otherwise beat
+        # together forever, a burst at the server every interval.
+        self.after(random.uniform(0.0, self.ctx.heartbeat_interval), Begin())
 
     async def handle(self, message: HeartbeatMessage) -> None:
         """Send one heartbeat now, or schedule one soon after a change."""
-        if isinstance(message, Changed):
+        if isinstance(message, Begin):
+            self.every(self.ctx.heartbeat_interval, Beat())
+        elif isinstance(message, Changed):
             if self.soon is None:
                 delay = max(SOON, self.last_beat + MIN_GAP - time.monotonic())
                 self.soon = self.after(delay, Beat())

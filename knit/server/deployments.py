@@ -63,6 +63,7 @@ interval, so that deployments loaded together do not audit together)."""
 ABSENT_GRACE = 10.0
 """Seconds an instance must have been quiet before its absence from a report counts."""
 MAX_RESTART_DELAY = 300.0
+AUDIT = Audit()
 
 
 @dataclass
@@ -98,7 +99,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
         self.dirty = False
         self.writes = 0
         self.loaded = False
-        self.unsaved: set[str] = set()
+        self.unsaved: list[str] = []
+        self.auditing = False
 
     async def started(self) -> None:
         """Ask for a reconciliation now and periodically.
@@ -108,7 +110,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         wait for the store and the placements (it serialises every creation).
         """
         self.ref.tell_nowait(Reconcile())
-        self.after(random.uniform(0.5, 1.0) * RECONCILE_EVERY, Audit())
+        self.after(random.uniform(0.5, 1.0) * RECONCILE_EVERY, AUDIT)
 
     async def load(self) -> None:
         """Load the deployment and its instances from the store (the truth)."""
@@ -162,7 +164,9 @@ class DeploymentActor(Actor[DeploymentMessage]):
             )
             self.dirty |= self.writes != writes
         elif isinstance(message, Audit):
-            self.after(RECONCILE_EVERY, Audit())
+            if not self.auditing:  # the first one, at a random time: then a steady beat
+                self.auditing = True
+                self.every(RECONCILE_EVERY, AUDIT)
             await self.audit(state)
             self.dirty = True
         else:
@@ -239,7 +243,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         elif ended.unaccepted:
             # The node never answered: place the instance again, avoiding that node.
             if inst.node_id:
-                inst.avoid.add(inst.node_id)
+                inst.avoid = inst.avoid | {inst.node_id}
             self.ctx.release(inst.node_id)
             inst.node_id, inst.status, inst.error = None, "pending", ended.error
             self.save(inst, "task.unaccepted", f"instance {inst.index}: {ended.error}")
@@ -429,7 +433,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 created_at=time.time(),
             )
             state.instances[inst.id] = inst
-            self.unsaved.add(inst.id)  # saved once placed (or found unplaceable), just below
+            self.unsaved.append(inst.id)  # saved once placed (or found unplaceable), below
 
     def retire(self, live: list[InstanceState], count: int) -> None:
         # Unplaced and not-yet-running instances go first, then the newest: originals stay.
@@ -501,7 +505,6 @@ class DeploymentActor(Actor[DeploymentMessage]):
         )
         for inst, node_id in zip(unplaced, plan.placements, strict=False):
             inst.node_id, inst.error = node_id, None
-            self.unsaved.discard(inst.id)
             self.save(inst, "instance.placed", f"instance {inst.index} placed on {node_id}")
             await self.start_task(state, inst, "deploy")
         self.save_created(state)
@@ -558,7 +561,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         """Save the instances created by this reconciliation that were not placed."""
         for instance_id in self.unsaved:
             inst = state.instances.get(instance_id)
-            if inst is not None:
+            if inst is not None and inst.node_id is None and inst.updated_at == 0.0:
                 self.save(inst, "instance.created", f"instance {inst.index} created")
         self.unsaved.clear()
 

@@ -53,17 +53,17 @@ def _stored_fields(node: NodeState) -> tuple[object, ...]:
     )
 
 
-Signature = tuple[str, str, str | None, int | None, str | None]
-
-
-def _signature(report: InstanceReport) -> Signature:
-    """What tells two reports of an instance apart (its deployment first)."""
+def _differs(report: InstanceReport, last: dict[str, InstanceReport]) -> bool:
+    """Whether ``report`` says something the last report forwarded did not (compared field
+    by field: pydantic's ``__eq__`` is slow, and tuples to compare would be more garbage)."""
+    before = last.get(report.instance_id)
     return (
-        report.deployment_id,
-        report.status,
-        report.container_id,
-        report.exit_code,
-        report.error,
+        before is None
+        or before.status != report.status
+        or before.container_id != report.container_id
+        or before.exit_code != report.exit_code
+        or before.error != report.error
+        or before.deployment_id != report.deployment_id
     )
 
 
@@ -78,7 +78,7 @@ class NodeActor(Actor[NodeMessage]):
         # The last report forwarded, by instance (None: forward the next one whole), and
         # instances whose reports are forwarded even unchanged until one taken after the
         # given time (agent clock) has been (their task just ended).
-        self.last_reports: dict[str, Signature] | None = None
+        self.last_reports: dict[str, InstanceReport] | None = None
         self.force: dict[str, tuple[float, str]] = {}
         self.last_saved = 0.0
 
@@ -184,25 +184,19 @@ class NodeActor(Actor[NodeMessage]):
         """
         reports = {r.instance_id: r for r in hb.instances}
         self.ctx.node_reports[self.node_id] = NodeReport(hb.sent_at, reports)
-        # Compared by the fields that matter, as tuples (pydantic's __eq__ is slow).
-        signatures = {r.instance_id: _signature(r) for r in hb.instances}
         last = self.last_reports
         force = self.force
         if full or last is None:
             changed = list(hb.instances)
             gone = [(i, d) for i, (_, d) in force.items() if i not in reports]
         else:
-            changed = [
-                r
-                for r in hb.instances
-                if r.instance_id in force or last.get(r.instance_id) != signatures[r.instance_id]
-            ]
-            gone = [(i, sig[0]) for i, sig in last.items() if i not in reports]
+            changed = [r for r in hb.instances if r.instance_id in force or _differs(r, last)]
+            gone = [(i, r.deployment_id) for i, r in last.items() if i not in reports]
             gone += [(i, d) for i, (_, d) in force.items() if i not in reports and i not in last]
         for instance_id, (after, _) in list(force.items()):
             if hb.sent_at > after:
                 del force[instance_id]
-        self.last_reports = signatures
+        self.last_reports = reports
         if changed or gone:
             self.ctx.deployments.tell_nowait(
                 InstancesObserved(self.node_id, tuple(changed), hb.sent_at, tuple(gone))

@@ -74,7 +74,7 @@ class InstanceState:
     exit_code: int | None = None
     desired: bool = True
     updated_at: float = 0.0
-    avoid: set[str] = field(default_factory=set)
+    avoid: frozenset[str] = frozenset()  # (immutable: nothing for the collector per instance)
     restarts: int = 0
     stopped_at: float = 0.0
     unknown_since: float = 0.0
