@@ -251,7 +251,13 @@ async def _steady(
         for _ in range(scenario.api_clients):
             client_rng = random.Random(rng.random())
             tg.start_soon(
-                api_client, http, recorder, latencies, deployment_ids, node_ids, client_rng
+                api_client,
+                str(http.base_url).rstrip("/"),
+                recorder,
+                latencies,
+                deployment_ids,
+                node_ids,
+                client_rng,
             )
         for fault in scenario.faults:
             tg.start_soon(_fault, run, fault, steady_began, nats, monitor, agents, node_ids, rng)

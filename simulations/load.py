@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 import httpx
 
+from simulations.rawhttp import RawHttp, ReplyError
 from simulations.report import Recorder, percentile
 from simulations.scenario import Churn, DeploymentGroup
 
@@ -242,24 +243,40 @@ async def churn(
 
 
 async def api_client(
-    http: httpx.AsyncClient,
+    base_url: str,
     recorder: Recorder,
     latencies: ApiLatencies,
     deployment_ids: list[str],
     node_ids: list[str],
     rng: random.Random,
 ) -> None:
-    """Read one entity after another, with a think time between requests, until cancelled."""
-    while True:
-        await anyio.sleep(rng.uniform(*THINK_S))
-        pick = rng.random()
-        if deployment_ids and pick < 0.4:
-            kind, path = "get_deployment", f"/deployments/{rng.choice(deployment_ids)}"
-        elif pick < 0.7 or not deployment_ids:
-            kind, path = "get_node", f"/nodes/{rng.choice(node_ids)}"
-        else:
-            kind = "deployment_events"
-            path = f"/events?deployment_id={rng.choice(deployment_ids)}&limit=20"
-        response = await timed(recorder, latencies, kind, http.get(path))
-        if response is not None and response.status_code >= 500:
-            log.warning("GET %s: %s", path, response.status_code)
+    """Read one entity after another, with a think time between requests, until cancelled.
+
+    Each client keeps one connection to the server (``simulations.rawhttp``: a measuring
+    client costs the harness, which shares the machine with the server, little).
+    """
+    http = RawHttp(base_url)
+    try:
+        while True:
+            await anyio.sleep(rng.uniform(*THINK_S))
+            pick = rng.random()
+            if deployment_ids and pick < 0.4:
+                kind, path = "get_deployment", f"/deployments/{rng.choice(deployment_ids)}"
+            elif pick < 0.7 or not deployment_ids:
+                kind, path = "get_node", f"/nodes/{rng.choice(node_ids)}"
+            else:
+                kind = "deployment_events"
+                path = f"/events?deployment_id={rng.choice(deployment_ids)}&limit=20"
+            began = time.monotonic()
+            try:
+                with anyio.fail_after(REQUEST_TIMEOUT):
+                    status, _ = await http.get(path)
+            except (OSError, ReplyError, TimeoutError) as exc:
+                log.warning("API request failed: %s", type(exc).__name__)
+                continue
+            latencies.add(recorder, kind, time.monotonic() - began)
+            if status >= 500:
+                log.warning("GET %s: %s", path, status)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await http.aclose()
