@@ -13,11 +13,21 @@ And the same paths when every row is its own op, as actors submit them one by on
 (``*_single_per_s``: queued with ``submit_nowait``, merged by the writer), plus
 ``status_update_awaited_per_s``: ``instances.update_status`` awaited by 100 concurrent
 callers (two statements each, not mergeable: the op reads the row back).
+
+Then the row ops of a placement as the server queues them (``submit_nowait``): per
+placement two upserts of one instance, a task insert, two task state updates and five
+events, committed in writer batches of N = 100 and 500 ops. ``placementN_ops_per_s`` is
+row ops per second; ``placementN_loop_us_per_op`` the event loop's CPU per op (the thread's
+CPU time: building and queuing the ops, and the writer's work on the loop, not the SQLite
+thread's), ``..._build_us_per_op`` the part of it spent building the ops and
+``..._write_us_per_op`` the rest; each as the lowest and highest of 5 rounds.
+``--only placements`` runs this measure alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -25,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 
 from knit.errors import StoreError
 from knit.store import (
@@ -39,6 +50,7 @@ from knit.store import (
     instances,
     nodes,
     open_store,
+    tasks,
 )
 
 NODES = 10_000
@@ -168,6 +180,104 @@ async def bench(store: Store, scale: int) -> dict[str, float]:
     return {key: round(value) for key, value in results.items()}
 
 
+PLACEMENT_OPS = 10
+"""Row ops queued per placement by :func:`placement_ops`."""
+
+
+def placement_ops(deployment_id: str, index: int, at: float) -> list[Op[object]]:
+    """The row ops the server queues for one placement, in their order."""
+    node = f"node-{index % NODES:05d}"
+    inst = InstanceRecord.new(deployment_id, index, at=at, node_id=node)
+    ops: list[Op[object]] = [instances.upsert_one(inst)]
+    ops.append(
+        events.append(
+            "instance.placed",
+            "placed",
+            deployment_id=deployment_id,
+            node_id=node,
+            instance_id=inst.id,
+            at=at,
+        )
+    )
+    task = tasks.create("deploy", inst.id, deployment_id, node_id=node, at=at)
+    ops.append(task)
+    ops.append(
+        events.append(
+            "task.created",
+            "created",
+            task_id=task.result.id,
+            node_id=node,
+            instance_id=inst.id,
+            at=at,
+        )
+    )
+    ops.append(tasks.record_state(task.result.id, "published", attempt=1, at=at))
+    ops.append(events.append("task.published", "published", task_id=task.result.id, at=at))
+    ops.append(tasks.record_state(task.result.id, "succeeded", attempt=1, at=at))
+    running = dataclasses.replace(inst, status="running", container_id="c")
+    ops.append(instances.upsert_one(running))
+    ops.append(events.append("task.succeeded", "succeeded", task_id=task.result.id, at=at))
+    ops.append(
+        events.append(
+            "instance.running",
+            "running",
+            deployment_id=deployment_id,
+            node_id=node,
+            instance_id=inst.id,
+            at=at,
+        )
+    )
+    return ops
+
+
+async def bench_placements(
+    store: Store, count: int, batch: int, rounds: int = 5
+) -> dict[str, float]:
+    """Row ops of ``count`` placements, ``rounds`` times; the range over the rounds.
+
+    The ops of ``batch`` placements are built, queued, and committed (awaited) together:
+    one writer batch of ``batch * PLACEMENT_OPS`` ops, like the server's when its writer
+    commits what queued during the previous commit.
+    """
+    now = time.time()
+    web = await store.write(deployments.create(f"placements-{now}", "bench:1", replicas=count))
+    ops = count * PLACEMENT_OPS
+    seen: dict[str, list[float]] = {}
+    for r in range(rounds):
+        build = 0.0
+        cpu_start = time.thread_time()
+        start = time.perf_counter()
+        for first in range(r * count, (r + 1) * count, batch):
+            build_start = time.thread_time()
+            chunk = [
+                op for i in range(first, first + batch) for op in placement_ops(web.id, i, now)
+            ]
+            build += time.thread_time() - build_start
+            for op in chunk:
+                store.write_nowait(op)
+            await store.write(events.append_many([]))  # FIFO: all of the above committed
+        wall = time.perf_counter() - start
+        cpu = time.thread_time() - cpu_start
+        figures = {
+            "ops_per_s": ops / wall,
+            "loop_us_per_op": cpu / ops * 1e6,
+            "build_us_per_op": build / ops * 1e6,
+            "write_us_per_op": (cpu - build) / ops * 1e6,
+        }
+        print(
+            f"batch {batch * PLACEMENT_OPS}: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
+        )
+        for key, value in figures.items():
+            seen.setdefault(key, []).append(value)
+    results: dict[str, float] = {}
+    for key, values in seen.items():
+        name = f"placement{batch * PLACEMENT_OPS}_{key}"
+        results[f"{name}_min"] = round(min(values), 1)
+        results[f"{name}_max"] = round(max(values), 1)
+    return results
+
+
 async def _nowait(store: Store, op: Op[object]) -> None:
     """``write_nowait``, waiting briefly whenever the writer's queue is full."""
     while True:
@@ -180,23 +290,41 @@ async def _nowait(store: Store, op: Op[object]) -> None:
             await anyio.sleep(0.001)
 
 
-async def main(scale: int) -> dict[str, float]:
+async def main(scale: int, only: str | None = None) -> dict[str, float]:
+    results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="knit-bench-") as tmp:
-        async with open_store(Path(tmp) / "knit.db") as store:
-            results = await bench(store, scale)
-            stats = store.writer.stats
-            print(
-                f"writer: {stats.batches} batches, {stats.ops} ops, largest batch "
-                f"{stats.largest_batch}, {stats.statements_saved} statements saved by merging"
-            )
+        if only != "placements":
+            async with open_store(Path(tmp) / "knit.db") as store:
+                results.update(await bench(store, scale))
+                _print_stats(store)
+        for batch in (10, 50):
+            # A writer batch is exactly the ops of ``batch`` placements and the awaited op
+            # that ends them: the writer lingers until it has them all.
+            ops = batch * PLACEMENT_OPS + 1
+            path = Path(tmp) / f"placements-{batch}.db"
+            async with open_store(path, max_batch=ops, linger=10.0) as store:
+                now = time.time()
+                beats = (heartbeat(i, now) for i in range(NODES))
+                await store.write(nodes.record_heartbeats(beats))
+                results.update(await bench_placements(store, min(scale, 10_000), batch))
+                _print_stats(store)
     return results
+
+
+def _print_stats(store: Store) -> None:
+    stats = store.writer.stats
+    print(
+        f"writer: {stats.batches} batches, {stats.ops} ops, largest batch "
+        f"{stats.largest_batch}, {stats.statements_saved} statements saved by merging"
+    )
 
 
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=100_000, help="rows per bulk measure")
+    parser.add_argument("--only", choices=["placements"], help="run one measure alone")
     args = parser.parse_args()
-    results = anyio.run(main, args.scale)
+    results = anyio.run(main, args.scale, args.only)
     print(json.dumps(results))
 
 

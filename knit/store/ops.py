@@ -6,14 +6,17 @@ Layer: store (adapter). Imports sqlalchemy only. The query modules build these; 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
-from functools import cached_property
-from typing import Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Executable
+from sqlalchemy import ClauseElement, Executable
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
 
 T = TypeVar("T")
 
@@ -30,8 +33,9 @@ REFERENCES: dict[str, frozenset[str]] = {
 }
 """The tables (as ``RowsOp.table`` names them) each table's foreign keys point to."""
 
+_NOT_YET: Any = object()
 
-@dataclass(frozen=True, eq=False)
+
 class RowsOp(Generic[T]):
     """An op that runs one statement over a list of rows (an executemany).
 
@@ -45,6 +49,9 @@ class RowsOp(Generic[T]):
     commutes with each of them (see :meth:`commutes_with`): actors interleave instance
     upserts, events and task states, so adjacency alone would merge almost nothing.
 
+    Treat an op as frozen once built (a plain class with slots rather than a frozen
+    dataclass: thousands are built per second).
+
     Attributes:
         key: ``<table>.<statement>``; equal keys must mean equal statements.
         statement: builds the statement for a connection (its dialect may matter).
@@ -53,32 +60,37 @@ class RowsOp(Generic[T]):
         last_wins: the statement sets every column it writes from the row alone (a full
             upsert, or an update of fixed columns by id), so of several rows with one id
             only the last matters: a merged group writes that one only.
+        table: the table the statement writes (the key's first part).
     """
 
-    key: str
-    statement: Callable[[AsyncConnection], Executable]
-    rows: Sequence[Mapping[str, object]]
-    result: T
-    last_wins: bool = False
+    __slots__ = ("_row_ids", "key", "last_wins", "result", "rows", "statement", "table")
 
-    @cached_property
-    def table(self) -> str:
-        """The table the statement writes (the key's first part)."""
-        return self.key.partition(".")[0]
+    def __init__(
+        self,
+        key: str,
+        statement: Callable[[AsyncConnection], Executable],
+        rows: Sequence[Mapping[str, object]],
+        result: T,
+        last_wins: bool = False,
+    ) -> None:
+        self.key = key
+        self.statement = statement
+        self.rows = rows
+        self.result = result
+        self.last_wins = last_wins
+        self.table = key.partition(".")[0]
+        self._row_ids: frozenset[object] | None = _NOT_YET
 
-    @cached_property
+    def __repr__(self) -> str:
+        return f"RowsOp({self.key!r}, {len(self.rows)} rows)"
+
+    @property
     def row_ids(self) -> frozenset[object] | None:
         """The ids of the rows written: each row's ``id`` (inserts, upserts) or ``b_id``
         (updates and deletes by id) parameter; None if a row has neither (any row)."""
-        ids = set()
-        for row in self.rows:
-            if "id" in row:
-                ids.add(row["id"])
-            elif "b_id" in row:
-                ids.add(row["b_id"])
-            else:
-                return None
-        return frozenset(ids)
+        if self._row_ids is _NOT_YET:
+            self._row_ids = _row_ids(self.rows)
+        return self._row_ids
 
     def commutes_with(self, table: str, ids: AbstractSet[object] | None) -> bool:
         """Whether running this op before a write of rows ``ids`` of ``table`` (None: any
@@ -95,5 +107,129 @@ class RowsOp(Generic[T]):
     async def __call__(self, conn: AsyncConnection) -> T:
         """Execute the statement over ``rows`` (nothing when there are none)."""
         if self.rows:
-            await conn.execute(self.statement(conn), [dict(r) for r in self.rows])
+            await execute_rows(conn, self, self.rows)
         return self.result
+
+
+def _row_ids(rows: Sequence[Mapping[str, object]]) -> frozenset[object] | None:
+    ids = set()
+    for row in rows:
+        if "id" in row:
+            ids.add(row["id"])
+        elif "b_id" in row:
+            ids.add(row["b_id"])
+        else:
+            return None
+    return frozenset(ids)
+
+
+async def execute_rows(
+    conn: AsyncConnection, op: RowsOp[Any], rows: Sequence[Mapping[str, object]]
+) -> None:
+    """Run ``op``'s statement over ``rows`` (at least one; its rows or a merged group's).
+
+    On SQLite, the statement is compiled once per key and dialect and run as SQL text over
+    parameter tuples (:class:`_Prepared`): the per-row work of a Core ``execute`` (cache
+    key, parameter dicts, positional conversion) is most of the writer's CPU. Elsewhere,
+    and for statements that need more than bind processors, through Core.
+
+    Cancellation: as the connection's ``execute`` (see ``knit.store.db``).
+    """
+    prepared = _prepared(conn, op, rows[0])
+    if prepared is None:
+        await conn.execute(op.statement(conn), [dict(row) for row in rows])
+        return
+    try:
+        params = prepared.params(rows)
+    except Exception as exc:  # a value a bind processor refused, or a missing key
+        # What Core raises for the same rows (``translate_error`` makes it a StoreError).
+        raise sa_exc.StatementError(str(exc), prepared.sql, None, exc, True) from exc
+    await conn.exec_driver_sql(prepared.sql, params)
+
+
+class _Prepared:
+    """A statement compiled once: its SQL text, and how to turn a row into its parameters
+    exactly as Core would (the compiled statement's own bind processors, in its order)."""
+
+    __slots__ = ("_get", "_processors", "_single", "sql")
+
+    def __init__(
+        self, sql: str, names: Sequence[str], processors: Mapping[str, Callable[[Any], Any]]
+    ) -> None:
+        self.sql = sql
+        self._single = len(names) == 1
+        self._get = operator.itemgetter(*names)
+        self._processors = tuple(
+            (i, processors[name]) for i, name in enumerate(names) if name in processors
+        )
+
+    def params(self, rows: Sequence[Mapping[str, object]]) -> list[tuple[Any, ...]]:
+        """One parameter tuple per row."""
+        get, processors = self._get, self._processors
+        if self._single:
+            if processors:
+                process = processors[0][1]
+                return [(process(get(row)),) for row in rows]
+            return [(get(row),) for row in rows]
+        if not processors:
+            return [get(row) for row in rows]
+        params = []
+        for row in rows:
+            values = list(get(row))
+            for i, process in processors:
+                values[i] = process(values[i])
+            params.append(tuple(values))
+        return params
+
+
+_PREPARED: WeakKeyDictionary[Dialect, dict[tuple[str, tuple[str, ...]], _Prepared | None]] = (
+    WeakKeyDictionary()
+)
+
+
+def _prepared(
+    conn: AsyncConnection, op: RowsOp[Any], first_row: Mapping[str, object]
+) -> _Prepared | None:
+    """The prepared form of ``op``'s statement for rows like ``first_row`` on ``conn``'s
+    dialect; None if it must run through Core."""
+    dialect = conn.dialect
+    if dialect.name != "sqlite":
+        return None
+    by_key = _PREPARED.get(dialect)
+    if by_key is None:
+        by_key = _PREPARED[dialect] = {}
+    # Core compiles for the keys of the first row; so must we.
+    cache_key = (op.key, tuple(first_row))
+    try:
+        return by_key[cache_key]
+    except KeyError:
+        pass
+    by_key[cache_key] = prepared = _prepare(op.statement(conn), dialect, list(first_row))
+    return prepared
+
+
+def _prepare(statement: Executable, dialect: Dialect, keys: list[str]) -> _Prepared | None:
+    """``statement`` compiled as Core compiles it for an executemany over rows with
+    ``keys``; None if running it needs more than its SQL text and bind processors."""
+    if not isinstance(statement, ClauseElement):
+        return None
+    compiled = statement.compile(dialect=dialect, column_keys=keys, for_executemany=True)
+    if not (
+        isinstance(compiled, SQLCompiler)
+        and compiled.positional
+        and compiled.positiontup
+        and not compiled.insert_prefetch  # Python-side defaults
+        and not compiled.update_prefetch
+        and not compiled.literal_execute_params
+        and not compiled.post_compile_params  # IN lists expanded per execution
+        and not compiled.escaped_bind_names
+        and compiled._insertmanyvalues is None
+        and not compiled.effective_returning
+    ):
+        return None
+    processors: dict[str, Callable[[Any], Any]] = {}
+    for name, process in compiled._bind_processors.items():
+        if not callable(process):  # one per element of a tuple value
+            return None
+        processors[name] = process
+    return _Prepared(compiled.string, compiled.positiontup, processors)

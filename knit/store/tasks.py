@@ -132,7 +132,19 @@ def create(
         updated_at=stamp,
     )
 
-    return RowsOp("tasks.insert", _insert_statement, [record.to_json()], record)
+    row = {
+        "id": record.id,
+        "kind": kind,
+        "instance_id": instance_id,
+        "deployment_id": deployment_id,
+        "node_id": node_id,
+        "state": state,
+        "attempt": attempt,
+        "error": None,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+    return RowsOp("tasks.insert", _insert_statement, [row], record)
 
 
 def _insert_statement(conn: AsyncConnection) -> Insert:

@@ -40,7 +40,6 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -51,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from knit.errors import StoreError
 from knit.store.db import Database, translate_error
-from knit.store.ops import MAX_MERGED_ROWS, Op, RowsOp
+from knit.store.ops import MAX_MERGED_ROWS, REFERENCES, Op, RowsOp, execute_rows
 
 log = logging.getLogger(__name__)
 
@@ -322,34 +321,35 @@ class StoreWriter:
         """The batch as groups run in order: each ``RowsOp`` joins the open group of its
         key when it commutes with every op queued after that group began (that is what
         it moves ahead of); anything else starts a group of its own."""
-        groups: list[_MergeGroup] = []
+        groups: list[list[_Request[object]]] = []
         open_by_key: dict[str, _MergeGroup] = {}
+        saved = 0
         for request in batch:
             op = request.op
             if not isinstance(op, RowsOp):
-                groups.append(_MergeGroup(None, request, 0))
+                groups.append([request])
                 open_by_key.clear()  # nothing moves ahead of a plain op
                 continue
             group = open_by_key.get(op.key)
             if (
                 group is not None
                 and group.rows + len(op.rows) <= MAX_MERGED_ROWS
-                and all(op.commutes_with(t, ids) for t, ids in group.passed.items())
+                and group.admits(op)
             ):
                 group.requests.append(request)
                 group.rows += len(op.rows)
-                self.stats.statements_saved += 1
-                at = group.index
+                saved += 1
             else:
-                group = _MergeGroup(op.key, request, len(groups))
-                groups.append(group)
+                group = _MergeGroup(op, request, len(groups))
+                groups.append(group.requests)
                 open_by_key[op.key] = group
-                at = group.index
             # Ops of open groups that began before this op's place would move ahead of it.
+            at = group.index
             for other in open_by_key.values():
                 if other.index < at:
-                    other.note_passed(op.table, op.row_ids)
-        return [g.requests for g in groups]
+                    other.note_passed(op)
+        self.stats.statements_saved += saved
+        return groups
 
     def _fail_all(self, batch: list[_Request[object]], exc: BaseException) -> None:
         if isinstance(exc, TimeoutError):
@@ -367,26 +367,47 @@ class StoreWriter:
 
 
 class _MergeGroup:
-    """Requests run as one statement, and what later ops joining it would move ahead of."""
+    """Requests run as one statement, and what later ops joining it would move ahead of.
 
-    __slots__ = ("index", "key", "passed", "requests", "rows")
+    All its ops write one table (one key); an op joining it moves ahead of the ops that
+    passed it. It commutes with them unless one wrote the same rows of that table, or a
+    table it refers to (:meth:`RowsOp.commutes_with`): so only the ids of the same table
+    are kept, and a write of a referred table closes the group.
+    """
 
-    def __init__(self, key: str | None, first: _Request[object], index: int) -> None:
-        self.key = key
+    __slots__ = ("closed", "index", "passed_ids", "references", "requests", "rows", "table")
+
+    def __init__(self, op: RowsOp[object], first: _Request[object], index: int) -> None:
         self.requests = [first]
         self.index = index
-        self.rows = len(first.op.rows) if isinstance(first.op, RowsOp) else 0
-        self.passed: dict[str, set[object] | None] = {}
+        self.rows = len(op.rows)
+        self.table = op.table
+        self.references = REFERENCES.get(op.table, frozenset())
+        self.passed_ids: set[object] | None = None  # None: no write of ``table`` passed
+        self.closed = False
 
-    def note_passed(self, table: str, ids: AbstractSet[object] | None) -> None:
-        """An op writing rows ``ids`` of ``table`` (None: any) now runs after this group."""
-        if ids is None:
-            self.passed[table] = None
-            return
-        known = self.passed.get(table, set())
-        if known is not None:
-            known.update(ids)
-            self.passed[table] = known
+    def admits(self, op: RowsOp[object]) -> bool:
+        """Whether ``op`` (of this group's key) may join it: it commutes with every op
+        that passed it."""
+        if self.closed:
+            return False
+        if self.passed_ids is None:
+            return True
+        mine = op.row_ids
+        return mine is not None and self.passed_ids.isdisjoint(mine)
+
+    def note_passed(self, op: RowsOp[object]) -> None:
+        """``op`` now runs after this group."""
+        if op.table == self.table:
+            ids = op.row_ids
+            if ids is None:
+                self.closed = True
+            elif self.passed_ids is None:
+                self.passed_ids = set(ids)
+            else:
+                self.passed_ids.update(ids)
+        elif op.table in self.references:
+            self.closed = True
 
 
 def _copy_error(error: BaseException) -> BaseException:
@@ -402,18 +423,16 @@ def _copy_error(error: BaseException) -> BaseException:
 
 
 async def _run_merged(conn: AsyncConnection, group: list[_Request[object]]) -> list[object]:
-    ops = [r.op for r in group]
-    assert all(isinstance(op, RowsOp) for op in ops)
+    ops = [r.op for r in group if isinstance(r.op, RowsOp)]  # all of them
     first = ops[0]
-    assert isinstance(first, RowsOp)
-    rows = [dict(row) for op in ops if isinstance(op, RowsOp) for row in op.rows]
+    rows = [row for op in ops for row in op.rows]
     if first.last_wins and len(rows) > 1:
-        ids = [row.get("id", row.get("b_id")) for row in rows]
+        ids = [row["id"] if "id" in row else row.get("b_id") for row in rows]
         if None not in ids:  # rows of distinct ids commute; of one id's, the last counts
             rows = list(dict(zip(ids, rows, strict=True)).values())
     if rows:
-        await conn.execute(first.statement(conn), rows)
-    return [op.result for op in ops if isinstance(op, RowsOp)]
+        await execute_rows(conn, first, rows)
+    return [op.result for op in ops]
 
 
 def _op_name(op: Callable[..., object]) -> str:
