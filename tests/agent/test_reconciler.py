@@ -3,6 +3,7 @@ changed."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import cast
 
@@ -17,6 +18,25 @@ from knit.wire.messages import DeployTask, StopTask, TaskDeployment
 pytestmark = pytest.mark.unit
 
 LABELS = {"knit.instance": "i1", "knit.deployment": "d1", "knit.node": "n1"}
+
+
+def listing_ctx(
+    inspect: Callable[[str], Awaitable[ContainerState | None]],
+    listing: Callable[[object], Awaitable[list[ContainerState]]],
+) -> AgentContext:
+    """A context whose runtime inspects and lists with these, and has no files to sweep."""
+
+    async def remove_stale(keep: object) -> list[str]:
+        return []
+
+    ctx = SimpleNamespace(
+        on_change=None,
+        in_flight={},
+        node_id="n1",
+        runtime=SimpleNamespace(inspect=inspect, list=listing),
+        files=SimpleNamespace(remove_stale=remove_stale),
+    )
+    return cast(AgentContext, ctx)
 
 
 def reconciler(
@@ -92,17 +112,7 @@ async def test_a_refresh_during_a_resync_is_kept() -> None:
         await go_on.wait()
         return []  # taken before the container existed
 
-    async def remove_stale(keep: object) -> list[str]:
-        return []
-
-    ctx = SimpleNamespace(
-        on_change=None,
-        in_flight={},
-        node_id="n1",
-        runtime=SimpleNamespace(inspect=inspect, list=listing),
-        files=SimpleNamespace(remove_stale=remove_stale),
-    )
-    table = Reconciler(cast(AgentContext, ctx))
+    table = Reconciler(listing_ctx(inspect, listing))
     async with anyio.create_task_group() as tg:
         tg.start_soon(table.resync)
         await listed.wait()
@@ -137,17 +147,7 @@ async def test_a_list_that_lags_the_events_does_not_undo_them() -> None:
     async def listing(labels: object) -> list[ContainerState]:
         return [listed_running]
 
-    async def remove_stale(keep: object) -> list[str]:
-        return []
-
-    ctx = SimpleNamespace(
-        on_change=None,
-        in_flight={},
-        node_id="n1",
-        runtime=SimpleNamespace(inspect=inspect, list=listing),
-        files=SimpleNamespace(remove_stale=remove_stale),
-    )
-    table = Reconciler(cast(AgentContext, ctx))
+    table = Reconciler(listing_ctx(inspect, listing))
     table.synced = True
     table.apply(RuntimeEvent("c1", "start", LABELS))
     table.apply(RuntimeEvent("c1", "die", LABELS, exit_code=137))
