@@ -30,7 +30,8 @@ from knit.agent.main import run_agent_actors
 from knit.bus import Bus, Handler, connect_bus
 from knit.errors import BusError
 from knit.secrets import NodeKeyPair
-from simulations.runtime import SimProfile, SimRuntime
+from simulations.profile import SimProfile
+from simulations.runtime import SimRuntime
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from pydantic import (
 
 from knit.config import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_NODE_TTL
 from knit.errors import KnitError
-from simulations.runtime import SimProfile
+from simulations.profile import SimProfile
 
 SCENARIOS_DIR = Path(__file__).parent / "scenarios"
 """Where ``load_scenario`` finds scenarios by name."""

@@ -91,6 +91,14 @@ class Plan:
     unplaced: int
     rejections: dict[str, str]
 
+    def describe_unplaced(self) -> str:
+        """A readable reason why some instances could not be placed (the deployment's
+        ``pending_reason``)."""
+        if not self.rejections:
+            return f"{self.unplaced} instance(s) not placed: no nodes registered"
+        reasons = "; ".join(f"{node}: {why}" for node, why in sorted(self.rejections.items()))
+        return f"{self.unplaced} instance(s) not placed: {reasons}"
+
     def by_node(self) -> dict[str, int]:
         """How many new instances go to each node."""
         counts: dict[str, int] = {}

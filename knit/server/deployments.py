@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from actors import Actor, ActorError, Deadline
-from knit.domain.placement import PlacementRequest, Plan
+from knit.domain.placement import PlacementRequest
 from knit.errors import KnitError
 from knit.server.context import ServerContext
 from knit.server.messages import (
@@ -38,6 +38,7 @@ from knit.server.messages import (
     TaskEnded,
 )
 from knit.server.records import InstanceState
+from knit.server.restarts import restart_wait
 from knit.server.tasks import TaskRun
 from knit.store.records import DeploymentRecord, new_id
 from knit.wire.messages import InstanceReport
@@ -62,7 +63,6 @@ RECONCILE_EVERY = 10.0
 interval, so that deployments loaded together do not audit together)."""
 ABSENT_GRACE = 10.0
 """Seconds an instance must have been quiet before its absence from a report counts."""
-MAX_RESTART_DELAY = 300.0
 AUDIT = Audit()
 
 
@@ -443,32 +443,18 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.save(inst, "instance.surplus", f"instance {inst.index} is surplus")
 
     async def restart_exited(self, state: DeploymentState, now: float) -> None:
-        """Start exited instances again, as the restart policy says, with backoff.
-
-        An instance whose deploy task failed (``error``: a pull, a start refused by an Engine
-        that was restarting...) is tried again the same way, unless the mode is ``never``:
-        a passing failure must not leave it broken for good. Both count as restarts.
-        """
-        policy = state.record.restart_policy
-        mode = str(policy.get("mode", "always"))
-        backoff = float(policy.get("backoff", 1.0) or 0.0)  # type: ignore[arg-type]
-        limit = policy.get("max_restarts")
+        """Start exited and failed instances again as the restart policy says
+        (``knit.server.restarts``); both count as restarts."""
         for inst in state.instances.values():
             if not inst.desired or inst.status not in ("stopped", "error"):
                 continue
             if inst.id in state.tasks:
                 continue
-            clean_exit = inst.status == "stopped" and inst.exit_code == 0
-            if mode == "never" or (mode == "on-failure" and clean_exit):
+            wait = restart_wait(inst, state.record.restart_policy, now)
+            if wait is None:
                 continue
-            if isinstance(limit, int) and inst.restarts >= limit:
-                continue
-            due = inst.stopped_at + min(backoff * 2**inst.restarts, MAX_RESTART_DELAY)
-            if inst.stopped_at == 0.0:
-                inst.stopped_at = now
-                due = now + min(backoff * 2**inst.restarts, MAX_RESTART_DELAY)
-            if now < due:
-                self.after(due - now, Reconcile())
+            if wait > 0:
+                self.after(wait, Reconcile())
                 continue
             inst.restarts += 1
             inst.stopped_at = 0.0
@@ -508,7 +494,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.save(inst, "instance.placed", f"instance {inst.index} placed on {node_id}")
             await self.start_task(state, inst, "deploy")
         self.save_created(state)
-        self.set_pending_reason(describe_unplaced(plan) if plan.unplaced else None)
+        self.set_pending_reason(plan.describe_unplaced() if plan.unplaced else None)
 
     async def stop_unwanted(self, state: DeploymentState) -> None:
         for inst in list(state.instances.values()):
@@ -605,11 +591,3 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.repo.deployment_status(self.deployment_id, reason)
             if reason:
                 self.event("deployment.pending", reason)
-
-
-def describe_unplaced(plan: Plan) -> str:
-    """A readable reason why some instances could not be placed."""
-    if not plan.rejections:
-        return f"{plan.unplaced} instance(s) not placed: no nodes registered"
-    reasons = "; ".join(f"{node}: {why}" for node, why in sorted(plan.rejections.items()))
-    return f"{plan.unplaced} instance(s) not placed: {reasons}"

@@ -29,7 +29,8 @@ from knit.wire.messages import (
     decode_status,
     encode,
 )
-from simulations.runtime import SimProfile, SimRuntime
+from simulations.profile import SimProfile
+from simulations.runtime import SimRuntime
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 

@@ -22,7 +22,8 @@ import trio.testing
 
 from knit.errors import RuntimeFailure, RuntimeUnavailable
 from knit.runtime.base import ContainerRuntime, ContainerSpec, Mount, PortBinding, RegistryAuth
-from simulations.runtime import SimProfile, SimRuntime, normalize_image, registry_of
+from simulations.profile import SimProfile, normalize_image, registry_of
+from simulations.runtime import SimRuntime
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from simulations.runtime import SimProfile
+from simulations.profile import SimProfile
 from simulations.scenario import (
     SCENARIOS_DIR,
     Fault,

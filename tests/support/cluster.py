@@ -26,7 +26,8 @@ from knit.config import ServerConfig
 from knit.natsd import free_port
 from knit.secrets import NodeKeyPair
 from knit.server.main import serve_server
-from simulations.runtime import SimProfile, SimRuntime
+from simulations.profile import SimProfile
+from simulations.runtime import SimRuntime
 
 
 @dataclass
