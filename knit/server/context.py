@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from actors import ActorRef
 from knit.bus import Bus
@@ -34,10 +34,6 @@ from knit.wire.messages import (
 )
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from knit.server.directories import DirectoryMessage
-
 
 TASK_DEPLOYMENT_CACHE = 10_000
 """Validated deployment parts of tasks kept for reuse (the cache is emptied when full)."""
@@ -77,13 +73,6 @@ class ServerContext:
     _scheduler: ActorRef[SchedulerMessage] | None = None
     _deployments: ActorRef[Any] | None = None
     _task_deployments: dict[tuple[object, ...], TaskDeployment] = field(default_factory=dict)
-
-    def wire(
-        self, scheduler: ActorRef[SchedulerMessage], deployments: ActorRef[DirectoryMessage]
-    ) -> None:
-        """Connect the services that exist only once the actor tree is up."""
-        self._scheduler = scheduler
-        self._deployments = deployments
 
     @property
     def scheduler(self) -> ActorRef[SchedulerMessage]:

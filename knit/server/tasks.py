@@ -167,6 +167,10 @@ class TaskRun:
             )
         else:
             self.record("task.published", f"{self.task.kind} task sent to {where}")
+        await self._send()
+
+    async def _send(self) -> None:
+        """Put the task on the bus; a failure is logged (a deadline sends it again)."""
         try:
             await self.bus.publish(self.subject, encode(self.task))
         except KnitError as exc:
@@ -227,10 +231,7 @@ class TaskRun:
             if self.bus.connected and self.bus.stats.reconnects != self.reconnects:
                 # Its result may have been lost with the connection: ask again, quietly.
                 self.reconnects = self.bus.stats.reconnects
-                try:
-                    await self.bus.publish(self.subject, encode(self.task))
-                except KnitError as exc:
-                    log.warning("task %s not published: %s", self.task.task_id, exc)
+                await self._send()
             self._reset(min(left, RUN_CHECK))
             return None
         if self.attempt >= self.timing.max_attempts:
