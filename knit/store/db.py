@@ -301,9 +301,13 @@ async def _create_schema(db: Database) -> None:
             raise StoreError(f"no migration from schema version {stored} to {SCHEMA_VERSION}")
 
 
+WRITE_BEGIN = "BEGIN IMMEDIATE"
+"""How the writer's transactions begin: with the write lock taken at once."""
+
+
 def _install_sqlite_hooks(sync_engine: Engine, *, writer: bool, busy_timeout_ms: int) -> None:
     """SQLite settings per connection, our own BEGIN, and interrupt-on-cancel."""
-    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+    begin = WRITE_BEGIN if writer else "BEGIN"
 
     # ``dbapi_connection`` is SQLAlchemy's aiosqlite adapter (no type stubs) or a
     # ``sqlite3.Connection`` (read threads).

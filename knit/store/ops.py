@@ -7,6 +7,7 @@ Layer: store (adapter). Imports sqlalchemy only. The query modules build these; 
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -129,29 +130,69 @@ async def execute_rows(
     """Run ``op``'s statement over ``rows`` (at least one; its rows or a merged group's).
 
     On SQLite, the statement is compiled once per key and dialect and run as SQL text over
-    parameter tuples (:class:`_Prepared`): the per-row work of a Core ``execute`` (cache
+    parameter tuples (:class:`Prepared`): the per-row work of a Core ``execute`` (cache
     key, parameter dicts, positional conversion) is most of the writer's CPU. Elsewhere,
     and for statements that need more than bind processors, through Core.
 
     Cancellation: as the connection's ``execute`` (see ``knit.store.db``).
     """
-    prepared = _prepared(conn, op, rows[0])
+    prepared = prepare_rows(conn, op, rows)
     if prepared is None:
         await conn.execute(op.statement(conn), [dict(row) for row in rows])
         return
+    await conn.exec_driver_sql(prepared[0].sql, prepared[1])
+
+
+def prepare_rows(
+    conn: AsyncConnection, op: RowsOp[Any], rows: Sequence[Mapping[str, object]]
+) -> tuple[Prepared, list[tuple[Any, ...]]] | None:
+    """``op``'s statement compiled for SQL text, and ``rows`` (at least one) as its
+    parameter tuples; None if it must run through Core (not SQLite, or a statement that
+    needs more than bind processors).
+
+    Raises:
+        sqlalchemy.exc.StatementError: a value a bind processor refused, or a missing key
+            (what Core raises for the same rows).
+    """
+    prepared = _prepared(conn, op, rows[0])
+    if prepared is None:
+        return None
     try:
-        params = prepared.params(rows)
-    except Exception as exc:  # a value a bind processor refused, or a missing key
-        # What Core raises for the same rows (``translate_error`` makes it a StoreError).
+        return prepared, prepared.params(rows)
+    except Exception as exc:
         raise sa_exc.StatementError(str(exc), prepared.sql, None, exc, True) from exc
-    await conn.exec_driver_sql(prepared.sql, params)
 
 
-class _Prepared:
+_UPDATE_BY_KEY = re.compile(r"UPDATE (\S+) SET ((?:\S+=\?, )*\S+=\?) WHERE (\S+) = \?")
+"""An update of fixed columns of one row by its key, as SQLAlchemy compiles it."""
+MULTI_ROW_SIZES = (256, 32, 4)
+"""Rows per multi-row ``INSERT ... VALUES`` statement, largest first (a few fixed sizes, so
+that the driver's statement cache keeps each text compiled); fewer rows go one by one."""
+
+
+class Prepared:
     """A statement compiled once: its SQL text, and how to turn a row into its parameters
-    exactly as Core would (the compiled statement's own bind processors, in its order)."""
+    exactly as Core would (the compiled statement's own bind processors, in its order).
 
-    __slots__ = ("_get", "_processors", "_single", "sql")
+    An ``INSERT`` (or upsert) whose only parameters are one ``VALUES`` row, and an
+    ``UPDATE`` of fixed columns by key, also run as multi-row statements
+    (:meth:`statements`; the update as ``UPDATE ... FROM (VALUES ...)``, for rows of
+    distinct keys): SQLite's driver releases and takes back Python's lock around every
+    step of an ``executemany``, so a row at a time crawls while the event loop's thread is
+    busy (measured: 10x slower); a statement of 256 rows takes it back once.
+    """
+
+    __slots__ = (
+        "_by_key",
+        "_get",
+        "_head",
+        "_processors",
+        "_row",
+        "_single",
+        "_tail",
+        "_texts",
+        "sql",
+    )
 
     def __init__(
         self, sql: str, names: Sequence[str], processors: Mapping[str, Callable[[Any], Any]]
@@ -162,6 +203,52 @@ class _Prepared:
         self._processors = tuple(
             (i, processors[name]) for i, name in enumerate(names) if name in processors
         )
+        self._row = "(" + ", ".join("?" * len(names)) + ")"
+        values = f"VALUES {self._row}"
+        self._head: str | None = None
+        self._tail = ""
+        self._by_key = False
+        by_key = _UPDATE_BY_KEY.fullmatch(sql)
+        if sql.count("?") != len(names):
+            pass
+        elif sql.startswith("INSERT ") and sql.count(values) == 1:
+            self._head, self._tail = sql.split(values)
+        elif by_key is not None:
+            # UPDATE t SET a=?, b=? WHERE t.id = ?  ->  UPDATE t SET a=v.column1,
+            # b=v.column2 FROM (VALUES (?, ?, ?), ...) AS v WHERE t.id = v.column3
+            table, sets, key = by_key.groups()
+            columns = [part.removesuffix("=?") for part in sets.split(", ")]
+            assign = ", ".join(f"{c}=v.column{i}" for i, c in enumerate(columns, 1))
+            self._head = f"UPDATE {table} SET {assign} FROM ("
+            self._tail = f") AS v WHERE {key} = v.column{len(columns) + 1}"
+            self._by_key = True  # a key twice in one statement: SQLite picks either row
+        self._texts: dict[int, str] = {}
+
+    def statements(self, params: list[tuple[Any, ...]]) -> list[tuple[str, Sequence[Any], bool]]:
+        """What runs ``params``: ``(sql, parameters, many)`` each, ``many`` meaning an
+        ``executemany`` over a list of tuples, else one execution over flat parameters."""
+        if self._head is None or len(params) < MULTI_ROW_SIZES[-1]:
+            return [(self.sql, params, True)]
+        out: list[tuple[str, Sequence[Any], bool]] = []
+        start, left = 0, len(params)
+        for size in MULTI_ROW_SIZES:
+            while left >= size:
+                chunk = params[start : start + size]
+                if self._by_key and len({row[-1] for row in chunk}) < size:
+                    out.append((self.sql, chunk, True))
+                else:
+                    out.append((self._text(size), [v for row in chunk for v in row], False))
+                start, left = start + size, left - size
+        if left:
+            out.append((self.sql, params[start:], True))
+        return out
+
+    def _text(self, rows: int) -> str:
+        text = self._texts.get(rows)
+        if text is None:
+            values = ", ".join([self._row] * rows)
+            text = self._texts[rows] = f"{self._head}VALUES {values}{self._tail}"
+        return text
 
     def params(self, rows: Sequence[Mapping[str, object]]) -> list[tuple[Any, ...]]:
         """One parameter tuple per row."""
@@ -182,14 +269,14 @@ class _Prepared:
         return params
 
 
-_PREPARED: WeakKeyDictionary[Dialect, dict[tuple[str, tuple[str, ...]], _Prepared | None]] = (
+_PREPARED: WeakKeyDictionary[Dialect, dict[tuple[str, tuple[str, ...]], Prepared | None]] = (
     WeakKeyDictionary()
 )
 
 
 def _prepared(
     conn: AsyncConnection, op: RowsOp[Any], first_row: Mapping[str, object]
-) -> _Prepared | None:
+) -> Prepared | None:
     """The prepared form of ``op``'s statement for rows like ``first_row`` on ``conn``'s
     dialect; None if it must run through Core."""
     dialect = conn.dialect
@@ -208,7 +295,7 @@ def _prepared(
     return prepared
 
 
-def _prepare(statement: Executable, dialect: Dialect, keys: list[str]) -> _Prepared | None:
+def _prepare(statement: Executable, dialect: Dialect, keys: list[str]) -> Prepared | None:
     """``statement`` compiled as Core compiles it for an executemany over rows with
     ``keys``; None if running it needs more than its SQL text and bind processors."""
     if not isinstance(statement, ClauseElement):
@@ -232,4 +319,4 @@ def _prepare(statement: Executable, dialect: Dialect, keys: list[str]) -> _Prepa
         if not callable(process):  # one per element of a tuple value
             return None
         processors[name] = process
-    return _Prepared(compiled.string, compiled.positiontup, processors)
+    return Prepared(compiled.string, compiled.positiontup, processors)

@@ -159,3 +159,87 @@ async def test_a_row_missing_a_parameter_fails_alone_in_the_writer(store: Store)
             await store.write(bad)
     listed = await store.read(events.list_events)
     assert [e.message for e in listed] == ["fine"]
+
+
+def test_many_rows_go_as_statements_of_a_few_fixed_sizes() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    class Conn:
+        dialect = sqlite.dialect()
+
+    op = events.append("k", "m", at=1.0)
+    prepared = _prepared(Conn(), op, op.rows[0])  # type: ignore[arg-type]
+    assert prepared is not None
+    params = [(str(i),) * 8 for i in range(303)]
+    runs = prepared.statements(params)
+    sizes = [len(p) // 8 if not many else -len(p) for _, p, many in runs]
+    assert sizes == [256, 32, 4, 4, 4, -3]  # the last three one by one (executemany)
+    flat = [v for _, p, many in runs if not many for v in p]
+    assert flat == [v for row in params[:300] for v in row]
+    assert runs[0][0].count("(?, ?, ?, ?, ?, ?, ?, ?)") == 256
+
+
+async def test_a_direct_batch_of_many_rows_stores_what_core_stores(tmp_path: Path) -> None:
+    from knit.store.db import WRITE_BEGIN
+    from knit.store.direct import write_direct
+
+    async with (
+        open_database(tmp_path / "core.db") as core,
+        open_database(tmp_path / "direct.db") as direct,
+    ):
+        async with core.transaction() as conn:
+            web = await deployments.create("web", "nginx")(conn)
+        async with direct.transaction() as conn:
+            await deployments.create("web", "nginx", deployment_id=web.id)(conn)
+        made = [InstanceRecord.new(web.id, i, at=1.5, node_id=None) for i in range(300)]
+        again = [InstanceRecord.new(web.id, i, at=2.5) for i in range(40)]
+        made_tasks = [tasks.create("deploy", i.id, web.id, at=1.0) for i in made[:70]]
+        states = [
+            tasks.record_state(t.result.id, "accepted", attempt=i, at=2.0)
+            for i, t in enumerate(made_tasks)
+        ]
+
+        def merged(ops: list[RowsOp[Any]]) -> RowsOp[None]:
+            return RowsOp(ops[0].key, ops[0].statement, [r for op in ops for r in op.rows], None)
+
+        ops: list[RowsOp[Any]] = [
+            instances.insert_many(made),
+            events.append_many([EventRecord.new("k", f"m{i}", at=i / 4) for i in range(517)]),
+            instances.upsert_many(again + again[:7]),  # one id twice in a statement
+            merged(made_tasks),  # type: ignore[arg-type]
+            merged(states[:36]),  # UPDATE ... FROM (VALUES ...): 32 + 4 rows
+            merged(states[36:68]),
+            merged(  # a key twice in a statement of four: one row at a time
+                [
+                    tasks.record_state(made_tasks[68].result.id, "failed", attempt=9, at=3),
+                    tasks.record_state(made_tasks[68].result.id, "succeeded", attempt=1, at=4),
+                    *states[68:],
+                ]
+            ),
+        ]
+        async with core.transaction() as conn:
+            for op in ops:
+                await core_execute(conn, op)
+        async with direct.write_engine.connect() as conn:
+            assert await write_direct(conn, [(op, op.rows) for op in ops], WRITE_BEGIN, 30.0)
+        for table in ("container_instances", "events", "tasks"):
+            async with core.read() as a, direct.read() as b:
+                t = Base.metadata.tables[table]
+                assert await stored_rows(b, t) == await stored_rows(a, t), table
+
+
+def test_updates_by_key_go_as_update_from_values_unless_a_key_repeats() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    class Conn:
+        dialect = sqlite.dialect()
+
+    op = tasks.record_state("t", "accepted", attempt=1)
+    prepared = _prepared(Conn(), op, op.rows[0])  # type: ignore[arg-type]
+    assert prepared is not None
+    distinct = [("s", 1, None, 1.0, f"t{i}") for i in range(4)]
+    ((sql, params, many),) = prepared.statements(distinct)
+    assert not many and "FROM (VALUES" in sql and sql.endswith("WHERE tasks.id = v.column5")
+    assert params == [v for row in distinct for v in row]
+    repeated = [*distinct[:3], distinct[0]]
+    assert prepared.statements(repeated) == [(prepared.sql, repeated, True)]

@@ -280,6 +280,7 @@ async def test_a_bad_op_in_a_merged_statement_fails_alone(db_path: Path) -> None
             await writer.aclose()
         assert writer.stats.statements_saved == 4  # five ops queued as one statement
         assert writer.stats.retried_batches == 1
+        assert writer.stats.direct_batches == 0  # it failed there, and ran again op by op
         assert sum(isinstance(o, Conflict) for o in outcomes) == 1
         async with db.read() as conn:
             stored = await instances.list_instances(conn)
@@ -347,6 +348,7 @@ async def test_interleaved_row_ops_of_two_kinds_merge_into_two_statements(
         writer = await run_in_one_batch(db, ops)
         assert writer.stats.batches == 1
         assert writer.stats.statements_saved == 18  # twenty ops, two statements
+        assert writer.stats.direct_batches == 1  # row statements only: one call to SQLite
         async with db.read() as conn:
             assert len(await instances.list_instances(conn)) == 10
             assert len(await events.list_events(conn, limit=100)) == 10
@@ -441,3 +443,22 @@ async def test_merged_full_upserts_of_one_row_write_its_last_version(db_path: Pa
         async with db.read() as conn:
             stored = {i.index: i.status for i in await instances.list_instances(conn)}
         assert stored == {0: "running", 1: "pending"}
+
+
+async def test_a_direct_batch_past_its_timeout_is_interrupted_and_the_writer_goes_on(
+    db_path: Path,
+) -> None:
+    from knit.store import EventRecord, events
+
+    async with open_database(db_path) as db:
+        rows = [EventRecord.new("instance.created", f"{i}", at=1.0) for i in range(50_000)]
+        writer = StoreWriter(db, batch_timeout=0.001)
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            with pytest.raises(StoreError, match="longer than"):
+                await writer.submit(events.append_many(rows))
+            writer.batch_timeout = 30.0
+            await writer.submit(events.append_many(rows[:1]))  # the write lock is free
+            await writer.aclose()
+        async with db.read() as conn:
+            assert len(await events.list_events(conn, limit=100)) == 1
