@@ -37,8 +37,9 @@ class StepFailed(KnitError):
 
 
 def container_name(deployment_name: str, index: int, instance_id: str) -> str:
-    """A readable, unique Docker name for an instance's container."""
-    return f"knit-{deployment_name}-{index}-{instance_id[:8]}"
+    """A readable, unique Docker name for an instance's container (with the end of the
+    instance's id: its beginning is the time it was made, shared by its neighbours)."""
+    return f"knit-{deployment_name}-{index}-{instance_id[-8:]}"
 
 
 async def find_instance_container(ctx: AgentContext, instance_id: str) -> ContainerState | None:

@@ -165,8 +165,13 @@ def paginate(items: Sequence[Any], number: int, *, per_page: int, param: str) ->
 
 
 def short(value: object, size: int = SHORT_ID) -> str:
-    """The first ``size`` characters of an id ('' for ``None``)."""
-    return "" if value is None else str(value)[:size]
+    """An id shortened to ``size`` characters ('' for ``None``): a Knit id (32 characters)
+    to its end, since it begins with the time it was made (ids made together share it);
+    anything longer (Docker's container ids) to its beginning, as Docker shows them."""
+    if value is None:
+        return ""
+    text = str(value)
+    return text[-size:] if len(text) == 32 else text[:size]
 
 
 def masked_env(env: Mapping[str, Any] | None) -> list[tuple[str, str]]:
