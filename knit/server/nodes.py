@@ -1,9 +1,15 @@
-"""NodeActor: one node's heartbeat deadline, health and eligibility.
+"""NodeActor: one node's heartbeat deadline, health and eligibility, and its report.
 
 Layer: server. Each heartbeat moves the node's deadline (an O(1) reset). When the deadline
 passes, the node becomes ``unhealthy`` and the deployments are told; a heartbeat after that
 makes it ``healthy`` again. After a server restart, every known node first gets
 ``node_ttl + restart_grace``, so nodes are not declared lost because the server was down.
+
+Most heartbeats carry only the differences of the node's report (``Heartbeat.full`` is
+False). One is applied to the report held here when it follows the last heartbeat applied
+(``seq`` one more); otherwise (a heartbeat lost on the way, a server restart, a node back
+from ``unhealthy``) it only keeps the node alive, and the report waits for the agent's next
+full heartbeat (at most ``FULL_EVERY`` beats away, see knit.agent.heartbeat).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from knit.server.messages import (
 from knit.server.records import NodeState
 from knit.server.scheduler import UpdateNode
 from knit.wire import subjects
-from knit.wire.messages import Heartbeat, InstanceReport
+from knit.wire.messages import Heartbeat, InstanceReport, report_changed
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +59,6 @@ def _stored_fields(node: NodeState) -> tuple[object, ...]:
     )
 
 
-def _differs(report: InstanceReport, last: dict[str, InstanceReport]) -> bool:
-    """Whether ``report`` says something the last report forwarded did not (compared field
-    by field: pydantic's ``__eq__`` is slow, and tuples to compare would be more garbage)."""
-    before = last.get(report.instance_id)
-    return (
-        before is None
-        or before.status != report.status
-        or before.container_id != report.container_id
-        or before.exit_code != report.exit_code
-        or before.error != report.error
-        or before.deployment_id != report.deployment_id
-    )
-
-
 class NodeActor(Actor[NodeMessage]):
     """Owns one node."""
 
@@ -80,6 +72,11 @@ class NodeActor(Actor[NodeMessage]):
         # given time (agent clock) has been (their task just ended).
         self.last_reports: dict[str, InstanceReport] | None = None
         self.force: dict[str, tuple[float, str]] = {}
+        # The seq of the last heartbeat applied to ``last_reports`` (None: none since the
+        # report was lost; differences wait for a full heartbeat), and whether the node was
+        # declared up before its report was known (see ``heartbeat``).
+        self.last_seq: int | None = None
+        self.up_unreported = False
         self.last_saved = 0.0
 
     async def started(self) -> None:
@@ -168,12 +165,34 @@ class NodeActor(Actor[NodeMessage]):
             )
         if view_changed:
             self.ctx.scheduler.tell_nowait(UpdateNode(self.view()))
-        if not was_healthy and node.eligible:
-            self.ctx.deployments.tell_nowait(NodeUp(self.node_id))
-        self.forward(hb, full=not was_healthy)
+        last = self.last_reports
+        if hb.full:
+            # A node back (or new) is told up with its report. One told up earlier on a
+            # difference it could not apply is told up again now that its report is known,
+            # so the deployments audit their instances there against it.
+            if (not was_healthy or self.up_unreported) and node.eligible:
+                self.ctx.deployments.tell_nowait(NodeUp(self.node_id))
+            self.up_unreported = False
+            self.forward(hb, full=not was_healthy)
+        elif last is not None and self.last_seq is not None and hb.seq == self.last_seq + 1:
+            self.forward_differences(hb, last)
+        else:
+            # Differences from a heartbeat this actor did not apply (lost on the way, sent
+            # before a server restart or while the node was unhealthy): the node is alive,
+            # its report unknown until the next full heartbeat. Its stale report is
+            # withdrawn from the audits, which would otherwise take an instance placed
+            # since for vanished. ``last_reports`` stays: the next full report is compared
+            # with what was forwarded last. A node back from unhealthy is up at once
+            # (pending instances can be placed on it).
+            self.last_seq = None
+            self.ctx.node_reports.pop(self.node_id, None)
+            if not was_healthy:
+                self.up_unreported = True
+                if node.eligible:
+                    self.ctx.deployments.tell_nowait(NodeUp(self.node_id))
 
     def forward(self, hb: Heartbeat, *, full: bool) -> None:
-        """Keep the node's report for the audits; forward what changed in it.
+        """Keep the node's full report for the audits; forward what changed in it.
 
         Only the differences from the last report forwarded go to the deployments (at 100
         instances per node from as many deployments, forwarding every report whole was a
@@ -183,20 +202,66 @@ class NodeActor(Actor[NodeMessage]):
         ``node_reports``.
         """
         reports = {r.instance_id: r for r in hb.instances}
-        self.ctx.node_reports[self.node_id] = NodeReport(hb.sent_at, reports)
         last = self.last_reports
         force = self.force
         if full or last is None:
             changed = list(hb.instances)
             gone = [(i, d) for i, (_, d) in force.items() if i not in reports]
         else:
-            changed = [r for r in hb.instances if r.instance_id in force or _differs(r, last)]
+            changed = [
+                r
+                for r in hb.instances
+                if r.instance_id in force or report_changed(last.get(r.instance_id), r)
+            ]
             gone = [(i, r.deployment_id) for i, r in last.items() if i not in reports]
             gone += [(i, d) for i, (_, d) in force.items() if i not in reports and i not in last]
+        self.keep(hb, reports, changed, gone)
+
+    def forward_differences(self, hb: Heartbeat, last: dict[str, InstanceReport]) -> None:
+        """Apply a heartbeat's differences to the last report; forward them.
+
+        What is forwarded is what :meth:`forward` would have forwarded for the same report
+        sent whole, found from the differences and the forced instances only.
+        """
+        reports = dict(last)
+        force = self.force
+        changed = []
+        for report in hb.instances:
+            instance_id = report.instance_id
+            reports[instance_id] = report
+            if instance_id in force or report_changed(last.get(instance_id), report):
+                changed.append(report)
+        gone = []
+        for instance_id in hb.removed:
+            before = reports.pop(instance_id, None)
+            if before is not None:
+                gone.append((instance_id, before.deployment_id))
+        if force:
+            listed = {r.instance_id for r in hb.instances}
+            for instance_id, (_, deployment_id) in force.items():
+                present = reports.get(instance_id)
+                if present is not None:
+                    if instance_id not in listed:
+                        changed.append(present)
+                elif instance_id not in last:
+                    gone.append((instance_id, deployment_id))
+        self.keep(hb, reports, changed, gone)
+
+    def keep(
+        self,
+        hb: Heartbeat,
+        reports: dict[str, InstanceReport],
+        changed: list[InstanceReport],
+        gone: list[tuple[str, str]],
+    ) -> None:
+        """Hold ``reports`` as the node's report (applied up to ``hb``); forward the changes."""
+        self.ctx.node_reports[self.node_id] = NodeReport(hb.sent_at, reports)
+        force = self.force
         for instance_id, (after, _) in list(force.items()):
             if hb.sent_at > after:
                 del force[instance_id]
         self.last_reports = reports
+        self.last_seq = hb.seq
         if changed or gone:
             self.ctx.deployments.tell_nowait(
                 InstancesObserved(self.node_id, tuple(changed), hb.sent_at, tuple(gone))
@@ -222,6 +287,7 @@ class NodeActor(Actor[NodeMessage]):
         node.status = "unhealthy"
         self.ctx.metrics.node(self.node_id, "unhealthy")
         self.last_reports = None
+        self.last_seq = None
         self.ctx.node_reports.pop(self.node_id, None)
         self.ctx.repo.save_node(node)
         self.ctx.repo.event(

@@ -14,7 +14,9 @@ changing its meaning bumps it.
 Measured on this machine (tests/wire/test_messages.py prints it with ``-s``): decoding is
 bound by JSON parsing itself. A heartbeat reporting 50 instances (11.5 KB) decodes in
 ~80 µs (``json.loads`` alone takes ~60 µs) and encodes in ~35 µs; one with no instances
-decodes in ~5 µs. 2,000 heartbeats/s of 50 instances each cost ~0.16 of a core to decode.
+decodes in ~5 µs. 2,000 heartbeats/s of 50 instances each cost ~0.16 of a core to decode:
+that is why most heartbeats carry only the differences of the report (``full=False``, see
+:class:`Heartbeat` and docs/decisions/0010-heartbeat-differences.md).
 
 | subject                 | message                              |
 |-------------------------|--------------------------------------|
@@ -31,7 +33,7 @@ import json
 from typing import Annotated, Final, Literal, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from knit.ids import new_id
 from knit.wire.errors import UnsupportedVersion, WireError
@@ -79,7 +81,7 @@ class Capacity(Struct):
 
 
 class InstanceReport(Struct):
-    """One Knit container on a node, as the agent sees it (part of the full status report)."""
+    """One Knit container on a node, as the agent sees it (part of the status report)."""
 
     instance_id: Id
     deployment_id: Id
@@ -89,16 +91,44 @@ class InstanceReport(Struct):
     exit_code: int | None = None
 
 
+def report_changed(before: InstanceReport | None, report: InstanceReport) -> bool:
+    """Whether ``report`` says something ``before`` (the same instance's earlier report, or
+    None) did not.
+
+    Compared field by field: pydantic's ``__eq__`` is slow, and tuples to compare would be
+    more garbage. The agent uses it to build a heartbeat's differences and the server to
+    find what to forward, so both agree on what a change is.
+    """
+    return before is not report and (
+        before is None
+        or before.status != report.status
+        or before.container_id != report.container_id
+        or before.exit_code != report.exit_code
+        or before.error != report.error
+        or before.deployment_id != report.deployment_id
+    )
+
+
 class Heartbeat(WireMessage):
-    """Registration (``first``) and periodic heartbeat of an agent, with all its instances.
+    """Registration (``first``) and periodic heartbeat of an agent, with its instances.
+
+    A heartbeat is either full (``full=True``: ``instances`` is every Knit instance on the
+    node) or carries the differences only (``full=False``): ``instances`` holds the reports
+    that are new or differ from those of the heartbeat ``seq - 1`` (the previous one this
+    agent sent) and ``removed`` the ids that heartbeat listed and the node no longer has.
+    The registration is always full. A receiver that did not apply heartbeat ``seq - 1``
+    cannot apply a difference and waits for the next full one (see knit.agent.heartbeat).
 
     Attributes:
         seq: 0 for the registration, then +1 per heartbeat sent.
         public_key: the node's X25519 public key (base64 of 32 bytes); credentials in tasks
             are sealed to it.
         interval: seconds until the next heartbeat (the server derives its deadline).
-        instances: every Knit instance on the node: the periodic full status report.
-        sent_at: the agent's clock when sent (seconds since the epoch).
+        full: whether ``instances`` is the node's whole report (the default, so a
+            heartbeat from an agent that predates differences is full).
+        instances: every Knit instance on the node (``full``), or the new and changed ones.
+        removed: ids of instances gone since heartbeat ``seq - 1`` (only when not ``full``).
+        sent_at: the agent's clock when the report was taken (seconds since the epoch).
     """
 
     kind: Literal["heartbeat"] = "heartbeat"
@@ -112,7 +142,9 @@ class Heartbeat(WireMessage):
     agent_version: str = ""
     public_key: str
     interval: Annotated[float, Field(gt=0)] = 5.0
+    full: bool = True
     instances: list[InstanceReport] = Field(default_factory=list)
+    removed: list[Id] = Field(default_factory=list)
     sent_at: Seconds
 
     @field_validator("public_key")
@@ -125,6 +157,14 @@ class Heartbeat(WireMessage):
         if len(raw) != 32:
             raise ValueError("must be a 32-byte X25519 public key")
         return value
+
+    @model_validator(mode="after")
+    def _full_or_differences(self) -> Heartbeat:
+        if self.full and self.removed:
+            raise ValueError("removed must be empty in a full heartbeat")
+        if self.first and not self.full:
+            raise ValueError("the registration (first) must be full")
+        return self
 
 
 # --- knit.tasks.{node_id} and knit.tasks.broadcast ----------------------------------------
@@ -345,4 +385,5 @@ __all__ = [
     "decode_status",
     "decode_task",
     "encode",
+    "report_changed",
 ]

@@ -15,12 +15,12 @@ import pytest
 from knit.agent.context import LABEL_INSTANCE, AgentContext
 from knit.agent.files import TemplateFiles
 from knit.agent.main import run_agent_actors
-from knit.bus import Bus
+from knit.bus import Bus, BusStats
 from knit.secrets import NodeKeyPair
 from knit.wire import subjects
 from knit.wire.messages import (
     DeployTask,
-    Heartbeat,
+    InstanceReport,
     StopTask,
     Task,
     TaskDeployment,
@@ -44,6 +44,7 @@ class MemoryBus:
         self.handlers: dict[str, Handler] = {}
         self.sent: list[tuple[str, bytes]] = []
         self.published = anyio.Event()
+        self.stats = BusStats()
 
     async def publish(self, subject: str, payload: bytes) -> None:
         self.sent.append((subject, payload))
@@ -196,12 +197,25 @@ async def test_reports_taken_after_a_result_agree_with_it(tmp_path: Path) -> Non
         await agent.send(task)
         done = await agent.final(task)
 
-        def after() -> list[Heartbeat]:
-            beats = [decode_heartbeat(p) for s, p in agent.bus.sent if s == subjects.HEARTBEAT]
-            return [b for b in beats if b.sent_at >= done.at]
+        def after() -> list[dict[str, InstanceReport]]:
+            """The node's report as of each heartbeat taken after the result."""
+            held: dict[str, InstanceReport] = {}
+            found = []
+            for subject, payload in agent.bus.sent:
+                if subject != subjects.HEARTBEAT:
+                    continue
+                beat = decode_heartbeat(payload)
+                if beat.full:
+                    held = {}
+                held.update((r.instance_id, r) for r in beat.instances)
+                for instance_id in beat.removed:
+                    held.pop(instance_id, None)
+                if beat.sent_at >= done.at:
+                    found.append(dict(held))
+            return found
 
         await agent.bus.until(lambda: bool(after()))
-        [report] = [r for r in after()[0].instances if r.instance_id == task.instance_id]
+        report = after()[0][task.instance_id]
         assert (report.status, report.container_id) == ("running", done.container_id)
         [container] = await agent.runtime.list({LABEL_INSTANCE: task.instance_id})
         assert container.state == "running"

@@ -33,6 +33,7 @@ from knit.wire.messages import (
     decode_status,
     decode_task,
     encode,
+    report_changed,
 )
 
 pytestmark = pytest.mark.unit
@@ -217,6 +218,46 @@ def test_unknown_fields_of_the_same_version_are_ignored() -> None:
     assert decode_heartbeat(json.dumps(body)).node_id == "0f1e2d3c"
 
 
+def test_a_heartbeat_without_full_or_removed_is_a_full_one() -> None:
+    body = json.loads(encode(heartbeat()))
+    del body["full"], body["removed"]
+    old = decode_heartbeat(json.dumps(body))
+    assert (old.full, old.removed, len(old.instances)) == (True, [], 2)
+
+
+def test_only_a_heartbeat_of_differences_lists_removed_instances() -> None:
+    differences = heartbeat(first=False, seq=3, full=False, removed=["i1"])
+    assert decode_heartbeat(encode(differences)).removed == ["i1"]
+    body = json.loads(encode(differences))
+    body["full"] = True
+    with pytest.raises(WireError, match="removed must be empty in a full heartbeat"):
+        decode_heartbeat(json.dumps(body))
+    with pytest.raises(pydantic.ValidationError):
+        heartbeat(first=False, removed=["i1"])
+
+
+def test_the_registration_is_a_full_heartbeat() -> None:
+    body = json.loads(encode(heartbeat(first=False, full=False)))
+    body["first"] = True
+    with pytest.raises(WireError, match="registration"):
+        decode_heartbeat(json.dumps(body))
+
+
+def test_report_changed_compares_every_field() -> None:
+    base = InstanceReport(instance_id="i", deployment_id="d", container_id="c", status="running")
+    assert report_changed(None, base)
+    assert not report_changed(base, base)
+    assert not report_changed(base, base.model_copy())
+    for change in [
+        {"status": "stopped"},
+        {"container_id": None},
+        {"exit_code": 0},
+        {"error": "x"},
+        {"deployment_id": "e"},
+    ]:
+        assert report_changed(base, base.model_copy(update=change)), change
+
+
 def test_bad_status_state_is_refused() -> None:
     body = json.loads(
         encode(TaskStatus(task_id="t", instance_id="i", node_id="n", state="progress", at=0))
@@ -254,6 +295,17 @@ heartbeats = st.builds(
     public_key=st.binary(min_size=32, max_size=32).map(lambda b: base64.b64encode(b).decode()),
     interval=st.floats(0.01, 3600),
     instances=st.lists(reports, max_size=5),
+    sent_at=SECONDS,
+) | st.builds(
+    Heartbeat,
+    node_id=IDS,
+    hostname=TEXT,
+    seq=st.integers(1, 2**40),
+    capacity=st.builds(Capacity, cpus=st.integers(0, 512), memory_bytes=st.integers(0, 2**50)),
+    public_key=st.binary(min_size=32, max_size=32).map(lambda b: base64.b64encode(b).decode()),
+    full=st.just(False),
+    instances=st.lists(reports, max_size=3),
+    removed=st.lists(IDS, max_size=3),
     sent_at=SECONDS,
 )
 deployments = st.builds(
