@@ -27,15 +27,16 @@ import time
 _rng = random.Random(os.urandom(32))
 _bits = _rng.getrandbits
 _time_ns = time.time_ns
-_VERSION = 0x7 << 76  # above rand_a (12 bits), the variant (2) and rand_b (62)
-_VARIANT = 0b10 << 62  # RFC 9562 variant, above rand_b
+# Below the 48 bits of milliseconds: version (4 bits), rand_a (12), variant (2), rand_b (62).
+_CLEAR = ~((0xF << 76) | (0b11 << 62))
+_SET = (0x7 << 76) | (0b10 << 62)  # version 7, RFC 9562 variant
 
 
 def new_id() -> str:
     """A fresh id: a version 7 UUID in hex (``uuid.UUID(hex=...)`` parses it)."""
-    millis = _time_ns() // 1_000_000
-    rand_a = _bits(12) << 64
-    return f"{millis & 0xFFFF_FFFF_FFFF:012x}{_VERSION | rand_a | _VARIANT | _bits(62):020x}"
+    # ``to_bytes().hex()`` is 2-3x faster than formatting the number as hex.
+    value = (_time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | _bits(80)
+    return (value & _CLEAR | _SET).to_bytes(16, "big").hex()
 
 
 def _reseed() -> None:

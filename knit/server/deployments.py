@@ -66,7 +66,7 @@ ABSENT_GRACE = 10.0
 AUDIT = Audit()
 
 
-@dataclass
+@dataclass(slots=True)
 class Inflight:
     """A task this deployment waits for."""
 

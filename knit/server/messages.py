@@ -13,7 +13,7 @@ from knit.wire.messages import Heartbeat, InstanceReport, TaskStatus
 # --- nodes -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HeartbeatReceived:
     """An agent's heartbeat arrived (routed to its NodeActor)."""
 
@@ -21,19 +21,19 @@ class HeartbeatReceived:
     received_at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeadlineMissed:
     """A NodeActor's heartbeat deadline expired."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SetEligible:
     """Drain (``False``) or un-drain (``True``) a node. Answers the node's JSON."""
 
     eligible: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ForwardReports:
     """A task ended on this node: forward its instance's next reports even when unchanged.
 
@@ -51,14 +51,14 @@ class ForwardReports:
 # --- cluster facts, told to the scheduler and to deployments ------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeUp:
     """A node is healthy and eligible (again): pending work may be placed on it."""
 
     node_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeDown:
     """A node missed its deadline."""
 
@@ -66,14 +66,14 @@ class NodeDown:
     since: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeDrained:
     """A node was drained: move its instances elsewhere."""
 
     node_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InstancesObserved:
     """What changed in a node's report: instances new or changed since the last report
     forwarded, and instances it no longer lists (``gone``: instance and deployment ids).
@@ -90,7 +90,7 @@ class InstancesObserved:
     gone: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeReport:
     """A node's last full report, as the NodeActor received it (shared, read-only).
 
@@ -104,7 +104,7 @@ class NodeReport:
 # --- deployments --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeploymentCreated:
     """A new deployment was stored: start its actor. Answers None once it runs.
 
@@ -116,31 +116,31 @@ class DeploymentCreated:
     record: DeploymentRecord | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeleteDeployment:
     """Delete a deployment: stop its containers, then forget it. Answers its JSON."""
 
     deployment_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeploymentGone:
     """A deleted deployment has no instances left and was purged: stop its actor."""
 
     deployment_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reconcile:
     """Compare desired with actual again."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Audit:
     """Periodic: check the instances against their nodes' last reports, then reconcile."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskEnded:
     """A task reached an end: succeeded, failed, or given up (never accepted)."""
 
@@ -159,14 +159,14 @@ class TaskEnded:
 # --- tasks --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatusReceived:
     """A ``knit.task.status`` message for this task."""
 
     status: TaskStatus
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskDeadline:
     """The deadline of a task of this deployment passed (see ``TaskRun.deadline_passed``)."""
 

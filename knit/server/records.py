@@ -54,7 +54,7 @@ class NodeState:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class InstanceState:
     """One container instance, as its DeploymentActor holds it.
 

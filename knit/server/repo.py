@@ -41,7 +41,7 @@ from knit.store.records import (
 log = logging.getLogger(__name__)
 
 
-WRITER_MAX_BATCH = 4096
+WRITER_MAX_BATCH = 16384
 """Most writes in one transaction: the writer merges them into a few statements."""
 WRITER_BUFFER = 100_000
 """Writes that may wait for the writer: placing 100,000 instances queues this many at once."""

@@ -93,6 +93,22 @@ class TaskRun:
         deployment_id: recorded with its events.
     """
 
+    __slots__ = (
+        "accepted",
+        "arm",
+        "attempt",
+        "bus",
+        "deployment_id",
+        "ended",
+        "node_id",
+        "reconnects",
+        "repo",
+        "run_until",
+        "task",
+        "timer",
+        "timing",
+    )
+
     def __init__(
         self,
         *,
