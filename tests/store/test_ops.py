@@ -27,7 +27,7 @@ from knit.store import (
     tasks,
 )
 from knit.store.models import Base, ContainerInstance, Event, Node, Task
-from knit.store.ops import RowsOp, _prepared, execute_rows
+from knit.store.ops import Prepared, RowsOp, _prepared, execute_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -161,15 +161,20 @@ async def test_a_row_missing_a_parameter_fails_alone_in_the_writer(store: Store)
     assert [e.message for e in listed] == ["fine"]
 
 
-def test_many_rows_go_as_statements_of_a_few_fixed_sizes() -> None:
+def sqlite_prepared(op: RowsOp[Any]) -> Prepared:
+    """``op``'s statement prepared for SQLite, without a database."""
     from sqlalchemy.dialects import sqlite
 
     class Conn:
         dialect = sqlite.dialect()
 
-    op = events.append("k", "m", at=1.0)
     prepared = _prepared(Conn(), op, op.rows[0])  # type: ignore[arg-type]
     assert prepared is not None
+    return prepared
+
+
+def test_many_rows_go_as_statements_of_a_few_fixed_sizes() -> None:
+    prepared = sqlite_prepared(events.append("k", "m", at=1.0))
     params = [(str(i),) * 8 for i in range(303)]
     runs = prepared.statements(params)
     sizes = [len(p) // 8 if not many else -len(p) for _, p, many in runs]
@@ -229,14 +234,7 @@ async def test_a_direct_batch_of_many_rows_stores_what_core_stores(tmp_path: Pat
 
 
 def test_updates_by_key_go_as_update_from_values_unless_a_key_repeats() -> None:
-    from sqlalchemy.dialects import sqlite
-
-    class Conn:
-        dialect = sqlite.dialect()
-
-    op = tasks.record_state("t", "accepted", attempt=1)
-    prepared = _prepared(Conn(), op, op.rows[0])  # type: ignore[arg-type]
-    assert prepared is not None
+    prepared = sqlite_prepared(tasks.record_state("t", "accepted", attempt=1))
     distinct = [("s", 1, None, 1.0, f"t{i}") for i in range(4)]
     ((sql, params, many),) = prepared.statements(distinct)
     assert not many and "FROM (VALUES" in sql and sql.endswith("WHERE tasks.id = v.column5")
