@@ -270,7 +270,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 continue
             node_report = reports.get(node_id)
             if node_report is None:
-                continue  # the node is not healthy: its NodeActor tells what happens
+                continue  # unhealthy (its NodeActor tells), or its report awaited
             found = node_report.instances.get(inst.id)
             seen, gone = by_node.setdefault(node_id, ([], []))
             if found is None:
