@@ -21,6 +21,7 @@ import yaml
 from knit.config import (
     DEFAULT_API,
     DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HISTORY_RETENTION,
     DEFAULT_HTTP,
     DEFAULT_NATS_LISTEN,
     DEFAULT_NODE_TTL,
@@ -45,6 +46,17 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+def non_negative_seconds(text: str) -> float:
+    """A number of seconds, 0 or more (for argparse)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="knit", description="A small container orchestrator.")
@@ -58,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--nats-listen", default=DEFAULT_NATS_LISTEN)
     server.add_argument("--node-ttl", type=float, default=DEFAULT_NODE_TTL, metavar="SECONDS")
     server.add_argument("--database-url", default=None, help="SQLAlchemy URL (default SQLite)")
+    server.add_argument(
+        "--history-retention",
+        type=non_negative_seconds,
+        default=DEFAULT_HISTORY_RETENTION,
+        metavar="SECONDS",
+        help="how long events and finished tasks are kept (0: for ever; default 72 h)",
+    )
 
     agent = sub.add_parser("agent", help="run the agent of this host")
     agent.add_argument("--nats", default=f"nats://{DEFAULT_NATS_LISTEN}")
@@ -144,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 nats_listen=args.nats_listen,
                 node_ttl=args.node_ttl,
                 database_url=args.database_url,
+                history_retention=args.history_retention,
             )
         )
     if args.command == "agent":

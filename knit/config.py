@@ -15,6 +15,8 @@ DEFAULT_API = f"http://{DEFAULT_HTTP}"
 DEFAULT_NATS_LISTEN = "127.0.0.1:4222"
 DEFAULT_NODE_TTL = 15.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
+DEFAULT_HISTORY_RETENTION = 72 * 3600.0
+"""Seconds events and finished tasks are kept (``knit server --history-retention``)."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class ServerConfig:
         database_url: an SQLAlchemy URL overriding the SQLite file in ``data_dir``.
         restart_grace: seconds after a server start during which no node is marked
             unhealthy (agents need one heartbeat interval to be heard again).
+        history_retention: seconds events and finished tasks are kept (0: for ever).
     """
 
     http: str = DEFAULT_HTTP
@@ -39,6 +42,7 @@ class ServerConfig:
     node_ttl: float = DEFAULT_NODE_TTL
     database_url: str | None = None
     restart_grace: float | None = None
+    history_retention: float = DEFAULT_HISTORY_RETENTION
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from knit.secrets import SecretBox
 from knit.server.bridge import open_bridge
 from knit.server.context import ServerContext
 from knit.server.directories import DeploymentDirectory, NodeDirectory
+from knit.server.history import keep_history
 from knit.server.plane import ServerPlane
 from knit.server.repo import open_repo
 from knit.server.scheduler import Scheduler
@@ -145,6 +146,8 @@ async def serve_server(
             bridge = await open_bridge(bus, system, nodes, ctx.task_owners)
             plane = ServerPlane(ctx, system, nodes, deployments, bridge)
             url = await tg.start(serve_http, plane, config.http)
+            if config.history_retention > 0:
+                tg.start_soon(keep_history, repo, config.history_retention)
             log.info("knit server ready: API %s, NATS %s", url, nats_url)
             task_status.started(url)
             await anyio.sleep_forever()

@@ -314,6 +314,13 @@ class Repo:
         )
         return [{**r.to_json(), "at": iso(r.at)} for r in rows]
 
+    async def prune_history(self, before: float, limit: int) -> tuple[int, int]:
+        """Remove up to ``limit`` events and ``limit`` finished tasks older than ``before``
+        (one short write each); how many of each went."""
+        gone_events = await self.store.write(events.prune(before, limit))
+        gone_tasks = await self.store.write(tasks.prune_finished(before, limit))
+        return gone_events, gone_tasks
+
     # --- networks --------------------------------------------------------------------------
 
     async def networks_named(self, names: Sequence[str]) -> list[NetworkRecord]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import RowMapping, delete, insert, select, tuple_
+from sqlalchemy import ColumnElement, RowMapping, delete, insert, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
@@ -137,10 +137,15 @@ def append(
     return RowsOp("events.append", _insert_statement, [row], 1)
 
 
-def prune(before: float) -> Op[int]:
-    """Remove events older than ``before``; returns how many went."""
+def prune(before: float, limit: int | None = None) -> Op[int]:
+    """Remove events older than ``before`` (the oldest ``limit`` of them, if given);
+    returns how many went."""
 
     async def op(conn: AsyncConnection) -> int:
-        return (await conn.execute(delete(Event).where(Event.at < before))).rowcount
+        old: ColumnElement[bool] = Event.at < before
+        if limit is not None:
+            oldest = select(Event.id).where(old).order_by(Event.at).limit(limit)
+            old = Event.id.in_(oldest.scalar_subquery())
+        return (await conn.execute(delete(Event).where(old))).rowcount
 
     return op

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, RowMapping, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert, Update
@@ -233,16 +233,18 @@ def delete_many(task_ids: Sequence[str]) -> Op[int]:
     return op
 
 
-def prune_finished(before: float) -> Op[int]:
-    """Remove succeeded or failed tasks last changed before ``before``; returns how many."""
+def prune_finished(before: float, limit: int | None = None) -> Op[int]:
+    """Remove succeeded or failed tasks last changed before ``before`` (at most ``limit``
+    of them, if given); returns how many."""
 
     async def op(conn: AsyncConnection) -> int:
-        result = await conn.execute(
-            delete(Task).where(
-                Task.state.not_in(list(UNFINISHED_TASK_STATES)), Task.updated_at < before
-            )
+        old: ColumnElement[bool] = Task.state.not_in(list(UNFINISHED_TASK_STATES)) & (
+            Task.updated_at < before
         )
-        return result.rowcount
+        if limit is not None:
+            some = select(Task.id).where(old).limit(limit)
+            old = Task.id.in_(some.scalar_subquery())
+        return (await conn.execute(delete(Task).where(old))).rowcount
 
     return op
 

@@ -60,6 +60,16 @@ async def test_tasks_are_pruned_and_deleted(store: Store) -> None:
     assert await store.read(tasks.list_tasks) == []
 
 
+async def test_finished_tasks_are_pruned_a_chunk_at_a_time(store: Store) -> None:
+    made = [await store.write(tasks.create("deploy", f"i{i}", "d1", at=1.0)) for i in range(5)]
+    for task in made:
+        await store.write(tasks.set_state(task.id, "failed", at=1.0))
+    running = await store.write(tasks.create("deploy", "i9", "d1", at=1.0))
+    assert await store.write(tasks.prune_finished(before=10.0, limit=3)) == 3
+    assert await store.write(tasks.prune_finished(before=10.0, limit=3)) == 2
+    assert [t.id for t in await store.read(tasks.list_tasks)] == [running.id]
+
+
 def event(at: float, kind: str = "x.y", **ids: str) -> EventRecord:
     return EventRecord.new(kind, f"{kind} at {at}", at=at, **ids)
 
@@ -108,3 +118,11 @@ async def test_old_events_are_pruned(store: Store) -> None:
     await store.write(events.append_many([event(float(i)) for i in range(10)]))
     assert await store.write(events.prune(before=5.0)) == 5
     assert [e.at for e in await store.read(events.list_events)] == [9.0, 8.0, 7.0, 6.0, 5.0]
+
+
+async def test_old_events_are_pruned_oldest_first_a_chunk_at_a_time(store: Store) -> None:
+    await store.write(events.append_many([event(float(i)) for i in reversed(range(10))]))
+    assert await store.write(events.prune(before=5.0, limit=2)) == 2
+    assert [e.at for e in await store.read(events.list_events)][-1] == 2.0
+    assert await store.write(events.prune(before=5.0, limit=100)) == 3
+    assert await store.write(events.prune(before=5.0, limit=100)) == 0
