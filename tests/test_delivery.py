@@ -25,7 +25,8 @@ class Collector(Actor[int]):
 
 
 async def test_deliver_queues_in_order_and_waits_for_room_when_full() -> None:
-    gate, seen, all_in = anyio.Event(), [], anyio.Event()
+    gate, all_in = anyio.Event(), anyio.Event()
+    seen: list[int] = []
     async with open_actor_system("test") as system:
         ref = await system.spawn(lambda: Collector(gate, seen, all_in), name="c", mailbox_size=2)
         await deliver(ref, 1)  # handled first, held at the gate

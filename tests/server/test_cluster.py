@@ -24,7 +24,7 @@ async def deploy(cluster: Cluster, **spec: Any) -> str:
 async def healthy_nodes(cluster: Cluster, count: int) -> None:
     async def enough() -> bool:
         nodes = await cluster.get("/nodes")
-        return sum(n["status"] == "healthy" for n in nodes) >= count
+        return bool(sum(n["status"] == "healthy" for n in nodes) >= count)
 
     await cluster.wait_for(enough, what=f"{count} healthy nodes")
 

@@ -211,7 +211,7 @@ async def test_a_direct_batch_of_many_rows_stores_what_core_stores(tmp_path: Pat
             instances.insert_many(made),
             events.append_many([EventRecord.new("k", f"m{i}", at=i / 4) for i in range(517)]),
             instances.upsert_many(again + again[:7]),  # one id twice in a statement
-            merged(made_tasks),  # type: ignore[arg-type]
+            merged(made_tasks),
             merged(states[:36]),  # UPDATE ... FROM (VALUES ...): 32 + 4 rows
             merged(states[36:68]),
             merged(  # a key twice in a statement of four: one row at a time

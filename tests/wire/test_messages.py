@@ -248,13 +248,14 @@ def test_report_changed_compares_every_field() -> None:
     assert report_changed(None, base)
     assert not report_changed(base, base)
     assert not report_changed(base, base.model_copy())
-    for change in [
+    changes: list[dict[str, object]] = [
         {"status": "stopped"},
         {"container_id": None},
         {"exit_code": 0},
         {"error": "x"},
         {"deployment_id": "e"},
-    ]:
+    ]
+    for change in changes:
         assert report_changed(base, base.model_copy(update=change)), change
 
 
