@@ -510,14 +510,21 @@ class KnitCluster:
             self.add_agent(labels)
         return self
 
-    def add_agent(self, labels: Mapping[str, str] | None = None) -> KnitAgent:
-        """Start an agent and wait until its node is healthy; sets ``agent.node_id``."""
+    def add_agent(
+        self,
+        labels: Mapping[str, str] | None = None,
+        *,
+        docker_host: str | None = None,
+        nats_url: str | None = None,
+    ) -> KnitAgent:
+        """Start an agent (on the cluster's Engine and NATS unless given others) and wait
+        until its node is healthy; sets ``agent.node_id``."""
         known = {n["id"] for n in self.api.nodes()}
         agent = KnitAgent(
             self.workdir,
-            self.docker_host,
+            docker_host or self.docker_host,
             name=f"agent-{len(self.agents) + 1}",
-            nats_url=self.nats_url,
+            nats_url=nats_url or self.nats_url,
             labels=labels,
         )
         self.agents.append(agent)

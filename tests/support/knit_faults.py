@@ -368,33 +368,8 @@ class FaultCluster(KnitCluster):
     ) -> KnitAgent:
         """Start an agent on another Engine and/or through another NATS URL (a proxy); wait
         until its node is healthy; sets ``agent.node_id``."""
-        engine = docker_host or self.docker_host
-        self.engines.add(engine)
-        known = {n["id"] for n in self.api.nodes()}
-        agent = KnitAgent(
-            self.workdir,
-            engine,
-            name=f"agent-{len(self.agents) + 1}",
-            nats_url=nats_url or self.nats_url,
-            labels=labels,
-        )
-        self.agents.append(agent)
-        self.watch.processes.append(agent)
-        agent.start()
-
-        def new_healthy_node() -> str | None:
-            fresh = [
-                n["id"]
-                for n in self.api.nodes()
-                if n["id"] not in known and n.get("status") == "healthy"
-            ]
-            return fresh[0] if len(fresh) == 1 else None
-
-        agent.node_id = self.api.wait(
-            new_healthy_node, timeout=30, what=f"{agent.name}'s node registered and healthy"
-        )
-        self.node_ids.add(agent.node_id)
-        return agent
+        self.engines.add(docker_host or self.docker_host)
+        return self.add_agent(labels, docker_host=docker_host, nats_url=nats_url)
 
     def sigkill(self, process: KnitProcess) -> float:
         """SIGKILL a process (no goodbye); return the time it was sent. No longer watched."""
