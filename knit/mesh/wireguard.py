@@ -1,7 +1,7 @@
 """One WireGuard interface run by userspace wireguard-go, driven with ``wg`` and ``ip``.
 
 Layer: adapter for the control-plane mesh (spec section 6). Imports anyio and the standard
-library; from Knit only ``knit.errors`` and ``knit.mesh.keys`` (whose functions it re-exports).
+library; from Knit only ``knit.errors`` and ``knit.mesh.keys``.
 Given a network namespace, every command runs under ``ip netns exec NETNS``. Keys are secrets:
 they are never logged nor put on a command line; the private key reaches ``wg`` on its standard
 input (``/dev/stdin``).
@@ -29,16 +29,9 @@ import anyio
 import anyio.abc
 
 from knit.errors import KnitError
-from knit.mesh.keys import decode_key, generate_private_key, public_key
+from knit.mesh.keys import decode_key, public_key
 
-__all__ = [
-    "MeshError",
-    "Peer",
-    "PeerStatus",
-    "WireGuardInterface",
-    "generate_private_key",
-    "public_key",
-]
+__all__ = ["MeshError", "Peer", "PeerStatus", "WireGuardInterface"]
 
 logger = logging.getLogger(__name__)
 
