@@ -24,7 +24,10 @@ from knit.server.repo import Repo
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY = 600.0
-"""Seconds between two looks for history past its retention (at most a tenth of it)."""
+"""Seconds between two looks for history past its retention (at most a tenth of it, at
+least ``PRUNE_AT_MOST_EVERY``)."""
+PRUNE_AT_MOST_EVERY = 1.0
+"""Fewest seconds between two looks, however short the retention (no busy loop)."""
 PRUNE_CHUNK = 5_000
 """Rows of each kind removed per write."""
 
@@ -41,7 +44,7 @@ async def prune_history(
     before = clock() - retention
     events = tasks = 0
     while True:
-        gone_events, gone_tasks = await repo.prune_history(before, PRUNE_CHUNK)
+        gone_events, gone_tasks = await repo.prune_older(before, PRUNE_CHUNK)
         events, tasks = events + gone_events, tasks + gone_tasks
         if gone_events < PRUNE_CHUNK and gone_tasks < PRUNE_CHUNK:
             return events, tasks
@@ -50,7 +53,7 @@ async def prune_history(
 
 async def keep_history(repo: Repo, retention: float) -> None:
     """Prune the history now and then until cancelled (``retention`` > 0)."""
-    every = min(PRUNE_EVERY, retention / 10)
+    every = max(PRUNE_AT_MOST_EVERY, min(PRUNE_EVERY, retention / 10))
     while True:
         try:
             events, tasks = await prune_history(repo, retention)

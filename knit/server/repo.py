@@ -314,7 +314,7 @@ class Repo:
         )
         return [{**r.to_json(), "at": iso(r.at)} for r in rows]
 
-    async def prune_history(self, before: float, limit: int) -> tuple[int, int]:
+    async def prune_older(self, before: float, limit: int) -> tuple[int, int]:
         """Remove up to ``limit`` events and ``limit`` finished tasks older than ``before``
         (one short write each); how many of each went."""
         gone_events = await self.store.write(events.prune(before, limit))

@@ -76,7 +76,8 @@ async def write_direct(
         nonlocal timed_out
         if math.isinf(timeout):
             await anyio.sleep_forever()
-        await anyio.sleep(timeout)
+        else:
+            await anyio.sleep(timeout)
         timed_out = True
         sqlite_conn.interrupt()
 

@@ -62,3 +62,21 @@ async def test_the_server_prunes_now_and_then(tmp_path: Path) -> None:
             tg.cancel_scope.cancel()
         assert len(await repo.store.read(events.list_events)) == 2
         assert sorted(t.id for t in await repo.store.read(tasks.list_tasks)) == sorted(stay)
+
+
+async def test_a_tiny_retention_does_not_make_a_busy_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes = 0
+    real = history.prune_history
+
+    async def counted(repo: Repo, retention: float) -> tuple[int, int]:
+        nonlocal passes
+        passes += 1
+        return await real(repo, retention)
+
+    monkeypatch.setattr(history, "prune_history", counted)
+    async with open_repo(str(tmp_path / "knit.db")) as repo:
+        with anyio.move_on_after(0.5):
+            await keep_history(repo, 0.001)
+    assert passes == 1  # the next look is a second away
