@@ -77,9 +77,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long events and finished tasks are kept (0: for ever; default 72 h)",
     )
+    server.add_argument(
+        "--nats-creds",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a NATS .creds file to connect to an external NATS (--nats) with",
+    )
+    server.add_argument(
+        "--nats-advertise",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a NATS URL joining nodes are given (default: the server's own)",
+    )
+    server.add_argument(
+        "--insecure-bus",
+        action="store_true",
+        help="an OPEN bus for a trusted lab: no NATS credentials, messages not proved",
+    )
 
     agent = sub.add_parser("agent", help="run the agent of this host")
-    agent.add_argument("--nats", default=f"nats://{DEFAULT_NATS_LISTEN}")
+    agent.add_argument(
+        "--server", default=None, metavar="URL", help="the API to join through (first start)"
+    )
+    agent.add_argument(
+        "--join-token",
+        default=os.environ.get("KNIT_JOIN_TOKEN"),
+        metavar="TOKEN",
+        help="a join token (first start only; default $KNIT_JOIN_TOKEN)",
+    )
+    agent.add_argument("--ca-file", type=Path, default=None, metavar="FILE")
+    agent.add_argument("--nats", default=None, help="NATS URL (default: the one received at join)")
+    agent.add_argument("--nats-creds", type=Path, default=None, metavar="FILE")
+    agent.add_argument(
+        "--insecure-bus", action="store_true", help="run on an open lab bus without joining"
+    )
     agent.add_argument("--data-dir", type=Path, default=Path(".knit/agent"))
     agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     agent.add_argument(
@@ -164,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
                 node_ttl=args.node_ttl,
                 database_url=args.database_url,
                 history_retention=args.history_retention,
+                insecure_bus=args.insecure_bus,
+                nats_creds=args.nats_creds,
+                nats_advertise=tuple(args.nats_advertise),
             )
         )
     if args.command == "agent":
@@ -177,6 +213,11 @@ def run(args: argparse.Namespace) -> int:
                 heartbeat_interval=args.heartbeat_interval,
                 docker_host=args.docker_host,
                 hostname=args.hostname,
+                server=args.server,
+                join_token=args.join_token,
+                ca_file=args.ca_file,
+                nats_creds=args.nats_creds,
+                insecure_bus=args.insecure_bus,
             )
         )
     if args.command == "dev":

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from knit.errors import SecretError
+from knit.trust.macs import LinkKeys, derive_link_keys
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,18 @@ class NodeKeyPair:
                 "cannot open sealed secret: sealed to another node, or tampered with"
             ) from exc
         return plain.decode("utf-8")
+
+    def link_keys(self, server_key_b64: str, node_id: str) -> LinkKeys:
+        """The keys this node shares with the server whose link key is ``server_key_b64``
+        (knit.trust.macs): they prove the messages between them.
+
+        Raises:
+            SecretError: the server's key is not a valid X25519 public key.
+        """
+        try:
+            return derive_link_keys(self._private, _public_raw(server_key_b64), node_id)
+        except ValueError as exc:
+            raise SecretError("the server's link key is not usable") from exc
 
     def __repr__(self) -> str:
         return f"NodeKeyPair(public={self.public_key_b64})"

@@ -1,15 +1,16 @@
 """A fleet of simulated agents in one process: the real agent code on ``SimRuntime``.
 
-Layer: simulations. Imports anyio, ``knit.agent`` (``run_agent_actors``), ``knit.bus``,
-``knit.secrets`` and ``simulations.runtime``.
+Layer: simulations. Imports anyio, httpx, ``knit.agent`` (``run_agent_actors``, the join),
+``knit.bus``, ``knit.secrets``, ``knit.trust`` and ``simulations.runtime``.
 
-Each agent is ``run_agent_actors(AgentContext(...))`` (registration, heartbeats, task
-intake, executors, reconciler) with its own ``SimRuntime``, its own key pair, and a NATS
-connection shared with ``agents_per_connection - 1`` others (ARCHITECTURE.md: one connection
-carries thousands of subscriptions cheaply, one connection per agent does not). A shared
-connection is wrapped per agent in a ``GatedBus``, so one agent can be cut off the bus (a
-partition) or killed (its subscriptions go, its heartbeats stop) without touching its
-neighbours.
+Each agent joins the cluster as a real agent does (``POST /join`` with the run's join token,
+its own X25519 and NATS keys), then runs ``run_agent_actors(AgentContext(...))``
+(registration, heartbeats, task intake, executors, reconciler) with its own ``SimRuntime``,
+proving every message it publishes and checking every task it gets (knit.agent.trust).
+Each agent connects to NATS with its own credentials (its user JWT: its own task subject,
+nothing else), as an agent on a host of its own would. Its connection is wrapped in a
+``GatedBus``, so it can be cut off the bus (a partition) or killed (its connection closes,
+its heartbeats stop) without touching its neighbours.
 """
 
 from __future__ import annotations
@@ -22,14 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import httpx
 from anyio.abc import TaskGroup, TaskStatus
 
 from knit.agent.context import AgentContext
 from knit.agent.files import TemplateFiles
+from knit.agent.join import identity_from_grant, request_join
 from knit.agent.main import run_agent_actors
-from knit.bus import Bus, Handler, connect_bus
+from knit.agent.trust import AgentTrust
+from knit.bus import Bus, BusCredentials, Handler, Headers, connect_bus
 from knit.errors import BusError
 from knit.secrets import NodeKeyPair
+from knit.trust.nkeys import KeyKind, NKey
 from simulations.profile import SimProfile
 from simulations.runtime import SimRuntime
 
@@ -72,12 +77,17 @@ class AgentSpec:
 
 @dataclass(frozen=True)
 class FleetSpec:
-    """Everything a fleet needs; picklable, so a worker process can get one."""
+    """Everything a fleet needs; picklable, so a worker process can get one.
 
-    nats_url: str
+    Attributes:
+        api_url: the server's API, where agents join.
+        join_token: a join token with a use for every agent.
+    """
+
+    api_url: str
+    join_token: str
     workdir: Path
     heartbeat_interval: float
-    agents_per_connection: int
     profile: SimProfile
     agents: tuple[AgentSpec, ...]
 
@@ -97,34 +107,25 @@ class GatedBus(Bus):
 
     gate: Gate = field(default_factory=Gate)
 
-    async def publish(self, subject: str, payload: bytes) -> None:
+    async def publish(self, subject: str, payload: bytes, headers: Headers | None = None) -> None:
         """Publish, unless the agent is cut off (then it fails like a broken connection).
 
         Raises:
-            BusError: cut off, or the shared connection failed.
+            BusError: cut off, or the connection failed.
         """
         if self.gate.closed:
             raise BusError(f"publish to {subject} failed: partitioned")
-        await super().publish(subject, payload)
+        await super().publish(subject, payload, headers)
 
     async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> None:
-        """Subscribe on the shared connection; messages are dropped while cut off."""
+        """Subscribe; messages are dropped while cut off."""
         gate = self.gate
 
-        async def gated(payload: bytes, reply: str | None) -> None:
+        async def gated(payload: bytes, reply: str | None, headers: Headers | None) -> None:
             if not gate.closed:
-                await handler(payload, reply)
+                await handler(payload, reply, headers)
 
         await super().subscribe(subject, gated, queue=queue)
-
-    async def unsubscribe_all(self) -> None:
-        """Drop this agent's subscriptions (the shared connection stays)."""
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # a connection closing meanwhile: nothing to drop
-                log.debug("unsubscribe failed: %s", type(exc).__name__)
-        self._subs.clear()
 
 
 @dataclass
@@ -141,10 +142,10 @@ class SimAgent:
 class Fleet:
     """The agents of one process. Use :func:`open_fleet`."""
 
-    def __init__(self, spec: FleetSpec, tg: TaskGroup, buses: list[Bus]) -> None:
+    def __init__(self, spec: FleetSpec, tg: TaskGroup, http: httpx.AsyncClient) -> None:
         self.spec = spec
         self.tg = tg
-        self.buses = buses
+        self.http = http
         self.agents: dict[str, SimAgent] = {}
         self.started = 0
         self.failed = 0
@@ -155,10 +156,9 @@ class Fleet:
         pending = iter(enumerate(self.spec.agents))
 
         async def starter() -> None:
-            for position, agent in pending:
-                bus = self.buses[position // self.spec.agents_per_connection]
+            for _, agent in pending:
                 try:
-                    await self._start_one(agent, bus)
+                    await self._start_one(agent)
                     self.started += 1
                 except Exception as exc:
                     self.failed += 1
@@ -168,19 +168,45 @@ class Fleet:
             for _ in range(min(START_CONCURRENCY, len(self.spec.agents))):
                 tg.start_soon(starter)
 
-    async def _start_one(self, spec: AgentSpec, shared: Bus) -> None:
+    async def _start_one(self, spec: AgentSpec) -> None:
+        """Join (with the node id the spec gives), connect with the node's credentials,
+        run the agent."""
+        keys = NodeKeyPair.generate()
+        nats_key = NKey.generate(KeyKind.USER)
+        body = {
+            "hostname": spec.hostname,
+            "public_key": keys.public_key_b64,
+            "nats_key": nats_key.public_key,
+            "node_id": spec.node_id,
+        }
+        grant = await request_join(self.spec.api_url, self.spec.join_token, body, client=self.http)
+        identity = identity_from_grant(self.spec.api_url, grant)
+        trust = None
+        if not identity.insecure_bus:
+            link = keys.link_keys(identity.server_key, spec.node_id)
+            trust = AgentTrust.of(spec.node_id, link, identity.task_key)
+        credentials = None
+        if identity.nats_jwt is not None:
+            credentials = BusCredentials(jwt=identity.nats_jwt, seed=nats_key.seed)
+        own = await connect_bus(
+            ",".join(identity.nats_urls),
+            name=f"knit-sim-{spec.hostname}",
+            credentials=credentials,
+            retry_for=60,
+        )
+        bus = GatedBus(client=own.client, url=own.url, stats=own.stats)
         runtime = SimRuntime(self.spec.profile, name=spec.node_id)
-        bus = GatedBus(client=shared.client, url=shared.url, stats=shared.stats)
         ctx = AgentContext(
             node_id=spec.node_id,
             hostname=spec.hostname,
             labels=dict(spec.labels),
             bus=bus,
             runtime=runtime,
-            keys=NodeKeyPair.generate(),
+            keys=keys,
             files=TemplateFiles(self.spec.workdir / "agents" / spec.node_id),
             heartbeat_interval=self.spec.heartbeat_interval,
             data_dir=self.spec.workdir / "agents" / spec.node_id,
+            trust=trust,
         )
         scope = anyio.CancelScope()
 
@@ -203,7 +229,7 @@ class Fleet:
                 continue
             agent.alive = False
             agent.scope.cancel()
-            await agent.bus.unsubscribe_all()
+            await agent.bus.close()
             killed += 1
         return killed
 
@@ -221,23 +247,22 @@ class Fleet:
 
 @asynccontextmanager
 async def open_fleet(spec: FleetSpec) -> AsyncIterator[Fleet]:
-    """Connect the shared NATS connections; leaving the block stops every agent first, then
-    closes the connections (shielded)."""
-    buses: list[Bus] = []
-    connections = -(-len(spec.agents) // spec.agents_per_connection)
-    try:
-        for number in range(connections):
-            buses.append(await connect_bus(spec.nats_url, name=f"knit-sim-{number}", retry_for=30))
-        async with anyio.create_task_group() as tg:
-            fleet = Fleet(spec, tg, buses)
-            try:
-                yield fleet
-            finally:
-                tg.cancel_scope.cancel()
-    finally:
-        with anyio.CancelScope(shield=True):
-            for bus in buses:
-                await bus.close()
+    """Run a fleet; leaving the block stops every agent first, then closes their
+    connections (shielded)."""
+    limits = httpx.Limits(max_connections=START_CONCURRENCY)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        fleet: Fleet | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                fleet = Fleet(spec, tg, http)
+                try:
+                    yield fleet
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for agent in fleet.agents.values() if fleet is not None else ():
+                    await agent.bus.close()
 
 
 def agent_specs(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knit.agent.files import TemplateFiles
+from knit.agent.trust import AgentTrust
 from knit.bus import Bus
 from knit.runtime.base import ContainerRuntime
 from knit.secrets import NodeKeyPair
@@ -53,6 +54,8 @@ class AgentContext:
         in_flight: instance id → the task of this agent running on it (the latest, if
             several). The container events such a task causes itself are reported by its own
             TaskStatus, so they do not call ``on_change`` (see :data:`CAUSED_BY`).
+        trust: the keys this node proves its messages and checks its tasks with (None: an
+            open bus, ``--insecure-bus``: nothing is proved or checked).
     """
 
     node_id: str
@@ -68,6 +71,17 @@ class AgentContext:
     on_change: Callable[[], None] | None = None
     refresh: Callable[[str, str | None, str | None], Awaitable[None]] | None = None
     in_flight: dict[str, DeployTask | StopTask] = field(default_factory=dict)
+    trust: AgentTrust | None = None
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        """Publish on the bus, proved to come from this node when it joined.
+
+        Raises:
+            BusError: as ``Bus.publish``.
+        """
+        trust = self.trust
+        headers = trust.headers(subject, payload) if trust is not None else None
+        await self.bus.publish(subject, payload, headers)
 
     def container_labels(
         self, deployment_id: str, instance_id: str, index: int, name: str

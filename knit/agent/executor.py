@@ -191,7 +191,7 @@ async def publish_status(ctx: AgentContext, status: TaskStatus) -> None:
 async def publish_payload(ctx: AgentContext, task_id: str, payload: bytes) -> None:
     """Publish an encoded TaskStatus of ``task_id``; a bus failure is logged."""
     try:
-        await ctx.bus.publish(subjects.TASK_STATUS, payload)
+        await ctx.publish(subjects.TASK_STATUS, payload)
     except KnitError as exc:
         log.warning("cannot report task %s: %s", task_id, exc)
 

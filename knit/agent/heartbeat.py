@@ -169,7 +169,7 @@ class Heartbeater(Actor[HeartbeatMessage]):
             sent_at=taken,
         )
         try:
-            await self.ctx.bus.publish(subjects.HEARTBEAT, encode(heartbeat))
+            await self.ctx.publish(subjects.HEARTBEAT, encode(heartbeat))
         except KnitError as exc:
             log.warning("heartbeat not sent: %s", exc)
             self.sent = None

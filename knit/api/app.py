@@ -24,6 +24,7 @@ from knit.api import reads
 from knit.api.openapi import openapi_document
 from knit.api.ports import ControlPlane
 from knit.dashboard import create_dashboard
+from knit.domain.join import JoinRequest
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
@@ -159,6 +160,19 @@ def create_app(control: ControlPlane) -> KnitApp:
     @route("/nodes/<node_id>", ["GET"])
     async def get_node(node_id: str) -> Response:
         return json_response(await reads.get_node(control, node_id))
+
+    @route("/nodes/<node_id>", ["DELETE"])
+    async def remove_node(node_id: str) -> Response:
+        return json_response(await control.remove_node(node_id))
+
+    @route("/join", ["POST"])
+    async def join_cluster() -> Response:
+        _scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        token_id = await control.consume_join_token(secret.strip())
+        spec = await read_model(JoinRequest)
+        return json_response(
+            await control.join_node(token_id, spec, request.host.rsplit(":", 1)[0]), 201
+        )
 
     @route("/nodes/<node_id>/drain", ["POST"])
     async def drain_node(node_id: str) -> Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from knit.domain.join import JoinRequest
 from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec
 
 JSONDict = dict[str, Any]
@@ -26,6 +27,20 @@ class ControlPlane(Protocol):
 
     async def get_node(self, node_id: str) -> JSONDict:
         """One node."""
+        ...
+
+    async def consume_join_token(self, secret: str) -> str | None:
+        """Spend one use of a join token; its id."""
+        ...
+
+    async def join_node(
+        self, join_token_id: str | None, request: JoinRequest, api_host: str | None
+    ) -> JSONDict:
+        """Admit a node (its join token spent): the node's identity and bus credentials."""
+        ...
+
+    async def remove_node(self, node_id: str) -> JSONDict:
+        """Remove a node from the cluster: its credentials stop working at once."""
         ...
 
     async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:

@@ -7,6 +7,7 @@ actors never import them.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -21,7 +22,8 @@ from knit.server.metrics import ServerMetrics
 from knit.server.records import InstanceState
 from knit.server.repo import Repo
 from knit.server.scheduler import Place, Release, SchedulerMessage
-from knit.server.tasks import TaskTiming
+from knit.server.tasks import TASK_TTL, TaskTiming
+from knit.server.trust import BusTrust
 from knit.store.records import DeploymentRecord, new_id
 from knit.wire import subjects
 from knit.wire.messages import (
@@ -47,6 +49,7 @@ class ServerContext:
         repo: the store, as the server's actors use it.
         bus: the NATS adapter.
         secrets: decrypts registry passwords stored at rest.
+        trust: who the joined nodes are, and what proves a message is theirs.
         node_ttl: seconds without a heartbeat before a node is unhealthy.
         restart_grace: extra seconds given to every node after a server start.
         timing: the deadlines of tasks.
@@ -62,6 +65,7 @@ class ServerContext:
     repo: Repo
     bus: Bus
     secrets: SecretBox
+    trust: BusTrust
     node_ttl: float
     restart_grace: float
     timing: TaskTiming = field(default_factory=TaskTiming)
@@ -104,9 +108,15 @@ class ServerContext:
         """
         task_id = new_id()
         self.repo.new_task(task_id, kind, inst, record.id)
+        expires_at = time.time() + TASK_TTL
         if kind == "stop":
             return StopTask(
-                task_id=task_id, instance_id=inst.id, container_id=inst.container_id, remove=True
+                task_id=task_id,
+                instance_id=inst.id,
+                container_id=inst.container_id,
+                remove=True,
+                node_id=inst.node_id,
+                expires_at=expires_at,
             )
         networks = await self.repo.networks_named(record.network_attachments)
         credentials = None
@@ -146,7 +156,24 @@ class ServerContext:
             instance_index=inst.index,
             credentials=credentials,
             deployment=deployment,
+            node_id=inst.node_id,
+            expires_at=expires_at,
         )
+
+    def task_message(self, node_id: str | None, task: Task) -> tuple[str, bytes, dict[str, str]]:
+        """The subject, payload and headers that send ``task`` to ``node_id`` (None: to any
+        node), with the proof that it comes from the server.
+
+        Raises:
+            KnitError: ``node_id`` is not a joined node (removed meanwhile).
+        """
+        subject = subjects.tasks_for(node_id) if node_id else subjects.TASKS_BROADCAST
+        payload = encode(task)
+        try:
+            headers = self.trust.task_headers(node_id, subject, payload)
+        except KeyError:
+            raise KnitError(f"node {node_id} is not a member of the cluster") from None
+        return subject, payload, headers
 
     async def sealed_credentials(
         self, credentials_id: str, node_id: str | None
@@ -167,7 +194,13 @@ class ServerContext:
 
     async def stop_orphan(self, node_id: str, instance_id: str) -> None:
         """Tell ``node_id`` to remove a container Knit does not want (unknown or duplicate)."""
-        task = StopTask(task_id=new_id(), instance_id=instance_id, remove=True)
+        task = StopTask(
+            task_id=new_id(),
+            instance_id=instance_id,
+            remove=True,
+            node_id=node_id,
+            expires_at=time.time() + TASK_TTL,
+        )
         self.repo.event(
             "instance.orphan",
             f"removing unwanted container of instance {instance_id}",
@@ -175,6 +208,6 @@ class ServerContext:
             instance_id=instance_id,
         )
         try:
-            await self.bus.publish(subjects.tasks_for(node_id), encode(task))
+            await self.bus.publish(*self.task_message(node_id, task))
         except KnitError as exc:
             log.warning("cannot ask %s to remove an orphan: %s", node_id, exc)

@@ -172,7 +172,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         else:
             self.dirty = True
         if isinstance(message, NodeDown):
-            await self.node_down(state, message.node_id)
+            await self.node_down(state, message.node_id, removed=message.removed)
         elif isinstance(message, NodeDrained):
             self.node_drained(state, message.node_id)
         elif isinstance(message, NodeUp):
@@ -348,8 +348,9 @@ class DeploymentActor(Actor[DeploymentMessage]):
             else:
                 self.forget(state, inst, f"instance {inst.index} is gone")
 
-    async def node_down(self, state: DeploymentState, node_id: str) -> None:
-        lost_after = state.record.lost_after
+    async def node_down(self, state: DeploymentState, node_id: str, *, removed: bool) -> None:
+        # A removed node will not come back: nothing to wait for.
+        lost_after = 0.0 if removed else state.record.lost_after
         for inst in list(state.instances.values()):
             if inst.node_id != node_id or inst.status == "lost":
                 continue
@@ -358,7 +359,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 # Nobody there to run it: its instance is unknown or lost like the others,
                 # rather than waiting for the task's deadlines (up to a minute). The task
                 # ends failed with the reason (its report is ignored: no longer in flight).
-                inflight.run.abandon(f"node {node_id} was lost")
+                inflight.run.abandon(f"node {node_id} was {'removed' if removed else 'lost'}")
                 self.ctx.task_owners.pop(inflight.task_id, None)
                 if inflight.kind == "stop":
                     self.forget(state, inst, f"instance {inst.index} left with node {node_id}")
@@ -372,7 +373,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 )
                 self.after(lost_after, Reconcile())
             else:
-                self.lose(inst, f"instance {inst.index} lost with node {node_id}")
+                why = f": node {node_id} was removed" if removed else f" with node {node_id}"
+                self.lose(inst, f"instance {inst.index} lost{why}")
 
     def node_drained(self, state: DeploymentState, node_id: str) -> None:
         for inst in state.instances.values():
@@ -519,6 +521,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.ctx.task_owners.pop(previous.task_id, None)
         try:
             task = await self.ctx.build_task(state.record, inst, kind)
+            message = self.ctx.task_message(inst.node_id, task)
         except KnitError as exc:
             inst.status, inst.error = "error", str(exc)
             self.save(inst, "instance.error", f"instance {inst.index}: {exc}")
@@ -531,6 +534,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         run = TaskRun(
             task=task,
             node_id=inst.node_id,
+            message=message,
             bus=self.ctx.bus,
             repo=self.repo,
             timing=self.ctx.timing,

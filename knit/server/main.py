@@ -18,23 +18,25 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from actors import open_actor_system
 from knit.api.app import create_app
-from knit.bus import connect_bus
+from knit.bus import Bus, BusCredentials, connect_bus
 from knit.config import ServerConfig
 from knit.errors import KnitError
-from knit.natsd import embedded_nats, parse_listen, wait_for_port
+from knit.natsd import EmbeddedNats, parse_listen, wait_for_port
 from knit.secrets import SecretBox
 from knit.server.bridge import open_bridge
 from knit.server.context import ServerContext
 from knit.server.directories import DeploymentDirectory, NodeDirectory
 from knit.server.history import keep_history
+from knit.server.membership import Membership, load_trust
 from knit.server.plane import ServerPlane
 from knit.server.repo import open_repo
 from knit.server.scheduler import Scheduler
 from knit.server.tasks import TaskTiming
+from knit.server.trust import BusTrust
 
 log = logging.getLogger(__name__)
 
@@ -103,24 +105,60 @@ async def serve_server(
     config: ServerConfig, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     """Run one server until cancelled; reports the API's URL through ``task_status``."""
+    async with anyio.create_task_group() as services:
+        try:
+            await _serve(config, services, task_status)
+        finally:
+            services.cancel_scope.cancel()  # the embedded nats-server, last
+
+
+async def open_bus(
+    config: ServerConfig, trust: BusTrust, data_dir: Path, services: TaskGroup
+) -> tuple[Bus, EmbeddedNats | None]:
+    """Start the embedded nats-server in ``services`` (unless ``--nats``) and connect.
+
+    Raises:
+        KnitError: the nats-server did not start; the credentials file is unusable.
+    """
+    if config.nats_url is not None:
+        credentials = (
+            BusCredentials.from_creds_file(config.nats_creds) if config.nats_creds else None
+        )
+        bus = await connect_bus(config.nats_url, name="knit-server", credentials=credentials)
+        return bus, None
+    embedded = EmbeddedNats(
+        config.nats_listen,
+        data_dir,
+        None if trust.insecure else trust.nats_auth(),
+        log_file=data_dir / "nats-server.log",
+    )
+    url = await services.start(embedded.run)
+    credentials = None if trust.insecure else trust.server_credentials()
+    bus = await connect_bus(url, name="knit-server", credentials=credentials)
+    return bus, embedded
+
+
+async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskStatus[str]) -> None:
     data_dir = prepare_data_dir(config.data_dir)
     secrets = SecretBox.from_data_dir(data_dir)
     restart_grace = (
         config.restart_grace if config.restart_grace is not None else min(config.node_ttl, 10.0)
     )
+    if config.insecure_bus:
+        log.warning(
+            "--insecure-bus: the bus is OPEN. Anyone who reaches NATS can pose as a node, "
+            "read its tasks and send tasks to every agent. Use it only in a trusted lab."
+        )
     async with AsyncExitStack() as stack:
-        nats_url = config.nats_url
-        if nats_url is None:
-            nats_url = await stack.enter_async_context(
-                embedded_nats(config.nats_listen, log_file=data_dir / "nats-server.log")
-            )
         repo = await stack.enter_async_context(open_repo(database_url(config)))
-        bus = await connect_bus(nats_url, name="knit-server")
+        trust = await load_trust(repo, secrets, insecure=config.insecure_bus)
+        bus, embedded = await open_bus(config, trust, data_dir, services)
         stack.push_async_callback(bus.close)
         ctx = ServerContext(
             repo=repo,
             bus=bus,
             secrets=secrets,
+            trust=trust,
             node_ttl=config.node_ttl,
             restart_grace=restart_grace,
             timing=TaskTiming.from_environ(),
@@ -143,12 +181,20 @@ async def serve_server(
                 mailbox_size=16384,
             )
             ctx._deployments = deployments
-            bridge = await open_bridge(bus, system, nodes, ctx.task_owners)
-            plane = ServerPlane(ctx, system, nodes, deployments, bridge)
+            bridge = await open_bridge(bus, system, nodes, ctx.task_owners, trust, repo)
+            membership = Membership(
+                repo,
+                trust,
+                nodes,
+                embedded,
+                config.nats_advertise or [embedded.url if embedded else bus.url],
+                issue_credentials=embedded is not None,
+            )
+            plane = ServerPlane(ctx, system, nodes, deployments, bridge, membership=membership)
             url = await tg.start(serve_http, plane, config.http)
             if config.history_retention > 0:
                 tg.start_soon(keep_history, repo, config.history_retention)
-            log.info("knit server ready: API %s, NATS %s", url, nats_url)
+            log.info("knit server ready: API %s, NATS %s", url, bus.url)
             task_status.started(url)
             await anyio.sleep_forever()
 

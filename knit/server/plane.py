@@ -13,6 +13,7 @@ from typing import Any
 
 from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
+from knit.domain.join import JoinRequest
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
@@ -25,6 +26,7 @@ from knit.domain.validation import (
 from knit.errors import Invalid, KnitError, NotFound
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
+from knit.server.membership import Membership
 from knit.server.messages import DeleteDeployment, DeploymentCreated, SetEligible
 from knit.server.records import NodeState
 from knit.server.repo import deployment_json
@@ -44,8 +46,11 @@ class ServerPlane:
         nodes: ActorRef[Any],
         deployments: ActorRef[Any],
         bridge: BridgeStats,
+        *,
+        membership: Membership | None = None,
     ) -> None:
         self.ctx = ctx
+        self.membership = membership
         self.repo = ctx.repo
         self.system = system
         self.nodes = nodes
@@ -79,6 +84,24 @@ class ServerPlane:
         if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
             node.last_heartbeat = heard
         return node
+
+    async def consume_join_token(self, secret: str) -> str | None:
+        """PLACEHOLDER until the join-token store (issue 10 part A) lands: accepts any."""
+        return None
+
+    async def join_node(
+        self, join_token_id: str | None, request: JoinRequest, api_host: str | None
+    ) -> JSONDict:
+        """Admit a node whose join token was spent (``consume_join_token``): its grant."""
+        if self.membership is None:
+            raise KnitError("this server does not admit nodes")
+        return await self.membership.join(join_token_id, request, api_host)
+
+    async def remove_node(self, node_id: str) -> JSONDict:
+        """Remove a node: its credentials stop working at once, its instances move."""
+        if self.membership is None:
+            raise KnitError("this server does not remove nodes")
+        return await self.membership.remove(node_id)
 
     async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:
         result = await self.nodes.ask((node_id, SetEligible(eligible)), timeout=15)

@@ -235,3 +235,38 @@ class Event(Base):
         Index("ix_events_deployment_at", "deployment_id", "at", "id"),
         Index("ix_events_node_at", "node_id", "at", "id"),
     )
+
+
+class ClusterSecret(Base):
+    """A secret of the cluster itself (the server's keys), encrypted under the secret key."""
+
+    __tablename__ = "cluster_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class NodeKey(Base):
+    """A node's keys, pinned when it joined: what proves its messages and its connection.
+
+    No foreign key to ``nodes``: a node joins before its first heartbeat makes its row.
+    """
+
+    __tablename__ = "node_keys"
+
+    node_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(128))
+    nats_key: Mapped[str] = mapped_column(String(64), unique=True)
+    join_token_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    joined_at: Mapped[float] = mapped_column(Double)
+
+
+class RevokedNode(Base):
+    """A removed node's bus identity, refused by NATS from its removal on."""
+
+    __tablename__ = "revoked_nodes"
+
+    nats_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    revoked_at: Mapped[float] = mapped_column(Double)

@@ -225,7 +225,14 @@ class SealedCredentials(Struct):
 
 
 class DeployTask(WireMessage):
-    """Run one instance of a deployment. ``task_id`` is the same on every re-delivery."""
+    """Run one instance of a deployment. ``task_id`` is the same on every re-delivery.
+
+    Attributes:
+        node_id: the node it is for (None: any node, on the broadcast subject); an agent
+            refuses a task for another node.
+        expires_at: the server's clock after which the task must not be started (seconds
+            since the epoch); None only on an open bus (``--insecure-bus``).
+    """
 
     kind: Literal["deploy"] = "deploy"
     task_id: Id
@@ -234,16 +241,23 @@ class DeployTask(WireMessage):
     instance_index: Annotated[int, Field(ge=0)]
     credentials: SealedCredentials | None = None
     attempt: Annotated[int, Field(ge=1)] = 1
+    node_id: NodeId | None = None
+    expires_at: Seconds | None = None
 
 
 class StopTask(WireMessage):
-    """Stop an instance's container, and remove it (and its files) unless ``remove`` is False."""
+    """Stop an instance's container, and remove it (and its files) unless ``remove`` is False.
+
+    ``node_id`` and ``expires_at`` as for :class:`DeployTask`.
+    """
 
     kind: Literal["stop"] = "stop"
     task_id: Id
     instance_id: Id
     container_id: str | None = None
     remove: bool = True
+    node_id: NodeId | None = None
+    expires_at: Seconds | None = None
 
 
 Task = Annotated[DeployTask | StopTask, Field(discriminator="kind")]

@@ -4,7 +4,7 @@ container changes make the heartbeat beat early."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
@@ -34,7 +34,7 @@ from simulations.runtime import SimRuntime
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
-Handler = Callable[[bytes, str | None], Awaitable[None]]
+Handler = Callable[[bytes, str | None, Mapping[str, str] | None], Awaitable[None]]
 
 
 class MemoryBus:
@@ -46,7 +46,9 @@ class MemoryBus:
         self.published = anyio.Event()
         self.stats = BusStats()
 
-    async def publish(self, subject: str, payload: bytes) -> None:
+    async def publish(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.sent.append((subject, payload))
         self.published.set()
         self.published = anyio.Event()
@@ -73,7 +75,7 @@ class Agent:
         self.ctx, self.bus, self.runtime = ctx, bus, runtime
 
     async def send(self, task: Task) -> None:
-        await self.bus.handlers[subjects.tasks_for(self.ctx.node_id)](encode(task), None)
+        await self.bus.handlers[subjects.tasks_for(self.ctx.node_id)](encode(task), None, None)
 
     def ended(self, task: Task) -> list[TaskStatus]:
         return [s for s in self.bus.statuses(task) if s.state in ("succeeded", "failed")]
