@@ -33,6 +33,11 @@ class ServerConfig:
         restart_grace: seconds after a server start during which no node is marked
             unhealthy (agents need one heartbeat interval to be heard again).
         history_retention: seconds events and finished tasks are kept (0: for ever).
+        admin_token_file: where the first admin token is written when the store holds no
+            API token (default ``<data_dir>/admin.token``).
+        tls_cert: a PEM certificate (chain) to serve the API over HTTPS with; needs
+            ``tls_key``.
+        tls_key: the PEM private key of ``tls_cert``.
     """
 
     http: str = DEFAULT_HTTP
@@ -43,6 +48,14 @@ class ServerConfig:
     database_url: str | None = None
     restart_grace: float | None = None
     history_retention: float = DEFAULT_HISTORY_RETENTION
+    admin_token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def admin_token_path(self) -> Path:
+        """``admin_token_file``, or ``admin.token`` in the data dir."""
+        return self.admin_token_file or self.data_dir / "admin.token"
 
 
 @dataclass(frozen=True)

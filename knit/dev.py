@@ -87,6 +87,7 @@ async def dev_main(config: DevConfig) -> int:
             data_dir=config.data_dir / "server",
             nats_url=url,
             node_ttl=config.node_ttl,
+            admin_token_file=config.data_dir / "admin.token",  # so `knit ps` finds it
         )
         agent_config = AgentConfig(
             nats_url=url,
@@ -98,9 +99,12 @@ async def dev_main(config: DevConfig) -> int:
         async with anyio.create_task_group() as tg:
             api_url = await tg.start(serve_server, server_config)
             await tg.start(serve_agent, agent_config)
+            token_file = server_config.admin_token_path
             print(f"Knit is running. API: {api_url}  (knit ps --api {api_url})", flush=True)
+            print(f"Admin API token: {token_file} (KNIT_TOKEN_FILE for knit)", flush=True)
             if config.example:
-                tg.start_soon(submit_example, api_url, config.docker_host)
+                token = (await anyio.Path(token_file).read_text()).strip()
+                tg.start_soon(submit_example, api_url, config.docker_host, token)
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("received %s: stopping", signal.Signals(signum).name)
@@ -109,14 +113,18 @@ async def dev_main(config: DevConfig) -> int:
     return 0
 
 
-async def submit_example(api_url: str, docker_host: str | None) -> None:
-    """Make the example image if needed and submit the example deployment (once)."""
+async def submit_example(api_url: str, docker_host: str | None, token: str) -> None:
+    """Make the example image if needed and submit the example deployment (once), with the
+    admin ``token``."""
     from knit.example import EXAMPLE_DEPLOYMENT, ensure_example_image
 
     try:
         await ensure_example_image(docker_host)
-        async with httpx.AsyncClient(base_url=api_url, timeout=10) as http:
-            existing = (await http.get("/deployments")).json()
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=api_url, timeout=10, headers=headers) as http:
+            listed = await http.get("/deployments")
+            listed.raise_for_status()
+            existing = listed.json()
             if any(d.get("name") == EXAMPLE_DEPLOYMENT["name"] for d in existing):
                 print("example deployment already present", flush=True)
                 return

@@ -249,13 +249,15 @@ async def api_client(
     deployment_ids: list[str],
     node_ids: list[str],
     rng: random.Random,
+    token: str | None = None,
 ) -> None:
     """Read one entity after another, with a think time between requests, until cancelled.
 
     Each client keeps one connection to the server (``simulations.rawhttp``: a measuring
-    client costs the harness, which shares the machine with the server, little).
+    client costs the harness, which shares the machine with the server, little) and sends
+    ``token`` (the server's admin token).
     """
-    http = RawHttp(base_url)
+    http = RawHttp(base_url, token)
     try:
         while True:
             await anyio.sleep(rng.uniform(*THINK_S))

@@ -13,16 +13,19 @@ from typing import Any
 
 from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
+from knit.domain.auth import Principal
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
     RegistryCredentialsSpec,
 )
+from knit.domain.tokens import JoinTokenSpec, TokenSpec
 from knit.domain.validation import (
     check_network_attachments,
     check_references,
 )
 from knit.errors import Invalid, KnitError, NotFound
+from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
 from knit.server.messages import DeleteDeployment, DeploymentCreated, SetEligible
@@ -44,8 +47,10 @@ class ServerPlane:
         nodes: ActorRef[Any],
         deployments: ActorRef[Any],
         bridge: BridgeStats,
+        access: TokenKeeper,
     ) -> None:
         self.ctx = ctx
+        self.access = access
         self.repo = ctx.repo
         self.system = system
         self.nodes = nodes
@@ -171,6 +176,40 @@ class ServerPlane:
         return await self.repo.list_events(
             deployment_id=deployment_id, node_id=node_id, limit=limit
         )
+
+    # access (API tokens from memory; see knit.server.access)
+    def authenticate(self, secret: str) -> Principal | None:
+        return self.access.authenticate(secret)
+
+    def token_principal(self, token_id: str) -> Principal | None:
+        return self.access.principal(token_id)
+
+    async def create_token(self, spec: TokenSpec) -> JSONDict:
+        return await self.access.create_token(spec)
+
+    async def list_tokens(self) -> list[JSONDict]:
+        return await self.access.list_tokens()
+
+    async def delete_token(self, token_id: str) -> None:
+        await self.access.delete_token(token_id)
+
+    async def create_join_token(self, spec: JoinTokenSpec) -> JSONDict:
+        return await self.access.create_join_token(spec)
+
+    async def list_join_tokens(self) -> list[JSONDict]:
+        return await self.access.list_join_tokens()
+
+    async def delete_join_token(self, token_id: str) -> JSONDict:
+        return await self.access.delete_join_token(token_id)
+
+    async def consume_join_token(self, secret: str) -> str:
+        """Spend one use of a join token (for ``POST /join``); its id.
+
+        Raises:
+            Unauthorized: "join token unknown", "join token expired", "join token used up"
+                or "join token revoked".
+        """
+        return await self.access.consume_join_token(secret)
 
     def status(self) -> JSONDict:
         """The server's counters; the ``actors`` part is at most ``ACTORS_EVERY`` s old."""

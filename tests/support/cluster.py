@@ -1,8 +1,10 @@
 """An in-process Knit cluster: the real server and real agents, agents on SimRuntime.
 
 Everything but Docker is real: nats-server (the test's), SQLite files, the HTTP API over
-TCP. Agents run the real agent code (``run_agent_actors``) on ``simulations.runtime.SimRuntime``,
-so tests of the server's reconciliation run in seconds and without an Engine.
+TCP. The cluster's ``api`` client sends the server's admin token and is signed in to the
+dashboard (it holds the session cookie). Agents run the real agent code
+(``run_agent_actors``) on ``simulations.runtime.SimRuntime``, so tests of the server's
+reconciliation run in seconds and without an Engine.
 """
 
 from __future__ import annotations
@@ -149,7 +151,13 @@ async def open_cluster(
 
         url = await tg.start(run_server)
         bus = await connect_bus(nats_url, name="test-agents")
-        async with httpx.AsyncClient(base_url=url, timeout=10) as api:
+        token = (config.data_dir / "admin.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as api:
+            signed_in = await api.post(
+                "/ui/sign-in", data={"token": token}, headers={"Origin": url}
+            )
+            assert signed_in.status_code == 303, signed_in.text
             cluster = Cluster(
                 nats_url=nats_url,
                 tmp=tmp,
