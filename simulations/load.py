@@ -277,7 +277,7 @@ async def api_client(
                 log.warning("API request failed: %s", type(exc).__name__)
                 continue
             latencies.add(recorder, kind, time.monotonic() - began)
-            if status >= 500:
+            if status >= 500 or status in (401, 403):
                 log.warning("GET %s: %s", path, status)
     finally:
         with anyio.CancelScope(shield=True):

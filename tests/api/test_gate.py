@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -268,3 +268,19 @@ def test_the_gate_leaves_the_principal_in_the_scope() -> None:
     request = scope("GET", "/nodes", {"authorization": f"Bearer {ADMIN_TOKEN}"})
     assert gate.check(request) is None
     assert request["knit.principal"].role is Role.ADMIN
+
+
+async def test_websocket_handshakes_are_refused() -> None:
+    app = create_app(FakeControl())
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    ws_scope = {**scope("GET", "/ui/stream", {"authorization": f"Bearer {ADMIN_TOKEN}"})}
+    ws_scope["type"] = "websocket"
+    await app.asgi_app(cast(Any, ws_scope), cast(Any, receive), cast(Any, send))
+    assert [m["type"] for m in sent] == ["websocket.close"]
