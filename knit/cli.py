@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -29,6 +29,11 @@ from knit.config import (
     ServerConfig,
 )
 from knit.errors import KnitError
+
+if TYPE_CHECKING:
+    from knit.client import ApiClient
+
+CA_FILE_ENV = "KNIT_CA_FILE"
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
@@ -55,6 +60,37 @@ def non_negative_seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more seconds")
     return value
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds above 0 (for argparse)."""
+    value = non_negative_seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    return value
+
+
+def client_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to the API: ``--api``, ``--token``, ``--ca-file``, ``--json``."""
+    cmd = sub.add_parser(name, help=help_text)
+    cmd.add_argument(
+        "--api", default=os.environ.get("KNIT_API", DEFAULT_API), help="the server's API URL"
+    )
+    cmd.add_argument(
+        "--token",
+        default=None,
+        help="API token (else KNIT_TOKEN, else the file KNIT_TOKEN_FILE, else .knit/admin.token)",
+    )
+    cmd.add_argument(
+        "--ca-file",
+        default=os.environ.get(CA_FILE_ENV) or None,
+        metavar="FILE",
+        help="PEM CA to trust for an https API (KNIT_CA_FILE)",
+    )
+    cmd.add_argument("--json", action="store_true", help="print JSON")
+    return cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,20 +167,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--example", action="store_true", help="submit an example deployment")
 
-    api_default = os.environ.get("KNIT_API", DEFAULT_API)
+    server.add_argument(
+        "--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS: PEM certificate"
+    )
+    server.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="the certificate's PEM key"
+    )
+
     for name, help_text in (
         ("ps", "list instances"),
         ("nodes", "list nodes"),
         ("deploy", "submit a deployment"),
         ("rm", "delete a deployment"),
     ):
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--api", default=api_default, help="the server's API URL")
-        cmd.add_argument("--json", action="store_true", help="print JSON")
+        cmd = client_parser(sub, name, help_text)
         if name == "deploy":
             cmd.add_argument("-f", "--file", required=True, help="YAML or JSON spec ('-': stdin)")
         if name == "rm":
             cmd.add_argument("target", metavar="NAME|ID")
+
+    token = sub.add_parser("token", help="API tokens (admin)").add_subparsers(
+        dest="action", required=True
+    )
+    create = client_parser(token, "create", "make an API token; prints it (shown only once)")
+    create.add_argument("--name", required=True, help="1-63 of [a-z0-9-], unique")
+    create.add_argument("--role", required=True, choices=["read", "deploy", "admin"])
+    create.add_argument("--ttl", type=positive_seconds, default=None, metavar="SECONDS")
+    client_parser(token, "ls", "list API tokens (never their secrets)")
+    client_parser(token, "rm", "revoke an API token").add_argument("id", metavar="ID")
+
+    node = sub.add_parser("node", help="nodes (admin)").add_subparsers(dest="action", required=True)
+    client_parser(node, "rm", "remove a node: its credentials stop working at once").add_argument(
+        "id", metavar="ID"
+    )
+
+    join = sub.add_parser("join-token", help="join tokens for new agents (admin)")
+    join_sub = join.add_subparsers(dest="action", required=True)
+    create = client_parser(join_sub, "create", "make a join token; prints it (shown only once)")
+    create.add_argument("--ttl", type=positive_seconds, default=None, metavar="SECONDS")
+    create.add_argument("--uses", type=int, default=None, metavar="N", help="nodes it admits")
+    client_parser(join_sub, "ls", "list join tokens (never their secrets)")
+    client_parser(join_sub, "rm", "revoke a join token").add_argument("id", metavar="ID")
     return parser
 
 
@@ -200,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
                 insecure_bus=args.insecure_bus,
                 nats_creds=args.nats_creds,
                 nats_advertise=tuple(args.nats_advertise),
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
             )
         )
     if args.command == "agent":
@@ -237,10 +302,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_client_command(args: argparse.Namespace) -> int:
-    """``ps``, ``nodes``, ``deploy`` and ``rm``: one API call each, printed."""
-    from knit.client import ApiClient
+    """``ps``, ``nodes``, ``deploy``, ``rm``, ``token ...``, ``join-token ...`` and
+    ``node rm``: one or two API calls each, printed."""
+    from knit.client import ApiClient, find_token
 
-    client = ApiClient(args.api)
+    client = ApiClient(args.api, token=find_token(args.token), ca_file=args.ca_file)
     try:
         if args.command == "nodes":
             nodes = client.nodes()
@@ -258,9 +324,61 @@ def run_client_command(args: argparse.Namespace) -> int:
             deployment = client.resolve_deployment(args.target)
             client.delete_deployment(deployment["id"])
             print(f"deployment {deployment['name']} deleted")
+        elif args.command == "token":
+            run_token_command(args, client)
+        elif args.command == "join-token":
+            run_join_token_command(args, client)
+        elif args.command == "node":  # (rm, its only action)
+            client.call("DELETE", f"/nodes/{args.id}")
+            print(f"node {args.id} removed: its credentials no longer work")
     finally:
         client.close()
     return 0
+
+
+def run_token_command(args: argparse.Namespace, client: ApiClient) -> None:
+    """``knit token create|ls|rm``."""
+    if args.action == "create":
+        body: dict[str, Any] = {"name": args.name, "role": args.role}
+        if args.ttl is not None:
+            body["ttl"] = args.ttl
+        created = client.call("POST", "/tokens", body)
+        print_secret(args, created, f"token {created['name']} ({created['role']})")
+    elif args.action == "ls":
+        rows = client.call("GET", "/tokens")
+        emit(args, rows, ["id", "name", "role", "created_at", "expires_at", "expired"])
+    elif args.action == "rm":
+        client.call("DELETE", f"/tokens/{args.id}")
+        print(f"token {args.id} revoked")
+
+
+def run_join_token_command(args: argparse.Namespace, client: ApiClient) -> None:
+    """``knit join-token create|ls|rm``."""
+    if args.action == "create":
+        body: dict[str, Any] = {}
+        if args.ttl is not None:
+            body["ttl"] = args.ttl
+        if args.uses is not None:
+            body["uses"] = args.uses
+        created = client.call("POST", "/join-tokens", body)
+        print_secret(args, created, f"join token for {created['uses']} node(s)")
+    elif args.action == "ls":
+        rows = client.call("GET", "/join-tokens")
+        emit(args, rows, ["id", "uses", "used", "created_at", "expires_at", "revoked"])
+    elif args.action == "rm":
+        client.call("DELETE", f"/join-tokens/{args.id}")
+        print(f"join token {args.id} revoked")
+
+
+def print_secret(args: argparse.Namespace, created: dict[str, Any], what: str) -> None:
+    """Print a new token's secret alone on standard output (``T=$(knit token create ...)``
+    captures it), what it is on standard error; or the whole reply with ``--json``."""
+    if args.json:
+        print(json.dumps(created, indent=2))
+        return
+    expires = created.get("expires_at") or "never"
+    print(f"{what} {created['id']} created, expires {expires}", file=sys.stderr)
+    print(created["token"])
 
 
 def load_spec(path: str) -> dict[str, Any]:

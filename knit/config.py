@@ -39,6 +39,11 @@ class ServerConfig:
             (user and password may also be given in the ``nats_url``).
         nats_advertise: the NATS URLs given to joining nodes (default: the one the server
             uses, a wildcard host replaced by the host name the node reached the API with).
+        admin_token_file: where the first admin token is written when the store holds no
+            API token (default ``<data_dir>/admin.token``).
+        tls_cert: a PEM certificate (chain) to serve the API over HTTPS with; needs
+            ``tls_key``.
+        tls_key: the PEM private key of ``tls_cert``.
     """
 
     http: str = DEFAULT_HTTP
@@ -52,6 +57,14 @@ class ServerConfig:
     insecure_bus: bool = False
     nats_creds: Path | None = None
     nats_advertise: tuple[str, ...] = ()
+    admin_token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def admin_token_path(self) -> Path:
+        """``admin_token_file``, or ``admin.token`` in the data dir."""
+        return self.admin_token_file or self.data_dir / "admin.token"
 
 
 @dataclass(frozen=True)

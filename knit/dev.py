@@ -85,23 +85,27 @@ async def dev_main(config: DevConfig) -> int:
         data_dir=config.data_dir / "server",
         nats_listen="127.0.0.1:0",
         node_ttl=config.node_ttl,
+        admin_token_file=config.data_dir / "admin.token",  # so `knit ps` finds it
     )
     agent_dir = config.data_dir / "agent"
     async with anyio.create_task_group() as tg:
         api_url = await tg.start(serve_server, server_config)
-        token = await dev_join_token(api_url, config.data_dir, agent_dir)
+        token_file = server_config.admin_token_path
+        admin_token = (await anyio.Path(token_file).read_text()).strip()
+        join_token = await dev_join_token(api_url, admin_token, agent_dir)
         agent_config = AgentConfig(
             data_dir=agent_dir,
             labels=config.labels,
             heartbeat_interval=config.heartbeat_interval,
             docker_host=config.docker_host,
             server=api_url,
-            join_token=token,
+            join_token=join_token,
         )
         await tg.start(serve_agent, agent_config)
         print(f"Knit is running. API: {api_url}  (knit ps --api {api_url})", flush=True)
+        print(f"Admin API token: {token_file} (KNIT_TOKEN_FILE for knit)", flush=True)
         if config.example:
-            tg.start_soon(submit_example, api_url, config.docker_host)
+            tg.start_soon(submit_example, api_url, config.docker_host, admin_token)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 log.info("received %s: stopping", signal.Signals(signum).name)
@@ -110,7 +114,7 @@ async def dev_main(config: DevConfig) -> int:
     return 0
 
 
-async def dev_join_token(api_url: str, data_dir: Path, agent_dir: Path) -> str | None:
+async def dev_join_token(api_url: str, admin_token: str, agent_dir: Path) -> str | None:
     """A join token for the local agent, if it must join (None: it has joined this server).
 
     An identity left by an earlier ``knit dev`` whose server no longer knows the node (its
@@ -122,9 +126,8 @@ async def dev_join_token(api_url: str, data_dir: Path, agent_dir: Path) -> str |
     from knit.agent.identity import forget_identity, load_identity
 
     identity = load_identity(agent_dir)
-    async with httpx.AsyncClient(
-        base_url=api_url, timeout=10, headers=admin_headers(data_dir)
-    ) as http:
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=10, headers=headers) as http:
         if identity is not None:
             known = await http.get(f"/nodes/{identity.node_id}")
             if known.status_code == 200:
@@ -137,22 +140,18 @@ async def dev_join_token(api_url: str, data_dir: Path, agent_dir: Path) -> str |
         return str(made.json()["token"])
 
 
-def admin_headers(data_dir: Path) -> dict[str, str]:
-    """The Authorization header of the admin token the server wrote in ``data_dir``."""
-    path = data_dir / "admin.token"
-    if not path.exists():
-        return {}
-    return {"Authorization": f"Bearer {path.read_text().strip()}"}
-
-
-async def submit_example(api_url: str, docker_host: str | None) -> None:
-    """Make the example image if needed and submit the example deployment (once)."""
+async def submit_example(api_url: str, docker_host: str | None, token: str) -> None:
+    """Make the example image if needed and submit the example deployment (once), with the
+    admin ``token``."""
     from knit.example import EXAMPLE_DEPLOYMENT, ensure_example_image
 
     try:
         await ensure_example_image(docker_host)
-        async with httpx.AsyncClient(base_url=api_url, timeout=10) as http:
-            existing = (await http.get("/deployments")).json()
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=api_url, timeout=10, headers=headers) as http:
+            listed = await http.get("/deployments")
+            listed.raise_for_status()
+            existing = listed.json()
             if any(d.get("name") == EXAMPLE_DEPLOYMENT["name"] for d in existing):
                 print("example deployment already present", flush=True)
                 return

@@ -118,7 +118,11 @@ async def run_scenario(
         # Connections for every API client and deployment submitter at once, all kept
         # alive (httpx keeps 20 by default: the others were opened and closed per request).
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+        token = (await anyio.Path(workdir / "server" / "admin.token").read_text()).strip()
+        headers = {"Authorization": f"Bearer {token}"}  # the server's first admin token
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, limits=limits, headers=headers
+        ) as http:
             monitor = Monitor(http, server, run.recorder)
             async with anyio.create_task_group() as guard:
                 if interrupt is not None:
@@ -257,6 +261,7 @@ async def _steady(
                 deployment_ids,
                 node_ids,
                 client_rng,
+                http.headers["authorization"].removeprefix("Bearer "),
             )
         for fault in scenario.faults:
             tg.start_soon(_fault, run, fault, steady_began, server, monitor, agents, node_ids, rng)

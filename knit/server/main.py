@@ -1,9 +1,10 @@
 """The server process: ``knit server``.
 
 Layer: server (entry point). Opens the store, the secret box, NATS (embedded unless
-``--nats`` is given), builds the actor tree of docs/architecture.md, bridges the bus into
-it, and serves the HTTP API. The HTTP server lives outside the actors' failure domain: a
-client hanging up never reaches an actor.
+``--nats`` is given), loads the API tokens (making the first admin token if there is none),
+builds the actor tree of docs/architecture.md, bridges the bus into it, and serves the
+HTTP API (over HTTPS with ``--tls-cert``/``--tls-key``). The HTTP server lives outside the
+actors' failure domain: a client hanging up never reaches an actor.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -27,6 +29,7 @@ from knit.config import ServerConfig
 from knit.errors import KnitError
 from knit.natsd import EmbeddedNats, parse_listen, wait_for_port
 from knit.secrets import SecretBox
+from knit.server.access import TokenKeeper
 from knit.server.bridge import open_bridge
 from knit.server.context import ServerContext
 from knit.server.directories import DeploymentDirectory, NodeDirectory
@@ -104,7 +107,12 @@ def prepare_data_dir(path: Path) -> Path:
 async def serve_server(
     config: ServerConfig, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run one server until cancelled; reports the API's URL through ``task_status``."""
+    """Run one server until cancelled; reports the API's URL through ``task_status``.
+
+    Raises:
+        KnitError: the TLS files are unusable, the admin token cannot be written, the
+            API's or the nats-server's address cannot be listened on.
+    """
     async with anyio.create_task_group() as services:
         try:
             await _serve(config, services, task_status)
@@ -139,6 +147,7 @@ async def open_bus(
 
 
 async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskStatus[str]) -> None:
+    tls = tls_files(config.tls_cert, config.tls_key)
     data_dir = prepare_data_dir(config.data_dir)
     secrets = SecretBox.from_data_dir(data_dir)
     restart_grace = (
@@ -151,6 +160,8 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
         )
     async with AsyncExitStack() as stack:
         repo = await stack.enter_async_context(open_repo(database_url(config)))
+        access = TokenKeeper(repo.store)
+        await access.ensure_admin_token(config.admin_token_path)
         trust = await load_trust(repo, secrets, insecure=config.insecure_bus)
         bus, embedded = await open_bus(config, trust, data_dir, services)
         stack.push_async_callback(bus.close)
@@ -190,8 +201,10 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                 config.nats_advertise or [embedded.url if embedded else bus.url],
                 issue_credentials=embedded is not None,
             )
-            plane = ServerPlane(ctx, system, nodes, deployments, bridge, membership=membership)
-            url = await tg.start(serve_http, plane, config.http)
+            plane = ServerPlane(
+                ctx, system, nodes, deployments, bridge, access, membership=membership
+            )
+            url = await tg.start(serve_http, plane, config.http, tls)
             if config.history_retention > 0:
                 tg.start_soon(keep_history, repo, config.history_retention)
             log.info("knit server ready: API %s, NATS %s", url, bus.url)
@@ -218,11 +231,43 @@ def check_can_listen(host: str, port: int) -> None:
             raise KnitError(f"cannot listen on {host}:{port} for the API: {exc.strerror}") from exc
 
 
+def tls_files(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
+    """The certificate and key to serve HTTPS with, checked; None for plain HTTP.
+
+    Raises:
+        KnitError: only one of them is given, a file cannot be read, or they do not make
+            a certificate and its key.
+    """
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise KnitError("--tls-cert and --tls-key go together: give both, or neither")
+    for what, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise KnitError(f"{what} {path}: cannot read it ({exc.strerror})") from exc
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise KnitError(
+            f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its key "
+            f"({type(exc).__name__})"
+        ) from exc
+    return cert, key
+
+
 async def serve_http(
-    plane: ServerPlane, listen: str, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    plane: ServerPlane,
+    listen: str,
+    tls: tuple[Path, Path] | None = None,
+    *,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API with Hypercorn until cancelled; reports the URL once it listens.
 
+    ``tls`` (a certificate and its key, see :func:`tls_files`) serves it over HTTPS.
     Hypercorn runs in a child task and is stopped through its shutdown trigger rather than
     by cancellation, which on Python 3.11 leaves a stale cancellation behind.
     """
@@ -240,6 +285,9 @@ async def serve_http(
     # equal timeouts a client could send a request on a connection the server was closing
     # at that moment, and the request failed with a protocol error (seen under load).
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    if tls is not None:
+        config.certfile, config.keyfile = str(tls[0]), str(tls[1])
+    scheme = "https" if tls is not None else "http"
     app = create_app(plane)
     shutdown = anyio.Event()
     stopped = anyio.Event()
@@ -257,7 +305,7 @@ async def serve_http(
         tg.start_soon(run)
         try:
             await wait_for_port(host, port, timeout=10)
-            task_status.started(f"http://{host}:{port}")
+            task_status.started(f"{scheme}://{host}:{port}")
             await anyio.sleep_forever()
         finally:
             app.extensions["knit.dashboard"].close()  # ends open SSE streams first

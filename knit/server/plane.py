@@ -13,17 +13,20 @@ from typing import Any
 
 from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
+from knit.domain.auth import Principal
 from knit.domain.join import JoinRequest
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
     RegistryCredentialsSpec,
 )
+from knit.domain.tokens import JoinTokenSpec, TokenSpec
 from knit.domain.validation import (
     check_network_attachments,
     check_references,
 )
 from knit.errors import Invalid, KnitError, NotFound
+from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
 from knit.server.membership import Membership
@@ -46,10 +49,12 @@ class ServerPlane:
         nodes: ActorRef[Any],
         deployments: ActorRef[Any],
         bridge: BridgeStats,
+        access: TokenKeeper,
         *,
         membership: Membership | None = None,
     ) -> None:
         self.ctx = ctx
+        self.access = access
         self.membership = membership
         self.repo = ctx.repo
         self.system = system
@@ -84,10 +89,6 @@ class ServerPlane:
         if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
             node.last_heartbeat = heard
         return node
-
-    async def consume_join_token(self, secret: str) -> str | None:
-        """PLACEHOLDER until the join-token store (issue 10 part A) lands: accepts any."""
-        return None
 
     async def join_node(
         self, join_token_id: str | None, request: JoinRequest, api_host: str | None
@@ -194,6 +195,40 @@ class ServerPlane:
         return await self.repo.list_events(
             deployment_id=deployment_id, node_id=node_id, limit=limit
         )
+
+    # access (API tokens from memory; see knit.server.access)
+    def authenticate(self, secret: str) -> Principal | None:
+        return self.access.authenticate(secret)
+
+    def token_principal(self, token_id: str) -> Principal | None:
+        return self.access.principal(token_id)
+
+    async def create_token(self, spec: TokenSpec) -> JSONDict:
+        return await self.access.create_token(spec)
+
+    async def list_tokens(self) -> list[JSONDict]:
+        return await self.access.list_tokens()
+
+    async def delete_token(self, token_id: str) -> None:
+        await self.access.delete_token(token_id)
+
+    async def create_join_token(self, spec: JoinTokenSpec) -> JSONDict:
+        return await self.access.create_join_token(spec)
+
+    async def list_join_tokens(self) -> list[JSONDict]:
+        return await self.access.list_join_tokens()
+
+    async def delete_join_token(self, token_id: str) -> JSONDict:
+        return await self.access.delete_join_token(token_id)
+
+    async def consume_join_token(self, secret: str) -> str:
+        """Spend one use of a join token (for ``POST /join``); its id.
+
+        Raises:
+            Unauthorized: "join token unknown", "join token expired", "join token used up"
+                or "join token revoked".
+        """
+        return await self.access.consume_join_token(secret)
 
     def status(self) -> JSONDict:
         """The server's counters; the ``actors`` part is at most ``ACTORS_EVERY`` s old."""

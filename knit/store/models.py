@@ -270,3 +270,37 @@ class RevokedNode(Base):
     nats_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     node_id: Mapped[str] = mapped_column(String(ID_LENGTH))
     revoked_at: Mapped[float] = mapped_column(Double)
+
+
+class ApiToken(Base):
+    """A token of the REST API: only the SHA-256 of its secret is kept (never the secret).
+
+    A revoked token's row is deleted. ``role`` is ``read``, ``deploy`` or ``admin``.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float | None] = mapped_column(Double)
+
+
+class JoinToken(Base):
+    """A token that admits up to ``uses`` agents (``POST /join``) until ``expires_at``.
+
+    Only the SHA-256 of its secret is kept. A revoked token keeps its row (``revoked``) so
+    that an agent presenting it is told why it is refused.
+    """
+
+    __tablename__ = "join_tokens"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    uses: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[float] = mapped_column(Double)
+    revoked: Mapped[bool] = mapped_column(Boolean)

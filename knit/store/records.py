@@ -326,3 +326,38 @@ class EventRecord(_JSONMixin):
             instance_id=instance_id,
             task_id=task_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenRecord(_JSONMixin):
+    """An API token as stored: ``token_hash`` is the SHA-256 of the secret (hex).
+
+    ``to_json()`` leaves the hash out.
+    """
+
+    _hidden: ClassVar[tuple[str, ...]] = ("token_hash",)
+
+    id: str
+    name: str
+    role: str
+    token_hash: str
+    created_at: float
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinTokenRecord(_JSONMixin):
+    """A join token as stored: ``token_hash`` is the SHA-256 of the secret (hex).
+
+    ``to_json()`` leaves the hash out.
+    """
+
+    _hidden: ClassVar[tuple[str, ...]] = ("token_hash",)
+
+    id: str
+    token_hash: str
+    uses: int
+    used: int
+    expires_at: float
+    created_at: float
+    revoked: bool = False

@@ -8,6 +8,11 @@ result with the ``docker`` CLI, so a bug in Knit cannot hide itself by also brea
 Every process listens on a free 127.0.0.1 port, keeps its files in its own folder under the
 test's temporary directory, logs to a file (whose tail failure messages show), gets SIGTERM if
 pytest dies (``setpriv --pdeathsig``) and is stopped by PID: SIGTERM, then SIGKILL.
+
+The API needs a token: :class:`KnitApi` sends the admin token the server writes to
+``<data dir>/admin.token`` on its first start (``knit dev``: ``<data dir>/admin.token`` of
+the dev folder), read once it exists; :func:`run_cli` passes it to ``knit`` commands in
+``KNIT_TOKEN``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -43,6 +49,24 @@ signals it has no handler for, so plain ``sleep`` would make every stop wait for
 
 T = TypeVar("T")
 JSON = dict[str, Any]
+
+ADMIN_TOKEN_FILE = "admin.token"
+_TOKEN_FILES: dict[str, Path] = {}
+"""The admin token file of every server started here, by API URL (for ``run_cli``)."""
+
+
+def trust(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What httpx checks an ``https`` server with: ``ca_file``, else the system's CAs."""
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+
+
+def read_admin_token(path: Path) -> str | None:
+    """The token in ``path``, or None while the server has not written it."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return text or None
 
 
 # -- waiting ---------------------------------------------------------------------------------
@@ -229,7 +253,8 @@ class KnitProcess:
 class KnitServer(KnitProcess):
     """``knit server`` on a free port; its own nats-server (on a free port) unless ``nats_url``.
 
-    Restarting keeps the ports and the data dir.
+    Restarting keeps the ports and the data dir. ``tls`` (a certificate and its key) serves
+    the API over HTTPS; ``ca_file`` is then what clients trust.
     """
 
     def __init__(
@@ -240,11 +265,18 @@ class KnitServer(KnitProcess):
         nats_url: str | None = None,
         node_ttl: float = NODE_TTL,
         name: str = "server",
+        tls: tuple[Path, Path] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.http_port = free_port()
         self.data_dir = workdir / name
+        self.token_file = self.data_dir / ADMIN_TOKEN_FILE
+        self.tls = tls
+        self.ca_file = ca_file
         args = ["server", "--http", f"127.0.0.1:{self.http_port}"]
         args += ["--data-dir", str(self.data_dir), "--node-ttl", f"{node_ttl:g}"]
+        if tls is not None:
+            args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         if nats_url is None:
             self.nats_port: int | None = free_port()
             self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
@@ -254,20 +286,34 @@ class KnitServer(KnitProcess):
             self.nats_url = nats_url
             args += ["--nats", nats_url]
         super().__init__(name, args, workdir, docker_host)
+        _TOKEN_FILES[self.api_url] = self.token_file
 
     @property
     def api_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.http_port}"
+        """``http://127.0.0.1:PORT`` (``https`` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
+
+    @property
+    def admin_token(self) -> str:
+        """The admin token the server wrote at its first start.
+
+        Raises:
+            AssertionError: it has not written one.
+        """
+        token = read_admin_token(self.token_file)
+        assert token, f"{self.token_file} holds no token{self.logs()}"
+        return token
 
     def start_and_wait(self, timeout: float = 30.0) -> None:
-        """Start, then wait until the API answers ``GET /nodes``."""
+        """Start, then wait until the API answers ``GET /healthz``."""
         self.start()
-        wait_for_api(self.api_url, timeout=timeout, watch=ProcessWatch([self]))
+        wait_for_api(self.api_url, timeout=timeout, watch=ProcessWatch([self]), verify=self.ca_file)
 
 
 class KnitAgent(KnitProcess):
-    """``knit agent`` with short heartbeats; ``node_id`` is learnt from ``GET /nodes``."""
+    """``knit agent`` with short heartbeats, joining through ``server_url`` with
+    ``join_token`` on its first start (later starts need neither); ``node_id`` is learnt from
+    ``GET /nodes``. ``nats_url`` overrides the NATS URL received at join (a relay)."""
 
     def __init__(
         self,
@@ -275,14 +321,22 @@ class KnitAgent(KnitProcess):
         docker_host: str,
         *,
         name: str,
-        nats_url: str,
+        server_url: str,
+        join_token: str,
+        nats_url: str | None = None,
         labels: Mapping[str, str] | None = None,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        ca_file: Path | None = None,
     ) -> None:
         self.data_dir = workdir / name
         self.labels = dict(labels or {})
         self.node_id: str | None = None
-        args = ["agent", "--nats", nats_url, "--data-dir", str(self.data_dir)]
+        args = ["agent", "--server", server_url, "--join-token", join_token]
+        args += ["--data-dir", str(self.data_dir)]
+        if nats_url is not None:
+            args += ["--nats", nats_url]
+        if ca_file is not None:
+            args += ["--ca-file", str(ca_file)]
         args += ["--heartbeat-interval", f"{heartbeat_interval:g}"]
         for key, value in self.labels.items():
             args += ["--label", f"{key}={value}"]
@@ -295,8 +349,10 @@ class KnitDev(KnitProcess):
     def __init__(self, workdir: Path, docker_host: str, *, data_dir: Path | None = None) -> None:
         self.http_port = free_port()
         self.data_dir = data_dir or workdir / "dev"
+        self.token_file = self.data_dir / ADMIN_TOKEN_FILE
         args = ["dev", "--http", f"127.0.0.1:{self.http_port}", "--data-dir", str(self.data_dir)]
         super().__init__("dev", args, workdir, docker_host)
+        _TOKEN_FILES[self.api_url] = self.token_file
 
     @property
     def api_url(self) -> str:
@@ -319,25 +375,74 @@ class ProcessWatch:
         return "".join(p.logs() for p in self.processes)
 
 
-def wait_for_api(url: str, *, timeout: float, watch: Watched | None = None) -> None:
-    """Wait until ``GET url/nodes`` answers 200."""
+def wait_for_api(
+    url: str, *, timeout: float, watch: Watched | None = None, verify: Path | None = None
+) -> None:
+    """Wait until ``GET url/healthz`` answers 200 (the server writes its admin token
+    before it serves the API). ``verify``: the CA to trust for an ``https`` URL."""
+
+    tls = trust(verify)
 
     def answers() -> bool:
-        return httpx.get(f"{url}/nodes", timeout=2).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=2, verify=tls).status_code == 200
 
     wait_until(answers, timeout=timeout, what=f"the API at {url} answering", watch=watch)
 
 
-def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run ``knit ARGS`` to completion; return its exit code, stdout and stderr."""
+def run_cli(
+    *args: str,
+    timeout: float = 60.0,
+    token: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``knit ARGS`` to completion; return its exit code, stdout and stderr.
+
+    Args:
+        args: the arguments after ``knit``.
+        timeout: seconds before it is killed.
+        token: the API token, passed in ``KNIT_TOKEN``; by default the admin token of the
+            server started here whose URL follows ``--api`` in ``args``; ``""`` passes none
+            (and removes ``KNIT_TOKEN`` and ``KNIT_TOKEN_FILE`` from the environment).
+        env: more environment variables.
+        cwd: the folder it runs in (default: the repository).
+    """
+    environ = dict(os.environ)
+    if token is None and "--api" in args[:-1]:
+        known = _TOKEN_FILES.get(args[args.index("--api") + 1])
+        token = read_admin_token(known) if known is not None else None
+    if token is not None:
+        environ.pop("KNIT_TOKEN", None)
+        environ.pop("KNIT_TOKEN_FILE", None)
+    if token:
+        environ["KNIT_TOKEN"] = token
+    environ.update(env or {})
     return subprocess.run(
         [*KNIT_COMMAND, *args],
         capture_output=True,
         text=True,
-        cwd=REPO_ROOT,
+        cwd=cwd or REPO_ROOT,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=environ,
     )
+
+
+class AdminToken(httpx.Auth):
+    """Sends ``Authorization: Bearer`` with the token in ``path``, read at the first
+    request after the server wrote it (clients are made before their server starts)."""
+
+    def __init__(self, path: Path | None, token: str | None = None) -> None:
+        self.path = path
+        self.token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Add the header (none while the file does not exist yet)."""
+        if self.token is None and self.path is not None:
+            self.token = read_admin_token(self.path)
+        if self.token is not None:
+            request.headers["Authorization"] = f"Bearer {self.token}"
+        yield request
 
 
 # -- the API ---------------------------------------------------------------------------------
@@ -347,12 +452,28 @@ class KnitApi:
     """A thin httpx client of one Knit server's REST API, with the waits tests need.
 
     ``watch`` makes every wait fail fast when a process dies and show the logs when it fails.
+    ``token_file`` is the server's ``admin.token``: its token is sent with every request
+    (``token`` sends that one instead). ``verify`` is the CA an ``https`` server is checked
+    with.
     """
 
-    def __init__(self, base_url: str, watch: Watched | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        watch: Watched | None = None,
+        *,
+        token_file: Path | None = None,
+        token: str | None = None,
+        verify: Path | None = None,
+    ) -> None:
         self.base_url = base_url
         self.watch = watch
-        self.http = httpx.Client(base_url=base_url, timeout=15)
+        auth: httpx.Auth | None = None
+        if token is None and token_file is None:
+            token_file = _TOKEN_FILES.get(base_url)
+        if token is not None or token_file is not None:
+            auth = AdminToken(token_file, token)
+        self.http = httpx.Client(base_url=base_url, timeout=15, auth=auth, verify=trust(verify))
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -490,7 +611,7 @@ class KnitCluster:
         self.server = KnitServer(workdir, docker_host, nats_url=external_nats)
         self.agents: list[KnitAgent] = []
         self.watch = ProcessWatch([self.server])
-        self.api = KnitApi(self.server.api_url, self.watch)
+        self.api = KnitApi(self.server.api_url, self.watch, token_file=self.server.token_file)
         self.node_ids: set[str] = set()
         self.deployments: list[str] = []
         self.registries: list[str] = []
@@ -524,8 +645,11 @@ class KnitCluster:
             self.workdir,
             docker_host or self.docker_host,
             name=f"agent-{len(self.agents) + 1}",
-            nats_url=nats_url or self.nats_url,
+            server_url=self.server.api_url,
+            join_token=self.join_token(),
+            nats_url=nats_url,
             labels=labels,
+            ca_file=self.server.ca_file,
         )
         self.agents.append(agent)
         self.watch.processes.append(agent)
@@ -544,6 +668,12 @@ class KnitCluster:
         )
         self.node_ids.add(agent.node_id)
         return agent
+
+    def join_token(self, uses: int = 1) -> str:
+        """A new join token admitting ``uses`` agents (``POST /join-tokens``)."""
+        made = self.api.ok(self.api.post("/join-tokens", {"uses": uses}), 201)
+        assert isinstance(made, dict)
+        return str(made["token"])
 
     def stop_agent(self, agent: KnitAgent) -> int | None:
         """Stop one agent (it stays in ``agents``, no longer watched)."""
