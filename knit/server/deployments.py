@@ -349,10 +349,9 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 self.forget(state, inst, f"instance {inst.index} is gone")
 
     async def node_down(self, state: DeploymentState, node_id: str, *, removed: bool) -> None:
-        # A removed node will not come back: nothing to wait for.
-        lost_after = 0.0 if removed else state.record.lost_after
+        lost_after = state.record.lost_after
         for inst in list(state.instances.values()):
-            if inst.node_id != node_id or inst.status == "lost":
+            if inst.node_id != node_id or (inst.status == "lost" and not removed):
                 continue
             inflight = state.tasks.pop(inst.id, None)
             if inflight is not None:
@@ -364,7 +363,11 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 if inflight.kind == "stop":
                     self.forget(state, inst, f"instance {inst.index} left with node {node_id}")
                     continue
-            if lost_after > 0 and inst.desired:
+            if removed:
+                # The node will not come back, nor report its containers: nothing to wait
+                # for, nothing to stop later. Its slot is free at once.
+                self.forget(state, inst, f"instance {inst.index} lost: node {node_id} was removed")
+            elif lost_after > 0 and inst.desired:
                 inst.status, inst.unknown_since = "unknown", time.time()
                 self.save(
                     inst,
@@ -373,8 +376,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 )
                 self.after(lost_after, Reconcile())
             else:
-                why = f": node {node_id} was removed" if removed else f" with node {node_id}"
-                self.lose(inst, f"instance {inst.index} lost{why}")
+                self.lose(inst, f"instance {inst.index} lost with node {node_id}")
 
     def node_drained(self, state: DeploymentState, node_id: str) -> None:
         for inst in state.instances.values():

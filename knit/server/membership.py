@@ -15,7 +15,7 @@ each side (knit.trust.macs).
 **Removal.** Its messages are refused at once (memory first), its NodeActor stops, its row
 and keys leave the store and its NATS key joins the account's revocations, which the
 embedded nats-server reloads: its connection closes and cannot open again. Its instances
-are lost and placed elsewhere at once.
+are forgotten (it will never report them again) and placed elsewhere at once.
 """
 
 from __future__ import annotations

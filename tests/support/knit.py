@@ -312,8 +312,9 @@ class KnitServer(KnitProcess):
 
 class KnitAgent(KnitProcess):
     """``knit agent`` with short heartbeats, joining through ``server_url`` with
-    ``join_token`` on its first start (later starts need neither); ``node_id`` is learnt from
-    ``GET /nodes``. ``nats_url`` overrides the NATS URL received at join (a relay)."""
+    ``join_token`` on its first start (later starts need neither: None); ``node_id`` is
+    learnt from ``GET /nodes``. ``nats_url`` overrides the NATS URL received at join (a
+    relay)."""
 
     def __init__(
         self,
@@ -321,8 +322,8 @@ class KnitAgent(KnitProcess):
         docker_host: str,
         *,
         name: str,
-        server_url: str,
-        join_token: str,
+        server_url: str | None,
+        join_token: str | None,
         nats_url: str | None = None,
         labels: Mapping[str, str] | None = None,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
@@ -331,8 +332,9 @@ class KnitAgent(KnitProcess):
         self.data_dir = workdir / name
         self.labels = dict(labels or {})
         self.node_id: str | None = None
-        args = ["agent", "--server", server_url, "--join-token", join_token]
-        args += ["--data-dir", str(self.data_dir)]
+        args = ["agent", "--data-dir", str(self.data_dir)]
+        if server_url is not None and join_token is not None:
+            args += ["--server", server_url, "--join-token", join_token]
         if nats_url is not None:
             args += ["--nats", nats_url]
         if ca_file is not None:
