@@ -23,6 +23,7 @@ from knit.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HISTORY_RETENTION,
     DEFAULT_HTTP,
+    DEFAULT_MAX_REPLICAS,
     DEFAULT_NATS_LISTEN,
     DEFAULT_NODE_TTL,
     AgentConfig,
@@ -57,6 +58,23 @@ def non_negative_seconds(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """A whole number, 1 or more (for argparse)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
+    return value
+
+
+HOST_NETWORK_HELP = (
+    "run deployments attached to a host network here (they share the host's network stack; "
+    "off by default: such deployments are placed on other nodes only)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="knit", description="A small container orchestrator.")
@@ -77,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long events and finished tasks are kept (0: for ever; default 72 h)",
     )
+    server.add_argument(
+        "--max-replicas",
+        type=positive_int,
+        default=DEFAULT_MAX_REPLICAS,
+        metavar="N",
+        help=f"the most replicas one deployment may ask for (default {DEFAULT_MAX_REPLICAS:,})",
+    )
 
     agent = sub.add_parser("agent", help="run the agent of this host")
     agent.add_argument("--nats", default=f"nats://{DEFAULT_NATS_LISTEN}")
@@ -87,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--docker-host", default=None)
     agent.add_argument("--hostname", default=None)
+    agent.add_argument("--allow-host-network", action="store_true", help=HOST_NETWORK_HELP)
 
     dev = sub.add_parser("dev", help="nats-server, server and one agent in one process tree")
     dev.add_argument("--http", default=DEFAULT_HTTP)
@@ -97,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_INTERVAL, metavar="SECONDS"
     )
     dev.add_argument("--example", action="store_true", help="submit an example deployment")
+    dev.add_argument("--allow-host-network", action="store_true", help=HOST_NETWORK_HELP)
 
     api_default = os.environ.get("KNIT_API", DEFAULT_API)
     for name, help_text in (
@@ -164,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
                 node_ttl=args.node_ttl,
                 database_url=args.database_url,
                 history_retention=args.history_retention,
+                max_replicas=args.max_replicas,
             )
         )
     if args.command == "agent":
@@ -177,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 heartbeat_interval=args.heartbeat_interval,
                 docker_host=args.docker_host,
                 hostname=args.hostname,
+                allow_host_network=args.allow_host_network,
             )
         )
     if args.command == "dev":
@@ -190,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
                 node_ttl=args.node_ttl,
                 heartbeat_interval=args.heartbeat_interval,
                 example=args.example,
+                allow_host_network=args.allow_host_network,
             )
         )
     return run_client_command(args)

@@ -17,6 +17,8 @@ DEFAULT_NODE_TTL = 15.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HISTORY_RETENTION = 72 * 3600.0
 """Seconds events and finished tasks are kept (``knit server --history-retention``)."""
+DEFAULT_MAX_REPLICAS = 1_000
+"""The most replicas one deployment may ask for (``knit server --max-replicas``)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class ServerConfig:
         restart_grace: seconds after a server start during which no node is marked
             unhealthy (agents need one heartbeat interval to be heard again).
         history_retention: seconds events and finished tasks are kept (0: for ever).
+        max_replicas: the most replicas one deployment may ask for (422 above).
     """
 
     http: str = DEFAULT_HTTP
@@ -43,6 +46,7 @@ class ServerConfig:
     database_url: str | None = None
     restart_grace: float | None = None
     history_retention: float = DEFAULT_HISTORY_RETENTION
+    max_replicas: int = DEFAULT_MAX_REPLICAS
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class AgentConfig:
         heartbeat_interval: seconds between two heartbeats.
         docker_host: the Docker Engine to drive (default ``DOCKER_HOST`` or the local socket).
         hostname: the name reported to the server (default the machine's).
+        allow_host_network: run deployments attached to a ``host`` network (off: such
+            deployments are never placed on this node, and their tasks are refused).
     """
 
     nats_url: str = f"nats://{DEFAULT_NATS_LISTEN}"
@@ -64,6 +70,7 @@ class AgentConfig:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     docker_host: str | None = None
     hostname: str | None = None
+    allow_host_network: bool = False
 
 
 def default_docker_host() -> str | None:

@@ -47,6 +47,7 @@ class DevConfig:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     example: bool = False
     docker_host: str | None = None
+    allow_host_network: bool = False
 
 
 def run_dev(config: DevConfig) -> int:
@@ -94,6 +95,7 @@ async def dev_main(config: DevConfig) -> int:
             labels=config.labels,
             heartbeat_interval=config.heartbeat_interval,
             docker_host=config.docker_host,
+            allow_host_network=config.allow_host_network,
         )
         async with anyio.create_task_group() as tg:
             api_url = await tg.start(serve_server, server_config)
