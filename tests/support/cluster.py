@@ -64,6 +64,7 @@ class Cluster:
         *,
         node_id: str | None = None,
         runtime: SimRuntime | None = None,
+        allow_host_network: bool = False,
     ) -> SimAgent:
         """Start an agent (a fresh node, or ``node_id`` again with its old runtime)."""
         node_id = node_id or uuid.uuid4().hex
@@ -77,6 +78,8 @@ class Cluster:
             keys=NodeKeyPair.generate(),
             files=TemplateFiles(self.tmp / "agents" / node_id),
             heartbeat_interval=self.heartbeat_interval,
+            allow_host_network=allow_host_network,
+            data_dir=self.tmp / "agents" / node_id,
         )
         scope = anyio.CancelScope()
 

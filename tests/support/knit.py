@@ -278,6 +278,7 @@ class KnitAgent(KnitProcess):
         nats_url: str,
         labels: Mapping[str, str] | None = None,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = workdir / name
         self.labels = dict(labels or {})
@@ -286,6 +287,7 @@ class KnitAgent(KnitProcess):
         args += ["--heartbeat-interval", f"{heartbeat_interval:g}"]
         for key, value in self.labels.items():
             args += ["--label", f"{key}={value}"]
+        args += list(extra_args)
         super().__init__(name, args, workdir, docker_host)
 
 
@@ -516,9 +518,11 @@ class KnitCluster:
         *,
         docker_host: str | None = None,
         nats_url: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> KnitAgent:
-        """Start an agent (on the cluster's Engine and NATS unless given others) and wait
-        until its node is healthy; sets ``agent.node_id``."""
+        """Start an agent (on the cluster's Engine and NATS unless given others, with
+        ``extra_args`` after the usual ones, e.g. ``--allow-host-network``) and wait until
+        its node is healthy; sets ``agent.node_id``."""
         known = {n["id"] for n in self.api.nodes()}
         agent = KnitAgent(
             self.workdir,
@@ -526,6 +530,7 @@ class KnitCluster:
             name=f"agent-{len(self.agents) + 1}",
             nats_url=nats_url or self.nats_url,
             labels=labels,
+            extra_args=extra_args,
         )
         self.agents.append(agent)
         self.watch.processes.append(agent)
