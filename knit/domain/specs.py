@@ -243,7 +243,10 @@ class DeploymentSpec(BaseModel):
     network_attachments: list[Name] = Field(default_factory=list)
     templates: list[TemplateSpec] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
-    secret_env: dict[str, SecretStr] = Field(default_factory=dict)
+    secret_env: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Secret variables: stored encrypted, answered as the list of their names",
+    )
     command: list[str] | None = None
     replicas: Annotated[StrictInt, Field(ge=0, le=MAX_REPLICAS)] = 1
     ports: list[PortSpec] = Field(default_factory=list)
