@@ -116,6 +116,16 @@ async def test_bad_deployments_get_422_naming_the_field(
         assert await cluster.get("/deployments") == []
 
 
+async def test_the_servers_max_replicas_applies(nats_url: str, tmp_path: Path) -> None:
+    async with open_cluster(nats_url, tmp_path, max_replicas=3) as cluster:
+        response = await post(cluster, replicas=4)
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"] == [
+            {"field": "replicas", "message": "must be at most 3 (this server's --max-replicas)"}
+        ]
+        assert (await post(cluster, replicas=3)).status_code == 201
+
+
 async def test_credentials_for_another_registry_get_422(nats_url: str, tmp_path: Path) -> None:
     async with open_cluster(nats_url, tmp_path) as cluster:
         response = await cluster.api.post(

@@ -22,7 +22,7 @@ from knit.agent.context import AgentContext
 from knit.agent.files import TemplateFiles
 from knit.agent.main import run_agent_actors
 from knit.bus import Bus, connect_bus
-from knit.config import ServerConfig
+from knit.config import DEFAULT_MAX_REPLICAS, ServerConfig
 from knit.natsd import free_port
 from knit.secrets import NodeKeyPair
 from knit.server.main import serve_server
@@ -130,7 +130,12 @@ class Cluster:
 
 @asynccontextmanager
 async def open_cluster(
-    nats_url: str, tmp: Path, *, node_ttl: float = 1.5, heartbeat_interval: float = 0.2
+    nats_url: str,
+    tmp: Path,
+    *,
+    node_ttl: float = 1.5,
+    heartbeat_interval: float = 0.2,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> AsyncIterator[Cluster]:
     """Run a server (API on a free port) with no agents yet; yields the cluster."""
     port = free_port()
@@ -140,6 +145,7 @@ async def open_cluster(
         nats_url=nats_url,
         node_ttl=node_ttl,
         restart_grace=node_ttl,
+        max_replicas=max_replicas,
     )
     async with anyio.create_task_group() as tg:
         server_scope = anyio.CancelScope()
