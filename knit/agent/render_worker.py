@@ -11,9 +11,9 @@ and froze that one too. Templates that are not provably cheap (``knit.domain.tem
 render here instead, in one long-lived child process per agent, one request at a time over
 its standard input and output, with limits (decision 0013):
 
-- **wall time**: :data:`WALL_SECONDS` per request, measured by the parent, which kills the
-  child past it;
-- **CPU time**: ``RLIMIT_CPU`` set before each request to what the child used so far plus
+- **wall time**: :data:`WALL_SECONDS` per template of the request, measured by the parent,
+  which kills the child past it;
+- **CPU time**: ``RLIMIT_CPU`` set before each template to what the child used so far plus
   :data:`CPU_SECONDS` (+1: the limit counts whole seconds), so a child the parent could not
   kill still ends (SIGXCPU);
 - **memory**: ``RLIMIT_AS``, the child's address space after start-up plus
@@ -22,7 +22,7 @@ its standard input and output, with limits (decision 0013):
 - **output**: :data:`knit.domain.templates.MAX_OUTPUT_CHARS` per template.
 
 A request that breaks a limit fails with a reason naming the limit; the next request starts
-a new child (~0.2 s). The child drops root for ``nobody`` when it starts as root, and exits
+a new child (~0.1 s). The child drops root for ``nobody`` when it starts as root, and exits
 when its standard input closes (the agent stopped).
 
 Frames on the pipes are a 4-byte big-endian length and a JSON object: the request
@@ -42,7 +42,7 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 import anyio
@@ -55,11 +55,12 @@ from knit.errors import TemplateError
 log = logging.getLogger(__name__)
 
 WALL_SECONDS = 2.0
-"""Longest a request may take (a child being started is waited for before, apart)."""
+"""Longest a template may take, wall time (a request of n templates may take n times this;
+a child being started is waited for before, apart)."""
 START_SECONDS = 30.0
 """Longest a new child may take to say it is ready (a busy machine starts Python slowly)."""
 CPU_SECONDS = 2
-"""CPU seconds a request may use (the kernel's backstop: the wall limit comes first)."""
+"""CPU seconds a template may use (the kernel's backstop: the wall limit comes first)."""
 MEMORY_BYTES = 256 << 20
 """Address space a request may add to the child's (256 MiB)."""
 MAX_FRAME = 64 << 20
@@ -89,6 +90,7 @@ PRELOAD = (
 interpreter's files may not be readable by ``nobody``)."""
 
 _LENGTH = struct.Struct(">I")
+JSON = dict[str, Any]
 
 
 class TemplateFailed(TemplateError):
@@ -109,7 +111,8 @@ class RenderWorker:
     """The parent side: one child at a time, started when first needed.
 
     Args:
-        wall_seconds: the wall-time limit of a request.
+        wall_seconds: the wall-time limit of one template (of a request: this times the
+            number of its templates).
         command: how to start the child (tests); default this module under this Python.
     """
 
@@ -133,11 +136,12 @@ class RenderWorker:
             TemplateFailed: a template failed (its error), or the request broke a limit.
         """
         payload = json.dumps({"templates": list(templates), "context": context}).encode()
+        wall = self.wall_seconds * max(1, len(templates))
         async with self.lock:
             if self.process is None:
                 await self._start()
             try:
-                with anyio.move_on_after(self.wall_seconds) as scope:
+                with anyio.move_on_after(wall) as scope:
                     reply = await self._exchange(payload)
             except BaseException:
                 with anyio.CancelScope(shield=True):
@@ -146,7 +150,7 @@ class RenderWorker:
             if scope.cancelled_caught:
                 await self._kill()
                 raise TemplateFailed(
-                    0, f"stopped after {self.wall_seconds:g} s (the limit of a render)"
+                    0, f"stopped after {wall:g} s ({self.wall_seconds:g} s per template)"
                 )
             if reply is None:
                 code = await self._kill()
@@ -155,7 +159,7 @@ class RenderWorker:
                 await self._kill()
         return _texts(reply)
 
-    async def _exchange(self, payload: bytes) -> dict[str, Any] | None:
+    async def _exchange(self, payload: bytes) -> JSON | None:
         """Send one request, read its reply; None if the child died first."""
         process = self.process
         assert process is not None and process.stdin is not None
@@ -165,7 +169,7 @@ class RenderWorker:
             return None
         return await self._receive()
 
-    async def _receive(self) -> dict[str, Any] | None:
+    async def _receive(self) -> JSON | None:
         """The child's next frame; None if it died or sent something else."""
         reader = self.reader
         assert reader is not None
@@ -228,7 +232,7 @@ class RenderWorker:
 def _death(code: int | None) -> str:
     """Why the child died without replying, from its exit code."""
     if code == -signal.SIGXCPU:
-        return f"stopped: used more than {CPU_SECONDS} s of CPU (the limit of a render)"
+        return f"stopped: used more than {CPU_SECONDS} s of CPU (the limit of a template)"
     if code == -signal.SIGKILL:
         return "stopped: the render worker was killed (out of memory?)"
     return f"the render worker ended unexpectedly (exit code {code})"
@@ -247,7 +251,7 @@ def _texts(reply: Mapping[str, Any]) -> list[str]:
 # --- the child ---------------------------------------------------------------------------
 
 
-def _read_frame(stream: IO[bytes]) -> dict[str, Any] | None:
+def _read_frame(stream: IO[bytes]) -> JSON | None:
     header = stream.read(_LENGTH.size)
     if len(header) < _LENGTH.size:
         return None
@@ -267,14 +271,16 @@ def _write_frame(stream: IO[bytes], reply: Mapping[str, Any]) -> None:
     stream.flush()
 
 
-def serve(request: Mapping[str, Any]) -> dict[str, Any]:
-    """Render one request (in the child); the reply to send."""
+def serve(request: Mapping[str, Any], before_each: Callable[[], None] = lambda: None) -> JSON:
+    """Render one request (in the child); the reply to send. ``before_each`` runs before each
+    template (the child sets its CPU limit there)."""
     templates = request.get("templates")
     context = request.get("context")
     if not isinstance(templates, list) or not isinstance(context, dict):
         return {"error": {"index": 0, "kind": "request", "reason": "malformed request"}}
     texts = []
     for index, content in enumerate(templates):
+        before_each()
         try:
             texts.append(render(str(content), context))
         except (TemplateSyntaxProblem, TemplateRenderProblem) as exc:
@@ -320,6 +326,14 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_AS, (base + MEMORY_BYTES, base + MEMORY_BYTES))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+
+    def limit_cpu() -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        soft = int(usage.ru_utime + usage.ru_stime) + CPU_SECONDS + 1
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
     _write_frame(stdout, {"ready": True})
     while True:
         try:
@@ -328,13 +342,8 @@ def main() -> int:
             return 1
         if request is None:
             return 0
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        soft = int(usage.ru_utime + usage.ru_stime) + CPU_SECONDS + 1
-        if hard != resource.RLIM_INFINITY:
-            soft = min(soft, hard)
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
         try:
-            reply = serve(request)
+            reply = serve(request, limit_cpu)
         except MemoryError:
             reply = {
                 "error": {"index": 0, "kind": "memory", "reason": "out of memory"},

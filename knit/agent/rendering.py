@@ -6,9 +6,9 @@ Layer: agent. Imports ``knit.domain.templates``, ``knit.domain.template_cost`` a
 A provably cheap template (``knit.domain.template_cost.renders_in_process``: lookups, a few
 filters, ``if``; its work bounded by the size of what it reads) renders on the event loop in
 microseconds, as every template did before; placement throughput depends on it. Anything
-else goes to the :class:`~knit.agent.render_worker.RenderWorker`, whose limits (2 s, 256 MiB,
-1 Mi characters per file) a template bomb runs into without the agent noticing: its
-heartbeats keep flowing (decision 0013).
+else goes to the :class:`~knit.agent.render_worker.RenderWorker`, whose limits (2 s per
+template, 256 MiB, 1 Mi characters per file) a template bomb runs into without the agent
+noticing: its heartbeats keep flowing (decision 0013).
 """
 
 from __future__ import annotations

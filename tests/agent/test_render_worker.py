@@ -150,3 +150,14 @@ async def test_every_builtin_filter_works_in_the_child(worker: RenderWorker) -> 
     )
     [text] = await worker.render([template], CONTEXT)
     assert "12.3 kB" in text and 'k="v"' in text and "É" in text and "|x|" in text
+
+
+async def test_the_wall_limit_is_per_template() -> None:
+    worker = RenderWorker(wall_seconds=0.5)
+    try:
+        began = time.monotonic()
+        with pytest.raises(TemplateFailed, match=r"stopped after 1 s \(0.5 s per template\)"):
+            await worker.render([SPIN, SPIN], CONTEXT)
+        assert 0.9 < time.monotonic() - began < 3.0
+    finally:
+        await worker.aclose()
