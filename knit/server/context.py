@@ -16,6 +16,7 @@ from knit.config import DEFAULT_MAX_REPLICAS
 from knit.domain.placement import PlacementRequest, Plan
 from knit.domain.specs import registry_server
 from knit.errors import KnitError
+from knit.ids import is_id
 from knit.secrets import SecretBox, env_aad, registry_aad, seal
 from knit.server.messages import NodeReport
 from knit.server.metrics import ServerMetrics
@@ -214,7 +215,16 @@ class ServerContext:
         self._secret_envs.pop(deployment_id, None)
 
     async def stop_orphan(self, node_id: str, instance_id: str) -> None:
-        """Tell ``node_id`` to remove a container Knit does not want (unknown or duplicate)."""
+        """Tell ``node_id`` to remove a container Knit does not want (unknown or duplicate).
+
+        A container labelled with an instance id Knit cannot have made is left alone: no task
+        may carry such an id (agents refuse them), and Knit did not create it.
+        """
+        if not is_id(instance_id):
+            log.warning(
+                "node %s reports a container of instance %r: not Knit's", node_id, instance_id[:80]
+            )
+            return
         task = StopTask(task_id=new_id(), instance_id=instance_id, remove=True)
         self.repo.event(
             "instance.orphan",

@@ -52,8 +52,9 @@ Id = Annotated[str, Field(min_length=1, max_length=128)]
 KnitId = Annotated[str, Field(pattern=ID_PATTERN)]
 """An id Knit made (``knit.ids``): what tasks carry, since the agent names folders and labels
 with them. A forged ``../../etc`` is refused when the task is decoded."""
-ContainerId = Annotated[str, Field(pattern=r"^[0-9a-f]{1,64}$")]
-"""A container id as the Engine spells it (64 lowercase hex digits, or a prefix)."""
+ContainerId = Annotated[str, Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}$")]
+"""A container id as a runtime reports it (the Engine's: 64 hex digits): a name, never a path.
+The agent only echoes it (it finds containers by their instance label)."""
 Name = Annotated[str, Field(pattern=r"^[a-z0-9-]{1,63}$")]
 """A deployment's or a network's name (``knit.domain.specs.NAME_RE``)."""
 ImageRef = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\s\x00-\x1f]+$")]

@@ -6,12 +6,18 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
+from knit.bus import Bus
 from knit.domain.placement import HOST_NETWORK_REFUSED
+from knit.ids import new_id
 from knit.runtime.base import ContainerSpec
+from knit.secrets import SecretBox
+from knit.server.context import ServerContext
+from knit.server.repo import Repo
 from tests.support.cluster import Cluster, SimAgent, open_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -191,3 +197,24 @@ async def test_host_network_deployments_go_only_to_agents_that_allow_them(
         assert by_id[closed.node_id]["allow_host_network"] is False
         one = await cluster.get(f"/nodes/{opened.node_id}")
         assert one["allow_host_network"] is True
+
+
+async def test_an_orphan_whose_instance_id_is_not_knits_is_left_alone() -> None:
+    published: list[tuple[str, bytes]] = []
+    events: list[str] = []
+
+    async def publish(subject: str, payload: bytes) -> None:
+        published.append((subject, payload))
+
+    ctx = ServerContext(
+        repo=cast(Repo, SimpleNamespace(event=lambda kind, *a, **k: events.append(kind))),
+        bus=cast(Bus, SimpleNamespace(publish=publish)),
+        secrets=SecretBox.generate(),
+        node_ttl=1.0,
+        restart_grace=1.0,
+    )
+    for forged in ("../../etc", "/", "x" * 32):
+        await ctx.stop_orphan("node-1", forged)
+    assert published == [] and events == []
+    await ctx.stop_orphan("node-1", new_id())
+    assert [s for s, _ in published] == ["knit.tasks.node-1"] and events == ["instance.orphan"]
