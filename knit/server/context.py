@@ -220,8 +220,8 @@ class ServerContext:
         A container labelled with an instance id Knit cannot have made is left alone: no task
         may carry such an id (agents refuse them), and Knit did not create it.
         """
-        if not is_id(instance_id):
-            log.warning(
+        if not is_id(instance_id):  # (debug: it is reported again with every full report)
+            log.debug(
                 "node %s reports a container of instance %r: not Knit's", node_id, instance_id[:80]
             )
             return
