@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.support import (
+from tests.security.agent_support import (
     deploy_task,
     encoded,
     files_outside_instances,

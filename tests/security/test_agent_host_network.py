@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from knit.domain.placement import HOST_NETWORK_REFUSED
-from tests.security.support import (
+from tests.security.agent_support import (
     BUSYBOX,
     deploy_task,
     encoded,

@@ -15,7 +15,7 @@ import pytest
 
 from knit.ids import new_id
 from knit.secrets import registry_aad, seal
-from tests.security.support import (
+from tests.security.agent_support import (
     deploy_task,
     encoded,
     files_outside_instances,

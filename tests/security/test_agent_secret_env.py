@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from tests.security.support import BUSYBOX
+from tests.security.agent_support import BUSYBOX
 from tests.support.knit import SLEEPER, KnitCluster, unique_name
 from tests.support.knit_docker import docker_exec, inspect_container
 from tests.support.knit_wire import SubjectRecorder

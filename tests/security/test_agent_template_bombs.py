@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.security.support import BUSYBOX, heartbeat_gaps, sleeper, still_running
+from tests.security.agent_support import BUSYBOX, heartbeat_gaps, sleeper, still_running
 from tests.support.knit import HEARTBEAT_INTERVAL, SLEEPER, KnitCluster, unique_name
 from tests.support.knit_wire import SubjectRecorder
 
