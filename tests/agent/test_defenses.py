@@ -170,6 +170,7 @@ async def test_secret_env_reaches_the_container_and_is_bound_to_node_and_task(
         sealed = seal(plain, agent.ctx.keys.public_key_b64, env_aad("n1", deployed.task_id))
         await deploy_ok(agent, deployed.model_copy(update={"sealed_env": sealed}))
         assert created[-1].env == {"PORT": "80", "DB_PASSWORD": "hunter2"}
+        assert "hunter2" not in repr(created[-1])
         assert "hunter2" not in repr(deployed.model_copy(update={"sealed_env": sealed}))
 
         replayed = task().model_copy(update={"sealed_env": sealed})  # another task id
