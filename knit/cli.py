@@ -23,6 +23,7 @@ from knit.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HISTORY_RETENTION,
     DEFAULT_HTTP,
+    DEFAULT_MAX_REPLICAS,
     DEFAULT_NATS_LISTEN,
     DEFAULT_NODE_TTL,
     AgentConfig,
@@ -93,6 +94,23 @@ def client_parser(
     return cmd
 
 
+def positive_int(text: str) -> int:
+    """A whole number, 1 or more (for argparse)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
+    return value
+
+
+HOST_NETWORK_HELP = (
+    "run deployments attached to a host network here (they share the host's network stack; "
+    "off by default: such deployments are placed on other nodes only)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="knit", description="A small container orchestrator.")
@@ -132,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="an OPEN bus for a trusted lab: no NATS credentials, messages not proved",
     )
+    server.add_argument(
+        "--max-replicas",
+        type=positive_int,
+        default=DEFAULT_MAX_REPLICAS,
+        metavar="N",
+        help=f"the most replicas one deployment may ask for (default {DEFAULT_MAX_REPLICAS:,})",
+    )
 
     agent = sub.add_parser("agent", help="run the agent of this host")
     agent.add_argument(
@@ -156,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--docker-host", default=None)
     agent.add_argument("--hostname", default=None)
+    agent.add_argument("--allow-host-network", action="store_true", help=HOST_NETWORK_HELP)
 
     dev = sub.add_parser("dev", help="nats-server, server and one agent in one process tree")
     dev.add_argument("--http", default=DEFAULT_HTTP)
@@ -166,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_INTERVAL, metavar="SECONDS"
     )
     dev.add_argument("--example", action="store_true", help="submit an example deployment")
+    dev.add_argument("--allow-host-network", action="store_true", help=HOST_NETWORK_HELP)
 
     server.add_argument(
         "--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS: PEM certificate"
@@ -265,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
                 nats_advertise=tuple(args.nats_advertise),
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
+                max_replicas=args.max_replicas,
             )
         )
     if args.command == "agent":
@@ -283,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
                 ca_file=args.ca_file,
                 nats_creds=args.nats_creds,
                 insecure_bus=args.insecure_bus,
+                allow_host_network=args.allow_host_network,
             )
         )
     if args.command == "dev":
@@ -296,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
                 node_ttl=args.node_ttl,
                 heartbeat_interval=args.heartbeat_interval,
                 example=args.example,
+                allow_host_network=args.allow_host_network,
             )
         )
     return run_client_command(args)

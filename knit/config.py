@@ -17,6 +17,8 @@ DEFAULT_NODE_TTL = 15.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HISTORY_RETENTION = 72 * 3600.0
 """Seconds events and finished tasks are kept (``knit server --history-retention``)."""
+DEFAULT_MAX_REPLICAS = 1_000
+"""The most replicas one deployment may ask for (``knit server --max-replicas``)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class ServerConfig:
         tls_cert: a PEM certificate (chain) to serve the API over HTTPS with; needs
             ``tls_key``.
         tls_key: the PEM private key of ``tls_cert``.
+        max_replicas: the most replicas one deployment may ask for (422 above).
     """
 
     http: str = DEFAULT_HTTP
@@ -66,6 +69,8 @@ class ServerConfig:
         """``admin_token_file``, or ``admin.token`` in the data dir."""
         return self.admin_token_file or self.data_dir / "admin.token"
 
+    max_replicas: int = DEFAULT_MAX_REPLICAS
+
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -85,6 +90,8 @@ class AgentConfig:
         nats_creds: a NATS ``.creds`` file (a cluster on an external NATS that Knit does
             not issue credentials for).
         insecure_bus: run on an open bus without joining (``knit server --insecure-bus``).
+        allow_host_network: run deployments attached to a ``host`` network (off: such
+            deployments are never placed on this node, and their tasks are refused).
     """
 
     nats_url: str | None = None
@@ -98,6 +105,7 @@ class AgentConfig:
     ca_file: Path | None = None
     nats_creds: Path | None = None
     insecure_bus: bool = False
+    allow_host_network: bool = False
 
 
 def default_docker_host() -> str | None:

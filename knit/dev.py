@@ -46,6 +46,7 @@ class DevConfig:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     example: bool = False
     docker_host: str | None = None
+    allow_host_network: bool = False
 
 
 def run_dev(config: DevConfig) -> int:
@@ -100,6 +101,7 @@ async def dev_main(config: DevConfig) -> int:
             docker_host=config.docker_host,
             server=api_url,
             join_token=join_token,
+            allow_host_network=config.allow_host_network,
         )
         await tg.start(serve_agent, agent_config)
         print(f"Knit is running. API: {api_url}  (knit ps --api {api_url})", flush=True)

@@ -46,6 +46,8 @@ class AgentContext:
         files: where rendered templates go.
         heartbeat_interval: seconds between heartbeats.
         task_timeout: the longest a single task may run (pulls included).
+        allow_host_network: whether deployments on ``host`` networks may run here
+            (``knit agent --allow-host-network``); advertised in every heartbeat.
         on_change: called (without awaiting) when the report of this node's instances
             changed; the heartbeat then reports soon instead of at its next beat.
         refresh: brings the report of one instance up to date with what a task did to it
@@ -67,6 +69,7 @@ class AgentContext:
     files: TemplateFiles
     heartbeat_interval: float = 5.0
     task_timeout: float = 600.0
+    allow_host_network: bool = False
     data_dir: Path = field(default_factory=lambda: Path(".knit/agent"))
     on_change: Callable[[], None] | None = None
     refresh: Callable[[str, str | None, str | None], Awaitable[None]] | None = None

@@ -167,6 +167,7 @@ class Heartbeater(Actor[HeartbeatMessage]):
             instances=listed,
             removed=removed,
             sent_at=taken,
+            allow_host_network=self.ctx.allow_host_network,
         )
         try:
             await self.ctx.publish(subjects.HEARTBEAT, encode(heartbeat))

@@ -140,6 +140,7 @@ async def serve_agent(
                 keys=keys,
                 files=TemplateFiles(data_dir),
                 heartbeat_interval=config.heartbeat_interval,
+                allow_host_network=config.allow_host_network,
                 data_dir=data_dir,
                 trust=trust,
             )
@@ -186,8 +187,16 @@ async def run_agent_actors(
 ) -> None:
     """The agent's actor tree on given adapters (the simulation harness calls this too).
 
-    Runs until cancelled; reports the node id through ``task_status`` once registered.
+    Runs until cancelled; reports the node id through ``task_status`` once registered. The
+    template render worker's process, if one was started, is stopped on the way out.
     """
+    try:
+        await _run_actors(ctx, task_status)
+    finally:
+        await ctx.files.aclose()
+
+
+async def _run_actors(ctx: AgentContext, task_status: TaskStatus[str]) -> None:
     async with open_actor_system(f"agent-{ctx.node_id[:8]}") as system:
         current: list[Reconciler] = []
 
@@ -220,7 +229,12 @@ async def run_agent_actors(
                     heartbeat.tell_nowait(Changed())
 
             ctx.on_change = changed
-            log.info("agent %s (%s) running", ctx.node_id, ctx.hostname)
+            log.info(
+                "agent %s (%s) running%s",
+                ctx.node_id,
+                ctx.hostname,
+                ": host networking allowed" if ctx.allow_host_network else "",
+            )
             task_status.started(ctx.node_id)
             await anyio.sleep_forever()
 

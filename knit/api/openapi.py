@@ -36,6 +36,7 @@ NODE: Schema = {
         "cpus": {"type": "integer"},
         "memory_bytes": {"type": "integer"},
         "docker_version": _NULL_STR,
+        "allow_host_network": {"type": "boolean"},
     },
     "required": ["id", "hostname", "status", "last_heartbeat"],
 }

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from actors import Actor, ActorError, Deadline
 from knit.domain.placement import PlacementRequest
+from knit.domain.specs import NetworkDriver
 from knit.errors import KnitError
 from knit.server.context import ServerContext
 from knit.server.messages import (
@@ -82,6 +83,7 @@ class DeploymentState:
     record: DeploymentRecord
     instances: dict[str, InstanceState] = field(default_factory=dict)
     tasks: dict[str, Inflight] = field(default_factory=dict)  # by instance id
+    host_network: bool | None = None  # on a host network (None: not looked up yet)
 
 
 class DeploymentActor(Actor[DeploymentMessage]):
@@ -484,6 +486,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.save_created(state)
             self.set_pending_reason(None)
             return
+        if state.host_network is None:
+            state.host_network = await self.on_host_network(state.record)
         plan = await self.ctx.place(
             PlacementRequest(
                 deployment_id=self.deployment_id,
@@ -491,6 +495,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 node_selector=dict(state.record.node_selector),
                 avoid_nodes=frozenset(n for i in unplaced for n in i.avoid),
                 existing=self.placed_counts(state),
+                host_network=state.host_network,
             )
         )
         for inst, node_id in zip(unplaced, plan.placements, strict=False):
@@ -499,6 +504,14 @@ class DeploymentActor(Actor[DeploymentMessage]):
             await self.start_task(state, inst, "deploy")
         self.save_created(state)
         self.set_pending_reason(plan.describe_unplaced() if plan.unplaced else None)
+
+    async def on_host_network(self, record: DeploymentRecord) -> bool:
+        """Whether the deployment is attached to a ``host`` network (placed only on nodes
+        that allow it). A deployment without networks reads nothing."""
+        if not record.network_attachments:
+            return False
+        networks = await self.repo.networks_named(record.network_attachments)
+        return any(n.driver == NetworkDriver.HOST for n in networks)
 
     async def stop_unwanted(self, state: DeploymentState) -> None:
         for inst in list(state.instances.values()):

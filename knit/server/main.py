@@ -173,6 +173,7 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             node_ttl=config.node_ttl,
             restart_grace=restart_grace,
             timing=TaskTiming.from_environ(),
+            max_replicas=config.max_replicas,
         )
         ctx.metrics.gc.install()
         stack.callback(ctx.metrics.gc.uninstall)

@@ -11,6 +11,8 @@ import heapq
 import time
 from typing import Any
 
+import anyio
+
 from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
 from knit.domain.auth import Principal
@@ -24,6 +26,9 @@ from knit.domain.tokens import JoinTokenSpec, TokenSpec
 from knit.domain.validation import (
     check_network_attachments,
     check_references,
+    check_registry,
+    check_replicas,
+    check_template_syntax,
 )
 from knit.errors import Invalid, KnitError, NotFound
 from knit.server.access import TokenKeeper
@@ -35,6 +40,9 @@ from knit.server.records import NodeState
 from knit.server.repo import deployment_json
 
 STARTED_AT = time.time()
+SYNTAX_CHECKS = 1
+"""Deployments whose templates are syntax-checked at once (each in a thread: a check holds
+the interpreter's lock most of its time, so more at once would only slow the event loop)."""
 ACTORS_EVERY = 2.0
 """Seconds ``GET /status`` reuses its view of the actors (taking one is O(actors))."""
 
@@ -63,8 +71,9 @@ class ServerPlane:
         self.bridge = bridge
         self._actors: JSONDict | None = None
         self._actors_at = 0.0
-        self._references: tuple[set[str], dict[str, str]] | None = None
+        self._references: tuple[dict[str, str], dict[str, str]] | None = None
         self._references_token: object = None
+        self._syntax_checks = anyio.CapacityLimiter(SYNTAX_CHECKS)
 
     @staticmethod
     def _raise_if_error(result: object) -> Any:
@@ -84,10 +93,11 @@ class ServerPlane:
 
     def _fresh(self, node: NodeState) -> NodeState:
         """The node with its last heartbeat as the NodeActor heard it (the store's copy is
-        written now and then)."""
+        written now and then), and what its heartbeats say it allows (held in memory)."""
         heard = self.ctx.last_heartbeats.get(node.id)
         if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
             node.last_heartbeat = heard
+        node.allow_host_network = node.id in self.ctx.host_network_nodes
         return node
 
     async def join_node(
@@ -144,8 +154,9 @@ class ServerPlane:
         self._references = None
         self._references_token = None  # a read under way must not keep what it read
 
-    async def references(self) -> tuple[set[str], dict[str, str]]:
-        """The registry credential ids and the networks' drivers that deployments may name.
+    async def references(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The registry credentials' URLs by id and the networks' drivers by name, that
+        deployments may name.
 
         Kept in memory between changes: this plane makes every change to them, and each
         forgets the copy (before and after its write: a read racing the write cannot keep
@@ -156,7 +167,7 @@ class ServerPlane:
         if cached is None:
             token = object()
             self._references_token = token
-            cached = (await self.repo.credential_ids(), await self.repo.network_drivers())
+            cached = (await self.repo.credential_urls(), await self.repo.network_drivers())
             if self._references_token is token:
                 self._references = cached
         return cached
@@ -164,14 +175,22 @@ class ServerPlane:
     # deployments
     async def create_deployment(self, spec: DeploymentSpec) -> JSONDict:
         registries, networks = await self.references()
-        errors = check_references(spec, registries, networks) + check_network_attachments(
-            spec, networks
+        errors = (
+            check_replicas(spec, self.ctx.max_replicas)
+            + check_references(spec, registries, networks)
+            + check_network_attachments(spec, networks)
+            + check_registry(spec, registries)
         )
+        if spec.templates:
+            # Up to 16 x 64 KiB to parse and compile: outside the event loop, one at a time.
+            errors += await anyio.to_thread.run_sync(
+                check_template_syntax, spec, limiter=self._syntax_checks
+            )
         if errors:
             raise Invalid(errors)
         # Stored here, not by the DeploymentDirectory: the writer checks the name in its
         # transaction, and creations wait for their commits side by side, not in a queue.
-        record = await self.repo.insert_deployment(spec)
+        record = await self.repo.insert_deployment(spec, self.ctx.secrets)
         await self.deployments.ask(DeploymentCreated(record.id, record), timeout=30)
         return deployment_json(record)
 
@@ -183,6 +202,7 @@ class ServerPlane:
 
     async def delete_deployment(self, deployment_id: str) -> JSONDict:
         result = await self.deployments.ask(DeleteDeployment(deployment_id), timeout=30)
+        self.ctx.forget_secret_env(deployment_id)
         return dict(self._raise_if_error(result))
 
     # instances and events

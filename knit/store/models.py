@@ -134,6 +134,25 @@ class Deployment(Base):
     )
 
 
+class DeploymentSecret(Base):
+    """A deployment's ``secret_env``: the names in clear, the values only as ciphertext.
+
+    ``env_encrypted`` is the JSON object of names and values encrypted with the server's
+    ``knit.secrets.SecretBox``, the deployment id as associated data (a ciphertext copied to
+    another deployment's row does not open). One row per deployment that has any; deleted
+    with the deployment (the deletion removes it at once, the foreign key when the row goes).
+    """
+
+    __tablename__ = "deployment_secrets"
+
+    deployment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    names: Mapped[list[str]] = mapped_column(_Json)
+    env_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
 class ContainerInstance(Base):
     """One container of a deployment (spec 4 ``ContainerInstance``).
 

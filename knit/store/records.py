@@ -150,6 +150,8 @@ class DeploymentRecord(_JSONMixin):
         pending_reason: why some instances cannot be placed (None when all are).
         generation: bumped on every change of the spec (and on deletion).
         deleted: deletion was asked; the row stays until its instances are gone.
+        secret_env: the names of its secret environment variables (their values are in
+            ``deployment_secrets``, encrypted; never in a record).
     """
 
     id: str
@@ -170,6 +172,7 @@ class DeploymentRecord(_JSONMixin):
     updated_at: float
     generation: int
     deleted: bool
+    secret_env: tuple[str, ...] = ()
 
     @property
     def status(self) -> Literal["deleting", "pending", "active"]:

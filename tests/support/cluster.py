@@ -26,7 +26,7 @@ from knit.agent.join import identity_from_grant, request_join
 from knit.agent.main import run_agent_actors
 from knit.agent.trust import AgentTrust
 from knit.bus import Bus, connect_bus
-from knit.config import ServerConfig
+from knit.config import DEFAULT_MAX_REPLICAS, ServerConfig
 from knit.natsd import free_port
 from knit.secrets import NodeKeyPair
 from knit.server.main import serve_server
@@ -105,6 +105,7 @@ class Cluster:
         *,
         node_id: str | None = None,
         runtime: SimRuntime | None = None,
+        allow_host_network: bool = False,
     ) -> SimAgent:
         """Start an agent (a fresh node, or ``node_id`` again with its old runtime)."""
         node_id = node_id or uuid.uuid4().hex
@@ -120,6 +121,8 @@ class Cluster:
             files=TemplateFiles(self.tmp / "agents" / node_id),
             heartbeat_interval=self.heartbeat_interval,
             trust=trust,
+            allow_host_network=allow_host_network,
+            data_dir=self.tmp / "agents" / node_id,
         )
         scope = anyio.CancelScope()
 
@@ -176,6 +179,7 @@ async def open_cluster(
     node_ttl: float = 1.5,
     heartbeat_interval: float = 0.2,
     insecure: bool = False,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
 ) -> AsyncIterator[Cluster]:
     """Run a server (API on a free port) with no agents yet; yields the cluster.
 
@@ -191,6 +195,7 @@ async def open_cluster(
         nats_url=nats_url,
         node_ttl=node_ttl,
         restart_grace=node_ttl,
+        max_replicas=max_replicas,
     )
     async with anyio.create_task_group() as tg:
         server_scope = anyio.CancelScope()

@@ -328,6 +328,7 @@ class KnitAgent(KnitProcess):
         labels: Mapping[str, str] | None = None,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         ca_file: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = workdir / name
         self.labels = dict(labels or {})
@@ -342,6 +343,7 @@ class KnitAgent(KnitProcess):
         args += ["--heartbeat-interval", f"{heartbeat_interval:g}"]
         for key, value in self.labels.items():
             args += ["--label", f"{key}={value}"]
+        args += list(extra_args)
         super().__init__(name, args, workdir, docker_host)
 
 
@@ -639,9 +641,11 @@ class KnitCluster:
         *,
         docker_host: str | None = None,
         nats_url: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> KnitAgent:
-        """Start an agent (on the cluster's Engine and NATS unless given others) and wait
-        until its node is healthy; sets ``agent.node_id``."""
+        """Start an agent (on the cluster's Engine and NATS unless given others, with
+        ``extra_args`` after the usual ones, e.g. ``--allow-host-network``) and wait until
+        its node is healthy; sets ``agent.node_id``."""
         known = {n["id"] for n in self.api.nodes()}
         agent = KnitAgent(
             self.workdir,
@@ -652,6 +656,7 @@ class KnitCluster:
             nats_url=nats_url,
             labels=labels,
             ca_file=self.server.ca_file,
+            extra_args=extra_args,
         )
         self.agents.append(agent)
         self.watch.processes.append(agent)
