@@ -2,13 +2,15 @@
 (containers still running, the agent's files outside ``instances/`` untouched, heartbeats
 flowing), and sealing secrets as the server would.
 
-Layer: tests. The attacker here is whoever reaches NATS (today's open bus; once the bus is
-authenticated, a node's or the server's stolen credentials).
+Layer: tests. The attacker here publishes on the bus *and* proves its tasks as the server
+does (a compromised or buggy server: the bus's checks pass, the agent's own must hold), on
+the open nats-server of ``tests/security/conftest.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import json
@@ -19,6 +21,8 @@ from typing import Any
 
 from knit.ids import new_id
 from knit.secrets import NodeKeyPair
+from knit.trust.macs import MAC_HEADER, mac
+from tests.security.bus_support import Stolen, connect
 from tests.support.knit import SLEEPER, KnitAgent, KnitCluster, unique_name
 from tests.support.knit_docker import inspect_container
 from tests.support.knit_wire import SubjectRecorder
@@ -27,16 +31,41 @@ BUSYBOX = "knit-test/busybox:latest"
 JSON = dict[str, Any]
 
 
-def publish(nats_url: str, messages: Iterable[tuple[str, bytes]]) -> None:
-    """Publish ``(subject, payload)`` pairs on NATS as any client could, and flush."""
+def publish(
+    knit: KnitCluster, messages: Iterable[tuple[str, bytes]], *, prove: bool = True
+) -> None:
+    """Publish ``(subject, payload)`` pairs on the cluster's (open) NATS, and flush.
+
+    With ``prove``, a task for one of the cluster's agents gets what the server would give
+    it: its ``node_id`` and an ``expires_at`` (unless the task has them), and a MAC under
+    the key that node shares with the server (read off its data dir). A task on the
+    broadcast subject cannot be proved (the server's task key never leaves it).
+    """
+    links = {
+        agent.node_id: Stolen.from_data_dir(agent.data_dir).link
+        for agent in knit.agents
+        if agent.node_id is not None and (agent.data_dir / "identity.json").exists()
+    }
+    sent: list[tuple[str, bytes, dict[str, str] | None]] = []
+    for subject, payload in messages:
+        node_id = subject.removeprefix("knit.tasks.")
+        link = links.get(node_id) if subject.startswith("knit.tasks.") else None
+        if not prove or link is None:
+            sent.append((subject, payload, None))
+            continue
+        with contextlib.suppress(ValueError):
+            task = json.loads(payload)
+            if isinstance(task, dict):
+                task.setdefault("node_id", node_id)
+                task.setdefault("expires_at", time.time() + 600)
+                payload = json.dumps(task).encode()
+        sent.append((subject, payload, {MAC_HEADER: mac(link.down, subject, payload)}))
 
     async def main() -> None:
-        import nats
-
-        client = await nats.connect(nats_url, connect_timeout=5, allow_reconnect=False)
+        client = await connect(knit.nats_url)
         try:
-            for subject, payload in messages:
-                await client.publish(subject, payload)
+            for subject, payload, headers in sent:
+                await client.publish(subject, payload, headers=headers)
             await client.flush(timeout=5)
         finally:
             await client.close()

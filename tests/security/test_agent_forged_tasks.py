@@ -1,8 +1,11 @@
-"""Forged tasks on NATS whose ids are paths: they are dropped undecoded and touch nothing.
+"""Forged tasks whose ids are paths: they are dropped undecoded and touch nothing.
 
-Today anyone who reaches NATS may publish on ``knit.tasks.<node>``; before this, a
+Before issue 10, anyone who reached NATS could publish on ``knit.tasks.<node>``, and a
 ``StopTask`` for instance ``/`` reached ``shutil.rmtree("/")`` and a ``DeployTask`` for
-``/etc/cron.d`` wrote attacker content there. A real server, nats-server and agent.
+``/etc/cron.d`` wrote attacker content there. The bus now refuses such publishers; these
+tasks are proved as the server's (``agent_support.publish``: a compromised or buggy
+server), so the agent's own checks are what stops them. A real server, nats-server and
+agent.
 """
 
 from __future__ import annotations
@@ -79,9 +82,7 @@ def test_forged_tasks_with_path_ids_touch_nothing(knit: KnitCluster, tmp_path: P
     )
     subjects = [f"knit.tasks.{agent.node_id}", "knit.tasks.broadcast"]
     with SubjectRecorder(knit.nats_url, "knit.>") as wire:
-        publish(
-            knit.nats_url, [(subject, encoded(task)) for task in forged for subject in subjects]
-        )
+        publish(knit, [(subject, encoded(task)) for task in forged for subject in subjects])
         time.sleep(3 * HEARTBEAT_INTERVAL + 1.0)
         messages = wire.json_messages()
 

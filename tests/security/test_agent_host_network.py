@@ -64,7 +64,7 @@ def test_a_forged_host_network_task_is_refused_by_an_agent_that_does_not_allow_i
     before = files_outside_instances(closed.data_dir)
     task = deploy_task(deployment={"network_attachments": [{"name": "hostnet", "driver": "host"}]})
     with SubjectRecorder(knit.nats_url, "knit.task.status") as statuses:
-        publish(knit.nats_url, [(f"knit.tasks.{closed.node_id}", encoded(task))])
+        publish(knit, [(f"knit.tasks.{closed.node_id}", encoded(task))])
         final = wait_final(statuses, task["task_id"])
     assert (final["state"], final["step"]) == ("failed", "network")
     assert "--allow-host-network" in final["error"]

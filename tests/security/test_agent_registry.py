@@ -26,6 +26,7 @@ from tests.security.agent_support import (
 )
 from tests.support.knit import KnitCluster, cluster_for, unique_name
 from tests.support.knit_wire import SubjectRecorder
+from tests.support.nats import NatsServer
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.e2e
@@ -66,11 +67,14 @@ class Listener:
 
 @pytest.fixture(scope="module")
 def cluster(
-    attack_docker: str, nats_server_binary: str, tmp_path_factory: pytest.TempPathFactory
+    attack_docker: str, open_bus: NatsServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KnitCluster]:
-    """A server and two agents, zone=a and zone=b."""
+    """A server and two agents, zone=a and zone=b, on the open nats-server (conftest)."""
     with cluster_for(
-        tmp_path_factory.mktemp("knit"), attack_docker, agents=[{"zone": "a"}, {"zone": "b"}]
+        tmp_path_factory.mktemp("knit"),
+        attack_docker,
+        agents=[{"zone": "a"}, {"zone": "b"}],
+        external_nats=open_bus.url,
     ) as started:
         yield started
 
@@ -115,7 +119,7 @@ def test_a_forged_task_sending_credentials_elsewhere_fails_at_credentials(
         "sealed_password": sealed,
     }
     with SubjectRecorder(knit.nats_url, "knit.task.status") as statuses:
-        publish(knit.nats_url, [(f"knit.tasks.{agent.node_id}", encoded(task))])
+        publish(knit, [(f"knit.tasks.{agent.node_id}", encoded(task))])
         final = wait_final(statuses, task["task_id"])
     assert (final["state"], final["step"]) == ("failed", "credentials")
     assert "only sent to their own registry" in final["error"]
@@ -144,7 +148,9 @@ def test_a_captured_task_replayed_elsewhere_reveals_nothing(
     assert registry.password not in str(captured)
     before = {a.name: files_outside_instances(a.data_dir) for a in knit.agents}
 
-    to_other_node = dict(original, msg_id=new_id(), instance_id=new_id())
+    # Re-addressed to the other node, proved as the server's (``publish``): the bus's checks
+    # pass; the password, sealed to the first node and its task, must still not open.
+    to_other_node = dict(original, msg_id=new_id(), instance_id=new_id(), node_id=second.node_id)
     other_task_id = dict(original, msg_id=new_id(), task_id=new_id(), instance_id=new_id())
     other_registry = dict(
         other_task_id,
@@ -158,7 +164,7 @@ def test_a_captured_task_replayed_elsewhere_reveals_nothing(
         (f"knit.tasks.{first.node_id}", other_registry),
     ]
     with SubjectRecorder(knit.nats_url, "knit.task.status") as statuses:
-        publish(knit.nats_url, [(subject, encoded(task)) for subject, task in replays])
+        publish(knit, [(subject, encoded(task)) for subject, task in replays])
         finals = [wait_final(statuses, task["task_id"]) for _, task in replays]
 
     for final in finals:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 
+import httpx
 import pytest
 
 from tests.security.agent_support import BUSYBOX
@@ -51,13 +52,20 @@ def test_secret_env_reaches_the_container_and_nothing_else(knit: KnitCluster) ->
         "/instances",
         "/events?limit=1000",
         "/nodes",
-        "/ui/",
-        f"/ui/deployments/{created['id']}",
-        "/ui/events",
     ):
         response = api.get(path)
         assert response.status_code == 200, (path, response.status_code)
         assert value not in response.text, f"GET {path} shows the value"
+    url = knit.server.api_url
+    with httpx.Client(base_url=url, timeout=15) as browser:  # the dashboard: signed in
+        signed_in = browser.post(
+            "/ui/sign-in", data={"token": knit.server.admin_token}, headers={"Origin": url}
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        for path in ("/ui/", f"/ui/deployments/{created['id']}", "/ui/events"):
+            response = browser.get(path)
+            assert response.status_code == 200, (path, response.status_code)
+            assert value not in response.text, f"GET {path} shows the value"
     assert api.deployment(created["id"])["secret_env"] == ["DB_PASSWORD"]
     assert value not in knit.log_text(), "the value shows in a log"
     assert knit.files_containing(value) == [], "the value is stored in clear"
