@@ -25,6 +25,13 @@ A request that breaks a limit fails with a reason naming the limit; the next req
 a new child (~0.1 s). The child drops root for ``nobody`` when it starts as root, and exits
 when its standard input closes (the agent stopped).
 
+The reason comes from the child's exit status, so the parent never reaps the child itself:
+asyncio's child watcher is its only waiter. ``process.kill()`` would break that (``Popen``
+polls with ``waitpid(pid, WNOHANG)`` before it signals, which reaps a child that just ended
+on its own: the watcher then finds no child and reports exit code 255 instead of SIGXCPU).
+A child that closed its output is left to end on its own first, and a child that must be
+killed is signalled through a pidfd (with ``process.kill()`` only where there is no pidfd).
+
 Frames on the pipes are a 4-byte big-endian length and a JSON object: the request
 ``{"templates": [...], "context": {...}}``, the reply ``{"texts": [...]}`` or
 ``{"error": {"index", "kind", "reason", "line"}, "restart": bool}``.
@@ -59,6 +66,8 @@ WALL_SECONDS = 2.0
 a child being started is waited for before, apart)."""
 START_SECONDS = 30.0
 """Longest a new child may take to say it is ready (a busy machine starts Python slowly)."""
+EXIT_SECONDS = 1.0
+"""Longest a child that closed its output (it is ending) may take to end before it is killed."""
 CPU_SECONDS = 2
 """CPU seconds a template may use (the kernel's backstop: the wall limit comes first)."""
 MEMORY_BYTES = 256 << 20
@@ -122,6 +131,7 @@ class RenderWorker:
         self.wall_seconds = wall_seconds
         self.command = list(command or [sys.executable, "-m", "knit.agent.render_worker"])
         self.process: Process | None = None
+        self.pidfd: int | None = None  # the child's, to signal it without reaping it
         self.reader: BufferedByteReceiveStream | None = None
         self.lock = anyio.Lock()
         self.started = 0  # children started (tests and logs)
@@ -153,10 +163,10 @@ class RenderWorker:
                     0, f"stopped after {wall:g} s ({self.wall_seconds:g} s per template)"
                 )
             if reply is None:
-                code = await self._kill()
+                code = await self._kill(ending=True)
                 raise TemplateFailed(0, _death(code))
             if reply.get("restart"):
-                await self._kill()
+                await self._kill(ending=True)
         return _texts(reply)
 
     async def _exchange(self, payload: bytes) -> JSON | None:
@@ -196,37 +206,78 @@ class RenderWorker:
             )
         except OSError as exc:
             raise TemplateFailed(0, f"cannot start the render worker: {exc}") from exc
+        self.pidfd = _open_pidfd(self.process.pid)
         assert self.process.stdout is not None
         self.reader = BufferedByteReceiveStream(self.process.stdout)
         self.started += 1
         ready = None
         try:
-            with anyio.move_on_after(START_SECONDS):
+            with anyio.move_on_after(START_SECONDS) as scope:
                 ready = await self._receive()
         except BaseException:  # cancelled: leave no child behind
             await self._kill()
             raise
         if ready is None or not ready.get("ready"):
-            code = await self._kill()
+            code = await self._kill(ending=not scope.cancelled_caught)
             raise TemplateFailed(0, f"the render worker did not start ({_death(code)})")
         log.debug("render worker started (pid %d)", self.process.pid)
 
-    async def _kill(self) -> int | None:
-        """Kill the child (if any) and reap it; its exit code (negative: the signal)."""
-        process, self.process, self.reader = self.process, None, None
+    async def _kill(self, ending: bool = False) -> int | None:
+        """Kill the child (if any) and wait for its end; its exit code (negative: the signal).
+
+        Args:
+            ending: the child closed its output or said it would exit: give it
+                :data:`EXIT_SECONDS` to end on its own (its exit status says why it ended)
+                before it is killed.
+        """
+        process, pidfd = self.process, self.pidfd
+        self.process, self.pidfd, self.reader = None, None, None
         if process is None:
             return None
         with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-            code = await process.wait()
-            await process.aclose()
+            try:
+                if ending and process.returncode is None:
+                    with anyio.move_on_after(EXIT_SECONDS):
+                        await process.wait()
+                if process.returncode is None:
+                    _send_kill(process, pidfd)
+                code = await process.wait()
+                await process.aclose()
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
         return code
 
     async def aclose(self) -> None:
         """Stop the child, if one runs. Shielded from cancellation."""
         await self._kill()
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A pidfd of the child just started (not yet reaped: it is starting Python); None where
+    the platform or kernel has none (Linux < 5.3)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _send_kill(process: Process, pidfd: int | None) -> None:
+    """SIGKILL the child without reaping it (asyncio's child watcher does that).
+
+    Through the pidfd when there is one: it names this child even once reaped, and signals
+    nothing else then. Without one, ``process.kill()``, whose poll may reap a child that ended
+    at that very moment (its exit code is then 255, see the module's docstring): the child is
+    killed there only when it was running (the wall limit, a cancelled request) or did not end
+    within :data:`EXIT_SECONDS` of closing its output, when its exit code is not the reason
+    reported. Not ``os.kill``: once the watcher reaped the child, its pid may be another
+    process's before ``returncode`` says so.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            process.kill()
 
 
 def _death(code: int | None) -> str:

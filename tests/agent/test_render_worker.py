@@ -4,14 +4,17 @@ and a template bomb fails alone while the event loop keeps turning."""
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
 import pytest
 
-from knit.agent.render_worker import NOBODY, RenderWorker, TemplateFailed
+from knit.agent.render_worker import EXIT_SECONDS, NOBODY, RenderWorker, TemplateFailed
 from knit.agent.rendering import TemplateRenderer
 from knit.domain.templates import MAX_OUTPUT_CHARS
 
@@ -161,3 +164,90 @@ async def test_the_wall_limit_is_per_template() -> None:
         assert 0.9 < time.monotonic() - began < 3.0
     finally:
         await worker.aclose()
+
+
+# A stand-in child that ends itself with SIGXCPU (what RLIMIT_CPU sends) at the first request,
+# before replying (REPLY=0) or after (REPLY=1).
+XCPU_CHILD = """
+import json, os, resource, signal, struct, sys
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def send(reply):
+    data = json.dumps(reply).encode()
+    sys.stdout.buffer.write(struct.pack(">I", len(data)) + data)
+    sys.stdout.buffer.flush()
+send({"ready": True})
+(size,) = struct.unpack(">I", sys.stdin.buffer.read(4))
+sys.stdin.buffer.read(size)
+if int(sys.argv[1]):
+    send({"texts": ["x"]})
+os.kill(os.getpid(), signal.SIGXCPU)
+"""
+
+
+@pytest.fixture
+def late_child_watcher(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """asyncio's child watcher (a thread in a blocking ``waitpid``) waits until the event is
+    set, as on a busy machine: the parent sees a child's end before the watcher does."""
+    gate = threading.Event()
+    waitpid = os.waitpid
+
+    def late_waitpid(pid: int, options: int) -> tuple[int, int]:
+        if options == 0:
+            gate.wait(10)
+        return waitpid(pid, options)
+
+    monkeypatch.setattr(os, "waitpid", late_waitpid)
+    yield gate
+    gate.set()
+
+
+def _wait_until_zombie(pid: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            if stat.read().rpartition(")")[2].split()[0] == "Z":
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"pid {pid} did not end")
+
+
+async def test_the_cpu_limit_is_named_when_the_child_watcher_is_late(
+    late_child_watcher: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Killing the dead child through Popen polled and reaped it before the watcher: the
+    # watcher then reported exit code 255 ("Unknown child process pid").
+    worker = RenderWorker(command=[sys.executable, "-c", XCPU_CHILD, "0"])
+
+    async def open_gate() -> None:
+        await anyio.sleep(EXIT_SECONDS / 3)
+        late_child_watcher.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(open_gate)
+            with pytest.raises(TemplateFailed, match="of CPU"):
+                await worker.render(["x"], {})
+    finally:
+        await worker.aclose()
+    assert "Unknown child process" not in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="signals through a pidfd")
+async def test_killing_a_child_that_just_ended_does_not_reap_it(
+    late_child_watcher: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = RenderWorker(command=[sys.executable, "-c", XCPU_CHILD, "1"])
+    try:
+        assert await worker.render(["x"], {}) == ["x"]
+        process = worker.process
+        assert process is not None
+        _wait_until_zombie(process.pid)  # ended; the watcher has not seen it
+        assert process.returncode is None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.aclose)  # kills it
+            await anyio.sleep(0.2)
+            late_child_watcher.set()
+    finally:
+        await worker.aclose()
+    assert process.returncode == -signal.SIGXCPU
+    assert "Unknown child process" not in caplog.text
