@@ -122,6 +122,8 @@ def render_config(host: str, port: int, auth: NatsAuth | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+RELEASE_WAIT = 10.0
+"""Seconds a cancelled :meth:`EmbeddedNats.run` waits for :meth:`EmbeddedNats.release`."""
 RESTART_DELAYS = (0.1, 0.5, 1.0, 2.0)
 """Seconds before each restart of a nats-server that exited by itself (then the last, again)."""
 STABLE_AFTER = 30.0
@@ -148,6 +150,13 @@ class EmbeddedNats:
         self.log_file = log_file
         self.process: Process | None = None
         self.restarts = 0
+        self._released = anyio.Event()
+
+    def release(self) -> None:
+        """Nothing uses the nats-server any more: once :meth:`run` is cancelled it may stop it
+        at once (until then it waits up to ``RELEASE_WAIT`` s, so that the server's own
+        connection drains before its nats-server goes)."""
+        self._released.set()
 
     @property
     def url(self) -> str:
@@ -228,7 +237,8 @@ class EmbeddedNats:
         """Run the nats-server until cancelled, restarting it whenever it exits.
 
         Reports the URL once the first start listens. Cancellation stops the server
-        (SIGTERM, then SIGKILL after 5 s), shielded.
+        (SIGTERM, then SIGKILL after 5 s), shielded, once :meth:`release` was called (or
+        ``RELEASE_WAIT`` seconds passed).
 
         Raises:
             KnitError: the first start failed (binary missing, address taken).
@@ -260,6 +270,8 @@ class EmbeddedNats:
                 log.info("embedded nats-server running again (pid %d)", process.pid)
         finally:
             with anyio.CancelScope(shield=True):
+                with anyio.move_on_after(RELEASE_WAIT):
+                    await self._released.wait()
                 if self.process is not None:
                     await stop_process(self.process)
 

@@ -147,6 +147,7 @@ class Fleet:
         self.tg = tg
         self.http = http
         self.agents: dict[str, SimAgent] = {}
+        self.joined = 0
         self.started = 0
         self.failed = 0
 
@@ -181,6 +182,7 @@ class Fleet:
         }
         grant = await request_join(self.spec.api_url, self.spec.join_token, body, client=self.http)
         identity = identity_from_grant(self.spec.api_url, grant)
+        self.joined += 1
         trust = None
         if not identity.insecure_bus:
             link = keys.link_keys(identity.server_key, spec.node_id)

@@ -194,6 +194,7 @@ async def _phases(
         run.phase = "registration"
         recorder.mark(marks.AGENTS_STARTED)
         tg.start_soon(agents.start_all)
+        tg.start_soon(_mark_joined, run, agents)
         registered = scenario.timeouts.registration_s
         if await monitor.until(lambda v: v.healthy >= scenario.agents, registered):
             recorder.mark(marks.REGISTERED)
@@ -374,6 +375,13 @@ async def _watch_loop(run: _Run) -> None:
         run.loop_lag.append(max(0.0, time.monotonic() - began - 0.1))
 
 
+async def _mark_joined(run: _Run, agents: Fleet | WorkerPool) -> None:
+    """Mark the moment every agent has joined (the workers report their joins)."""
+    while agents.joined < run.scenario.agents:  # noqa: ASYNC110 (counters of other processes)
+        await anyio.sleep(0.05)
+    run.recorder.mark(marks.JOINED)
+
+
 async def _report_progress(
     run: _Run, monitor: Monitor, agents: Fleet | WorkerPool, tracker: DeployTracker
 ) -> None:
@@ -388,6 +396,7 @@ async def _report_progress(
         lag = run.loop_lag[-20:]
         run.progress(
             f"[{now:7.1f}s] {run.phase:<12} agents {agents.started}/{run.scenario.agents} "
+            f"(joined {agents.joined}) "
             f"healthy {view.healthy} unhealthy {view.unhealthy} | running {view.running} "
             f"({(view.placed_total - last_placed) / span:.0f}/s) deployments "
             f"{len(tracker.deployments)} | heartbeats {(view.heartbeats - last_beats) / span:.0f}/s"

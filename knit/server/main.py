@@ -120,30 +120,35 @@ async def serve_server(
             services.cancel_scope.cancel()  # the embedded nats-server, last
 
 
-async def open_bus(
-    config: ServerConfig, trust: BusTrust, data_dir: Path, services: TaskGroup
-) -> tuple[Bus, EmbeddedNats | None]:
-    """Start the embedded nats-server in ``services`` (unless ``--nats``) and connect.
-
-    Raises:
-        KnitError: the nats-server did not start; the credentials file is unusable.
-    """
+def embedded_nats(config: ServerConfig, trust: BusTrust, data_dir: Path) -> EmbeddedNats | None:
+    """The server's own nats-server (None with ``--nats``: an external one)."""
     if config.nats_url is not None:
-        credentials = (
-            BusCredentials.from_creds_file(config.nats_creds) if config.nats_creds else None
-        )
-        bus = await connect_bus(config.nats_url, name="knit-server", credentials=credentials)
-        return bus, None
-    embedded = EmbeddedNats(
+        return None
+    return EmbeddedNats(
         config.nats_listen,
         data_dir,
         None if trust.insecure else trust.nats_auth(),
         log_file=data_dir / "nats-server.log",
     )
+
+
+async def open_bus(
+    config: ServerConfig, trust: BusTrust, embedded: EmbeddedNats | None, services: TaskGroup
+) -> Bus:
+    """Start ``embedded`` in ``services`` (if any) and connect to NATS.
+
+    Raises:
+        KnitError: the nats-server did not start; the credentials file is unusable.
+    """
+    if embedded is None:
+        assert config.nats_url is not None
+        credentials = (
+            BusCredentials.from_creds_file(config.nats_creds) if config.nats_creds else None
+        )
+        return await connect_bus(config.nats_url, name="knit-server", credentials=credentials)
     url = await services.start(embedded.run)
     credentials = None if trust.insecure else trust.server_credentials()
-    bus = await connect_bus(url, name="knit-server", credentials=credentials)
-    return bus, embedded
+    return await connect_bus(url, name="knit-server", credentials=credentials)
 
 
 async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskStatus[str]) -> None:
@@ -158,59 +163,65 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             "--insecure-bus: the bus is OPEN. Anyone who reaches NATS can pose as a node, "
             "read its tasks and send tasks to every agent. Use it only in a trusted lab."
         )
-    async with AsyncExitStack() as stack:
-        repo = await stack.enter_async_context(open_repo(database_url(config)))
-        access = TokenKeeper(repo.store)
-        await access.ensure_admin_token(config.admin_token_path)
-        trust = await load_trust(repo, secrets, insecure=config.insecure_bus)
-        bus, embedded = await open_bus(config, trust, data_dir, services)
-        stack.push_async_callback(bus.close)
-        ctx = ServerContext(
-            repo=repo,
-            bus=bus,
-            secrets=secrets,
-            trust=trust,
-            node_ttl=config.node_ttl,
-            restart_grace=restart_grace,
-            timing=TaskTiming.from_environ(),
-            max_replicas=config.max_replicas,
-        )
-        ctx.metrics.gc.install()
-        stack.callback(ctx.metrics.gc.uninstall)
-        async with open_actor_system("server") as system, anyio.create_task_group() as tg:
-            ctx._scheduler = await system.spawn(Scheduler, name="scheduler", mailbox_size=8192)
-            deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
-            nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
-            # Nodes first: the Scheduler then knows every healthy node before a deployment
-            # asks it to place anything (a NodeActor tells its deployments nothing until a
-            # heartbeat arrives or its deadline passes, both later than this).
-            nodes = await system.spawn(
-                lambda: NodeDirectory(ctx, nodes_sup), name="nodes", mailbox_size=16384
+    embedded: EmbeddedNats | None = None
+    try:
+        async with AsyncExitStack() as stack:
+            repo = await stack.enter_async_context(open_repo(database_url(config)))
+            access = TokenKeeper(repo.store)
+            await access.ensure_admin_token(config.admin_token_path)
+            trust = await load_trust(repo, secrets, insecure=config.insecure_bus)
+            embedded = embedded_nats(config, trust, data_dir)
+            bus = await open_bus(config, trust, embedded, services)
+            stack.push_async_callback(bus.close)  # (before the nats-server stops: below)
+            ctx = ServerContext(
+                repo=repo,
+                bus=bus,
+                secrets=secrets,
+                trust=trust,
+                node_ttl=config.node_ttl,
+                restart_grace=restart_grace,
+                timing=TaskTiming.from_environ(),
+                max_replicas=config.max_replicas,
             )
-            deployments = await system.spawn(
-                lambda: DeploymentDirectory(ctx, deployments_sup),
-                name="deployments",
-                mailbox_size=16384,
-            )
-            ctx._deployments = deployments
-            bridge = await open_bridge(bus, system, nodes, ctx.task_owners, trust, repo)
-            membership = Membership(
-                repo,
-                trust,
-                nodes,
-                embedded,
-                config.nats_advertise or [embedded.url if embedded else bus.url],
-                issue_credentials=embedded is not None,
-            )
-            plane = ServerPlane(
-                ctx, system, nodes, deployments, bridge, access, membership=membership
-            )
-            url = await tg.start(serve_http, plane, config.http, tls)
-            if config.history_retention > 0:
-                tg.start_soon(keep_history, repo, config.history_retention)
-            log.info("knit server ready: API %s, NATS %s", url, bus.url)
-            task_status.started(url)
-            await anyio.sleep_forever()
+            ctx.metrics.gc.install()
+            stack.callback(ctx.metrics.gc.uninstall)
+            async with open_actor_system("server") as system, anyio.create_task_group() as tg:
+                ctx._scheduler = await system.spawn(Scheduler, name="scheduler", mailbox_size=8192)
+                deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
+                nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
+                # Nodes first: the Scheduler then knows every healthy node before a deployment
+                # asks it to place anything (a NodeActor tells its deployments nothing until a
+                # heartbeat arrives or its deadline passes, both later than this).
+                nodes = await system.spawn(
+                    lambda: NodeDirectory(ctx, nodes_sup), name="nodes", mailbox_size=16384
+                )
+                deployments = await system.spawn(
+                    lambda: DeploymentDirectory(ctx, deployments_sup),
+                    name="deployments",
+                    mailbox_size=16384,
+                )
+                ctx._deployments = deployments
+                bridge = await open_bridge(bus, system, nodes, ctx.task_owners, trust, repo)
+                membership = Membership(
+                    repo,
+                    trust,
+                    nodes,
+                    embedded,
+                    config.nats_advertise or [embedded.url if embedded else bus.url],
+                    issue_credentials=embedded is not None,
+                )
+                plane = ServerPlane(
+                    ctx, system, nodes, deployments, bridge, access, membership=membership
+                )
+                url = await tg.start(serve_http, plane, config.http, tls)
+                if config.history_retention > 0:
+                    tg.start_soon(keep_history, repo, config.history_retention)
+                log.info("knit server ready: API %s, NATS %s", url, bus.url)
+                task_status.started(url)
+                await anyio.sleep_forever()
+    finally:
+        if embedded is not None:
+            embedded.release()
 
 
 KEEP_ALIVE_TIMEOUT = 75.0

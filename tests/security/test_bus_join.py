@@ -6,6 +6,7 @@ Real ``knit server`` and ``knit agent`` processes on the Docker Engine.
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 import time
@@ -152,3 +153,21 @@ async def test_a_removed_node_is_cut_off_at_once_and_its_instances_move(
     assert {i["node_id"] for i in running} == {keep.node_id}
     kinds = [e["kind"] for e in knit.api.listing(f"/events?node_id={doomed.node_id}")]
     assert "node.removed" in kinds
+
+
+SEED = re.compile(rb"\bS[OAU][A-Z2-7]{56}\b")
+"""An nkey seed (operator, account or user) in its text form."""
+
+
+def test_no_key_is_kept_or_logged_in_clear(knit: KnitCluster) -> None:
+    agent = knit.agents[0]
+    node_seed = (agent.data_dir / "nats.seed").read_text().strip().encode()
+    node_key = (agent.data_dir / "node.key").read_text().strip().encode()
+    server_files = [p for p in knit.server.data_dir.rglob("*") if p.is_file()]
+    logs = [p.log for p in [knit.server, *knit.agents] if p.log.exists()]
+    for path in [*server_files, *logs]:
+        data = path.read_bytes()
+        if path.name in ("secret.key", "admin.token"):
+            continue  # the server's own key file and the admin's token: what they are for
+        assert not SEED.search(data), f"an nkey seed in clear in {path}"
+        assert node_seed not in data and node_key not in data, f"a node's key in {path}"
