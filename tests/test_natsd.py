@@ -44,6 +44,7 @@ async def embedded(tmp_path: Path, trust: BusTrust | None) -> AsyncIterator[Embe
         try:
             yield nats
         finally:
+            nats.release()
             tg.cancel_scope.cancel()
 
 
