@@ -210,9 +210,8 @@ def create_app(control: ControlPlane, *, sessions: Sessions | None = None) -> Kn
         secret = bearer_token(request.headers.get("Authorization"))
         if secret is None:
             raise Unauthorized("a join token is required: Authorization: Bearer <join token>")
-        token_id = await control.consume_join_token(secret)
         host = urlsplit(f"//{request.host}").hostname
-        return json_response(await control.join_node(token_id, spec, host), 201)
+        return json_response(await control.join_node(secret, spec, host), 201)
 
     @route("/nodes/<node_id>/drain", ["POST"])
     async def drain_node(node_id: str) -> Response:

@@ -37,9 +37,9 @@ class ControlPlane(Protocol):
         ...
 
     async def join_node(
-        self, join_token_id: str | None, request: JoinRequest, api_host: str | None
+        self, join_token: str, request: JoinRequest, api_host: str | None
     ) -> JSONDict:
-        """Admit a node (its join token spent): the node's identity and bus credentials."""
+        """Admit a node with a join token (spent): its identity and bus credentials."""
         ...
 
     async def remove_node(self, node_id: str) -> JSONDict:

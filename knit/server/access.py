@@ -34,6 +34,7 @@ from knit.errors import KnitError, Unauthorized
 from knit.server.records import iso
 from knit.store import tokens
 from knit.store.facade import Store
+from knit.store.ops import Op
 from knit.store.records import ApiTokenRecord, JoinTokenRecord
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,18 @@ class TokenKeeper:
         log.info("join token %s revoked", token_id)
         return join_token_json(record)
 
+    def join_admission(self, secret: str) -> Op[str]:
+        """The writer op that spends one use of a join token and returns its id, to run in
+        the transaction of what the token admits (a node's join).
+
+        Raises:
+            Unauthorized: the secret cannot be a join token (from the op: the token is
+                unknown, expired, revoked or used up).
+        """
+        if not secret.startswith(JOIN_TOKEN_PREFIX) or len(secret) > 128:
+            raise Unauthorized("join token unknown")  # not worth a trip to the writer
+        return tokens.consume_join_token(hash_secret(secret), admits, at=self.clock())
+
     async def consume_join_token(self, secret: str) -> str:
         """Spend one use of a join token (one writer op: check and count in one
         transaction); its id.
@@ -246,8 +259,4 @@ class TokenKeeper:
             Unauthorized: the token is unknown, expired, revoked or used up (the message
                 says which, in one line).
         """
-        if not secret.startswith(JOIN_TOKEN_PREFIX) or len(secret) > 128:
-            raise Unauthorized("join token unknown")  # not worth a trip to the writer
-        return await self.store.write(
-            tokens.consume_join_token(hash_secret(secret), admits, at=self.clock())
-        )
+        return await self.store.write(self.join_admission(secret))

@@ -4,8 +4,8 @@ Layer: server. Imports the store's trust module, ``knit.server.trust`` and the a
 messages; the API reaches it through the control plane (``POST /join``,
 ``DELETE /nodes/{id}``).
 
-**Join.** An agent presents a join token (spent by the control plane first) and the public
-halves of the keys it made: its X25519 key and its NATS user key. The server gives it a new
+**Join.** An agent presents a join token (spent in the transaction that admits it) and the
+public halves of the keys it made: its X25519 key and its NATS user key. The server gives it a new
 node id, pins both keys (store first, then memory), and answers with what the agent needs
 to be a node: its id, the NATS URLs, its user JWT (its permissions: its own task subject,
 the broadcast queue, heartbeats and statuses), and the server's public keys (link and
@@ -36,6 +36,7 @@ from knit.server.messages import RemoveNode
 from knit.server.repo import Repo
 from knit.server.trust import BusTrust
 from knit.store import trust as trust_store
+from knit.store.ops import Op
 from knit.store.trust import NodeKeyRecord
 from knit.trust.keys import ServerKeys
 
@@ -118,23 +119,30 @@ class Membership:
         self.issue_credentials = issue_credentials
 
     async def join(
-        self, join_token_id: str | None, request: JoinRequest, api_host: str | None
+        self, admission: Op[str] | None, request: JoinRequest, api_host: str | None
     ) -> dict[str, Any]:
-        """Admit a node (its join token already spent); its grant as JSON.
+        """Admit a node; its grant as JSON.
+
+        Args:
+            admission: the writer op that spends a use of the node's join token (it runs
+                in the same transaction as the pinning: both or neither).
+            request: what the node sent.
+            api_host: the host name the node reached the API with.
 
         Raises:
+            Unauthorized: the join token was refused (nothing was written).
             Conflict: its NATS key is in use or was revoked; the node id it asked for is
-                or was a node's.
+                or was a node's (the token is not spent).
             StoreError: the store failed (nothing was pinned).
         """
         record = NodeKeyRecord(
             node_id=request.node_id or new_id(),
             public_key=request.public_key,
             nats_key=request.nats_key,
-            join_token_id=join_token_id,
+            join_token_id=None,
             joined_at=time.time(),
         )
-        await self.repo.store.write(trust_store.pin_node(record))
+        record = await self.repo.store.write(trust_store.pin_node(record, admit=admission))
         self.trust.pin(record)
         self.repo.event(
             "node.joined",

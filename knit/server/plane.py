@@ -101,12 +101,19 @@ class ServerPlane:
         return node
 
     async def join_node(
-        self, join_token_id: str | None, request: JoinRequest, api_host: str | None
+        self, join_token: str, request: JoinRequest, api_host: str | None
     ) -> JSONDict:
-        """Admit a node whose join token was spent (``consume_join_token``): its grant."""
+        """Admit a node with a join token (one use of it spent in the same transaction):
+        its grant.
+
+        Raises:
+            Unauthorized: the join token is unknown, expired, used up or revoked.
+            Conflict: the node's keys or the id it asked for are taken.
+        """
         if self.membership is None:
             raise KnitError("this server does not admit nodes")
-        return await self.membership.join(join_token_id, request, api_host)
+        admission = self.access.join_admission(join_token)
+        return await self.membership.join(admission, request, api_host)
 
     async def remove_node(self, node_id: str) -> JSONDict:
         """Remove a node: its credentials stop working at once, its instances move."""

@@ -8,9 +8,9 @@ Values here are either public (a node's public keys) or already encrypted by the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import String, delete, exists, insert, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -95,42 +95,42 @@ def put_secret(name: str, value_encrypted: str) -> Op[str]:
     return op
 
 
-def pin_node(record: NodeKeyRecord) -> Op[NodeKeyRecord]:
-    """Pin a joining node's keys.
+def pin_node(record: NodeKeyRecord, *, admit: Op[str | None] | None = None) -> Op[NodeKeyRecord]:
+    """Pin a joining node's keys (after ``admit``, in the same transaction: spending its
+    join token, whose id the op records).
+
+    One statement: the insert happens only if the node id was never a node's (no row in
+    ``nodes``) and neither the id nor the NATS key was revoked; the table's keys refuse an
+    id or a NATS key already pinned.
 
     Raises (from the op):
         Conflict: the node id is or was a node's (joined, known from heartbeats, or
             removed), or the NATS key is already pinned or was revoked.
+        what ``admit`` raises (then nothing is written).
     """
 
     async def op(conn: AsyncConnection) -> NodeKeyRecord:
-        taken = await conn.execute(
-            select(NodeKey.node_id).where(
-                (NodeKey.node_id == record.node_id) | (NodeKey.nats_key == record.nats_key)
-            )
+        pinned = record
+        if admit is not None:
+            pinned = replace(record, join_token_id=await admit(conn))
+        fresh = ~exists().where(Node.id == pinned.node_id) & ~exists().where(
+            (RevokedNode.nats_key == pinned.nats_key) | (RevokedNode.node_id == pinned.node_id)
         )
-        if taken.first() is not None:
-            raise Conflict(f"node {record.node_id} or its bus key has joined already")
-        known = await conn.execute(select(Node.id).where(Node.id == record.node_id))
-        if known.first() is not None:
-            raise Conflict(f"node id {record.node_id} is taken")
-        revoked = await conn.execute(
-            select(RevokedNode.nats_key).where(
-                (RevokedNode.nats_key == record.nats_key) | (RevokedNode.node_id == record.node_id)
+        values = select(
+            literal(pinned.node_id),
+            literal(pinned.public_key),
+            literal(pinned.nats_key),
+            literal(pinned.join_token_id, String()),
+            literal(pinned.joined_at),
+        ).where(fresh)
+        columns = ["node_id", "public_key", "nats_key", "join_token_id", "joined_at"]
+        # (An id or key already pinned breaks the table's keys: IntegrityError, Conflict.)
+        inserted = await conn.execute(insert(NodeKey).from_select(columns, values))
+        if not inserted.rowcount:
+            raise Conflict(
+                f"node id {pinned.node_id} or its bus key is, or was, a node's: join as a new node"
             )
-        )
-        if revoked.first() is not None:
-            raise Conflict("this node id or bus key belongs to a removed node")
-        await conn.execute(
-            insert(NodeKey).values(
-                node_id=record.node_id,
-                public_key=record.public_key,
-                nats_key=record.nats_key,
-                join_token_id=record.join_token_id,
-                joined_at=record.joined_at,
-            )
-        )
-        return record
+        return pinned
 
     return op
 

@@ -155,7 +155,7 @@ class FakeControl:
         raise NotImplementedError
 
     async def join_node(
-        self, join_token_id: str | None, request: JoinRequest, api_host: str | None
+        self, join_token: str, request: JoinRequest, api_host: str | None
     ) -> JSONDict:
         raise NotImplementedError
 
