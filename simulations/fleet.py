@@ -7,10 +7,15 @@ Each agent joins the cluster as a real agent does (``POST /join`` with the run's
 its own X25519 and NATS keys), then runs ``run_agent_actors(AgentContext(...))``
 (registration, heartbeats, task intake, executors, reconciler) with its own ``SimRuntime``,
 proving every message it publishes and checking every task it gets (knit.agent.trust).
-Each agent connects to NATS with its own credentials (its user JWT: its own task subject,
-nothing else), as an agent on a host of its own would. Its connection is wrapped in a
-``GatedBus``, so it can be cut off the bus (a partition) or killed (its connection closes,
-its heartbeats stop) without touching its neighbours.
+
+With ``agents_per_connection`` 1, each agent connects to NATS with its own credentials (its
+user JWT: its own task subject, nothing else), as an agent on a host of its own would. With
+more, the fleet's agents share connections made with bus credentials the fleet asks for
+(``POST /bus-credentials``: publishing heartbeats and statuses, subscribing to every node's
+tasks): a thousand connections from one process cost far more than the agents they carry
+(docs/performance.md). Either way an agent's connection is wrapped in a ``GatedBus``, so it
+can be cut off the bus (a partition) or killed (its subscriptions go, its heartbeats stop)
+without touching its neighbours.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from knit.bus import Bus, BusCredentials, Handler, Headers, connect_bus
 from knit.errors import BusError
 from knit.secrets import NodeKeyPair
 from knit.trust.nkeys import KeyKind, NKey
+from knit.wire import subjects
 from simulations.profile import SimProfile
 from simulations.runtime import SimRuntime
 
@@ -82,10 +88,14 @@ class FleetSpec:
     Attributes:
         api_url: the server's API, where agents join.
         join_token: a join token with a use for every agent.
+        admin_token: an admin API token (bus credentials for shared connections).
+        agents_per_connection: agents sharing one NATS connection (1: their own).
     """
 
     api_url: str
     join_token: str
+    admin_token: str
+    agents_per_connection: int
     workdir: Path
     heartbeat_interval: float
     profile: SimProfile
@@ -127,6 +137,15 @@ class GatedBus(Bus):
 
         await super().subscribe(subject, gated, queue=queue)
 
+    async def unsubscribe_all(self) -> None:
+        """Drop this agent's subscriptions (a shared connection stays)."""
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # a connection closing meanwhile: nothing to drop
+                log.debug("unsubscribe failed: %s", type(exc).__name__)
+        self._subs.clear()
+
 
 @dataclass
 class SimAgent:
@@ -136,16 +155,20 @@ class SimAgent:
     runtime: SimRuntime
     bus: GatedBus
     scope: anyio.CancelScope
+    shared: bool
     alive: bool = True
 
 
 class Fleet:
     """The agents of one process. Use :func:`open_fleet`."""
 
-    def __init__(self, spec: FleetSpec, tg: TaskGroup, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, spec: FleetSpec, tg: TaskGroup, http: httpx.AsyncClient, shared: list[Bus]
+    ) -> None:
         self.spec = spec
         self.tg = tg
         self.http = http
+        self.shared = shared
         self.agents: dict[str, SimAgent] = {}
         self.joined = 0
         self.started = 0
@@ -157,9 +180,12 @@ class Fleet:
         pending = iter(enumerate(self.spec.agents))
 
         async def starter() -> None:
-            for _, agent in pending:
+            for position, agent in pending:
+                shared = None
+                if self.shared:
+                    shared = self.shared[position // self.spec.agents_per_connection]
                 try:
-                    await self._start_one(agent)
+                    await self._start_one(agent, shared)
                     self.started += 1
                 except Exception as exc:
                     self.failed += 1
@@ -169,9 +195,9 @@ class Fleet:
             for _ in range(min(START_CONCURRENCY, len(self.spec.agents))):
                 tg.start_soon(starter)
 
-    async def _start_one(self, spec: AgentSpec) -> None:
-        """Join (with the node id the spec gives), connect with the node's credentials,
-        run the agent."""
+    async def _start_one(self, spec: AgentSpec, shared: Bus | None) -> None:
+        """Join (with the node id the spec gives), connect (``shared``, or with the node's
+        own credentials), run the agent."""
         keys = NodeKeyPair.generate()
         nats_key = NKey.generate(KeyKind.USER)
         body = {
@@ -187,16 +213,20 @@ class Fleet:
         if not identity.insecure_bus:
             link = keys.link_keys(identity.server_key, spec.node_id)
             trust = AgentTrust.of(spec.node_id, link, identity.task_key)
-        credentials = None
-        if identity.nats_jwt is not None:
-            credentials = BusCredentials(jwt=identity.nats_jwt, seed=nats_key.seed)
-        own = await connect_bus(
-            ",".join(identity.nats_urls),
-            name=f"knit-sim-{spec.hostname}",
-            credentials=credentials,
-            retry_for=60,
-        )
-        bus = GatedBus(client=own.client, url=own.url, stats=own.stats)
+        if shared is None:
+            credentials = None
+            if identity.nats_jwt is not None:
+                credentials = BusCredentials(jwt=identity.nats_jwt, seed=nats_key.seed)
+            shared = await connect_bus(
+                ",".join(identity.nats_urls),
+                name=f"knit-sim-{spec.hostname}",
+                credentials=credentials,
+                retry_for=60,
+            )
+            own = True
+        else:
+            own = False
+        bus = GatedBus(client=shared.client, url=shared.url, stats=shared.stats)
         runtime = SimRuntime(self.spec.profile, name=spec.node_id)
         ctx = AgentContext(
             node_id=spec.node_id,
@@ -217,7 +247,7 @@ class Fleet:
                 await run_agent_actors(ctx, task_status=task_status)
 
         await self.tg.start(run, name=f"agent {spec.hostname}")
-        self.agents[spec.node_id] = SimAgent(spec, runtime, bus, scope)
+        self.agents[spec.node_id] = SimAgent(spec, runtime, bus, scope, shared=not own)
 
     async def kill(self, node_ids: list[str]) -> int:
         """Kill these agents as SIGKILL would: no goodbye, heartbeats stop, subscriptions go.
@@ -231,7 +261,10 @@ class Fleet:
                 continue
             agent.alive = False
             agent.scope.cancel()
-            await agent.bus.close()
+            if agent.shared:
+                await agent.bus.unsubscribe_all()
+            else:
+                await agent.bus.close()
             killed += 1
         return killed
 
@@ -247,6 +280,42 @@ class Fleet:
         return sum(a.runtime.count(state) for a in self.agents.values() if a.alive)
 
 
+async def shared_buses(spec: FleetSpec, http: httpx.AsyncClient) -> list[Bus]:
+    """The fleet's shared connections (none with ``agents_per_connection`` 1), made with
+    bus credentials for what its agents do.
+
+    Raises:
+        httpx.HTTPError: the server refused the credentials.
+        BusError: NATS did not take them.
+    """
+    count = -(-len(spec.agents) // spec.agents_per_connection)
+    if spec.agents_per_connection <= 1 or count == 0:
+        return []
+    key = NKey.generate(KeyKind.USER)
+    answer = await http.post(
+        f"{spec.api_url}/bus-credentials",
+        json={
+            "name": f"sim-fleet-{key.public_key[-8:].lower()}",
+            "nats_key": key.public_key,
+            "publish": [subjects.HEARTBEAT, subjects.TASK_STATUS],
+            "subscribe": [
+                f"{subjects.TASKS_PREFIX}.*",
+                f"{subjects.TASKS_BROADCAST} {subjects.BROADCAST_QUEUE}",
+            ],
+            "ttl": 86_400,
+        },
+        headers={"Authorization": f"Bearer {spec.admin_token}"},
+    )
+    answer.raise_for_status()
+    granted = answer.json()
+    credentials = BusCredentials(jwt=granted["nats_jwt"], seed=key.seed)
+    urls = ",".join(granted["nats_urls"])
+    return [
+        await connect_bus(urls, name=f"knit-sim-{n}", credentials=credentials, retry_for=30)
+        for n in range(count)
+    ]
+
+
 @asynccontextmanager
 async def open_fleet(spec: FleetSpec) -> AsyncIterator[Fleet]:
     """Run a fleet; leaving the block stops every agent first, then closes their
@@ -254,17 +323,22 @@ async def open_fleet(spec: FleetSpec) -> AsyncIterator[Fleet]:
     limits = httpx.Limits(max_connections=START_CONCURRENCY)
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
         fleet: Fleet | None = None
+        shared: list[Bus] = []
         try:
+            shared = await shared_buses(spec, http)
             async with anyio.create_task_group() as tg:
-                fleet = Fleet(spec, tg, http)
+                fleet = Fleet(spec, tg, http, shared)
                 try:
                     yield fleet
                 finally:
                     tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                for bus in shared:
+                    await bus.close()
                 for agent in fleet.agents.values() if fleet is not None else ():
-                    await agent.bus.close()
+                    if not agent.shared:
+                        await agent.bus.close()
 
 
 def agent_specs(

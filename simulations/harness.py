@@ -168,6 +168,8 @@ async def _phases(
     spec = FleetSpec(
         api_url=server.url,
         join_token=await make_join_token(http, uses=scenario.agents),
+        admin_token=str(http.headers["Authorization"]).removeprefix("Bearer "),
+        agents_per_connection=scenario.agents_per_connection,
         workdir=workdir,
         heartbeat_interval=scenario.heartbeat_interval,
         profile=scenario.profile,

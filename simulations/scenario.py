@@ -180,6 +180,12 @@ class Scenario:
         description: one line for humans.
         heartbeat_interval: seconds between an agent's heartbeats.
         node_ttl: seconds without a heartbeat before the server marks a node unhealthy.
+        agents_per_connection: agents sharing one NATS connection. 1: each agent connects
+            with its own node credentials, as on a host of its own. More: a worker's agents
+            share connections made with bus credentials for the agents' subjects
+            (``POST /bus-credentials``); each agent still joined and proves every message
+            with its own keys. Thousands of connections from two processes cost the
+            machine a core (docs/performance.md).
         processes: processes the agents are spread over.
         agent_labels: labels given to shares of the agents.
         profile: how every simulated runtime behaves.
@@ -198,6 +204,7 @@ class Scenario:
     description: str = ""
     heartbeat_interval: PositiveFloat = DEFAULT_HEARTBEAT_INTERVAL
     node_ttl: PositiveFloat = DEFAULT_NODE_TTL
+    agents_per_connection: PositiveInt = 1
     processes: PositiveInt = 1
     agent_labels: tuple[AgentLabels, ...] = ()
     profile: SimProfile = field(default_factory=SimProfile)

@@ -31,7 +31,7 @@ from knit.api.ports import ControlPlane
 from knit.api.sessions import Sessions
 from knit.dashboard import create_dashboard
 from knit.domain.auth import bearer_token
-from knit.domain.join import JoinRequest
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
@@ -202,6 +202,12 @@ def create_app(control: ControlPlane, *, sessions: Sessions | None = None) -> Kn
     @route("/nodes/<node_id>", ["DELETE"])
     async def remove_node(node_id: str) -> Response:
         return json_response(await control.remove_node(node_id))
+
+    @route("/bus-credentials", ["POST"])
+    async def bus_credentials() -> Response:
+        spec = await read_model(BusCredentialSpec)
+        host = urlsplit(f"//{request.host}").hostname
+        return json_response(await control.issue_bus_credential(spec, host), 201)
 
     @route("/join", ["POST"])
     async def join_cluster() -> Response:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from knit.domain.auth import Role, required_access
-from knit.domain.join import JoinRequest
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec
 from knit.domain.tokens import JoinTokenSpec, TokenSpec
 
@@ -169,6 +169,18 @@ JOIN_GRANT: Schema = {
 }
 
 
+BUS_CREDENTIAL: Schema = {
+    "type": "object",
+    "properties": {
+        "name": _STR,
+        "nats_urls": {"type": "array", "items": _STR},
+        "nats_jwt": {**_STR, "description": "its user JWT; the tool signs with its own key"},
+        "expires_at": _STR,
+    },
+    "required": ["name", "nats_urls", "nats_jwt", "expires_at"],
+}
+
+
 def _ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -246,6 +258,7 @@ def openapi_document() -> Schema:
         TokenSpec,
         JoinTokenSpec,
         JoinRequest,
+        BusCredentialSpec,
     ):
         components[model.__name__] = _component(model, components)
     components.update(
@@ -260,6 +273,7 @@ def openapi_document() -> Schema:
         JoinToken=JOIN_TOKEN,
         NewJoinToken=NEW_JOIN_TOKEN,
         JoinGrant=JOIN_GRANT,
+        BusCredential=BUS_CREDENTIAL,
         Error=ERROR,
     )
     deleted = {"type": "object", "properties": {"id": _STR, "deleted": {"type": "boolean"}}}
@@ -276,6 +290,15 @@ def openapi_document() -> Schema:
                 errors=(404,),
             ),
             "parameters": _id_param("id"),
+        },
+        "/bus-credentials": {
+            "post": _op(
+                "NATS credentials for a tool on the embedded bus: only the subjects listed, "
+                "until they expire (a day at most)",
+                (201, _ref("BusCredential")),
+                "BusCredentialSpec",
+                (400, 409, 422),
+            ),
         },
         "/join": {
             "post": _op(

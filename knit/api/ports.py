@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from knit.domain.auth import Principal
-from knit.domain.join import JoinRequest
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec
 from knit.domain.tokens import JoinTokenSpec, TokenSpec
 
@@ -40,6 +40,10 @@ class ControlPlane(Protocol):
         self, join_token: str, request: JoinRequest, api_host: str | None
     ) -> JSONDict:
         """Admit a node with a join token (spent): its identity and bus credentials."""
+        ...
+
+    async def issue_bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> JSONDict:
+        """NATS credentials for a tool on the embedded bus, scoped and expiring."""
         ...
 
     async def remove_node(self, node_id: str) -> JSONDict:

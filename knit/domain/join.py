@@ -1,4 +1,5 @@
-"""What an agent sends to join the cluster (``POST /join``), and its rules.
+"""What an agent sends to join the cluster (``POST /join``), what a tool asks of the bus
+(``POST /bus-credentials``), and their rules.
 
 Layer: domain. Pure: imports pydantic, ``knit.trust.nkeys`` and the standard library.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -50,4 +52,49 @@ class JoinRequest(BaseModel):
     node_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = None
 
 
-__all__ = ["JoinRequest"]
+_TOKEN = r"(?:[A-Za-z0-9_-]+|\*)"
+_SUBJECT = re.compile(rf"^(?:knit|_INBOX)(?:\.{_TOKEN})*(?:\.>)?$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_BUS_TTL = 86_400.0
+"""The longest a bus credential lives (a day): it cannot be revoked, only outlived."""
+
+
+def _subject(value: str) -> str:
+    subject, _, queue = value.partition(" ")
+    if len(value) > 255 or not _SUBJECT.match(subject) or (queue and not _QUEUE.match(queue)):
+        raise ValueError(
+            f"{value!r} is not a subject of Knit's bus (knit.… or _INBOX.…, tokens of "
+            "[A-Za-z0-9_-], * or a final >), optionally followed by a queue group"
+        )
+    return value
+
+
+Subjects = Annotated[list[Annotated[str, AfterValidator(_subject)]], Field(max_length=64)]
+
+
+class BusCredentialSpec(BaseModel):
+    """``POST /bus-credentials``: NATS credentials for a tool on Knit's embedded bus (a
+    monitor, a debugging client, the simulation harness's processes that play many nodes).
+
+    They allow what they list and nothing else, and expire (they cannot be revoked: keep
+    ``ttl`` short). Messages on the bus still prove their sender: a tool allowed to publish
+    heartbeats cannot speak for a node without that node's keys.
+
+    Attributes:
+        name: shown in nats-server's logs.
+        nats_key: the tool's NATS user public key (``U...``); its private half stays with it.
+        publish: subjects it may publish on.
+        subscribe: subjects it may subscribe to (``SUBJECT QUEUE`` for a queue group only).
+        ttl: seconds until the credentials expire (at most a day).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    nats_key: Annotated[str, Field(max_length=64), AfterValidator(_user_nkey)]
+    publish: Subjects = Field(default_factory=list)
+    subscribe: Subjects = Field(default_factory=list)
+    ttl: Annotated[float, Field(gt=0, le=MAX_BUS_TTL)] = 3600.0
+
+
+__all__ = ["MAX_BUS_TTL", "BusCredentialSpec", "JoinRequest"]

@@ -27,12 +27,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from actors import ActorRef
-from knit.domain.join import JoinRequest
-from knit.errors import KnitError
+from knit.domain.join import BusCredentialSpec, JoinRequest
+from knit.errors import Conflict, KnitError
 from knit.ids import new_id
 from knit.natsd import EmbeddedNats
 from knit.secrets import SecretBox
 from knit.server.messages import RemoveNode
+from knit.server.records import iso
 from knit.server.repo import Repo
 from knit.server.trust import BusTrust
 from knit.store import trust as trust_store
@@ -160,6 +161,24 @@ class Membership:
             "server_key": self.trust.keys.link_public,
             "task_key": self.trust.keys.task_public,
             "insecure_bus": self.trust.insecure,
+        }
+
+    def bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> dict[str, Any]:
+        """Credentials for a tool on the embedded bus (see ``BusCredentialSpec``).
+
+        Raises:
+            Conflict: Knit does not run the bus (an external NATS, or an open one).
+        """
+        if not self.issue_credentials or self.trust.insecure:
+            raise Conflict("Knit issues bus credentials only for its own, closed nats-server")
+        expires = int(time.time() + spec.ttl)
+        jwt = self.trust.tool_jwt(spec.name, spec.nats_key, spec.publish, spec.subscribe, expires)
+        log.info("bus credentials %r issued until %s", spec.name, iso(expires))
+        return {
+            "name": spec.name,
+            "nats_urls": advertised_urls(self.nats_urls, api_host),
+            "nats_jwt": jwt,
+            "expires_at": iso(expires),
         }
 
     async def remove(self, node_id: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import anyio
 from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
 from knit.domain.auth import Principal
-from knit.domain.join import JoinRequest
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
@@ -114,6 +114,12 @@ class ServerPlane:
             raise KnitError("this server does not admit nodes")
         admission = self.access.join_admission(join_token)
         return await self.membership.join(admission, request, api_host)
+
+    async def issue_bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> JSONDict:
+        """NATS credentials for a tool on the embedded bus (admin)."""
+        if self.membership is None:
+            raise KnitError("this server does not issue bus credentials")
+        return self.membership.bus_credential(spec, api_host)
 
     async def remove_node(self, node_id: str) -> JSONDict:
         """Remove a node: its credentials stop working at once, its instances move."""

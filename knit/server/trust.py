@@ -25,7 +25,7 @@ import base64
 import binascii
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from knit.bus import BusCredentials, Headers
 from knit.natsd import NatsAuth
@@ -210,6 +210,25 @@ class BusTrust:
             nats_key,
             node_id,
             node_permissions(node_id),
+        )
+
+    def tool_jwt(
+        self,
+        name: str,
+        nats_key: str,
+        publish: Sequence[str],
+        subscribe: Sequence[str],
+        expires: int,
+    ) -> str:
+        """The user JWT of a tool on the bus (``POST /bus-credentials``): what it lists,
+        until ``expires``."""
+        return user_jwt(
+            self.keys.account_signing,
+            self.keys.account.public_key,
+            nats_key,
+            name,
+            {"pub": {"allow": list(publish)}, "sub": {"allow": list(subscribe)}},
+            expires=expires,
         )
 
     def server_credentials(self) -> BusCredentials:

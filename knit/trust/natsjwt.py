@@ -53,8 +53,16 @@ def _dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
-def encode_jwt(issuer: NKey, subject: str, name: str, nats: Mapping[str, Any]) -> str:
-    """Sign claims about ``subject`` (an nkey's text) by ``issuer``.
+def encode_jwt(
+    issuer: NKey,
+    subject: str,
+    name: str,
+    nats: Mapping[str, Any],
+    *,
+    expires: int | None = None,
+) -> str:
+    """Sign claims about ``subject`` (an nkey's text) by ``issuer``, valid until ``expires``
+    (a Unix time; None: for ever).
 
     ``jti`` is the SHA-512/256 of the claims without it, as the reference library makes it.
     """
@@ -66,6 +74,8 @@ def encode_jwt(issuer: NKey, subject: str, name: str, nats: Mapping[str, Any]) -
         "sub": subject,
         "nats": dict(nats),
     }
+    if expires is not None:
+        claims["exp"] = expires
     digest = hashlib.new("sha512_256", _dumps(claims)).digest()
     claims["jti"] = base64.b32encode(digest).decode("ascii").rstrip("=")
     signing_input = f"{_b64(_dumps(_HEADER))}.{_b64(_dumps(claims))}"
@@ -146,6 +156,8 @@ def user_jwt(
     user: str,
     name: str,
     permissions: Mapping[str, Any] | None = None,
+    *,
+    expires: int | None = None,
 ) -> str:
     """A user JWT of ``account``, signed by one of its signing keys.
 
@@ -155,6 +167,7 @@ def user_jwt(
         user: the user's public key (``U...``); only its holder can connect with this JWT.
         name: a name shown in nats-server's logs (a node id, ``knit-server``).
         permissions: ``pub``/``sub``/``resp`` limits; None: anything in the account.
+        expires: a Unix time after which NATS refuses it (and closes its connections).
     """
     nats: dict[str, Any] = {
         "type": "user",
@@ -166,7 +179,7 @@ def user_jwt(
     }
     if permissions:
         nats.update(permissions)
-    return encode_jwt(signing_key, user, name, nats)
+    return encode_jwt(signing_key, user, name, nats, expires=expires)
 
 
 __all__ = [

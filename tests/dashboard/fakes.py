@@ -9,7 +9,7 @@ from typing import Any
 
 from knit.api.sessions import COOKIE_NAME, Sessions
 from knit.domain.auth import Principal, Role
-from knit.domain.join import JoinRequest
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.errors import NotFound
 
 JSONDict = dict[str, Any]
@@ -157,6 +157,9 @@ class FakeControl:
     async def join_node(
         self, join_token: str, request: JoinRequest, api_host: str | None
     ) -> JSONDict:
+        raise NotImplementedError
+
+    async def issue_bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> JSONDict:
         raise NotImplementedError
 
     async def remove_node(self, node_id: str) -> JSONDict:

@@ -67,6 +67,7 @@ ROUTES = [
     Route("GET", "/join-tokens", "admin"),
     Route("POST", "/join-tokens", "admin", {"uses": 0}),
     Route("DELETE", "/join-tokens/nope", "admin"),
+    Route("POST", "/bus-credentials", "admin", {}),
     Route("GET", "/no/such/route", "read"),
     Route("POST", "/no/such/route", "admin", {}),
 ]
