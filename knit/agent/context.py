@@ -83,8 +83,7 @@ class AgentContext:
             BusError: as ``Bus.publish``.
         """
         trust = self.trust
-        headers = trust.headers(subject, payload) if trust is not None else None
-        await self.bus.publish(subject, payload, headers)
+        await self.bus.publish(subject, trust.prove(subject, payload) if trust else payload)
 
     def container_labels(
         self, deployment_id: str, instance_id: str, index: int, name: str

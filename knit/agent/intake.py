@@ -66,19 +66,17 @@ class TaskIntake:
         own = subjects.tasks_for(self.ctx.node_id)
 
         async def on_own(payload: bytes, reply: str | None, headers: Headers | None) -> None:
-            await self.on_task(own, payload, headers, broadcast=False)
+            await self.on_task(own, payload, broadcast=False)
 
         async def on_any(payload: bytes, reply: str | None, headers: Headers | None) -> None:
-            await self.on_task(subjects.TASKS_BROADCAST, payload, headers, broadcast=True)
+            await self.on_task(subjects.TASKS_BROADCAST, payload, broadcast=True)
 
         await self.ctx.bus.subscribe(own, on_own)
         await self.ctx.bus.subscribe(
             subjects.TASKS_BROADCAST, on_any, queue=subjects.BROADCAST_QUEUE
         )
 
-    async def on_task(
-        self, subject: str, payload: bytes, headers: Headers | None, *, broadcast: bool
-    ) -> None:
+    async def on_task(self, subject: str, payload: bytes, *, broadcast: bool) -> None:
         """Bus handler: check a task, decode it and take it.
 
         On a node that joined, a task not proved to come from the server, addressed to
@@ -86,9 +84,12 @@ class TaskIntake:
         An undecodable one is dropped too.
         """
         trust = self.ctx.trust
-        if trust is not None and not trust.proved(subject, payload, headers, broadcast=broadcast):
-            self.refuse(f"a task on {subject} not proved to come from the server")
-            return
+        if trust is not None:
+            body = trust.open_task(subject, payload, broadcast=broadcast)
+            if body is None:
+                self.refuse(f"a task on {subject} not proved to come from the server")
+                return
+            payload = body
         try:
             task = decode_task(payload)
         except KnitError as exc:

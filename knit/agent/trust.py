@@ -4,10 +4,10 @@ Layer: agent. Imports ``knit.trust`` (pure) and the standard library.
 
 An agent that joined holds the keys it shares with the server (derived from its own key
 and the server's, knit.trust.macs). Everything it publishes carries its node id and a MAC
-(:meth:`AgentTrust.headers`); a task runs only if :meth:`AgentTrust.task_refusal` finds no
-reason to refuse it: proved to come from the server (a MAC under the node's key, or the
-server's signature on the broadcast subject), addressed to this node (or to any node, on
-the broadcast subject), and not expired.
+(:meth:`AgentTrust.prove`); a task runs only if it is proved to come from the server (a MAC
+under the node's key, or the server's signature on the broadcast subject:
+:meth:`AgentTrust.open_task`) and :meth:`AgentTrust.task_refusal` finds no reason to
+refuse it: addressed to this node (or to any node, on the broadcast subject), not expired.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import base64
 import time
 from dataclasses import dataclass
 
-from knit.bus import Headers
 from knit.trust import macs
 from knit.wire.messages import Task
 
@@ -51,22 +50,23 @@ class AgentTrust:
             raise ValueError("the server's task key must be 32 bytes")
         return cls(node_id=node_id, link=link, task_key=raw)
 
-    def headers(self, subject: str, payload: bytes) -> dict[str, str]:
-        """The headers proving this node published ``payload`` on ``subject``."""
-        return {
-            macs.NODE_HEADER: self.node_id,
-            macs.MAC_HEADER: macs.mac(self.link.up, subject, payload),
-        }
+    def prove(self, subject: str, payload: bytes) -> bytes:
+        """``payload`` with the proof that this node published it on ``subject``."""
+        return macs.attach(payload, f"{self.node_id} {macs.mac(self.link.up, subject, payload)}")
 
-    def proved(
-        self, subject: str, payload: bytes, headers: Headers | None, *, broadcast: bool
-    ) -> bool:
-        """Whether the server sent ``payload`` on ``subject`` (checked before decoding)."""
-        if headers is None:
-            return False
+    def open_task(self, subject: str, message: bytes, *, broadcast: bool) -> bytes | None:
+        """The task without its proof if the server sent it on ``subject`` (checked before
+        decoding); None if nothing proves it."""
+        parts = macs.detach(message)
+        if parts is None:
+            return None
+        body, proof = parts
         if broadcast:
-            return macs.signature_ok(self.task_key, subject, payload, headers.get(macs.SIG_HEADER))
-        return macs.mac_ok(self.link.down, subject, payload, headers.get(macs.MAC_HEADER))
+            if not proof.startswith(macs.SIGNED):
+                return None
+            signature = proof[len(macs.SIGNED) :]
+            return body if macs.signature_ok(self.task_key, subject, body, signature) else None
+        return body if macs.mac_ok(self.link.down, subject, body, proof) else None
 
     def task_refusal(
         self, task: Task, *, broadcast: bool, known: bool = False, now: float | None = None

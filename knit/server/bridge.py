@@ -1,7 +1,7 @@
 """The bus bridge: NATS subjects to mailboxes.
 
 Layer: server. Subscribes to ``knit.agent.heartbeat`` and ``knit.task.status``, checks who
-sent each message (its ``Knit-Mac`` under the key of the node it names, see
+sent each message (its proof, under the key of the node it names, see
 knit/server/trust.py), decodes it in nats-py's callback, and hands it to the actor that owns
 it. A callback never does the work itself; an undecodable or unproven message is counted and
 dropped (never logged whole). A refused message naming a joined node is recorded as an event
@@ -23,7 +23,6 @@ from knit.errors import KnitError
 from knit.server.messages import HeartbeatReceived, StatusReceived
 from knit.server.repo import Repo
 from knit.server.trust import BusTrust
-from knit.trust.macs import NODE_HEADER
 from knit.wire import subjects
 from knit.wire.messages import decode_heartbeat, decode_status
 
@@ -69,11 +68,11 @@ async def open_bridge(
             log.warning("%s naming node %s refused: %s", kind, node_id, why)
 
     async def on_heartbeat(payload: bytes, reply: str | None, headers: Headers | None) -> None:
-        sender = trust.check_up(subjects.HEARTBEAT, payload, headers)
-        if sender is None:
-            claimed = headers.get(NODE_HEADER) if headers else None
-            refuse(claimed, "heartbeat", "not proved by the node's key")
+        proved = trust.check_up(subjects.HEARTBEAT, payload)
+        if proved is None:
+            refuse(trust.claimed(payload), "heartbeat", "not proved by the node's key")
             return
+        sender, payload = proved
         try:
             heartbeat = decode_heartbeat(payload)
         except KnitError as exc:
@@ -95,11 +94,11 @@ async def open_bridge(
         await deliver(node if node is not None else nodes, received)
 
     async def on_status(payload: bytes, reply: str | None, headers: Headers | None) -> None:
-        sender = trust.check_up(subjects.TASK_STATUS, payload, headers)
-        if sender is None:
-            claimed = headers.get(NODE_HEADER) if headers else None
-            refuse(claimed, "task status", "not proved by the node's key")
+        proved = trust.check_up(subjects.TASK_STATUS, payload)
+        if proved is None:
+            refuse(trust.claimed(payload), "task status", "not proved by the node's key")
             return
+        sender, payload = proved
         try:
             status = decode_status(payload)
         except KnitError as exc:

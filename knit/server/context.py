@@ -175,20 +175,18 @@ class ServerContext:
             expires_at=expires_at,
         )
 
-    def task_message(self, node_id: str | None, task: Task) -> tuple[str, bytes, dict[str, str]]:
-        """The subject, payload and headers that send ``task`` to ``node_id`` (None: to any
-        node), with the proof that it comes from the server.
+    def task_message(self, node_id: str | None, task: Task) -> tuple[str, bytes]:
+        """The subject and message that send ``task`` to ``node_id`` (None: to any node),
+        with the proof that it comes from the server.
 
         Raises:
             KnitError: ``node_id`` is not a joined node (removed meanwhile).
         """
         subject = subjects.tasks_for(node_id) if node_id else subjects.TASKS_BROADCAST
-        payload = encode(task)
         try:
-            headers = self.trust.task_headers(node_id, subject, payload)
+            return subject, self.trust.prove_task(node_id, subject, encode(task))
         except KeyError:
             raise KnitError(f"node {node_id} is not a member of the cluster") from None
-        return subject, payload, headers
 
     def node_key(self, node_id: str | None) -> str:
         """The public key ``node_id`` registered.

@@ -90,7 +90,7 @@ class TaskRun:
     Args:
         task: the wire task (its id is the same on every attempt).
         node_id: where it goes (None: the broadcast queue).
-        message: the task's subject, payload and headers (``ServerContext.task_message``),
+        message: the task's subject and proved payload (``ServerContext.task_message``),
             sent as they are on every attempt.
         bus: the NATS adapter.
         repo: the store (task states and events).
@@ -122,7 +122,7 @@ class TaskRun:
         *,
         task: Task,
         node_id: str | None,
-        message: tuple[str, bytes, Mapping[str, str]],
+        message: tuple[str, bytes],
         bus: Bus,
         repo: Repo,
         timing: TaskTiming,

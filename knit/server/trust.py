@@ -8,8 +8,8 @@ removal, which write, are in knit/server/membership.py).
 per message, in memory:
 
 - :meth:`BusTrust.check_up`: which node a heartbeat or a task status comes from, proved by
-  its ``Knit-Mac`` under that node's key (knit.trust.macs); None if nothing proves it;
-- :meth:`BusTrust.task_headers`: the headers that prove a task comes from the server and is
+  its proof field under that node's key (knit.trust.macs); None if nothing proves it;
+- :meth:`BusTrust.prove_task`: a task with the proof that it comes from the server and is
   meant for its node;
 - :meth:`BusTrust.nats_auth`: what the embedded nats-server must trust (operator, accounts,
   revoked nodes), and :meth:`BusTrust.node_jwt` / :meth:`BusTrust.server_credentials`: the
@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from knit.bus import BusCredentials, Headers
+from knit.bus import BusCredentials
 from knit.natsd import NatsAuth
 from knit.store.trust import NodeKeyRecord
 from knit.trust import macs
@@ -135,21 +135,30 @@ class BusTrust:
 
     # --- messages --------------------------------------------------------------------------
 
-    def check_up(self, subject: str, payload: bytes, headers: Headers | None) -> str | None:
-        """The node a message on ``subject`` is proved to come from, or None.
+    def check_up(self, subject: str, message: bytes) -> tuple[str, bytes] | None:
+        """The node a message on ``subject`` is proved to come from, and the message without
+        its proof; None if nothing proves it.
 
-        On an insecure bus the ``Knit-Node`` header is believed if present, and "" is
-        returned without one (the caller believes the message itself).
+        On an insecure bus the node a proof names is believed, and a message without a proof
+        is taken whole, from node "" (the caller believes the message itself).
         """
-        node_id = headers.get(macs.NODE_HEADER) if headers else None
+        parts = macs.detach(message)
+        if parts is None:
+            return ("", message) if self.insecure else None
+        body, proof = parts
+        node_id, _, presented = proof.partition(" ")
         if self.insecure:
-            return node_id or ""
-        if not node_id or headers is None:
-            return None
+            return node_id, body
         link = self.link(node_id)
-        if link is None or not macs.mac_ok(link.up, subject, payload, headers.get(macs.MAC_HEADER)):
+        if link is None or not macs.mac_ok(link.up, subject, body, presented):
             return None
-        return node_id
+        return node_id, body
+
+    @staticmethod
+    def claimed(message: bytes) -> str | None:
+        """The node a message's proof names (unchecked: for the record of a refusal)."""
+        parts = macs.detach(message)
+        return parts[1].partition(" ")[0][:128] or None if parts is not None else None
 
     def should_record(self, node_id: str, kind: str) -> bool:
         """Whether a refusal about ``node_id`` deserves an event now (one per kind and node
@@ -165,21 +174,22 @@ class BusTrust:
         self._refusals[key] = now
         return True
 
-    def task_headers(self, node_id: str | None, subject: str, payload: bytes) -> dict[str, str]:
-        """Headers proving a task on ``subject`` comes from the server: a MAC under the
-        node's key, or the task key's signature for a task to any node (``node_id`` None).
+    def prove_task(self, node_id: str | None, subject: str, payload: bytes) -> bytes:
+        """The task ``payload`` on ``subject`` with the proof that it comes from the server:
+        a MAC under the node's key, or the task key's signature for a task to any node
+        (``node_id`` None). Unchanged on an insecure bus.
 
         Raises:
             KeyError: ``node_id`` has not joined (and the bus is not insecure).
         """
         if self.insecure:
-            return {}
+            return payload
         if node_id is None:
-            return {macs.SIG_HEADER: macs.sign(self.keys.task, subject, payload)}
+            return macs.attach(payload, macs.SIGNED + macs.sign(self.keys.task, subject, payload))
         link = self.link(node_id)
         if link is None:
             raise KeyError(node_id)
-        return {macs.MAC_HEADER: macs.mac(link.down, subject, payload)}
+        return macs.attach(payload, macs.mac(link.down, subject, payload))
 
     # --- NATS credentials ------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import RowMapping, delete, insert, select, update
+from sqlalchemy import RowMapping, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -185,6 +185,13 @@ def revoke_join_token(token_id: str) -> Op[JoinTokenRecord]:
     return op
 
 
+_FIND_JOIN = select(JoinToken).where(JoinToken.token_hash == bindparam("token_hash"))
+_SPEND_JOIN = (
+    update(JoinToken).where(JoinToken.id == bindparam("join_id")).values(used=JoinToken.used + 1)
+)
+"""A join's statements, built once (thousands of nodes may join in a few minutes)."""
+
+
 def consume_join_token(token_hash: str, rule: JoinRule, *, at: float | None = None) -> Op[str]:
     """Spend one use of the join token whose secret hashes to ``token_hash``; the op
     returns its id.
@@ -196,17 +203,14 @@ def consume_join_token(token_hash: str, rule: JoinRule, *, at: float | None = No
 
     async def op(conn: AsyncConnection) -> str:
         stamp = now() if at is None else at
-        stmt = select(JoinToken).where(JoinToken.token_hash == token_hash)
-        row = (await conn.execute(stmt)).mappings().first()
+        row = (await conn.execute(_FIND_JOIN, {"token_hash": token_hash})).mappings().first()
         if row is None:
             raise Unauthorized("join token unknown")
         record = _join_record(row)
         refusal = rule(record, stamp)
         if refusal is not None:
             raise Unauthorized(refusal)
-        await conn.execute(
-            update(JoinToken).where(JoinToken.id == record.id).values(used=JoinToken.used + 1)
-        )
+        await conn.execute(_SPEND_JOIN, {"join_id": record.id})
         return record.id
 
     return op

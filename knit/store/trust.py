@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sqlalchemy import String, delete, exists, insert, literal, select
+from sqlalchemy import Double, String, bindparam, delete, exists, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -95,6 +95,26 @@ def put_secret(name: str, value_encrypted: str) -> Op[str]:
     return op
 
 
+_PIN = insert(NodeKey).from_select(
+    ["node_id", "public_key", "nats_key", "join_token_id", "joined_at"],
+    select(
+        bindparam("node_id", type_=String()),
+        bindparam("public_key", type_=String()),
+        bindparam("nats_key", type_=String()),
+        bindparam("join_token_id", type_=String()),
+        bindparam("joined_at", type_=Double()),
+    ).where(
+        ~exists().where(Node.id == bindparam("node_id"))
+        & ~exists().where(
+            (RevokedNode.nats_key == bindparam("nats_key"))
+            | (RevokedNode.node_id == bindparam("node_id"))
+        )
+    ),
+)
+"""Pin a node unless its id was ever a node's or its id or key was revoked. Built once: a
+join's cost was mostly building its statements."""
+
+
 def pin_node(record: NodeKeyRecord, *, admit: Op[str | None] | None = None) -> Op[NodeKeyRecord]:
     """Pin a joining node's keys (after ``admit``, in the same transaction: spending its
     join token, whose id the op records).
@@ -113,19 +133,17 @@ def pin_node(record: NodeKeyRecord, *, admit: Op[str | None] | None = None) -> O
         pinned = record
         if admit is not None:
             pinned = replace(record, join_token_id=await admit(conn))
-        fresh = ~exists().where(Node.id == pinned.node_id) & ~exists().where(
-            (RevokedNode.nats_key == pinned.nats_key) | (RevokedNode.node_id == pinned.node_id)
-        )
-        values = select(
-            literal(pinned.node_id),
-            literal(pinned.public_key),
-            literal(pinned.nats_key),
-            literal(pinned.join_token_id, String()),
-            literal(pinned.joined_at),
-        ).where(fresh)
-        columns = ["node_id", "public_key", "nats_key", "join_token_id", "joined_at"]
         # (An id or key already pinned breaks the table's keys: IntegrityError, Conflict.)
-        inserted = await conn.execute(insert(NodeKey).from_select(columns, values))
+        inserted = await conn.execute(
+            _PIN,
+            {
+                "node_id": pinned.node_id,
+                "public_key": pinned.public_key,
+                "nats_key": pinned.nats_key,
+                "join_token_id": pinned.join_token_id,
+                "joined_at": pinned.joined_at,
+            },
+        )
         if not inserted.rowcount:
             raise Conflict(
                 f"node id {pinned.node_id} or its bus key is, or was, a node's: join as a new node"

@@ -4,9 +4,16 @@ Layer: trust (pure). Imports ``cryptography`` and the standard library only.
 
 A subscriber on NATS cannot see which connection published a message, so a message that
 names a node (a heartbeat, a task status) or is meant for one (a task) proves where it comes
-from itself: it carries, in the NATS header ``Knit-Mac``, a MAC of its subject and payload
-under a key only the server and that node hold: keyed BLAKE2b (RFC 7693's MAC mode), 32
-bytes, which costs a third of HMAC-SHA256 here (~1 µs for a small message).
+from itself: its JSON ends with a ``proof`` field (:func:`attach`), a MAC of its subject
+and of the message's encoding without that field, under a key only the server and that
+node hold: keyed BLAKE2b (RFC 7693's MAC mode), 32 bytes, which costs a third of
+HMAC-SHA256 here (~1 µs for a small message). A message from a node says which node it
+claims to be in its proof (``"<node id> <mac>"``: the receiver finds the key before it
+parses the message); one to a node holds the MAC alone; one to any node the server's
+signature (``"sig <signature>"``). The proof is the last field so that the receiver finds
+it without parsing (:func:`detach`); a message stays JSON for anyone watching the bus (the
+receivers' schemas ignore the field). NATS headers would do as well, at twice the cost per
+message in nats-py on the server (docs/performance.md).
 
 The keys are never sent: at join the node gives the server its X25519 public key and
 receives the server's; each side derives the same shared secret (X25519) and from it, with
@@ -16,8 +23,8 @@ its own per node, only the pinned public keys, and derives a node's keys when it
 needs them.
 
 A task for *any* node (``knit.tasks.broadcast``) cannot be under one node's key: it is
-signed with the server's Ed25519 task key instead (header ``Knit-Sig``), whose public half
-every node receives at join.
+signed with the server's Ed25519 task key instead, whose public half every node receives
+at join.
 
 Cost (measured on this machine, ``python -m simulations.bench_trust``): a MAC of a 300-byte
 heartbeat ~1 µs, of a 24 KB one ~15 µs; an Ed25519 signature ~50 µs, its verification
@@ -41,12 +48,28 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-MAC_HEADER = "Knit-Mac"
-"""NATS header of a message's MAC (base64url, no padding)."""
-NODE_HEADER = "Knit-Node"
-"""NATS header naming the node a message is from (so its key is found before parsing)."""
-SIG_HEADER = "Knit-Sig"
-"""NATS header of the server's Ed25519 signature of a broadcast task."""
+PROOF = b',"proof":"'
+"""How the proof field of a message begins (it is the message's last field)."""
+SIGNED = "sig "
+"""How the proof of a message signed by the server (not MAC'd) begins."""
+
+
+def attach(payload: bytes, proof: str) -> bytes:
+    """``payload`` (a JSON object's encoding, with at least one field) with ``proof`` as
+    its last field."""
+    return b"".join((payload[:-1], PROOF, proof.encode("ascii"), b'"}'))
+
+
+def detach(message: bytes) -> tuple[bytes, str] | None:
+    """The message without its proof field, and the proof; None without one."""
+    at = message.rfind(PROOF)
+    if at < 0 or not message.endswith(b'"}'):
+        return None
+    proof = message[at + len(PROOF) : -2]
+    if not proof.isascii():
+        return None
+    return message[:at] + b"}", proof.decode("ascii")
+
 
 _SALT = b"knit bus v1"
 
@@ -121,11 +144,12 @@ def new_task_key() -> Ed25519PrivateKey:
 
 
 __all__ = [
-    "MAC_HEADER",
-    "NODE_HEADER",
-    "SIG_HEADER",
+    "PROOF",
+    "SIGNED",
     "LinkKeys",
+    "attach",
     "derive_link_keys",
+    "detach",
     "mac",
     "mac_ok",
     "new_task_key",

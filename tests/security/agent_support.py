@@ -21,7 +21,6 @@ from typing import Any
 
 from knit.ids import new_id
 from knit.secrets import NodeKeyPair
-from knit.trust.macs import MAC_HEADER, mac
 from tests.security.bus_support import Stolen, connect
 from tests.support.knit import SLEEPER, KnitAgent, KnitCluster, unique_name
 from tests.support.knit_docker import inspect_container
@@ -41,17 +40,17 @@ def publish(
     the key that node shares with the server (read off its data dir). A task on the
     broadcast subject cannot be proved (the server's task key never leaves it).
     """
-    links = {
-        agent.node_id: Stolen.from_data_dir(agent.data_dir).link
+    nodes = {
+        agent.node_id: Stolen.from_data_dir(agent.data_dir)
         for agent in knit.agents
         if agent.node_id is not None and (agent.data_dir / "identity.json").exists()
     }
-    sent: list[tuple[str, bytes, dict[str, str] | None]] = []
+    sent: list[tuple[str, bytes]] = []
     for subject, payload in messages:
         node_id = subject.removeprefix("knit.tasks.")
-        link = links.get(node_id) if subject.startswith("knit.tasks.") else None
-        if not prove or link is None:
-            sent.append((subject, payload, None))
+        node = nodes.get(node_id) if subject.startswith("knit.tasks.") else None
+        if not prove or node is None:
+            sent.append((subject, payload))
             continue
         with contextlib.suppress(ValueError):
             task = json.loads(payload)
@@ -59,13 +58,13 @@ def publish(
                 task.setdefault("node_id", node_id)
                 task.setdefault("expires_at", time.time() + 600)
                 payload = json.dumps(task).encode()
-        sent.append((subject, payload, {MAC_HEADER: mac(link.down, subject, payload)}))
+        sent.append((subject, node.prove_task(subject, payload)))
 
     async def main() -> None:
         client = await connect(knit.nats_url)
         try:
-            for subject, payload, headers in sent:
-                await client.publish(subject, payload, headers=headers)
+            for subject, payload in sent:
+                await client.publish(subject, payload)
             await client.flush(timeout=5)
         finally:
             await client.close()

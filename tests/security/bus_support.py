@@ -20,7 +20,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from knit.secrets import NodeKeyPair
-from knit.trust.macs import MAC_HEADER, NODE_HEADER, LinkKeys, mac
+from knit.trust.macs import LinkKeys, attach, mac
 from knit.trust.nkeys import NKey
 
 
@@ -65,12 +65,14 @@ class Stolen:
             **options,
         )
 
-    def proof(self, subject: str, payload: bytes, *, name: str | None = None) -> dict[str, str]:
-        """The headers this node would put on ``payload`` (``name``: the node it claims)."""
-        return {
-            NODE_HEADER: name or self.node_id,
-            MAC_HEADER: mac(self.link.up, subject, payload),
-        }
+    def prove(self, subject: str, payload: bytes, *, name: str | None = None) -> bytes:
+        """``payload`` proved as this node would prove it (``name``: the node it claims)."""
+        return attach(payload, f"{name or self.node_id} {mac(self.link.up, subject, payload)}")
+
+    def prove_task(self, subject: str, payload: bytes) -> bytes:
+        """A task proved as the server proves it for this node: what a compromised (or
+        buggy) server could send; the node's own key gives the MAC away."""
+        return attach(payload, mac(self.link.down, subject, payload))
 
 
 async def connect(servers: list[str] | str, **options: Any) -> Client:

@@ -125,13 +125,13 @@ async def test_a_node_cannot_speak_for_another(knit: KnitCluster, on_b: dict[str
     b_key = Stolen.from_data_dir(b.data_dir).keys.public_key_b64
     client = await a.connect()
     try:
-        for name in (a.node_id, b.node_id):  # its own name on the header, or B's
+        for name in (a.node_id, b.node_id):  # its own name in the proof, or B's
             gone = heartbeat(b.node_id, b_key, removed=[on_b["id"]], seq=10_000)
-            proof = a.proof("knit.agent.heartbeat", gone, name=name)
-            await client.publish("knit.agent.heartbeat", gone, headers=proof)
+            await client.publish(
+                "knit.agent.heartbeat", a.prove("knit.agent.heartbeat", gone, name=name)
+            )
             status = task_status(b.node_id, on_b["id"])
-            proof = a.proof("knit.task.status", status, name=name)
-            await client.publish("knit.task.status", status, headers=proof)
+            await client.publish("knit.task.status", a.prove("knit.task.status", status, name=name))
         unproved = heartbeat(b.node_id, b_key)
         await client.publish("knit.agent.heartbeat", unproved)  # no proof at all
         await client.flush()
@@ -152,9 +152,7 @@ async def test_a_heartbeat_with_another_key_than_the_pinned_one_is_refused_and_r
     forged = heartbeat(a.node_id, other_key, seq=20_000)
     client = await a.connect()
     try:
-        await client.publish(
-            "knit.agent.heartbeat", forged, headers=a.proof("knit.agent.heartbeat", forged)
-        )
+        await client.publish("knit.agent.heartbeat", a.prove("knit.agent.heartbeat", forged))
         await client.flush()
     finally:
         await client.close()

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import httpx
 
 from knit.secrets import NodeKeyPair
-from knit.trust.macs import MAC_HEADER, NODE_HEADER, mac
+from knit.trust.macs import attach, mac
 from knit.trust.nkeys import KeyKind, NKey
 from tests.support.docker import DockerCLIError, docker, ensure_busybox_image
 from tests.support.knit import (
@@ -791,11 +791,8 @@ class MuteNode:
             seq = 0
             while not self._stop.is_set():
                 payload = self.heartbeat(seq)
-                proof = {
-                    NODE_HEADER: self.node_id,
-                    MAC_HEADER: mac(link.up, "knit.agent.heartbeat", payload),
-                }
-                await client.publish("knit.agent.heartbeat", payload, headers=proof)
+                proof = f"{self.node_id} {mac(link.up, 'knit.agent.heartbeat', payload)}"
+                await client.publish("knit.agent.heartbeat", attach(payload, proof))
                 await client.flush(timeout=5)
                 seq += 1
                 await asyncio.sleep(self.interval)

@@ -50,47 +50,56 @@ def test_both_ends_derive_the_same_keys_and_nobody_else_does() -> None:
     assert trust.link("nobody") is None
 
 
+def test_a_proof_is_the_last_field_and_comes_off_whole() -> None:
+    message = macs.attach(b'{"a":1,"b":"x"}', "n1 abc")
+    assert message == b'{"a":1,"b":"x","proof":"n1 abc"}'
+    assert macs.detach(message) == (b'{"a":1,"b":"x"}', "n1 abc")
+    assert macs.detach(b'{"a":1}') is None
+    assert macs.detach(b'{"a":1,"proof":"\xff"}') is None
+
+
 def test_the_server_believes_a_node_only_under_its_own_key() -> None:
     trust = BusTrust(ServerKeys.generate())
     a, b = joined(trust, "a"), joined(trust, "b")
-    payload = b'{"node_id": "a"}'
-    assert (
-        trust.check_up(subjects.HEARTBEAT, payload, a.headers(subjects.HEARTBEAT, payload)) == "a"
-    )
-    # b speaking for a: b's MAC under a's name, or a's MAC for another subject or payload.
-    forged = dict(b.headers(subjects.HEARTBEAT, payload), **{macs.NODE_HEADER: "a"})
-    assert trust.check_up(subjects.HEARTBEAT, payload, forged) is None
-    signed = a.headers(subjects.HEARTBEAT, payload)
-    assert trust.check_up(subjects.TASK_STATUS, payload, signed) is None
-    assert trust.check_up(subjects.HEARTBEAT, payload + b" ", signed) is None
-    assert trust.check_up(subjects.HEARTBEAT, payload, None) is None
-    assert trust.check_up(subjects.HEARTBEAT, payload, {macs.NODE_HEADER: "a"}) is None
+    payload = b'{"node_id":"a"}'
+    proved = a.prove(subjects.HEARTBEAT, payload)
+    assert trust.check_up(subjects.HEARTBEAT, proved) == ("a", payload)
+    # b speaking for a: b's MAC under a's name; a's MAC for another subject or payload.
+    body, proof = macs.detach(b.prove(subjects.HEARTBEAT, payload)) or (b"", "")
+    forged = macs.attach(body, "a " + proof.partition(" ")[2])
+    assert trust.check_up(subjects.HEARTBEAT, forged) is None
+    assert trust.claimed(forged) == "a"
+    assert trust.check_up(subjects.TASK_STATUS, proved) is None
+    tampered = proved.replace(b'"a"', b'"b"', 1)
+    assert trust.check_up(subjects.HEARTBEAT, tampered) is None
+    assert trust.check_up(subjects.HEARTBEAT, payload) is None  # no proof at all
+    assert trust.check_up(subjects.HEARTBEAT, macs.attach(payload, "a")) is None
 
 
 def test_a_removed_node_is_not_believed_any_more() -> None:
     trust = BusTrust(ServerKeys.generate())
     a = joined(trust, "a")
-    headers = a.headers(subjects.HEARTBEAT, b"x")
+    proved = a.prove(subjects.HEARTBEAT, b'{"x":1}')
     trust.forget("a", trust.pins["a"].nats_key, time.time())
-    assert trust.check_up(subjects.HEARTBEAT, b"x", headers) is None
+    assert trust.check_up(subjects.HEARTBEAT, proved) is None
     assert not trust.joined("a")
     with pytest.raises(KeyError):
-        trust.task_headers("a", subjects.tasks_for("a"), b"x")
+        trust.prove_task("a", subjects.tasks_for("a"), b'{"x":1}')
 
 
 def test_a_node_runs_only_proved_fresh_tasks_for_itself() -> None:
     trust = BusTrust(ServerKeys.generate())
     a, b = joined(trust, "a"), joined(trust, "b")
     own = subjects.tasks_for("a")
-    payload = b"task for a"
-    headers = trust.task_headers("a", own, payload)
-    assert a.proved(own, payload, headers, broadcast=False)
-    assert not b.proved(subjects.tasks_for("b"), payload, headers, broadcast=False)
-    assert not a.proved(own, payload + b"!", headers, broadcast=False)
-    assert not a.proved(own, payload, None, broadcast=False)
-    # A node's own MAC "down" cannot be made by the node: its "up" key differs.
-    reflected = {macs.MAC_HEADER: macs.mac(a.link.up, own, payload)}
-    assert not a.proved(own, payload, reflected, broadcast=False)
+    payload = b'{"task":"for a"}'
+    message = trust.prove_task("a", own, payload)
+    assert a.open_task(own, message, broadcast=False) == payload
+    assert b.open_task(subjects.tasks_for("b"), message, broadcast=False) is None
+    assert a.open_task(own, message.replace(b"for a", b"for b"), broadcast=False) is None
+    assert a.open_task(own, payload, broadcast=False) is None
+    # A node's "up" MAC is not the server's "down" one: what it sends cannot come back.
+    reflected = macs.attach(payload, macs.mac(a.link.up, own, payload))
+    assert a.open_task(own, reflected, broadcast=False) is None
 
     assert a.task_refusal(task("a"), broadcast=False) is None
     assert "addressed to node b" in (a.task_refusal(task("b"), broadcast=False) or "")
@@ -101,21 +110,24 @@ def test_a_node_runs_only_proved_fresh_tasks_for_itself() -> None:
 def test_broadcast_tasks_carry_the_servers_signature() -> None:
     trust = BusTrust(ServerKeys.generate())
     a = joined(trust, "a")
-    payload = b"any node"
-    headers = trust.task_headers(None, subjects.TASKS_BROADCAST, payload)
-    assert a.proved(subjects.TASKS_BROADCAST, payload, headers, broadcast=True)
-    assert not a.proved(subjects.TASKS_BROADCAST, b"other", headers, broadcast=True)
+    payload = b'{"task":"any node"}'
+    message = trust.prove_task(None, subjects.TASKS_BROADCAST, payload)
+    assert a.open_task(subjects.TASKS_BROADCAST, message, broadcast=True) == payload
+    changed = message.replace(b"any", b"one")
+    assert a.open_task(subjects.TASKS_BROADCAST, changed, broadcast=True) is None
+    own = trust.prove_task("a", subjects.tasks_for("a"), payload)  # a MAC is not a signature
+    assert a.open_task(subjects.TASKS_BROADCAST, own, broadcast=True) is None
     assert a.task_refusal(task(None), broadcast=True) is None
     assert a.task_refusal(task("a"), broadcast=True) is not None
     other = BusTrust(ServerKeys.generate())
-    foreign = other.task_headers(None, subjects.TASKS_BROADCAST, payload)
-    assert not a.proved(subjects.TASKS_BROADCAST, payload, foreign, broadcast=True)
+    foreign = other.prove_task(None, subjects.TASKS_BROADCAST, payload)
+    assert a.open_task(subjects.TASKS_BROADCAST, foreign, broadcast=True) is None
 
 
 def test_an_insecure_bus_believes_everything() -> None:
     trust = BusTrust(ServerKeys.generate(), insecure=True)
-    assert trust.check_up(subjects.HEARTBEAT, b"x", None) == ""
-    assert trust.task_headers("a", subjects.tasks_for("a"), b"x") == {}
+    assert trust.check_up(subjects.HEARTBEAT, b'{"x":1}') == ("", b'{"x":1}')
+    assert trust.prove_task("a", subjects.tasks_for("a"), b'{"x":1}') == b'{"x":1}'
     assert trust.joined("anyone")
 
 
