@@ -17,6 +17,7 @@ import anyio
 import pytest
 from nats.errors import Error as NatsError
 
+from knit.trust.nkeys import KeyKind, NKey
 from tests.security.bus_support import Stolen, connect, heartbeat, task_status
 from tests.support.knit import SLEEPER, KnitCluster, cluster_for, holds_for, unique_name
 
@@ -161,4 +162,54 @@ async def test_a_heartbeat_with_another_key_than_the_pinned_one_is_refused_and_r
         timeout=10,
         what="the refused heartbeat recorded as an event",
     )
+    still_fine(knit, on_b)
+
+
+async def test_bus_credentials_for_a_tool_allow_what_they_list_and_nothing_else(
+    knit: KnitCluster, on_b: dict[str, Any]
+) -> None:
+    key = NKey.generate(KeyKind.USER)
+    body = {
+        "name": "monitor",
+        "nats_key": key.public_key,
+        "subscribe": ["knit.agent.heartbeat"],
+        "ttl": 60,
+    }
+    for bad in (
+        {**body, "subscribe": ["foo.>"]},  # not Knit's
+        {**body, "subscribe": [">"]},
+        {**body, "publish": ["knit.tasks.>", "knit.tasks.x y z"]},
+        {**body, "ttl": 86_401},
+        {**body, "nats_key": "A" * 56},
+    ):
+        assert knit.api.post("/bus-credentials", bad).status_code == 422, bad
+    granted = knit.api.ok(knit.api.post("/bus-credentials", body), 201)
+    assert set(granted) == {"name", "nats_urls", "nats_jwt", "expires_at"}
+    jwt = granted["nats_jwt"].encode()
+    violations: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        violations.append(str(exc))
+
+    client = await connect(
+        granted["nats_urls"],
+        user_jwt_cb=lambda: jwt,
+        signature_cb=lambda nonce: base64.b64encode(key.sign(nonce.encode())),
+        error_cb=on_error,
+    )
+    beats: list[bytes] = []
+
+    async def on_beat(msg: Any) -> None:
+        beats.append(msg.data)
+
+    try:
+        await client.subscribe("knit.agent.heartbeat", cb=on_beat)
+        await client.subscribe(f"knit.tasks.{knit.agents[1].node_id}", cb=on_beat)
+        await client.publish("knit.agent.heartbeat", b"{}")  # not in its list
+        await client.flush()
+        await anyio.sleep(1.5)  # the agents beat every 0.5 s
+    finally:
+        await client.close()
+    assert beats and all(b'"kind":"heartbeat"' in b for b in beats)
+    assert sum("permissions violation" in v.lower() for v in violations) == 2, violations
     still_fine(knit, on_b)
