@@ -231,13 +231,18 @@ class BusTrust:
         expires: int,
     ) -> str:
         """The user JWT of a tool on the bus (``POST /bus-credentials``): what it lists,
-        until ``expires``."""
+        until ``expires``. An empty list allows nothing (for NATS, an empty ``allow`` would
+        allow everything)."""
+
+        def only(subjects: Sequence[str]) -> dict[str, list[str]]:
+            return {"allow": list(subjects)} if subjects else {"deny": [">"]}
+
         return user_jwt(
             self.keys.account_signing,
             self.keys.account.public_key,
             nats_key,
             name,
-            {"pub": {"allow": list(publish)}, "sub": {"allow": list(subscribe)}},
+            {"pub": only(publish), "sub": only(subscribe)},
             expires=expires,
         )
 
