@@ -13,24 +13,13 @@ fails the run under ``CI=true`` (``tests.support.require``).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.support.knit import KnitCluster, cluster_for
 from tests.support.nats import NatsServer
-
-FAILED = pytest.StashKey[bool]()
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        item.stash[FAILED] = True
-    return report
+from tests.support.outcome import one_test_of
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +55,4 @@ def cluster(
 @pytest.fixture
 def knit(cluster: KnitCluster, request: pytest.FixtureRequest) -> Iterator[KnitCluster]:
     """The module's cluster for one test; reset afterwards, logs printed on failure."""
-    yield cluster
-    if request.node.stash.get(FAILED, False):
-        print(cluster.logs())
-    cluster.reset()
+    yield from one_test_of(cluster, request)

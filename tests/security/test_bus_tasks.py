@@ -1,7 +1,8 @@
 """Forged and replayed tasks: on a bus anyone can reach, agents still run only the tasks the
 server sent them, once.
 
-The cluster runs on an external nats-server without credentials (``knit server --nats``:
+The cluster runs on an external nats-server without credentials (``open_bus`` of the
+package's conftest; ``knit server --nats``:
 a NATS Knit does not own), the worst case for an agent: an attacker reads every task and
 publishes anything. Nodes still joined with tokens and prove every message. Two real
 agents on the Docker Engine; a container runs on node A.
@@ -27,29 +28,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 
 @pytest.fixture(scope="module")
-def open_nats(
-    nats_server_binary: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NatsServer]:
-    server = NatsServer(nats_server_binary, tmp_path_factory.mktemp("open-nats"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def knit(
     docker_host: str,
     busybox_image: str,
-    open_nats: NatsServer,
+    open_bus: NatsServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[KnitCluster]:
     with cluster_for(
         tmp_path_factory.mktemp("bus-tasks"),
         docker_host,
         agents=[{"zone": "a"}, {"zone": "b"}],
-        external_nats=open_nats.url,
+        external_nats=open_bus.url,
     ) as cluster:
         yield cluster
 
@@ -86,11 +75,11 @@ def stop_task(instance_id: str, node_id: str | None) -> bytes:
 
 
 async def test_agents_run_only_the_servers_tasks_for_them_once(
-    knit: KnitCluster, open_nats: NatsServer, busybox_image: str
+    knit: KnitCluster, open_bus: NatsServer, busybox_image: str
 ) -> None:
     a, b = knit.agents[0], knit.agents[1]
     tap = Wiretap()
-    client = await connect(open_nats.url)
+    client = await connect(open_bus.url)
     try:
         await client.subscribe("knit.tasks.>", cb=tap.on_task)
         await client.subscribe("knit.task.status", cb=tap.on_status)
