@@ -37,9 +37,9 @@ from tests.faults import (
     test_tasks,
 )
 from tests.support.docker import docker_host_from_env, engine_problem, ensure_busybox_image
-from tests.support.knit import NODE_TTL
 from tests.support.knit_faults import FaultEnv, Figures, PrivateEngine
 from tests.support.nats import find_nats_server
+from tests.support.processes import NODE_TTL
 
 Scenario = Callable[[FaultEnv], None]
 MODULES = [

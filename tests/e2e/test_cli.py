@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.knit import SLEEPER, KnitCluster, run_cli, unique_name
+from tests.support.knit import SLEEPER, KnitCluster, unique_name
 from tests.support.knit_docker import container_ids
 from tests.support.process import free_port
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.e2e
 

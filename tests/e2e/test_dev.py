@@ -13,18 +13,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.knit import (
-    SLEEPER,
-    KnitApi,
-    KnitDev,
-    ProcessWatch,
-    files_containing,
-    holds_for,
-    run_cli,
-    unique_name,
-    wait_for_api,
-    wait_until,
-)
+from tests.support.api import KnitApi
+from tests.support.knit import SLEEPER, files_containing, unique_name
 from tests.support.knit_docker import (
     container_ids,
     inspect_container,
@@ -32,7 +22,9 @@ from tests.support.knit_docker import (
     remove_docker_network,
     spare_subnet,
 )
+from tests.support.processes import KnitDev, ProcessWatch, run_cli, wait_for_api
 from tests.support.registry import Registry, untag
+from tests.support.waiting import holds_for, wait_until
 
 pytestmark = pytest.mark.e2e
 

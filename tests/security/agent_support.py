@@ -22,9 +22,10 @@ from typing import Any
 from knit.ids import new_id
 from knit.secrets import NodeKeyPair
 from tests.security.bus_support import Stolen, connect
-from tests.support.knit import SLEEPER, KnitAgent, KnitCluster, unique_name
+from tests.support.knit import SLEEPER, KnitCluster, unique_name
 from tests.support.knit_docker import inspect_container
 from tests.support.knit_wire import SubjectRecorder
+from tests.support.processes import KnitAgent
 
 BUSYBOX = "knit-test/busybox:latest"
 JSON = dict[str, Any]

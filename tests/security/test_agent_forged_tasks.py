@@ -28,8 +28,9 @@ from tests.security.agent_support import (
     still_running,
     stop_task,
 )
-from tests.support.knit import HEARTBEAT_INTERVAL, KnitCluster
+from tests.support.knit import KnitCluster
 from tests.support.knit_wire import SubjectRecorder
+from tests.support.processes import HEARTBEAT_INTERVAL
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.security.api_support import api_server, make_token
-from tests.support.knit import KnitCluster, run_cli, unique_name
+from tests.support.knit import KnitCluster, unique_name
+from tests.support.processes import run_cli
 
 pytestmark = [pytest.mark.integration]
 

@@ -18,17 +18,9 @@ import pytest
 from nats.errors import Error as NatsError
 
 from tests.security.bus_support import Stolen
-from tests.support.knit import (
-    KNIT_COMMAND,
-    REPO_ROOT,
-    SLEEPER,
-    KnitAgent,
-    KnitCluster,
-    ProcessWatch,
-    cluster_for,
-    unique_name,
-    wait_until,
-)
+from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
+from tests.support.processes import KNIT_COMMAND, REPO_ROOT, KnitAgent, ProcessWatch
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e]
 

@@ -19,7 +19,8 @@ from nats.errors import Error as NatsError
 
 from knit.trust.nkeys import KeyKind, NKey
 from tests.security.bus_support import Stolen, connect, heartbeat, task_status
-from tests.support.knit import SLEEPER, KnitCluster, cluster_for, holds_for, unique_name
+from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
+from tests.support.waiting import holds_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -21,8 +21,9 @@ import pytest
 from nats.aio.msg import Msg
 
 from tests.security.bus_support import connect
-from tests.support.knit import SLEEPER, KnitCluster, cluster_for, holds_for, unique_name
+from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
 from tests.support.nats import NatsServer
+from tests.support.waiting import holds_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
