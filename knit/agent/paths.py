@@ -44,6 +44,21 @@ def resolves_inside(root: str, path: str) -> bool:
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _folder_or_absent(path: str, refusal: str) -> str:
+    """``path``, if it is a real folder (not a link) or does not exist yet.
+
+    Raises:
+        PathRefused: something else is there; ``refusal`` ends the message.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISDIR(mode):
+        raise PathRefused(f"{path} is not a folder{refusal}")
+    return path
+
+
 def instances_root(data_dir: Path) -> str:
     """The resolved ``<data dir>/instances`` (the data dir itself may be a link; this folder
     may not).
@@ -52,13 +67,7 @@ def instances_root(data_dir: Path) -> str:
         PathRefused: ``instances`` exists and is a symbolic link or not a folder.
     """
     root = os.path.join(os.path.realpath(data_dir), INSTANCES)
-    try:
-        mode = os.lstat(root).st_mode
-    except FileNotFoundError:
-        return root
-    if not stat.S_ISDIR(mode):
-        raise PathRefused(f"{root} is not a folder (a symbolic link?): refusing to use it")
-    return root
+    return _folder_or_absent(root, " (a symbolic link?): refusing to use it")
 
 
 def instance_folder(root: str, instance_id: str) -> str:
@@ -77,13 +86,7 @@ def instance_folder(root: str, instance_id: str) -> str:
     folder = os.path.join(root, instance_id)
     if os.path.realpath(folder) != folder:
         raise PathRefused(f"{folder} resolves elsewhere (a symbolic link): refusing it")
-    try:
-        mode = os.lstat(folder).st_mode
-    except FileNotFoundError:
-        return folder
-    if not stat.S_ISDIR(mode):
-        raise PathRefused(f"{folder} is not a folder: refusing it")
-    return folder
+    return _folder_or_absent(folder, ": refusing it")
 
 
 def file_in(folder: str, name: str) -> str:

@@ -6,23 +6,17 @@ Layer: domain. Pure: imports pydantic, ``knit.trust.nkeys`` and the standard lib
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from knit.trust.macs import decode_x25519_public
 from knit.trust.nkeys import KeyKind, decode_public
 
 
 def _x25519(value: str) -> str:
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("must be base64") from None
-    if len(raw) != 32:
-        raise ValueError("must be a 32-byte X25519 public key (base64)")
+    decode_x25519_public(value)  # ValueError says what is wrong
     return value
 
 

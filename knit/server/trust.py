@@ -21,8 +21,6 @@ for what it says, as before nodes joined.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,21 +39,6 @@ ACCOUNT = "KNIT"
 SYSTEM_ACCOUNT = "SYS"
 EVENT_EVERY = 60.0
 """Seconds between two events about refused messages naming the same node."""
-
-
-def decode_public_key(text: str) -> bytes:
-    """The 32 bytes of an X25519 public key written as base64.
-
-    Raises:
-        ValueError: not base64 of 32 bytes.
-    """
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("must be base64") from None
-    if len(raw) != 32:
-        raise ValueError("must be a 32-byte X25519 public key")
-    return raw
 
 
 class BusTrust:
@@ -125,7 +108,7 @@ class BusTrust:
                 return None
             try:
                 keys = macs.derive_link_keys(
-                    self.keys.link, decode_public_key(pin.public_key), node_id
+                    self.keys.link, macs.decode_x25519_public(pin.public_key), node_id
                 )
             except ValueError:
                 log.error("node %s has an unusable pinned key", node_id)
@@ -251,4 +234,4 @@ class BusTrust:
         return BusCredentials(jwt=self._server_jwt, seed=self._server_user.seed)
 
 
-__all__ = ["BusTrust", "decode_public_key"]
+__all__ = ["BusTrust"]

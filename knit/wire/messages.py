@@ -27,8 +27,6 @@ that is why most heartbeats carry only the differences of the report (``full=Fal
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Annotated, Final, Literal, TypeVar
 
@@ -36,6 +34,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from knit.ids import ID_PATTERN, new_id
+from knit.trust.macs import decode_x25519_public
 from knit.wire.errors import UnsupportedVersion, WireError
 
 SCHEMA_VERSION: Final = 1
@@ -163,12 +162,7 @@ class Heartbeat(WireMessage):
     @field_validator("public_key")
     @classmethod
     def _x25519(cls, value: str) -> str:
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("must be base64") from None
-        if len(raw) != 32:
-            raise ValueError("must be a 32-byte X25519 public key")
+        decode_x25519_public(value)  # ValueError says what is wrong
         return value
 
     @model_validator(mode="after")
