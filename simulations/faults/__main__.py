@@ -38,8 +38,8 @@ from tests.faults import (
 )
 from tests.support.docker import docker_host_from_env, engine_problem, ensure_busybox_image
 from tests.support.knit_faults import FaultEnv, Figures, PrivateEngine
+from tests.support.knit_processes import NODE_TTL
 from tests.support.nats import find_nats_server
-from tests.support.processes import NODE_TTL
 
 Scenario = Callable[[FaultEnv], None]
 MODULES = [

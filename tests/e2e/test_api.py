@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.api import KnitApi
 from tests.support.knit import SLEEPER, KnitCluster, unique_name
+from tests.support.knit_api import KnitApi
 from tests.support.knit_docker import remove_docker_network, spare_subnet
 from tests.support.waiting import holds_for
 

@@ -14,8 +14,8 @@ import yaml
 
 from tests.support.knit import SLEEPER, KnitCluster, unique_name
 from tests.support.knit_docker import container_ids
+from tests.support.knit_processes import run_cli
 from tests.support.process import free_port
-from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.e2e
 

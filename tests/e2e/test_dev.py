@@ -13,8 +13,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.api import KnitApi
 from tests.support.knit import SLEEPER, files_containing, unique_name
+from tests.support.knit_api import KnitApi
 from tests.support.knit_docker import (
     container_ids,
     inspect_container,
@@ -22,7 +22,7 @@ from tests.support.knit_docker import (
     remove_docker_network,
     spare_subnet,
 )
-from tests.support.processes import KnitDev, ProcessWatch, run_cli, wait_for_api
+from tests.support.knit_processes import KnitDev, ProcessWatch, run_cli, wait_for_api
 from tests.support.registry import Registry, untag
 from tests.support.waiting import holds_for, wait_until
 

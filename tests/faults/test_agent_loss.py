@@ -19,7 +19,7 @@ from tests.support.knit_faults import (
     kinds_of,
     sleeper_spec,
 )
-from tests.support.processes import NODE_TTL
+from tests.support.knit_processes import NODE_TTL
 
 pytestmark = pytest.mark.e2e
 

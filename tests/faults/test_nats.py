@@ -25,7 +25,7 @@ from tests.support.knit_faults import (
     sleeper_spec,
     started_at,
 )
-from tests.support.processes import KnitProcess
+from tests.support.knit_processes import KnitProcess
 
 pytestmark = pytest.mark.e2e
 

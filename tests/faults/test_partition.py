@@ -23,7 +23,7 @@ from tests.support.knit_faults import (
     kinds_of,
     sleeper_spec,
 )
-from tests.support.processes import NODE_TTL
+from tests.support.knit_processes import NODE_TTL
 from tests.support.waiting import holds_for
 
 pytestmark = pytest.mark.e2e

@@ -24,8 +24,8 @@ from knit.secrets import NodeKeyPair
 from tests.security.bus_support import Stolen, connect
 from tests.support.knit import SLEEPER, KnitCluster, unique_name
 from tests.support.knit_docker import inspect_container
+from tests.support.knit_processes import KnitAgent
 from tests.support.knit_wire import SubjectRecorder
-from tests.support.processes import KnitAgent
 
 BUSYBOX = "knit-test/busybox:latest"
 JSON = dict[str, Any]

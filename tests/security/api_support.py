@@ -2,7 +2,7 @@
 tokens of each role, and a certificate authority made on the spot for TLS.
 
 Nothing here imports Knit's server code: the server runs as a child process
-(``tests.support.processes``) and is driven over HTTP and the ``knit`` command only.
+(``tests.support.knit_processes``) and is driven over HTTP and the ``knit`` command only.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.api import KnitApi
 from tests.support.knit import KnitCluster
-from tests.support.processes import KnitServer, trust
+from tests.support.knit_api import KnitApi
+from tests.support.knit_processes import KnitServer, trust
 
 ROLES = ("read", "deploy", "admin")
 

@@ -29,8 +29,8 @@ from tests.security.agent_support import (
     stop_task,
 )
 from tests.support.knit import KnitCluster
+from tests.support.knit_processes import HEARTBEAT_INTERVAL
 from tests.support.knit_wire import SubjectRecorder
-from tests.support.processes import HEARTBEAT_INTERVAL
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ import pytest
 
 from tests.security.agent_support import BUSYBOX, heartbeat_gaps, sleeper, still_running
 from tests.support.knit import SLEEPER, KnitCluster, unique_name
+from tests.support.knit_processes import HEARTBEAT_INTERVAL
 from tests.support.knit_wire import SubjectRecorder
-from tests.support.processes import HEARTBEAT_INTERVAL
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.security.api_support import api_server, make_token
 from tests.support.knit import KnitCluster, unique_name
-from tests.support.processes import run_cli
+from tests.support.knit_processes import run_cli
 
 pytestmark = [pytest.mark.integration]
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.security.api_support import Tls, api_server, make_tls
 from tests.support.knit import KnitCluster
-from tests.support.processes import run_cli, trust
+from tests.support.knit_processes import run_cli, trust
 
 pytestmark = [pytest.mark.integration]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.security.bus_support import connect
-from tests.support.api import KnitApi
+from tests.support.knit_api import KnitApi
+from tests.support.knit_processes import KnitProcess, KnitServer, ProcessWatch, wait_for_api
 from tests.support.process import free_port
-from tests.support.processes import KnitProcess, KnitServer, ProcessWatch, wait_for_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -56,7 +56,7 @@ def test_the_bus_is_never_open_by_default(tmp_path: Path) -> None:
     # (The other tests start servers without the flag: their NATS refuses a client without
     # credentials, see test_bus_nodes.py.) An agent that has not joined refuses to start
     # on a bus it was not told is open.
-    from tests.support.processes import run_cli
+    from tests.support.knit_processes import run_cli
 
     result = run_cli(
         "agent", "--nats", f"nats://127.0.0.1:{free_port()}", "--data-dir", str(tmp_path)

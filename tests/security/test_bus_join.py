@@ -19,7 +19,7 @@ from nats.errors import Error as NatsError
 
 from tests.security.bus_support import Stolen
 from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
-from tests.support.processes import KNIT_COMMAND, REPO_ROOT, KnitAgent, ProcessWatch
+from tests.support.knit_processes import KNIT_COMMAND, REPO_ROOT, KnitAgent, ProcessWatch
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e]

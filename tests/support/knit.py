@@ -4,10 +4,10 @@ Docker's own view of the truth.
 
 Nothing here imports Knit's server or agent code: the tests drive Knit only through its public
 contract (the ``knit`` command, the REST API, the NATS subjects of the spec) and check the
-result with the ``docker`` CLI, so a bug in Knit cannot hide itself by also breaking the harness.
-The processes are ``tests.support.processes``, the API client ``tests.support.api`` (it sends
-the admin token the server writes to ``<data dir>/admin.token``), the waits
-``tests.support.waiting``.
+result with the ``docker`` CLI, so a bug in Knit cannot hide itself by also breaking the
+harness. The processes are ``tests.support.knit_processes``, the API client
+``tests.support.knit_api`` (it sends the admin token the server writes to
+``<data dir>/admin.token``), the waits ``tests.support.waiting``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.api import JSON, KnitApi
+from tests.support.knit_api import JSON, KnitApi
 from tests.support.knit_docker import remove_containers_by_label, remove_docker_network
-from tests.support.processes import KnitAgent, KnitServer, ProcessWatch
+from tests.support.knit_processes import KnitAgent, KnitServer, ProcessWatch
 
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
 """A busybox command that runs until stopped and stops at once on SIGTERM (PID 1 ignores

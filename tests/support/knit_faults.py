@@ -1,12 +1,12 @@
 """Fault injection against real Knit processes: kill, pause and restart them, stop NATS,
 restart a Docker Engine, then check the end state with Docker itself.
 
-Built on ``tests.support.processes``, ``.api`` and ``.waiting`` (the processes, the REST API,
-the waits) and, like them, never imports Knit's server or agent code (only the pure keys and
-proofs of ``knit.trust`` and ``knit.secrets``, for a node the test plays itself): faults are
-signals to PIDs (SIGKILL, SIGSTOP/SIGCONT, SIGTERM), a nats-server stopped and started again on
-the same port, a ``dockerd`` of our own in its own network namespace restarted under its agent,
-and ``docker kill``. The truth at the end is ``docker ps`` by label.
+Built on ``tests.support.knit_processes``, ``.knit_api`` and ``.waiting`` (the processes, the
+REST API, the waits) and, like them, never imports Knit's server or agent code (only the pure
+keys and proofs of ``knit.trust`` and ``knit.secrets``, for a node the test plays itself):
+faults are signals to PIDs (SIGKILL, SIGSTOP/SIGCONT, SIGTERM), a nats-server stopped and
+started again on the same port, a ``dockerd`` of our own in its own network namespace restarted
+under its agent, and ``docker kill``. The truth at the end is ``docker ps`` by label.
 
 Every scenario measures how long Knit took: ``Figures.record`` prints one line per scenario,
 ``FAULT agent-sigkill detect_s=3.4 replace_s=1.2`` (``pytest -s`` shows it), and merges the
@@ -39,11 +39,11 @@ import httpx
 from knit.secrets import NodeKeyPair
 from knit.trust.macs import attach, mac
 from knit.trust.nkeys import KeyKind, NKey
-from tests.support.api import KnitApi
 from tests.support.docker import DockerCLIError, docker, ensure_busybox_image
 from tests.support.knit import KnitCluster
+from tests.support.knit_api import KnitApi
+from tests.support.knit_processes import NODE_TTL, KnitAgent, KnitProcess, KnitServer, wait_for_api
 from tests.support.nats import NatsServer
-from tests.support.processes import NODE_TTL, KnitAgent, KnitProcess, KnitServer, wait_for_api
 from tests.support.waiting import holds_for, wait_until
 
 FIGURES_ENV = "KNIT_FAULT_FIGURES"

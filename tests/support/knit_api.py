@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.processes import TOKEN_FILES, read_admin_token, trust
+from tests.support.knit_processes import TOKEN_FILES, read_admin_token, trust
 from tests.support.waiting import T, Watched, wait_until
 
 JSON = dict[str, Any]
