@@ -11,11 +11,14 @@ a handler given to :meth:`Bus.subscribe` must only hand the message over (a mail
 
 from __future__ import annotations
 
+import base64
 import logging
-import random
+import math
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 from nats.aio.client import Client
@@ -24,11 +27,60 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 
 from knit.errors import BusError
+from knit.trust.nkeys import NKey
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[bytes, str | None], Awaitable[None]]
-"""A subscription handler: (payload, reply subject or None)."""
+Headers = Mapping[str, str]
+"""A message's NATS headers."""
+
+Handler = Callable[[bytes, str | None, Headers | None], Awaitable[None]]
+"""A subscription handler: (payload, reply subject or None, headers or None)."""
+
+
+@dataclass(frozen=True)
+class BusCredentials:
+    """A NATS user: its JWT and the seed of the key the JWT names (a secret).
+
+    nats-py asks for them at every (re)connection: the JWT, then a signature of the
+    server's nonce by the seed's key.
+    """
+
+    jwt: str
+    seed: str = field(repr=False)
+
+    @classmethod
+    def from_creds_file(cls, path: Path) -> BusCredentials:
+        """Read a NATS ``.creds`` file (as ``nsc`` writes them).
+
+        Raises:
+            BusError: the file cannot be read or holds no JWT and seed.
+        """
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise BusError(f"cannot read {path}: {exc.strerror}") from exc
+        blocks = re.findall(r"-{3,}BEGIN[^\n]*-{3,}\s*\n\s*(\S+)\s*\n\s*-{3,}END", text)
+        if len(blocks) < 2:
+            raise BusError(f"{path} is not a NATS credentials file (a JWT and a seed)")
+        return cls(jwt=blocks[0], seed=blocks[1])
+
+    def callbacks(self) -> tuple[Callable[[], bytes], Callable[[str], bytes]]:
+        """nats-py's ``user_jwt_cb`` and ``signature_cb`` presenting these credentials.
+
+        Raises:
+            BusError: the seed is not a valid user seed.
+        """
+        try:
+            key = NKey.from_seed(self.seed)
+        except ValueError as exc:
+            raise BusError(f"invalid NATS credentials: {exc}") from exc
+        jwt = self.jwt.encode()
+
+        def sign(nonce: str) -> bytes:
+            return base64.b64encode(key.sign(nonce.encode()))
+
+        return (lambda: jwt), sign
 
 
 @dataclass
@@ -62,14 +114,17 @@ class Bus:
         """Whether the connection is up right now (it reconnects by itself)."""
         return bool(self.client.is_connected)
 
-    async def publish(self, subject: str, payload: bytes) -> None:
-        """Publish one message. While disconnected, nats-py buffers it (up to its pending size).
+    async def publish(self, subject: str, payload: bytes, headers: Headers | None = None) -> None:
+        """Publish one message (with NATS headers if given). While disconnected, nats-py
+        buffers it (up to its pending size).
 
         Raises:
             BusError: the connection is closed or the buffer is full.
         """
         try:
-            await self.client.publish(subject, payload)
+            await self.client.publish(
+                subject, payload, headers=dict(headers) if headers is not None else None
+            )
         except NatsError as exc:
             raise BusError(f"publish to {subject} failed: {exc}") from exc
         self.stats.published += 1
@@ -99,7 +154,7 @@ class Bus:
         async def callback(msg: Msg) -> None:
             stats.received += 1
             try:
-                await handler(msg.data, msg.reply or None)
+                await handler(msg.data, msg.reply or None, msg.headers)
             except Exception as exc:
                 stats.handler_errors += 1
                 log.warning("handler for %s failed: %s", subject, type(exc).__name__)
@@ -146,9 +201,10 @@ async def connect_bus(
     *,
     name: str,
     retry_for: float | None = None,
-    max_backoff: float = 5.0,
+    credentials: BusCredentials | None = None,
+    on_refused: Callable[[str], None] | None = None,
 ) -> Bus:
-    """Connect to NATS, retrying with capped exponential backoff and jitter.
+    """Connect to NATS, retrying every second until connected (or ``retry_for`` passed).
 
     Once connected, nats-py reconnects by itself forever (no busy loop: it waits between
     attempts) and re-establishes every subscription.
@@ -157,10 +213,16 @@ async def connect_bus(
         url: a ``nats://host:port`` URL (comma-separated for several servers).
         name: the connection's name, shown in NATS monitoring.
         retry_for: give up after this many seconds; ``None`` retries forever.
-        max_backoff: the longest wait between two attempts.
+        credentials: the NATS user to connect as (None: user and password from the URL,
+            or none).
+        on_refused: called with the reason when the server refuses these credentials
+            (revoked, unknown, expired) or closes the connection for good (nats-py does
+            not reconnect after a protocol error): retrying will not help, the caller
+            decides.
 
     Raises:
-        BusError: not connected within ``retry_for`` seconds.
+        BusError: not connected within ``retry_for`` seconds; the server refused the
+            credentials (unknown, revoked), or they are invalid.
 
     Cancellation stops the retries at once.
     """
@@ -177,14 +239,44 @@ async def connect_bus(
         stats.last_reconnect = time.monotonic()
         log.info("NATS reconnected to %s", url)
 
-    async def on_error(exc: Exception) -> None:
-        log.debug("NATS error: %s", type(exc).__name__)
+    connecting = True
+    refused: list[str] = []
+    failures = 0
+    scope = anyio.CancelScope(
+        deadline=math.inf if retry_for is None else anyio.current_time() + retry_for
+    )
 
+    async def on_error(exc: Exception) -> None:
+        nonlocal failures
+        reason = refusal(exc)
+        if reason is not None:
+            if connecting:  # retrying will not help: nats-py raises it instead of retrying
+                refused.append(reason)
+                client.options["allow_reconnect"] = False
+            elif on_refused is not None:
+                on_refused(reason)
+            return
+        if connecting:
+            failures += 1
+            if failures == 1 or failures % 10 == 0:
+                log.info("NATS at %s not reachable yet (%s); retrying", url, type(exc).__name__)
+        else:
+            log.debug("NATS error: %s", type(exc).__name__)
+
+    client = Client()
+
+    async def on_closed() -> None:
+        if stats.closing or connecting or on_refused is None:
+            return
+        error = client.last_error
+        reason = refusal(error) if error is not None else None
+        on_refused(reason or f"the connection was closed ({error or 'no reason given'})")
+
+    jwt_cb, sign_cb = credentials.callbacks() if credentials is not None else (None, None)
     servers = [u.strip() for u in url.split(",") if u.strip()]
-    deadline = None if retry_for is None else anyio.current_time() + retry_for
-    backoff = 0.05
-    while True:
-        client = Client()
+    with scope:
+        # nats-py retries the first connection by itself (every ``reconnect_time_wait``)
+        # as long as reconnecting is allowed; the scope bounds it.
         try:
             await client.connect(
                 servers=servers,
@@ -195,19 +287,38 @@ async def connect_bus(
                 allow_reconnect=True,
                 disconnected_cb=on_disconnect,
                 reconnected_cb=on_reconnect,
+                closed_cb=on_closed,
                 error_cb=on_error,
                 ping_interval=5,
                 max_outstanding_pings=3,
+                user_jwt_cb=jwt_cb,
+                signature_cb=sign_cb,
             )
-            return Bus(client=client, url=url, stats=stats)
         except (NatsError, OSError) as exc:
-            with anyio.CancelScope(shield=True):
-                await client.close()
-            if deadline is not None and anyio.current_time() + backoff > deadline:
+            if not refused:
+                with anyio.CancelScope(shield=True):
+                    await client.close()
                 raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
-            log.info("NATS at %s not reachable yet (%s); retrying", url, type(exc).__name__)
-        await anyio.sleep(backoff * (0.5 + random.random()))
-        backoff = min(backoff * 2, max_backoff)
+        else:
+            connecting = False
+            return Bus(client=client, url=url, stats=stats)
+    with anyio.CancelScope(shield=True):
+        await client.close()
+    if refused:
+        raise BusError(f"NATS at {url} refused this connection's credentials: {refused[0]}")
+    raise BusError(f"cannot connect to NATS at {url} within {retry_for:g} s")
 
 
-__all__ = ["Bus", "BusStats", "Handler", "connect_bus"]
+_REFUSALS = ("authorization", "authentication", "revoked", "expired")
+
+
+def refusal(exc: BaseException) -> str | None:
+    """The server's reason if ``exc`` says it refused the connection's credentials."""
+    text = str(exc).strip()
+    lowered = text.lower()
+    if any(word in lowered for word in _REFUSALS):
+        return text.removeprefix("nats: ").strip("'\" ")
+    return None
+
+
+__all__ = ["Bus", "BusCredentials", "BusStats", "Handler", "Headers", "connect_bus", "refusal"]

@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -23,12 +23,18 @@ from knit.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HISTORY_RETENTION,
     DEFAULT_HTTP,
+    DEFAULT_MAX_REPLICAS,
     DEFAULT_NATS_LISTEN,
     DEFAULT_NODE_TTL,
     AgentConfig,
     ServerConfig,
 )
 from knit.errors import KnitError
+
+if TYPE_CHECKING:
+    from knit.client import ApiClient
+
+CA_FILE_ENV = "KNIT_CA_FILE"
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
@@ -57,6 +63,54 @@ def non_negative_seconds(text: str) -> float:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """A number of seconds above 0 (for argparse)."""
+    value = non_negative_seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
+    return value
+
+
+def client_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to the API: ``--api``, ``--token``, ``--ca-file``, ``--json``."""
+    cmd = sub.add_parser(name, help=help_text)
+    cmd.add_argument(
+        "--api", default=os.environ.get("KNIT_API", DEFAULT_API), help="the server's API URL"
+    )
+    cmd.add_argument(
+        "--token",
+        default=None,
+        help="API token (else KNIT_TOKEN, else the file KNIT_TOKEN_FILE, else .knit/admin.token)",
+    )
+    cmd.add_argument(
+        "--ca-file",
+        default=os.environ.get(CA_FILE_ENV) or None,
+        metavar="FILE",
+        help="PEM CA to trust for an https API (KNIT_CA_FILE)",
+    )
+    cmd.add_argument("--json", action="store_true", help="print JSON")
+    return cmd
+
+
+def positive_int(text: str) -> int:
+    """A whole number, 1 or more (for argparse)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 1 or more")
+    return value
+
+
+HOST_NETWORK_HELP = (
+    "run deployments attached to a host network here (they share the host's network stack; "
+    "off by default: such deployments are placed on other nodes only)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="knit", description="A small container orchestrator.")
@@ -77,9 +131,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long events and finished tasks are kept (0: for ever; default 72 h)",
     )
+    server.add_argument(
+        "--nats-creds",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a NATS .creds file to connect to an external NATS (--nats) with",
+    )
+    server.add_argument(
+        "--nats-advertise",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a NATS URL joining nodes are given (default: the server's own)",
+    )
+    server.add_argument(
+        "--insecure-bus",
+        action="store_true",
+        help="an OPEN bus for a trusted lab: no NATS credentials, messages not proved",
+    )
+    server.add_argument(
+        "--max-replicas",
+        type=positive_int,
+        default=DEFAULT_MAX_REPLICAS,
+        metavar="N",
+        help=f"the most replicas one deployment may ask for (default {DEFAULT_MAX_REPLICAS:,})",
+    )
 
     agent = sub.add_parser("agent", help="run the agent of this host")
-    agent.add_argument("--nats", default=f"nats://{DEFAULT_NATS_LISTEN}")
+    agent.add_argument(
+        "--server", default=None, metavar="URL", help="the API to join through (first start)"
+    )
+    agent.add_argument(
+        "--join-token",
+        default=os.environ.get("KNIT_JOIN_TOKEN"),
+        metavar="TOKEN",
+        help="a join token (first start only; default $KNIT_JOIN_TOKEN)",
+    )
+    agent.add_argument("--ca-file", type=Path, default=None, metavar="FILE")
+    agent.add_argument("--nats", default=None, help="NATS URL (default: the one received at join)")
+    agent.add_argument("--nats-creds", type=Path, default=None, metavar="FILE")
+    agent.add_argument(
+        "--insecure-bus", action="store_true", help="run on an open lab bus without joining"
+    )
     agent.add_argument("--data-dir", type=Path, default=Path(".knit/agent"))
     agent.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     agent.add_argument(
@@ -87,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--docker-host", default=None)
     agent.add_argument("--hostname", default=None)
+    agent.add_argument("--allow-host-network", action="store_true", help=HOST_NETWORK_HELP)
 
     dev = sub.add_parser("dev", help="nats-server, server and one agent in one process tree")
     dev.add_argument("--http", default=DEFAULT_HTTP)
@@ -97,21 +192,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_INTERVAL, metavar="SECONDS"
     )
     dev.add_argument("--example", action="store_true", help="submit an example deployment")
+    dev.add_argument("--allow-host-network", action="store_true", help=HOST_NETWORK_HELP)
 
-    api_default = os.environ.get("KNIT_API", DEFAULT_API)
+    server.add_argument(
+        "--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS: PEM certificate"
+    )
+    server.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="the certificate's PEM key"
+    )
+
     for name, help_text in (
         ("ps", "list instances"),
         ("nodes", "list nodes"),
         ("deploy", "submit a deployment"),
         ("rm", "delete a deployment"),
     ):
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--api", default=api_default, help="the server's API URL")
-        cmd.add_argument("--json", action="store_true", help="print JSON")
+        cmd = client_parser(sub, name, help_text)
         if name == "deploy":
             cmd.add_argument("-f", "--file", required=True, help="YAML or JSON spec ('-': stdin)")
         if name == "rm":
             cmd.add_argument("target", metavar="NAME|ID")
+
+    token = sub.add_parser("token", help="API tokens (admin)").add_subparsers(
+        dest="action", required=True
+    )
+    create = client_parser(token, "create", "make an API token; prints it (shown only once)")
+    create.add_argument("--name", required=True, help="1-63 of [a-z0-9-], unique")
+    create.add_argument("--role", required=True, choices=["read", "deploy", "admin"])
+    create.add_argument("--ttl", type=positive_seconds, default=None, metavar="SECONDS")
+    client_parser(token, "ls", "list API tokens (never their secrets)")
+    client_parser(token, "rm", "revoke an API token").add_argument("id", metavar="ID")
+
+    node = sub.add_parser("node", help="nodes (admin)").add_subparsers(dest="action", required=True)
+    client_parser(node, "rm", "remove a node: its credentials stop working at once").add_argument(
+        "id", metavar="ID"
+    )
+
+    join = sub.add_parser("join-token", help="join tokens for new agents (admin)")
+    join_sub = join.add_subparsers(dest="action", required=True)
+    create = client_parser(join_sub, "create", "make a join token; prints it (shown only once)")
+    create.add_argument("--ttl", type=positive_seconds, default=None, metavar="SECONDS")
+    create.add_argument("--uses", type=int, default=None, metavar="N", help="nodes it admits")
+    client_parser(join_sub, "ls", "list join tokens (never their secrets)")
+    client_parser(join_sub, "rm", "revoke a join token").add_argument("id", metavar="ID")
     return parser
 
 
@@ -164,6 +287,12 @@ def run(args: argparse.Namespace) -> int:
                 node_ttl=args.node_ttl,
                 database_url=args.database_url,
                 history_retention=args.history_retention,
+                insecure_bus=args.insecure_bus,
+                nats_creds=args.nats_creds,
+                nats_advertise=tuple(args.nats_advertise),
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                max_replicas=args.max_replicas,
             )
         )
     if args.command == "agent":
@@ -177,6 +306,12 @@ def run(args: argparse.Namespace) -> int:
                 heartbeat_interval=args.heartbeat_interval,
                 docker_host=args.docker_host,
                 hostname=args.hostname,
+                server=args.server,
+                join_token=args.join_token,
+                ca_file=args.ca_file,
+                nats_creds=args.nats_creds,
+                insecure_bus=args.insecure_bus,
+                allow_host_network=args.allow_host_network,
             )
         )
     if args.command == "dev":
@@ -190,16 +325,18 @@ def run(args: argparse.Namespace) -> int:
                 node_ttl=args.node_ttl,
                 heartbeat_interval=args.heartbeat_interval,
                 example=args.example,
+                allow_host_network=args.allow_host_network,
             )
         )
     return run_client_command(args)
 
 
 def run_client_command(args: argparse.Namespace) -> int:
-    """``ps``, ``nodes``, ``deploy`` and ``rm``: one API call each, printed."""
-    from knit.client import ApiClient
+    """``ps``, ``nodes``, ``deploy``, ``rm``, ``token ...``, ``join-token ...`` and
+    ``node rm``: one or two API calls each, printed."""
+    from knit.client import ApiClient, find_token
 
-    client = ApiClient(args.api)
+    client = ApiClient(args.api, token=find_token(args.token), ca_file=args.ca_file)
     try:
         if args.command == "nodes":
             nodes = client.nodes()
@@ -217,9 +354,61 @@ def run_client_command(args: argparse.Namespace) -> int:
             deployment = client.resolve_deployment(args.target)
             client.delete_deployment(deployment["id"])
             print(f"deployment {deployment['name']} deleted")
+        elif args.command == "token":
+            run_token_command(args, client)
+        elif args.command == "join-token":
+            run_join_token_command(args, client)
+        elif args.command == "node":  # (rm, its only action)
+            client.call("DELETE", f"/nodes/{args.id}")
+            print(f"node {args.id} removed: its credentials no longer work")
     finally:
         client.close()
     return 0
+
+
+def run_token_command(args: argparse.Namespace, client: ApiClient) -> None:
+    """``knit token create|ls|rm``."""
+    if args.action == "create":
+        body: dict[str, Any] = {"name": args.name, "role": args.role}
+        if args.ttl is not None:
+            body["ttl"] = args.ttl
+        created = client.call("POST", "/tokens", body)
+        print_secret(args, created, f"token {created['name']} ({created['role']})")
+    elif args.action == "ls":
+        rows = client.call("GET", "/tokens")
+        emit(args, rows, ["id", "name", "role", "created_at", "expires_at", "expired"])
+    elif args.action == "rm":
+        client.call("DELETE", f"/tokens/{args.id}")
+        print(f"token {args.id} revoked")
+
+
+def run_join_token_command(args: argparse.Namespace, client: ApiClient) -> None:
+    """``knit join-token create|ls|rm``."""
+    if args.action == "create":
+        body: dict[str, Any] = {}
+        if args.ttl is not None:
+            body["ttl"] = args.ttl
+        if args.uses is not None:
+            body["uses"] = args.uses
+        created = client.call("POST", "/join-tokens", body)
+        print_secret(args, created, f"join token for {created['uses']} node(s)")
+    elif args.action == "ls":
+        rows = client.call("GET", "/join-tokens")
+        emit(args, rows, ["id", "uses", "used", "created_at", "expires_at", "revoked"])
+    elif args.action == "rm":
+        client.call("DELETE", f"/join-tokens/{args.id}")
+        print(f"join token {args.id} revoked")
+
+
+def print_secret(args: argparse.Namespace, created: dict[str, Any], what: str) -> None:
+    """Print a new token's secret alone on standard output (``T=$(knit token create ...)``
+    captures it), what it is on standard error; or the whole reply with ``--json``."""
+    if args.json:
+        print(json.dumps(created, indent=2))
+        return
+    expires = created.get("expires_at") or "never"
+    print(f"{what} {created['id']} created, expires {expires}", file=sys.stderr)
+    print(created["token"])
 
 
 def load_spec(path: str) -> dict[str, Any]:

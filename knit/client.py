@@ -1,10 +1,21 @@
 """A small synchronous client of Knit's REST API, used by the CLI.
 
 Layer: adapter (HTTP client); imports httpx and the standard library.
+
+It sends an API token as ``Authorization: Bearer``; :func:`find_token` says which one the
+CLI uses: ``--token``, else ``KNIT_TOKEN``, else the file named by ``KNIT_TOKEN_FILE``, else
+``.knit/admin.token`` in the current folder (where ``knit dev`` writes the first admin
+token). An ``https`` API is checked against the system's CAs, or the ``--ca-file`` given
+(``KNIT_CA_FILE``).
 """
 
 from __future__ import annotations
 
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -12,6 +23,72 @@ import httpx
 from knit.errors import KnitError
 
 JSON = dict[str, Any]
+TOKEN_ENV = "KNIT_TOKEN"
+TOKEN_FILE_ENV = "KNIT_TOKEN_FILE"
+CA_FILE_ENV = "KNIT_CA_FILE"
+DEV_TOKEN_FILE = Path(".knit") / "admin.token"
+
+
+@dataclass(frozen=True)
+class FoundToken:
+    """An API token and where it came from (for messages; never the token itself)."""
+
+    secret: str
+    source: str
+
+
+def read_token_file(path: Path) -> str:
+    """The token held in ``path`` (its first line, stripped).
+
+    Raises:
+        KnitError: the file cannot be read or is empty.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise KnitError(f"cannot read the token file {path}: {reason}") from exc
+    lines = text.strip().splitlines()
+    if not lines or not lines[0].strip():
+        raise KnitError(f"the token file {path} is empty")
+    return lines[0].strip()
+
+
+def find_token(
+    given: str | None, environ: Mapping[str, str] = os.environ, cwd: Path | None = None
+) -> FoundToken | None:
+    """The API token to send: ``given`` (``--token``), else ``KNIT_TOKEN``, else the file
+    named by ``KNIT_TOKEN_FILE``, else ``.knit/admin.token`` under ``cwd`` (the current
+    folder) if it exists; None if there is none.
+
+    Raises:
+        KnitError: ``KNIT_TOKEN_FILE`` (or ``.knit/admin.token``) cannot be read.
+    """
+    if given:
+        return FoundToken(given.strip(), "--token")
+    if environ.get(TOKEN_ENV, "").strip():
+        return FoundToken(environ[TOKEN_ENV].strip(), TOKEN_ENV)
+    named = environ.get(TOKEN_FILE_ENV, "").strip()
+    if named:
+        return FoundToken(read_token_file(Path(named)), f"{TOKEN_FILE_ENV}={named}")
+    dev = (cwd or Path.cwd()) / DEV_TOKEN_FILE
+    if dev.is_file():
+        return FoundToken(read_token_file(dev), str(DEV_TOKEN_FILE))
+    return None
+
+
+def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """What httpx checks an ``https`` server with: the CA file given, else the system's.
+
+    Raises:
+        KnitError: ``ca_file`` cannot be read or holds no certificate.
+    """
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise KnitError(f"cannot use the CA file {ca_file}: {exc}") from exc
 
 
 class ApiError(KnitError):
@@ -24,11 +101,30 @@ class ApiError(KnitError):
 
 
 class ApiClient:
-    """Talks to one Knit server. Every call raises :class:`ApiError` on failure."""
+    """Talks to one Knit server. Every call raises :class:`ApiError` on failure.
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+    Args:
+        base_url: the API's URL (``http://`` or ``https://``).
+        token: the API token to send, if any.
+        ca_file: a PEM file of the CA (or the self-signed certificate) to trust for an
+            ``https`` API, instead of the system's.
+        timeout: seconds per request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: FoundToken | None = None,
+        ca_file: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.token = token
+        headers = {"Authorization": f"Bearer {token.secret}"} if token is not None else {}
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers=headers, verify=tls_verify(ca_file)
+        )
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -38,6 +134,11 @@ class ApiClient:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ApiError(
+                    f"the Knit API at {self.base_url} has a certificate this machine does "
+                    "not trust: give its CA with --ca-file FILE (or KNIT_CA_FILE)"
+                ) from exc
             raise ApiError(
                 f"cannot reach the Knit API at {self.base_url} ({type(exc).__name__}): "
                 "is `knit dev` or `knit server` running? (--api URL or KNIT_API set it)"
@@ -55,8 +156,31 @@ class ApiClient:
                 f"{method} {path}: HTTP {response.status_code}, not JSON", response.status_code
             ) from exc
         if response.is_error:
-            raise ApiError(describe_error(data, response.status_code), response.status_code, data)
+            message = describe_error(data, response.status_code) + self._advice(
+                response.status_code
+            )
+            raise ApiError(message, response.status_code, data)
         return data
+
+    def _advice(self, status: int) -> str:
+        if status == 401 and self.token is None:
+            return (
+                " (no API token: pass --token, set KNIT_TOKEN or KNIT_TOKEN_FILE, or run "
+                f"from the folder holding {DEV_TOKEN_FILE})"
+            )
+        if status == 401 and self.token is not None:
+            return f" (the token from {self.token.source})"
+        if status == 403:
+            return " (ask an admin for a token with that role: knit token create)"
+        return ""
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Any request: the JSON answer (None if empty).
+
+        Raises:
+            ApiError: the API refused it or could not be reached.
+        """
+        return self._call(method, path, body)
 
     def nodes(self) -> list[JSON]:
         """``GET /nodes``."""

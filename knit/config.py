@@ -17,6 +17,8 @@ DEFAULT_NODE_TTL = 15.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HISTORY_RETENTION = 72 * 3600.0
 """Seconds events and finished tasks are kept (``knit server --history-retention``)."""
+DEFAULT_MAX_REPLICAS = 1_000
+"""The most replicas one deployment may ask for (``knit server --max-replicas``)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,18 @@ class ServerConfig:
         restart_grace: seconds after a server start during which no node is marked
             unhealthy (agents need one heartbeat interval to be heard again).
         history_retention: seconds events and finished tasks are kept (0: for ever).
+        insecure_bus: an open bus for a trusted lab: the embedded nats-server asks no
+            credentials and messages are believed without proof (never the default).
+        nats_creds: a NATS ``.creds`` file the server connects to an external NATS with
+            (user and password may also be given in the ``nats_url``).
+        nats_advertise: the NATS URLs given to joining nodes (default: the one the server
+            uses, a wildcard host replaced by the host name the node reached the API with).
+        admin_token_file: where the first admin token is written when the store holds no
+            API token (default ``<data_dir>/admin.token``).
+        tls_cert: a PEM certificate (chain) to serve the API over HTTPS with; needs
+            ``tls_key``.
+        tls_key: the PEM private key of ``tls_cert``.
+        max_replicas: the most replicas one deployment may ask for (422 above).
     """
 
     http: str = DEFAULT_HTTP
@@ -43,6 +57,19 @@ class ServerConfig:
     database_url: str | None = None
     restart_grace: float | None = None
     history_retention: float = DEFAULT_HISTORY_RETENTION
+    insecure_bus: bool = False
+    nats_creds: Path | None = None
+    nats_advertise: tuple[str, ...] = ()
+    admin_token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def admin_token_path(self) -> Path:
+        """``admin_token_file``, or ``admin.token`` in the data dir."""
+        return self.admin_token_file or self.data_dir / "admin.token"
+
+    max_replicas: int = DEFAULT_MAX_REPLICAS
 
 
 @dataclass(frozen=True)
@@ -50,20 +77,35 @@ class AgentConfig:
     """Settings of one ``knit agent`` process.
 
     Attributes:
-        nats_url: the NATS to connect to.
-        data_dir: where the node id, the node's key pair and rendered templates live.
+        nats_url: the NATS to connect to (None: the URLs received at join; on an open bus
+            without a join, the local default).
+        data_dir: where the identity, the node's keys and rendered templates live.
         labels: node labels, matched by deployments' ``node_selector``.
         heartbeat_interval: seconds between two heartbeats.
         docker_host: the Docker Engine to drive (default ``DOCKER_HOST`` or the local socket).
         hostname: the name reported to the server (default the machine's).
+        server: the API to join through (with ``join_token``, the first time).
+        join_token: a join token (only needed until the agent has joined).
+        ca_file: a CA bundle to trust for the API's TLS certificate.
+        nats_creds: a NATS ``.creds`` file (a cluster on an external NATS that Knit does
+            not issue credentials for).
+        insecure_bus: run on an open bus without joining (``knit server --insecure-bus``).
+        allow_host_network: run deployments attached to a ``host`` network (off: such
+            deployments are never placed on this node, and their tasks are refused).
     """
 
-    nats_url: str = f"nats://{DEFAULT_NATS_LISTEN}"
+    nats_url: str | None = None
     data_dir: Path = Path(".knit/agent")
     labels: dict[str, str] = field(default_factory=dict)
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     docker_host: str | None = None
     hostname: str | None = None
+    server: str | None = None
+    join_token: str | None = None
+    ca_file: Path | None = None
+    nats_creds: Path | None = None
+    insecure_bus: bool = False
+    allow_host_network: bool = False
 
 
 def default_docker_host() -> str | None:

@@ -25,7 +25,6 @@ from knit.config import (
     ServerConfig,
 )
 from knit.errors import KnitError, RuntimeUnavailable
-from knit.natsd import embedded_nats
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,7 @@ class DevConfig:
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     example: bool = False
     docker_host: str | None = None
+    allow_host_network: bool = False
 
 
 def run_dev(config: DevConfig) -> int:
@@ -81,42 +81,79 @@ async def dev_main(config: DevConfig) -> int:
         return 1
     log.info("Docker Engine %s answers", version)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    async with embedded_nats("127.0.0.1:0", log_file=config.data_dir / "nats-server.log") as url:
-        server_config = ServerConfig(
-            http=config.http,
-            data_dir=config.data_dir / "server",
-            nats_url=url,
-            node_ttl=config.node_ttl,
-        )
+    server_config = ServerConfig(
+        http=config.http,
+        data_dir=config.data_dir / "server",
+        nats_listen="127.0.0.1:0",
+        node_ttl=config.node_ttl,
+        admin_token_file=config.data_dir / "admin.token",  # so `knit ps` finds it
+    )
+    agent_dir = config.data_dir / "agent"
+    async with anyio.create_task_group() as tg:
+        api_url = await tg.start(serve_server, server_config)
+        token_file = server_config.admin_token_path
+        admin_token = (await anyio.Path(token_file).read_text()).strip()
+        join_token = await dev_join_token(api_url, admin_token, agent_dir)
         agent_config = AgentConfig(
-            nats_url=url,
-            data_dir=config.data_dir / "agent",
+            data_dir=agent_dir,
             labels=config.labels,
             heartbeat_interval=config.heartbeat_interval,
             docker_host=config.docker_host,
+            server=api_url,
+            join_token=join_token,
+            allow_host_network=config.allow_host_network,
         )
-        async with anyio.create_task_group() as tg:
-            api_url = await tg.start(serve_server, server_config)
-            await tg.start(serve_agent, agent_config)
-            print(f"Knit is running. API: {api_url}  (knit ps --api {api_url})", flush=True)
-            if config.example:
-                tg.start_soon(submit_example, api_url, config.docker_host)
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for signum in signals:
-                    log.info("received %s: stopping", signal.Signals(signum).name)
-                    break
-            tg.cancel_scope.cancel()
+        await tg.start(serve_agent, agent_config)
+        print(f"Knit is running. API: {api_url}  (knit ps --api {api_url})", flush=True)
+        print(f"Admin API token: {token_file} (KNIT_TOKEN_FILE for knit)", flush=True)
+        if config.example:
+            tg.start_soon(submit_example, api_url, config.docker_host, admin_token)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                break
+        tg.cancel_scope.cancel()
     return 0
 
 
-async def submit_example(api_url: str, docker_host: str | None) -> None:
-    """Make the example image if needed and submit the example deployment (once)."""
+async def dev_join_token(api_url: str, admin_token: str, agent_dir: Path) -> str | None:
+    """A join token for the local agent, if it must join (None: it has joined this server).
+
+    An identity left by an earlier ``knit dev`` whose server no longer knows the node (its
+    data was wiped) is forgotten, so the agent joins again.
+
+    Raises:
+        KnitError: the server refused to make a join token.
+    """
+    from knit.agent.identity import forget_identity, load_identity
+
+    identity = load_identity(agent_dir)
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    async with httpx.AsyncClient(base_url=api_url, timeout=10, headers=headers) as http:
+        if identity is not None:
+            known = await http.get(f"/nodes/{identity.node_id}")
+            if known.status_code == 200:
+                return None
+            log.info("forgetting node %s, unknown to this server: joining again", identity.node_id)
+            forget_identity(agent_dir)
+        made = await http.post("/join-tokens", json={"ttl": 300, "uses": 1})
+        if made.status_code != 201:
+            raise KnitError(f"knit dev could not make a join token: HTTP {made.status_code}")
+        return str(made.json()["token"])
+
+
+async def submit_example(api_url: str, docker_host: str | None, token: str) -> None:
+    """Make the example image if needed and submit the example deployment (once), with the
+    admin ``token``."""
     from knit.example import EXAMPLE_DEPLOYMENT, ensure_example_image
 
     try:
         await ensure_example_image(docker_host)
-        async with httpx.AsyncClient(base_url=api_url, timeout=10) as http:
-            existing = (await http.get("/deployments")).json()
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=api_url, timeout=10, headers=headers) as http:
+            listed = await http.get("/deployments")
+            listed.raise_for_status()
+            existing = listed.json()
             if any(d.get("name") == EXAMPLE_DEPLOYMENT["name"] for d in existing):
                 print("example deployment already present", flush=True)
                 return

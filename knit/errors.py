@@ -73,3 +73,8 @@ class BusError(KnitError):
 
 class StoreError(KnitError):
     """The state store (SQLite) failed."""
+
+
+class Unauthorized(KnitError):
+    """A credential (an API token, a join token) is missing, unknown, expired, revoked or
+    used up; the API answers 401. The message is one line and never holds the secret."""

@@ -16,12 +16,17 @@ events and messages each need one, thousands a second at scale. The ids are uniq
 unguessable enough for what they are, names of rows and messages; they tell when they were
 made. They are not secrets and nothing authenticates with them (node keys and credentials
 use ``knit.secrets``).
+
+:func:`is_id` checks the format (32 lowercase hex digits) without the version: rows made before
+ids were time-ordered hold version 4 UUIDs in the same spelling. The agent refuses a task whose
+ids are not in this format (they name folders and Docker labels; see docs/security.md).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import time
 
 _rng = random.Random(os.urandom(32))
@@ -39,10 +44,20 @@ def new_id() -> str:
     return (value & _CLEAR | _SET).to_bytes(16, "big").hex()
 
 
+ID_PATTERN = r"^[0-9a-f]{32}$"
+"""The spelling of every id Knit makes: 32 lowercase hex digits (no dashes)."""
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def is_id(text: str) -> bool:
+    """Whether ``text`` is spelt as Knit's ids are (32 lowercase hex digits)."""
+    return _ID_RE.fullmatch(text) is not None
+
+
 def _reseed() -> None:
     _rng.seed(os.urandom(32))
 
 
 os.register_at_fork(after_in_child=_reseed)
 
-__all__ = ["new_id"]
+__all__ = ["ID_PATTERN", "is_id", "new_id"]

@@ -11,7 +11,10 @@ and creating its key files. See docs/decisions/0002.
 - :class:`NodeKeyPair` is an agent's X25519 key pair, kept in ``node.key`` (mode 0600) in its
   data dir. Its public key travels in the registration heartbeat.
 - :func:`seal` encrypts to a node's public key (ephemeral X25519, HKDF-SHA256, AES-256-GCM):
-  only that node's :meth:`NodeKeyPair.open` recovers the plaintext.
+  only that node's :meth:`NodeKeyPair.open` recovers the plaintext. What a task carries is
+  sealed with associated data that names the node, the task and (for a registry password)
+  the registry (:func:`registry_aad`, :func:`env_aad`): a task captured on the bus and
+  replayed to another node, under another task id, or for another registry opens nowhere.
 
 Key files readable by group or others are refused, as ssh does. Nothing here logs or
 reprs a key or a plaintext.
@@ -34,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from knit.errors import SecretError
+from knit.trust.macs import LinkKeys, derive_link_keys
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +245,16 @@ def seal(plaintext: str, recipient_public_b64: str, aad: str = "") -> str:
     return _SEAL_PREFIX + _b64encode(ephemeral_raw + nonce + sealed)
 
 
+def registry_aad(node_id: str, task_id: str, registry_server: str) -> str:
+    """The associated data of a registry password sealed into one task for one node."""
+    return f"knit registry|{node_id}|{task_id}|{registry_server}"
+
+
+def env_aad(node_id: str, task_id: str) -> str:
+    """The associated data of the secret environment sealed into one task for one node."""
+    return f"knit env|{node_id}|{task_id}"
+
+
 class NodeKeyPair:
     """An agent's X25519 key pair: what is sealed to its public key only it can open."""
 
@@ -314,6 +328,18 @@ class NodeKeyPair:
             ) from exc
         return plain.decode("utf-8")
 
+    def link_keys(self, server_key_b64: str, node_id: str) -> LinkKeys:
+        """The keys this node shares with the server whose link key is ``server_key_b64``
+        (knit.trust.macs): they prove the messages between them.
+
+        Raises:
+            SecretError: the server's key is not a valid X25519 public key.
+        """
+        try:
+            return derive_link_keys(self._private, _public_raw(server_key_b64), node_id)
+        except ValueError as exc:
+            raise SecretError("the server's link key is not usable") from exc
+
     def __repr__(self) -> str:
         return f"NodeKeyPair(public={self.public_key_b64})"
 
@@ -324,5 +350,7 @@ __all__ = [
     "SECRET_KEY_FILE",
     "NodeKeyPair",
     "SecretBox",
+    "env_aad",
+    "registry_aad",
     "seal",
 ]

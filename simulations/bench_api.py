@@ -42,6 +42,7 @@ import anyio.lowlevel
 from sqlalchemy import insert
 
 from knit.api.app import create_app
+from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
 from knit.server.main import tune_runtime
@@ -136,10 +137,15 @@ async def fill(repo: Repo) -> tuple[list[str], list[str]]:
 
 
 class AsgiClient:
-    """Calls a Quart app as an ASGI server would, for GET requests; returns status and body."""
+    """Calls a Quart app as an ASGI server would, for GET requests; returns status and body.
 
-    def __init__(self, app: Any) -> None:
+    Every request carries ``token`` as ``Authorization: Bearer`` (the gate checks it on
+    both the fast path and Quart's).
+    """
+
+    def __init__(self, app: Any, token: str) -> None:
         self.app = app
+        self.authorization = f"Bearer {token}".encode()
 
     async def get(self, path: str, query: bytes = b"") -> tuple[int, bytes]:
         scope = {
@@ -152,7 +158,11 @@ class AsgiClient:
             "raw_path": path.encode(),
             "query_string": query,
             "root_path": "",
-            "headers": [(b"host", b"bench"), (b"accept", b"application/json")],
+            "headers": [
+                (b"host", b"bench"),
+                (b"accept", b"application/json"),
+                (b"authorization", self.authorization),
+            ],
             "client": ("127.0.0.1", 50000),
             "server": ("127.0.0.1", 8080),
             "extensions": {},
@@ -249,10 +259,13 @@ async def bench(requests: int, concurrency: int, burners: int) -> dict[str, Any]
             deps, node_ids = await fill(repo)
             results["fill_s"] = round(time.perf_counter() - started, 1)
             ctx = cast(ServerContext, SimpleNamespace(repo=repo, last_heartbeats={}))
+            access = TokenKeeper(store)
+            token_file = Path(tmp) / "admin.token"
+            await access.ensure_admin_token(token_file)
             plane = ServerPlane(
-                ctx, cast(Any, None), cast(Any, None), cast(Any, None), BridgeStats()
+                ctx, cast(Any, None), cast(Any, None), cast(Any, None), BridgeStats(), access
             )
-            client = AsgiClient(create_app(plane))
+            client = AsgiClient(create_app(plane), token_file.read_text().strip())
             kinds = calls(plane, client, deps, node_ids)
             for call in kinds.values():  # warm up caches and the pool
                 for i in range(50):

@@ -63,10 +63,15 @@ def docker_run_latencies(n: int) -> list[float]:
     return out
 
 
-async def knit_latencies(api: str, n: int) -> list[float]:
+def auth(data_dir: Path) -> dict[str, str]:
+    """The headers that send ``knit dev``'s admin token (in ``<data dir>/admin.token``)."""
+    return {"Authorization": f"Bearer {(data_dir / 'admin.token').read_text().strip()}"}
+
+
+async def knit_latencies(api: str, n: int, headers: dict[str, str]) -> list[float]:
     """Seconds from ``POST /deployments`` to the API reporting the instance running."""
     out = []
-    async with httpx.AsyncClient(base_url=api, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=headers) as http:
         for i in range(n):
             start = time.perf_counter()
             response = await http.post(
@@ -85,13 +90,15 @@ async def knit_latencies(api: str, n: int) -> list[float]:
     return out
 
 
-async def wait_for_node(api: str) -> None:
+async def wait_for_node(api: str, data_dir: Path) -> None:
     """Wait until ``knit dev``'s agent is registered and healthy."""
     async with httpx.AsyncClient(base_url=api, timeout=5) as http:
         with anyio.fail_after(60):
             while True:
                 try:
-                    nodes = (await http.get("/nodes")).json()
+                    if not (data_dir / "admin.token").exists():
+                        raise httpx.TransportError("no admin token yet")
+                    nodes = (await http.get("/nodes", headers=auth(data_dir))).json()
                     if any(node["status"] == "healthy" for node in nodes):
                         return
                 except httpx.HTTPError:
@@ -140,9 +147,9 @@ def main() -> None:
             stderr=open(data_dir / "dev.log", "w"),  # noqa: SIM115
         )
         try:
-            anyio.run(wait_for_node, api)
+            anyio.run(wait_for_node, api, data_dir)
             print(f"knit dev ready on {api}; {args.n} deployments each way", flush=True)
-            knit = anyio.run(knit_latencies, api, args.n)
+            knit = anyio.run(knit_latencies, api, args.n, auth(data_dir))
             print(f"knit: p50 {statistics.median(knit) * 1000:.0f} ms", flush=True)
             docker = docker_run_latencies(args.n)
             print(f"docker run: p50 {statistics.median(docker) * 1000:.0f} ms", flush=True)

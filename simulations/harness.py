@@ -5,15 +5,17 @@ reached through its processes and its public API, and the agents are Knit's own 
 
 A run goes through the phases of ``simulations.scenario``:
 
-1. **start**: a nats-server and ``python -m knit.cli server`` as child processes (fresh data
-   dir, ``--node-ttl`` of the scenario);
-2. **registration**: ``agents`` simulated agents (``simulations.fleet``; in worker
-   processes when ``processes`` > 1) until the server counts them all healthy;
+1. **start**: ``python -m knit.cli server`` as a child process (fresh data dir,
+   ``--node-ttl`` of the scenario), with its embedded nats-server;
+2. **registration**: a join token for every agent (``POST /join-tokens``), then ``agents``
+   simulated agents (``simulations.fleet``; in worker processes when ``processes`` > 1),
+   each joining and connecting with its own credentials, until the server counts them all
+   healthy;
 3. **placement**: the initial deployments over HTTP until the server shows every replica
    running;
 4. **steady**: ``duration_s`` of churn, API clients and faults; after a kill or a partition
    the run waits (up to ``timeouts.replace_s``) for the replicas to run elsewhere;
-5. **shutdown**: agents, then the server (SIGTERM), then nats-server.
+5. **shutdown**: agents, then the server (SIGTERM; it stops its nats-server).
 
 A phase past its deadline is a failure: the run goes on to shut down and still reports.
 The monitor (``simulations.monitor``) samples the server throughout; the report is built by
@@ -47,7 +49,7 @@ from simulations.load import MAX_IN_FLIGHT, ApiLatencies, DeployTracker, api_cli
 from simulations.monitor import Monitor
 from simulations.report import Recorder, Report, build_report, percentile, write_report
 from simulations.scenario import Fault, Scenario
-from simulations.services import NatsProcess, ServerProcess, get_json
+from simulations.services import ServerProcess, get_json, make_join_token
 from simulations.workers import WorkerPool, open_workers
 
 log = logging.getLogger(__name__)
@@ -103,27 +105,30 @@ async def run_scenario(
     await anyio.Path(out).mkdir(parents=True, exist_ok=True)
     run = _Run(scenario, Recorder(), progress)
     workdir = Path(tempfile.mkdtemp(prefix=f"knit-sim-{scenario.name}-"))
-    nats = NatsProcess(out)
-    server = ServerProcess(out, workdir / "server", nats.url, scenario.node_ttl)
+    server = ServerProcess(out, workdir / "server", scenario.node_ttl)
     checks: dict[str, Any] = {}
     monitor: Monitor | None = None
     try:
         progress(f"scenario {scenario.name}: {scenario.description}")
-        await nats.start(scenario.timeouts.start_s)
         await server.start(scenario.timeouts.start_s)
         progress(
-            f"nats-server {nats.url} (pid {nats.pid}), knit server {server.url} (pid {server.pid})"
+            f"knit server {server.url} (pid {server.pid}), "
+            f"its nats-server {server.nats_url} (pid {server.nats_pid()})"
         )
         # Connections for every API client and deployment submitter at once, all kept
         # alive (httpx keeps 20 by default: the others were opened and closed per request).
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+        token = (await anyio.Path(workdir / "server" / "admin.token").read_text()).strip()
+        headers = {"Authorization": f"Bearer {token}"}  # the server's first admin token
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=30, limits=limits, headers=headers
+        ) as http:
             monitor = Monitor(http, server, run.recorder)
             async with anyio.create_task_group() as guard:
                 if interrupt is not None:
                     guard.start_soon(_stop_when, interrupt, guard.cancel_scope, run)
                 checks = await _phases(
-                    run, nats, server, http, monitor, workdir, processes, max_in_flight
+                    run, server, http, monitor, workdir, processes, max_in_flight
                 )
                 guard.cancel_scope.cancel()
             await monitor.sample()  # the last figures of the server, before it stops
@@ -135,7 +140,6 @@ async def run_scenario(
         code = await server.stop(scenario.timeouts.shutdown_s)
         if code not in (0, None):
             run.failures.append(f"knit server exited with code {code} (see {server.log})")
-        await nats.stop(5)
         shutil.rmtree(workdir, ignore_errors=True)
     running = monitor.view.running if monitor is not None else 0
     report = build_report(run.recorder, agents=scenario.agents, containers=running)
@@ -149,7 +153,6 @@ async def run_scenario(
 
 async def _phases(
     run: _Run,
-    nats: NatsProcess,
     server: ServerProcess,
     http: httpx.AsyncClient,
     monitor: Monitor,
@@ -163,10 +166,12 @@ async def _phases(
     node_ids = [uuid.uuid4().hex for _ in range(scenario.agents)]
     shares = [(share.percent, dict(share.labels)) for share in scenario.agent_labels]
     spec = FleetSpec(
-        nats_url=nats.url,
+        api_url=server.url,
+        join_token=await make_join_token(http, uses=scenario.agents),
+        admin_token=str(http.headers["Authorization"]).removeprefix("Bearer "),
+        agents_per_connection=scenario.agents_per_connection,
         workdir=workdir,
         heartbeat_interval=scenario.heartbeat_interval,
-        agents_per_connection=scenario.agents_per_connection,
         profile=scenario.profile,
         agents=tuple(agent_specs(node_ids, shares)),
     )
@@ -191,6 +196,7 @@ async def _phases(
         run.phase = "registration"
         recorder.mark(marks.AGENTS_STARTED)
         tg.start_soon(agents.start_all)
+        tg.start_soon(_mark_joined, run, agents)
         registered = scenario.timeouts.registration_s
         if await monitor.until(lambda v: v.healthy >= scenario.agents, registered):
             recorder.mark(marks.REGISTERED)
@@ -219,7 +225,7 @@ async def _phases(
                 )
 
         if not run.failures:
-            await _steady(run, nats, http, monitor, agents, tracker, node_ids)
+            await _steady(run, server, http, monitor, agents, tracker, node_ids)
 
         run.phase = "checks"
         await monitor.sample()
@@ -230,7 +236,7 @@ async def _phases(
 
 async def _steady(
     run: _Run,
-    nats: NatsProcess,
+    server: ServerProcess,
     http: httpx.AsyncClient,
     monitor: Monitor,
     agents: Fleet | WorkerPool,
@@ -258,9 +264,10 @@ async def _steady(
                 deployment_ids,
                 node_ids,
                 client_rng,
+                http.headers["authorization"].removeprefix("Bearer "),
             )
         for fault in scenario.faults:
-            tg.start_soon(_fault, run, fault, steady_began, nats, monitor, agents, node_ids, rng)
+            tg.start_soon(_fault, run, fault, steady_began, server, monitor, agents, node_ids, rng)
         await anyio.sleep(scenario.duration_s)
         recorder.mark(marks.END)
         if marks.FAULT in recorder.marks and marks.REPLACED not in recorder.marks:
@@ -278,7 +285,7 @@ async def _fault(
     run: _Run,
     fault: Fault,
     steady_began: float,
-    nats: NatsProcess,
+    server: ServerProcess,
     monitor: Monitor,
     agents: Fleet | WorkerPool,
     node_ids: list[str],
@@ -288,8 +295,9 @@ async def _fault(
     recorder, scenario = run.recorder, run.scenario
     if fault.kind == "restart_nats":
         recorder.mark(marks.FAULT)
-        run.progress("fault: restarting nats-server")
-        await nats.restart(scenario.timeouts.start_s)
+        run.progress("fault: killing the server's nats-server (SIGKILL)")
+        pid = await server.kill_nats(scenario.timeouts.start_s)
+        run.progress(f"fault: the server runs a new nats-server (pid {pid})")
         return
     alive = [n for n in node_ids if n not in run.killed]
     chosen = rng.sample(alive, max(1, math.ceil(len(alive) * (fault.percent or 0) / 100)))
@@ -369,6 +377,13 @@ async def _watch_loop(run: _Run) -> None:
         run.loop_lag.append(max(0.0, time.monotonic() - began - 0.1))
 
 
+async def _mark_joined(run: _Run, agents: Fleet | WorkerPool) -> None:
+    """Mark the moment every agent has joined (the workers report their joins)."""
+    while agents.joined < run.scenario.agents:  # noqa: ASYNC110 (counters of other processes)
+        await anyio.sleep(0.05)
+    run.recorder.mark(marks.JOINED)
+
+
 async def _report_progress(
     run: _Run, monitor: Monitor, agents: Fleet | WorkerPool, tracker: DeployTracker
 ) -> None:
@@ -383,6 +398,7 @@ async def _report_progress(
         lag = run.loop_lag[-20:]
         run.progress(
             f"[{now:7.1f}s] {run.phase:<12} agents {agents.started}/{run.scenario.agents} "
+            f"(joined {agents.joined}) "
             f"healthy {view.healthy} unhealthy {view.unhealthy} | running {view.running} "
             f"({(view.placed_total - last_placed) / span:.0f}/s) deployments "
             f"{len(tracker.deployments)} | heartbeats {(view.heartbeats - last_beats) / span:.0f}/s"

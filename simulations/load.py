@@ -249,13 +249,15 @@ async def api_client(
     deployment_ids: list[str],
     node_ids: list[str],
     rng: random.Random,
+    token: str | None = None,
 ) -> None:
     """Read one entity after another, with a think time between requests, until cancelled.
 
     Each client keeps one connection to the server (``simulations.rawhttp``: a measuring
-    client costs the harness, which shares the machine with the server, little).
+    client costs the harness, which shares the machine with the server, little) and sends
+    ``token`` (the server's admin token).
     """
-    http = RawHttp(base_url)
+    http = RawHttp(base_url, token)
     try:
         while True:
             await anyio.sleep(rng.uniform(*THINK_S))
@@ -275,7 +277,7 @@ async def api_client(
                 log.warning("API request failed: %s", type(exc).__name__)
                 continue
             latencies.add(recorder, kind, time.monotonic() - began)
-            if status >= 500:
+            if status >= 500 or status in (401, 403):
                 log.warning("GET %s: %s", path, status)
     finally:
         with anyio.CancelScope(shield=True):

@@ -28,12 +28,13 @@ class ReplyError(Exception):
 
 class RawHttp:
     """One connection to ``base_url`` (``http://host:port``) for GET requests, reopened
-    when the server closed it."""
+    when the server closed it; ``token`` is sent as ``Authorization: Bearer``."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
+        self._auth = f"Authorization: Bearer {token}\r\n" if token else ""
         self._stream: ByteStream | None = None
         self._reader: BufferedByteReceiveStream | None = None
 
@@ -61,7 +62,7 @@ class RawHttp:
             self._reader = BufferedByteReceiveStream(self._stream)
         stream, reader = self._stream, self._reader
         assert reader is not None
-        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n"
+        request = f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self._auth}\r\n"
         await stream.send(request.encode("ascii"))
         head = await reader.receive_until(b"\r\n\r\n", MAX_HEADERS)
         lines = head.decode("latin-1").split("\r\n")

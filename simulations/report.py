@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 REPORT_KEYS = (
     "agents",
+    "joins_per_s",
     "registration_s",
     "heartbeats_per_s",
     "heartbeat_lag_p99_ms",
@@ -46,6 +47,7 @@ Report = dict[str, float | int | None]
 
 # Marks: phase boundaries, in seconds since the recorder's start (the first one counts).
 AGENTS_STARTED = "agents_started"
+JOINED = "joined"  # every agent joined (POST /join answered)
 REGISTERED = "registered"  # every agent registered
 PLACEMENT_STARTED = "placement_started"  # the initial deployments were sent
 PLACED = "placed"  # every initial replica runs
@@ -207,6 +209,10 @@ def _rate(
     return float(total) / (end - begin)
 
 
+def _per_s(count: int, seconds: float | None) -> float | None:
+    return count / seconds if seconds else None
+
+
 def build_report(recorder: Recorder, *, agents: int, containers: int) -> Report:
     """Compute the figures of ``REPORT_KEYS`` from what ``recorder`` holds.
 
@@ -224,6 +230,7 @@ def build_report(recorder: Recorder, *, agents: int, containers: int) -> Report:
     rss = max(recorder.server_rss.values, default=None)
     figures: Report = {
         "agents": agents,
+        "joins_per_s": _per_s(agents, recorder.span(AGENTS_STARTED, JOINED)),
         "registration_s": recorder.span(AGENTS_STARTED, REGISTERED),
         "heartbeats_per_s": _rate(
             recorder.heartbeats, marks.get(STEADY), marks.get(END), count=True

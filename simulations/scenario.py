@@ -30,7 +30,6 @@ API and ``faults`` fire ``at_s`` seconds after the steady phase began; then shut
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -122,7 +121,7 @@ class Fault:
         kill_agents_percent: kill that share of the agents (they never come back).
         partition_agents_percent: cut that share of the agents off NATS; they reconnect after
             ``heal_after_s`` (None: never).
-        restart_nats: stop nats-server and start it again on the same port.
+        restart_nats: SIGKILL the server's nats-server (the server starts it again).
         heal_after_s: for a partition only.
     """
 
@@ -181,7 +180,12 @@ class Scenario:
         description: one line for humans.
         heartbeat_interval: seconds between an agent's heartbeats.
         node_ttl: seconds without a heartbeat before the server marks a node unhealthy.
-        agents_per_connection: agents sharing one NATS connection.
+        agents_per_connection: agents sharing one NATS connection. 1: each agent connects
+            with its own node credentials, as on a host of its own. More: a worker's agents
+            share connections made with bus credentials for the agents' subjects
+            (``POST /bus-credentials``); each agent still joined and proves every message
+            with its own keys. Thousands of connections from two processes cost the
+            machine a core (docs/performance.md).
         processes: processes the agents are spread over.
         agent_labels: labels given to shares of the agents.
         profile: how every simulated runtime behaves.
@@ -200,7 +204,7 @@ class Scenario:
     description: str = ""
     heartbeat_interval: PositiveFloat = DEFAULT_HEARTBEAT_INTERVAL
     node_ttl: PositiveFloat = DEFAULT_NODE_TTL
-    agents_per_connection: PositiveInt = 100
+    agents_per_connection: PositiveInt = 1
     processes: PositiveInt = 1
     agent_labels: tuple[AgentLabels, ...] = ()
     profile: SimProfile = field(default_factory=SimProfile)
@@ -228,11 +232,6 @@ class Scenario:
     def containers(self) -> int:
         """How many containers the initial deployments ask for."""
         return sum(group.containers for group in self.deployments)
-
-    @property
-    def connections(self) -> int:
-        """How many NATS connections the agents use."""
-        return math.ceil(self.agents / self.agents_per_connection)
 
 
 _ADAPTER: TypeAdapter[Scenario] = TypeAdapter(Scenario)

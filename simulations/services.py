@@ -1,13 +1,15 @@
-"""The real services a simulation runs against: a nats-server and a ``knit server`` process.
+"""The real service a simulation runs against: a ``knit server`` process, with its own
+nats-server (embedded and supervised by the server, with credentials, as users run it).
 
 Layer: simulations. Imports anyio, httpx, psutil, the standard library and ``knit.natsd``
-(the nats-server binary, free ports). Both are child processes of the harness, on 127.0.0.1
-only, stopped by PID (SIGTERM, then SIGKILL) when the run ends.
+(free ports). The server is a child process of the harness, on 127.0.0.1 only, stopped by
+PID (SIGTERM, then SIGKILL) when the run ends; it stops its nats-server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -21,7 +23,7 @@ import httpx
 import psutil
 
 from knit.errors import KnitError
-from knit.natsd import find_nats_server, free_port, wait_for_port
+from knit.natsd import free_port, wait_for_port
 
 HOST = "127.0.0.1"
 
@@ -102,37 +104,6 @@ class ChildProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-class NatsProcess(ChildProcess):
-    """nats-server on a free 127.0.0.1 port, restartable on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port(HOST)
-        command = [find_nats_server(), "-a", HOST, "-p", str(self.port), "-n", "knit-sim"]
-        super().__init__("nats-server", command, workdir / "nats-server.log")
-
-    @property
-    def url(self) -> str:
-        """``nats://127.0.0.1:PORT``."""
-        return f"nats://{HOST}:{self.port}"
-
-    async def start(self, timeout: float) -> None:
-        """Start it and wait until it accepts connections.
-
-        Raises:
-            ServiceError: it did not listen within ``timeout`` seconds.
-        """
-        self.spawn()
-        try:
-            await wait_for_port(HOST, self.port, timeout=timeout)
-        except TimeoutError:
-            raise ServiceError(f"nats-server did not listen in time:\n{self.tail()}") from None
-
-    async def restart(self, timeout: float) -> None:
-        """Stop it, then start it again on the same port."""
-        await self.stop(grace=5)
-        await self.start(timeout)
-
-
 @dataclass
 class ServerSample:
     """One sample of the server process."""
@@ -142,10 +113,12 @@ class ServerSample:
 
 
 class ServerProcess(ChildProcess):
-    """``python -m knit.cli server`` with its own data dir, against the harness's NATS."""
+    """``python -m knit.cli server`` with its own data dir and its own (embedded, supervised)
+    nats-server on a free port: the bus the agents join, with credentials."""
 
-    def __init__(self, log_dir: Path, data_dir: Path, nats_url: str, node_ttl: float) -> None:
+    def __init__(self, log_dir: Path, data_dir: Path, node_ttl: float) -> None:
         self.port = free_port(HOST)
+        self.nats_port = free_port(HOST)
         command = [
             sys.executable,
             "-m",
@@ -157,8 +130,8 @@ class ServerProcess(ChildProcess):
             f"{HOST}:{self.port}",
             "--data-dir",
             str(data_dir),
-            "--nats",
-            nats_url,
+            "--nats-listen",
+            f"{HOST}:{self.nats_port}",
             "--node-ttl",
             f"{node_ttl:g}",
         ]
@@ -187,6 +160,43 @@ class ServerProcess(ChildProcess):
                     await anyio.sleep(0.1)
         raise ServiceError(f"knit server did not answer in time:\n{self.tail()}")
 
+    @property
+    def nats_url(self) -> str:
+        """The embedded nats-server's URL."""
+        return f"nats://{HOST}:{self.nats_port}"
+
+    def nats_pid(self) -> int | None:
+        """The process id of the server's nats-server child, if one runs."""
+        if self._ps is None:
+            return None
+        with contextlib.suppress(psutil.Error):
+            for child in self._ps.children(recursive=True):
+                if child.name() == "nats-server":
+                    return int(child.pid)
+        return None
+
+    async def kill_nats(self, timeout: float) -> int:
+        """SIGKILL the server's nats-server and wait until the server runs a new one.
+
+        Returns the new one's process id.
+
+        Raises:
+            ServiceError: there was none, or no new one within ``timeout`` seconds.
+        """
+        old = self.nats_pid()
+        if old is None:
+            raise ServiceError("the server runs no nats-server")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGKILL)
+        with anyio.move_on_after(timeout):
+            while True:
+                new = self.nats_pid()
+                if new not in (None, old):
+                    await wait_for_port(HOST, self.nats_port, timeout=timeout)
+                    return new
+                await anyio.sleep(0.05)
+        raise ServiceError("the server did not start its nats-server again in time")
+
     def sample(self) -> ServerSample | None:
         """Resident memory and CPU time used so far; None once it is gone."""
         if self._ps is None:
@@ -197,6 +207,17 @@ class ServerProcess(ChildProcess):
                 return ServerSample(self._ps.memory_info().rss, cpu.user + cpu.system)
         except psutil.Error:
             return None
+
+
+async def make_join_token(http: httpx.AsyncClient, uses: int) -> str:
+    """A join token for ``uses`` agents, made through the API (with the admin token).
+
+    Raises:
+        httpx.HTTPError: the request failed or was refused.
+    """
+    response = await http.post("/join-tokens", json={"uses": uses, "ttl": 6 * 3600})
+    response.raise_for_status()
+    return str(response.json()["token"])
 
 
 async def get_json(http: httpx.AsyncClient, path: str) -> Any:

@@ -10,7 +10,8 @@ calls as ``Fleet``; each worker talks to it over two pipes:
 
     harness → worker   ("start",) ("kill", ids) ("partition", ids, cut) ("containers",)
                        ("stop",)
-    worker → harness   ("progress", started, failed) ("ready",) ("containers", n) ("killed", n)
+    worker → harness   ("progress", joined, started, failed) ("ready",) ("containers", n)
+                       ("killed", n)
 """
 
 from __future__ import annotations
@@ -66,14 +67,14 @@ async def _serve(spec: FleetSpec, inbox: Connection, outbox: Connection) -> None
 async def _start(fleet: Fleet, outbox: Connection) -> None:
     await fleet.start_all()
     freeze_heap()
-    outbox.send(("progress", fleet.started, fleet.failed))
+    outbox.send(("progress", fleet.joined, fleet.started, fleet.failed))
     outbox.send(("ready",))
 
 
 async def _report(fleet: Fleet, outbox: Connection) -> None:
     while True:
         await anyio.sleep(REPORT_EVERY)
-        outbox.send(("progress", fleet.started, fleet.failed))
+        outbox.send(("progress", fleet.joined, fleet.started, fleet.failed))
 
 
 class _Worker:
@@ -85,6 +86,7 @@ class _Worker:
         self.process: BaseProcess = ctx.Process(
             target=worker_main, args=(spec, commands, reports_writer), daemon=True
         )
+        self.joined = 0
         self.started = 0
         self.failed = 0
         self.ready = anyio.Event()
@@ -106,6 +108,11 @@ class WorkerPool:
         ]
 
     @property
+    def joined(self) -> int:
+        """Agents that joined the cluster so far, over every worker."""
+        return sum(w.joined for w in self.workers)
+
+    @property
     def started(self) -> int:
         """Agents started so far, over every worker."""
         return sum(w.started for w in self.workers)
@@ -125,7 +132,7 @@ class WorkerPool:
                 return
             kind = message[0]
             if kind == "progress":
-                worker.started, worker.failed = message[1], message[2]
+                worker.joined, worker.started, worker.failed = message[1:4]
             elif kind == "ready":
                 worker.ready.set()
             else:  # an answer: "containers", "killed"

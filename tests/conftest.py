@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from tests.support.docker import (
     remove_networks,
 )
 from tests.support.nats import NatsServer, find_nats_server
+from tests.support.outcome import FAILED
 from tests.support.registry import (
     Registry,
     RegistryServer,
@@ -32,6 +33,17 @@ from tests.support.registry import (
     push_image,
     remove_registry_tags,
 )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Records a failed test in its stash (``tests.support.outcome.FAILED``) for its fixtures."""
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from knit.cli import build_parser
-from knit.config import DEFAULT_HISTORY_RETENTION
+from knit.config import DEFAULT_HISTORY_RETENTION, DEFAULT_MAX_REPLICAS
 
 pytestmark = pytest.mark.unit
 
@@ -25,3 +25,26 @@ def test_a_bad_history_retention_is_refused_with_a_message(
         build_parser().parse_args(["server", "--history-retention", bad])
     assert exited.value.code == 2
     assert "--history-retention" in capsys.readouterr().err
+
+
+def test_max_replicas_defaults_to_1000() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["server"]).max_replicas == DEFAULT_MAX_REPLICAS == 1000
+    assert parser.parse_args(["server", "--max-replicas", "5"]).max_replicas == 5
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many", "1.5"])
+def test_a_bad_max_replicas_is_refused_with_a_message(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["server", "--max-replicas", bad])
+    assert exited.value.code == 2
+    assert "--max-replicas" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["agent", "dev"])
+def test_host_networking_is_off_unless_asked_for(command: str) -> None:
+    parser = build_parser()
+    assert parser.parse_args([command]).allow_host_network is False
+    assert parser.parse_args([command, "--allow-host-network"]).allow_host_network is True

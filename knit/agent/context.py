@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from knit.agent.files import TemplateFiles
+from knit.agent.trust import AgentTrust
 from knit.bus import Bus
 from knit.runtime.base import ContainerRuntime
 from knit.secrets import NodeKeyPair
@@ -45,6 +46,8 @@ class AgentContext:
         files: where rendered templates go.
         heartbeat_interval: seconds between heartbeats.
         task_timeout: the longest a single task may run (pulls included).
+        allow_host_network: whether deployments on ``host`` networks may run here
+            (``knit agent --allow-host-network``); advertised in every heartbeat.
         on_change: called (without awaiting) when the report of this node's instances
             changed; the heartbeat then reports soon instead of at its next beat.
         refresh: brings the report of one instance up to date with what a task did to it
@@ -53,6 +56,8 @@ class AgentContext:
         in_flight: instance id → the task of this agent running on it (the latest, if
             several). The container events such a task causes itself are reported by its own
             TaskStatus, so they do not call ``on_change`` (see :data:`CAUSED_BY`).
+        trust: the keys this node proves its messages and checks its tasks with (None: an
+            open bus, ``--insecure-bus``: nothing is proved or checked).
     """
 
     node_id: str
@@ -64,10 +69,21 @@ class AgentContext:
     files: TemplateFiles
     heartbeat_interval: float = 5.0
     task_timeout: float = 600.0
+    allow_host_network: bool = False
     data_dir: Path = field(default_factory=lambda: Path(".knit/agent"))
     on_change: Callable[[], None] | None = None
     refresh: Callable[[str, str | None, str | None], Awaitable[None]] | None = None
     in_flight: dict[str, DeployTask | StopTask] = field(default_factory=dict)
+    trust: AgentTrust | None = None
+
+    async def publish(self, subject: str, payload: bytes) -> None:
+        """Publish on the bus, proved to come from this node when it joined.
+
+        Raises:
+            BusError: as ``Bus.publish``.
+        """
+        trust = self.trust
+        await self.bus.publish(subject, trust.prove(subject, payload) if trust else payload)
 
     def container_labels(
         self, deployment_id: str, instance_id: str, index: int, name: str

@@ -1,30 +1,59 @@
 """Running one task on this node: deploy an instance, or stop one.
 
 Layer: agent. The deploy task is a sequence of small steps (Nomad's task-runner hooks):
-adopt, credentials, pull, networks, templates, create, start. Each step names itself, so a
-failure reaches the server as ``failed`` with the step and a readable reason, and nothing
-hangs: the whole task runs under a deadline.
+adopt, credentials, secrets, pull, networks, templates, create, start. Each step names itself
+(:class:`Step`), so a failure reaches the server as ``failed`` with the step and a readable
+reason, and nothing hangs: the whole task runs under a deadline.
+
+The agent defends itself (docs/security.md): before anything else, a deploy task that asks
+for host networking on an agent started without ``--allow-host-network``, or whose registry
+credentials are for another registry than its image's, fails (steps ``network`` and
+``credentials``); sealed secrets open only with the associated data that binds them to this
+node, this task and (for a password) this registry; and every path written or deleted must
+be the instance's own folder (``knit.agent.paths``; step ``files``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable
+from enum import StrEnum
 from typing import Literal, TypeVar
 
 import anyio
 
 from knit.agent.context import LABEL_INSTANCE, AgentContext
+from knit.agent.paths import PathRefused
+from knit.domain.images import registry_mismatch
 from knit.errors import KnitError, RuntimeFailure, SecretError, TemplateError
 from knit.ids import new_id
 from knit.runtime.base import ContainerSpec, ContainerState, Mount, PortBinding, RegistryAuth
+from knit.secrets import env_aad, registry_aad
 from knit.wire import subjects
 from knit.wire.messages import DeployTask, StopTask, Task, TaskStateName, TaskStatus, encode
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+class Step(StrEnum):
+    """The steps of a task, as a failure names them (``TaskStatus.step``)."""
+
+    CREDENTIALS = "credentials"
+    SECRETS = "secrets"
+    PULL = "pull"
+    NETWORK = "network"
+    TEMPLATES = "templates"
+    FILES = "files"
+    CREATE = "create"
+    START = "start"
+    STOP = "stop"
+    REMOVE = "remove"
+    TIMEOUT = "timeout"
+    AGENT = "agent"
 
 
 class StepFailed(KnitError):
@@ -55,31 +84,29 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
     had stopped), never duplicated.
 
     Raises:
-        StepFailed: a step failed; nothing of this attempt is left running.
+        StepFailed: a step failed, or the task asks for what this agent refuses; nothing of
+            this attempt is left running.
     """
     spec = task.deployment
+    refusal = refuse(ctx, task)
+    if refusal is not None:
+        raise refusal
     existing = await find_instance_container(ctx, task.instance_id)
     if existing is not None and existing.state == "running":
         # Docker's list is a view that may lag its events (a container that has just exited
         # can still be listed running): ask the container itself before trusting it.
-        existing = await _step("start", ctx.runtime.inspect(existing.id))
+        existing = await _step(Step.START, ctx.runtime.inspect(existing.id))
     if existing is not None:
         if existing.state != "running":
-            await _step("start", ctx.runtime.start(existing.id))
+            await _step(Step.START, ctx.runtime.start(existing.id))
         return existing.id
 
-    auth: RegistryAuth | None = None
-    if task.credentials is not None:
-        try:
-            password = ctx.keys.open(task.credentials.sealed_password)
-        except SecretError as exc:
-            raise StepFailed("credentials", f"cannot open the sealed password: {exc}") from exc
-        auth = RegistryAuth(
-            server=task.credentials.server, username=task.credentials.username, password=password
-        )
+    auth = open_credentials(ctx, task)
+    env = dict(spec.env)
+    env.update(open_secret_env(ctx, task))
     # With credentials, always pull: it checks them even when the image is cached.
     if auth is not None or not await ctx.runtime.has_image(spec.image):
-        await _step("pull", ctx.runtime.pull(spec.image, auth))
+        await _step(Step.PULL, ctx.runtime.pull(spec.image, auth))
 
     networks: list[str] = []
     network_mode: Literal["host"] | None = None
@@ -88,33 +115,19 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
             network_mode = "host"
             continue
         await _step(
-            "network",
+            Step.NETWORK,
             ctx.runtime.ensure_network(
                 attachment.name, attachment.subnet, {"knit.network": attachment.name}
             ),
         )
         networks.append(attachment.name)
 
-    mounts: list[Mount] = []
-    if spec.templates:
-        context = {
-            "env": dict(spec.env),
-            "node": {"id": ctx.node_id, "hostname": ctx.hostname, "labels": dict(ctx.labels)},
-            "deployment": {"id": spec.id, "name": spec.name, "image": spec.image},
-            "instance": {"id": task.instance_id, "index": task.instance_index},
-        }
-        try:
-            mounts = await ctx.files.render_all(
-                task.instance_id, [(t.content, t.destination) for t in spec.templates], context
-            )
-        except TemplateError as exc:
-            raise StepFailed("render", str(exc)) from exc
-
+    mounts = await render_templates(ctx, task)
     container = ContainerSpec(
         name=container_name(spec.name, task.instance_index, task.instance_id),
         image=spec.image,
         command=list(spec.command) if spec.command else None,
-        env=dict(spec.env),
+        env=env,
         labels=ctx.container_labels(spec.id, task.instance_id, task.instance_index, spec.name),
         mounts=mounts,
         networks=networks,
@@ -129,27 +142,137 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
             for p in spec.ports
         ],
     )
-    container_id = await _step("create", ctx.runtime.create(container))
+    container_id = await _step(Step.CREATE, ctx.runtime.create(container))
     try:
-        await _step("start", ctx.runtime.start(container_id))
+        await _step(Step.START, ctx.runtime.start(container_id))
     except StepFailed:
         with anyio.CancelScope(shield=True):
             await _quietly(ctx.runtime.remove(container_id, force=True))
-            await ctx.files.remove(task.instance_id)
+            await _quietly(ctx.files.remove(task.instance_id))
         raise
     return container_id
 
 
+def refuse(ctx: AgentContext, task: DeployTask) -> StepFailed | None:
+    """Why this agent refuses ``task`` before doing anything, or None.
+
+    Host networking needs ``--allow-host-network``; credentials go only to their own
+    registry (the server checks both too, but a task may be forged or the server old).
+    """
+    spec = task.deployment
+    if not ctx.allow_host_network and any(a.driver == "host" for a in spec.network_attachments):
+        return StepFailed(
+            Step.NETWORK,
+            "host networking is not allowed on this node (start its agent with "
+            "--allow-host-network to allow it)",
+        )
+    if task.credentials is not None:
+        problem = registry_mismatch(spec.image, task.credentials.server)
+        if problem is not None:
+            return StepFailed(Step.CREDENTIALS, problem)
+    return None
+
+
+def open_credentials(ctx: AgentContext, task: DeployTask) -> RegistryAuth | None:
+    """The task's registry credentials, the password opened (bound to this node, this task
+    and the registry it is for), or None.
+
+    Raises:
+        StepFailed: the sealed password does not open here.
+    """
+    creds = task.credentials
+    if creds is None:
+        return None
+    aad = registry_aad(ctx.node_id, task.task_id, creds.server)
+    try:
+        password = ctx.keys.open(creds.sealed_password, aad)
+    except SecretError as exc:
+        raise StepFailed(Step.CREDENTIALS, f"cannot open the sealed password: {exc}") from exc
+    return RegistryAuth(server=creds.server, username=creds.username, password=password)
+
+
+def open_secret_env(ctx: AgentContext, task: DeployTask) -> dict[str, str]:
+    """The task's secret environment variables, opened (bound to this node and task); empty
+    without any.
+
+    Raises:
+        StepFailed: the sealed variables do not open here, or are not a map of names to
+            values.
+    """
+    if task.sealed_env is None:
+        return {}
+    try:
+        text = ctx.keys.open(task.sealed_env, env_aad(ctx.node_id, task.task_id))
+    except SecretError as exc:
+        raise StepFailed(Step.SECRETS, f"cannot open the sealed variables: {exc}") from exc
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or not all(
+        isinstance(k, str)
+        and k
+        and "=" not in k
+        and "\x00" not in k
+        and isinstance(v, str)
+        and "\x00" not in v
+        for k, v in values.items()
+    ):
+        raise StepFailed(Step.SECRETS, "the sealed variables are not a map of names to values")
+    return values
+
+
+async def render_templates(ctx: AgentContext, task: DeployTask) -> list[Mount]:
+    """Render the task's templates into the instance's folder; their mounts.
+
+    Raises:
+        StepFailed: a template failed or broke a limit (``templates``), or the instance's
+            folder is not the agent's own (``files``).
+    """
+    spec = task.deployment
+    if not spec.templates:
+        return []
+    context = {
+        "env": dict(spec.env),
+        "node": {"id": ctx.node_id, "hostname": ctx.hostname, "labels": dict(ctx.labels)},
+        "deployment": {"id": spec.id, "name": spec.name, "image": spec.image},
+        "instance": {"id": task.instance_id, "index": task.instance_index},
+    }
+    try:
+        return await ctx.files.render_all(
+            task.instance_id, [(t.content, t.destination) for t in spec.templates], context
+        )
+    except TemplateError as exc:
+        raise StepFailed(Step.TEMPLATES, str(exc)) from exc
+    except PathRefused as exc:
+        raise StepFailed(Step.FILES, exc.reason) from exc
+    except OSError as exc:
+        raise StepFailed(Step.FILES, f"cannot write the files: {exc.strerror}") from exc
+
+
 async def stop(ctx: AgentContext, task: StopTask) -> None:
-    """Stop (and by default remove) the instance's container and its files. Idempotent."""
+    """Stop (and by default remove) the instance's container and its files. Idempotent.
+
+    Raises:
+        StepFailed: a step failed; an instance whose folder is not the agent's own to delete
+            fails at ``files`` before anything is stopped.
+    """
+    if task.remove:
+        try:
+            ctx.files.folder(task.instance_id)
+        except PathRefused as exc:
+            raise StepFailed(Step.FILES, exc.reason) from exc
     existing = await find_instance_container(ctx, task.instance_id)
     if existing is not None:
         if existing.state == "running":
-            await _step("stop", ctx.runtime.stop(existing.id, grace=10))
+            await _step(Step.STOP, ctx.runtime.stop(existing.id, grace=10))
         if task.remove:
-            await _step("remove", ctx.runtime.remove(existing.id, force=True))
+            await _step(Step.REMOVE, ctx.runtime.remove(existing.id, force=True))
     if task.remove:
-        await ctx.files.remove(task.instance_id)
+        try:
+            await ctx.files.remove(task.instance_id)
+        except PathRefused as exc:
+            raise StepFailed(Step.FILES, exc.reason) from exc
 
 
 async def _step(name: str, work: Awaitable[T]) -> T:
@@ -191,7 +314,7 @@ async def publish_status(ctx: AgentContext, status: TaskStatus) -> None:
 async def publish_payload(ctx: AgentContext, task_id: str, payload: bytes) -> None:
     """Publish an encoded TaskStatus of ``task_id``; a bus failure is logged."""
     try:
-        await ctx.bus.publish(subjects.TASK_STATUS, payload)
+        await ctx.publish(subjects.TASK_STATUS, payload)
     except KnitError as exc:
         log.warning("cannot report task %s: %s", task_id, exc)
 
@@ -235,7 +358,7 @@ async def run_task(ctx: AgentContext, task: Task) -> TaskStatus:
             await publish_status(ctx, final)
             return final
         # Only the deadline ends the body without a return.
-        final = task_status(ctx, task, "failed", step="timeout", error="task timed out")
+        final = task_status(ctx, task, "failed", step=Step.TIMEOUT, error="task timed out")
     except StepFailed as exc:
         log.info("task %s failed at %s: %s", task.task_id, exc.step, exc.reason)
         final = task_status(ctx, task, "failed", step=exc.step, error=exc.reason)

@@ -167,9 +167,10 @@ class Heartbeater(Actor[HeartbeatMessage]):
             instances=listed,
             removed=removed,
             sent_at=taken,
+            allow_host_network=self.ctx.allow_host_network,
         )
         try:
-            await self.ctx.bus.publish(subjects.HEARTBEAT, encode(heartbeat))
+            await self.ctx.publish(subjects.HEARTBEAT, encode(heartbeat))
         except KnitError as exc:
             log.warning("heartbeat not sent: %s", exc)
             self.sent = None

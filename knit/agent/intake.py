@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections import OrderedDict
 
 import anyio
@@ -23,6 +24,7 @@ from anyio.abc import TaskGroup
 
 from knit.agent.context import AgentContext
 from knit.agent.executor import publish_payload, publish_status, run_task, task_status
+from knit.bus import Headers
 from knit.errors import KnitError
 from knit.wire import subjects
 from knit.wire.messages import Task, decode_task, encode
@@ -52,6 +54,8 @@ class TaskIntake:
         self.done: OrderedDict[str, bytes] = OrderedDict()
         self.queue: collections.deque[Task] = collections.deque()
         self.parked: list[anyio.Event] = []
+        self.refused = 0
+        self.refused_logged = -1.0
 
     async def subscribe(self) -> None:
         """Subscribe to this node's subject and to the broadcast queue group.
@@ -59,19 +63,53 @@ class TaskIntake:
         Raises:
             BusError: the bus refused a subscription.
         """
-        await self.ctx.bus.subscribe(subjects.tasks_for(self.ctx.node_id), self.on_task)
+        own = subjects.tasks_for(self.ctx.node_id)
+
+        async def on_own(payload: bytes, reply: str | None, headers: Headers | None) -> None:
+            await self.on_task(own, payload, broadcast=False)
+
+        async def on_any(payload: bytes, reply: str | None, headers: Headers | None) -> None:
+            await self.on_task(subjects.TASKS_BROADCAST, payload, broadcast=True)
+
+        await self.ctx.bus.subscribe(own, on_own)
         await self.ctx.bus.subscribe(
-            subjects.TASKS_BROADCAST, self.on_task, queue=subjects.BROADCAST_QUEUE
+            subjects.TASKS_BROADCAST, on_any, queue=subjects.BROADCAST_QUEUE
         )
 
-    async def on_task(self, payload: bytes, reply: str | None) -> None:
-        """Bus handler: decode a task and take it (an undecodable one is logged, dropped)."""
+    async def on_task(self, subject: str, payload: bytes, *, broadcast: bool) -> None:
+        """Bus handler: check a task, decode it and take it.
+
+        On a node that joined, a task not proved to come from the server, addressed to
+        another node or expired is refused: logged (never whole) and dropped, unanswered.
+        An undecodable one is dropped too.
+        """
+        trust = self.ctx.trust
+        if trust is not None:
+            body = trust.open_task(subject, payload, broadcast=broadcast)
+            if body is None:
+                self.refuse(f"a task on {subject} not proved to come from the server")
+                return
+            payload = body
         try:
             task = decode_task(payload)
         except KnitError as exc:
             log.warning("undecodable task dropped: %s", exc)
             return
+        if trust is not None:
+            known = task.task_id in self.running or task.task_id in self.done
+            reason = trust.task_refusal(task, broadcast=broadcast, known=known)
+            if reason is not None:
+                self.refuse(f"task {task.task_id}: {reason}")
+                return
         await self.take(task)
+
+    def refuse(self, why: str) -> None:
+        """Count and log a refused task (one log line a second at most)."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.refused_logged >= 1.0:
+            self.refused_logged = now
+            log.warning("refused %s (%d refused so far)", why, self.refused)
 
     async def take(self, task: Task) -> None:
         """Accept and start a new task, or answer a duplicate.

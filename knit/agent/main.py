@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import socket
+from pathlib import Path
 
 import anyio
 from anyio.abc import TaskStatus
@@ -19,11 +20,20 @@ from actors import ActorError, ActorRef, open_actor_system
 from knit.agent.context import AgentContext
 from knit.agent.files import TemplateFiles
 from knit.agent.heartbeat import Changed, Heartbeater, HeartbeatMessage
-from knit.agent.identity import ensure_data_dir, load_or_create_node_id
+from knit.agent.identity import (
+    Identity,
+    ensure_data_dir,
+    load_identity,
+    load_or_create_nats_key,
+    load_or_create_node_id,
+)
 from knit.agent.intake import TaskIntake
+from knit.agent.join import join
 from knit.agent.reconciler import Reconciler, ReconcilerMessage, pump_events
-from knit.bus import connect_bus
-from knit.config import AgentConfig
+from knit.agent.trust import AgentTrust
+from knit.bus import BusCredentials, connect_bus
+from knit.config import DEFAULT_NATS_LISTEN, AgentConfig
+from knit.errors import KnitError
 from knit.secrets import NodeKeyPair
 
 log = logging.getLogger(__name__)
@@ -44,35 +54,100 @@ def run_agent(config: AgentConfig) -> int:
     return 0
 
 
+async def ensure_identity(
+    config: AgentConfig, data_dir: Path, keys: NodeKeyPair, hostname: str
+) -> Identity | None:
+    """The identity kept in the data dir, or a new one from a join (None: an open bus).
+
+    Raises:
+        JoinRefused: the join token was refused.
+        KnitError: no identity and nothing to join with; the join failed.
+    """
+    identity = load_identity(data_dir)
+    if identity is not None:
+        if config.join_token:
+            log.info("already joined as node %s: --join-token is not needed", identity.node_id)
+        return identity
+    if config.join_token and config.server:
+        return await join(
+            config.server, config.join_token, data_dir, keys, hostname, ca_file=config.ca_file
+        )
+    if config.insecure_bus:
+        return None
+    raise KnitError(
+        "this agent has not joined a cluster: start it once with --server URL --join-token "
+        "TOKEN (`knit join-token create` on the server makes one), or with --insecure-bus "
+        "on an open lab bus"
+    )
+
+
+def bus_credentials(
+    config: AgentConfig, identity: Identity | None, data_dir: Path
+) -> BusCredentials | None:
+    """What the agent connects to NATS with: ``--nats-creds``, else its user JWT and key."""
+    if config.nats_creds is not None:
+        return BusCredentials.from_creds_file(config.nats_creds)
+    if identity is None or identity.nats_jwt is None:
+        return None
+    return BusCredentials(jwt=identity.nats_jwt, seed=load_or_create_nats_key(data_dir).seed)
+
+
 async def serve_agent(
     config: AgentConfig, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     """Run one agent until cancelled; reports its node id through ``task_status``.
 
     Raises:
+        JoinRefused: the join token was refused.
         knit.errors.RuntimeUnavailable: no Docker Engine answers.
+        KnitError: the agent has not joined; NATS refused its credentials (the node was
+            removed, or the credentials are not this cluster's).
     """
     from knit.runtime.docker import DockerRuntime
 
     data_dir = ensure_data_dir(config.data_dir)
-    node_id = load_or_create_node_id(data_dir)
+    keys = NodeKeyPair.load_or_create(data_dir)
+    hostname = config.hostname or socket.gethostname()
+    identity = await ensure_identity(config, data_dir, keys, hostname)
+    if identity is not None:
+        node_id = identity.node_id
+        nats_url = config.nats_url or ",".join(identity.nats_urls)
+    else:
+        node_id = load_or_create_node_id(data_dir)
+        nats_url = config.nats_url or f"nats://{DEFAULT_NATS_LISTEN}"
+    trust = None
+    if identity is not None and not identity.insecure_bus:
+        trust = AgentTrust.of(
+            node_id, keys.link_keys(identity.server_key, node_id), identity.task_key
+        )
+    refused = Refusal()
     runtime = DockerRuntime(config.docker_host)
     try:
         await runtime.version()
-        bus = await connect_bus(config.nats_url, name=f"knit-agent-{node_id}")
+        bus = await connect_bus(
+            nats_url,
+            name=f"knit-agent-{node_id}",
+            credentials=bus_credentials(config, identity, data_dir),
+            on_refused=refused.set,
+        )
         try:
             ctx = AgentContext(
                 node_id=node_id,
-                hostname=config.hostname or socket.gethostname(),
+                hostname=hostname,
                 labels=dict(config.labels),
                 bus=bus,
                 runtime=runtime,
-                keys=NodeKeyPair.load_or_create(data_dir),
+                keys=keys,
                 files=TemplateFiles(data_dir),
                 heartbeat_interval=config.heartbeat_interval,
+                allow_host_network=config.allow_host_network,
                 data_dir=data_dir,
+                trust=trust,
             )
-            await run_agent_actors(ctx, task_status=task_status)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(refused.watch)
+                await tg.start(run_agent_actors, ctx)
+                task_status.started(node_id)
         finally:
             await bus.close()
     finally:
@@ -80,13 +155,48 @@ async def serve_agent(
             await runtime.close()
 
 
+class Refusal:
+    """NATS refused this node's credentials: the agent ends with the reason."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self.event = anyio.Event()
+
+    def set(self, reason: str) -> None:
+        """Called by the bus (from nats-py's callback) with the server's reason."""
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    async def watch(self) -> None:
+        """Wait for a refusal, then raise it.
+
+        Raises:
+            KnitError: NATS refused the credentials.
+        """
+        await self.event.wait()
+        raise KnitError(
+            f"NATS refused this node's credentials ({self.reason}): the node was removed from "
+            "the cluster, or these are not this cluster's credentials; join again with "
+            "--join-token after removing the data dir's identity.json"
+        )
+
+
 async def run_agent_actors(
     ctx: AgentContext, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
 ) -> None:
     """The agent's actor tree on given adapters (the simulation harness calls this too).
 
-    Runs until cancelled; reports the node id through ``task_status`` once registered.
+    Runs until cancelled; reports the node id through ``task_status`` once registered. The
+    template render worker's process, if one was started, is stopped on the way out.
     """
+    try:
+        await _run_actors(ctx, task_status)
+    finally:
+        await ctx.files.aclose()
+
+
+async def _run_actors(ctx: AgentContext, task_status: TaskStatus[str]) -> None:
     async with open_actor_system(f"agent-{ctx.node_id[:8]}") as system:
         current: list[Reconciler] = []
 
@@ -119,7 +229,12 @@ async def run_agent_actors(
                     heartbeat.tell_nowait(Changed())
 
             ctx.on_change = changed
-            log.info("agent %s (%s) running", ctx.node_id, ctx.hostname)
+            log.info(
+                "agent %s (%s) running%s",
+                ctx.node_id,
+                ctx.hostname,
+                ": host networking allowed" if ctx.allow_host_network else "",
+            )
             task_status.started(ctx.node_id)
             await anyio.sleep_forever()
 

@@ -2,9 +2,12 @@
 
 Layer: api. Imports quart, pydantic, knit.domain and the ``ControlPlane`` port; never actors
 or the store. Errors become JSON bodies: ``{"error": "...", "errors": [{"field", "message"}]}``
-with 400 (malformed JSON), 404 (unknown id or path), 409 (conflict) or 422 (invalid input).
+with 400 (malformed or too deeply nested JSON), 401 (no valid token), 403 (a role too
+weak), 404 (unknown id or path), 409 (conflict), 413 (a body over 1 MiB), 415 (a write
+that is not JSON) or 422 (invalid input).
 
-The per-entity reads (``GET /nodes/<id>``, ``/deployments/<id>``, ``/events``) are answered
+Every request passes :class:`knit.api.gate.Gate` first (tokens, roles, body hygiene); the
+per-entity reads (``GET /nodes/<id>``, ``/deployments/<id>``, ``/events``) are then answered
 by :class:`knit.api.reads.ReadRoutes` before Quart sees the request (:class:`KnitApp`).
 """
 
@@ -14,6 +17,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pydantic
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
@@ -21,23 +25,27 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from knit.api import reads
+from knit.api.gate import MAX_BODY_BYTES, Gate
 from knit.api.openapi import openapi_document
 from knit.api.ports import ControlPlane
+from knit.api.sessions import Sessions
 from knit.dashboard import create_dashboard
+from knit.domain.auth import bearer_token
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
     RegistryCredentialsSpec,
 )
+from knit.domain.tokens import JoinTokenSpec, TokenSpec
 from knit.domain.validation import (
     errors_from_pydantic,
 )
-from knit.errors import Conflict, Invalid, KnitError, NotFound, ValidationError
+from knit.errors import Conflict, Invalid, KnitError, NotFound, Unauthorized, ValidationError
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=pydantic.BaseModel)
-MAX_BODY_BYTES = 1 << 20
 
 
 class BadRequest(KnitError):
@@ -56,48 +64,73 @@ def error_response(
     return json_response(reads.error_json(message, errors), status)
 
 
-async def read_model(model: type[M]) -> M:
+async def read_model(model: type[M], *, empty: bool = False) -> M:
     """Parse the request body as JSON and validate it into ``model``.
 
+    Args:
+        model: what the body must be.
+        empty: an empty body stands for ``{}`` (every field has a default).
+
     Raises:
-        BadRequest: the body is not a JSON object.
+        BadRequest: the body is not a JSON object, or is nested too deeply to parse.
         Invalid: the object breaks the model's rules.
     """
     raw = await request.get_data(as_text=False)
+    if empty and not raw.strip():
+        raw = b"{}"
     try:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
         raise Invalid(errors_from_pydantic(exc)) from exc
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
 
 
 class KnitApp(Quart):
-    """Quart, with the per-entity reads answered before its request machinery (see
-    :mod:`knit.api.reads`)."""
+    """Quart behind the gate (:mod:`knit.api.gate`), with the per-entity reads answered
+    before its request machinery (see :mod:`knit.api.reads`)."""
 
+    gate: Gate | None = None
     reads: reads.ReadRoutes | None = None
 
     async def asgi_app(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        """Serve one ASGI connection: a hot read here, anything else through Quart."""
-        if (
-            scope["type"] == "http"
-            and self.reads is not None
-            and await self.reads.answer(scope, send)
-        ):
+        """Serve one ASGI connection: refused at the gate, a hot read here, or Quart."""
+        if scope["type"] == "websocket":
+            # No route speaks WebSocket: refuse the handshake before anything reads it.
+            await send({"type": "websocket.close", "code": 1008, "reason": ""})
             return
+        if scope["type"] == "http":
+            if self.gate is None:
+                raise RuntimeError("KnitApp has no gate: build it with create_app")
+            refusal = self.gate.check(scope)
+            if refusal is not None:
+                await refusal.send(send)
+                return
+            if self.reads is not None and await self.reads.answer(scope, send):
+                return
         await super().asgi_app(scope, receive, send)
 
 
-def create_app(control: ControlPlane) -> KnitApp:
-    """Build the Quart application serving Knit's REST API on top of ``control``."""
+def create_app(control: ControlPlane, *, sessions: Sessions | None = None) -> KnitApp:
+    """Build the Quart application serving Knit's REST API on top of ``control``.
+
+    Args:
+        control: the control plane.
+        sessions: the dashboard's session cookies (default: a fresh random signing key).
+    """
     app = KnitApp("knit")
+    sessions = sessions if sessions is not None else Sessions()
+    app.gate = Gate(control, sessions)
     app.reads = reads.ReadRoutes(control)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
@@ -113,6 +146,12 @@ def create_app(control: ControlPlane) -> KnitApp:
     @app.errorhandler(ValidationError)
     async def on_validation(exc: ValidationError) -> Response:
         return error_response(422, "invalid input", [{"field": exc.field, "message": exc.message}])
+
+    @app.errorhandler(Unauthorized)
+    async def on_unauthorized(exc: Unauthorized) -> Response:
+        response = error_response(401, str(exc))
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.errorhandler(NotFound)
     async def on_not_found(exc: NotFound) -> Response:
@@ -131,7 +170,7 @@ def create_app(control: ControlPlane) -> KnitApp:
         log.warning("request failed: %s", type(exc).__name__)
         return error_response(503, str(exc))
 
-    app.register_blueprint(create_dashboard(control))
+    app.register_blueprint(create_dashboard(control, sessions=sessions))
 
     def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Awaitable[Response]]], Any]:
         def register(view: Callable[..., Awaitable[Response]]) -> Any:
@@ -159,6 +198,26 @@ def create_app(control: ControlPlane) -> KnitApp:
     @route("/nodes/<node_id>", ["GET"])
     async def get_node(node_id: str) -> Response:
         return json_response(await reads.get_node(control, node_id))
+
+    @route("/nodes/<node_id>", ["DELETE"])
+    async def remove_node(node_id: str) -> Response:
+        return json_response(await control.remove_node(node_id))
+
+    @route("/bus-credentials", ["POST"])
+    async def bus_credentials() -> Response:
+        spec = await read_model(BusCredentialSpec)
+        host = urlsplit(f"//{request.host}").hostname
+        return json_response(await control.issue_bus_credential(spec, host), 201)
+
+    @route("/join", ["POST"])
+    async def join_cluster() -> Response:
+        # The body first: a malformed request does not spend a use of the token.
+        spec = await read_model(JoinRequest)
+        secret = bearer_token(request.headers.get("Authorization"))
+        if secret is None:
+            raise Unauthorized("a join token is required: Authorization: Bearer <join token>")
+        host = urlsplit(f"//{request.host}").hostname
+        return json_response(await control.join_node(secret, spec, host), 201)
 
     @route("/nodes/<node_id>/drain", ["POST"])
     async def drain_node(node_id: str) -> Response:
@@ -225,5 +284,33 @@ def create_app(control: ControlPlane) -> KnitApp:
     async def list_events() -> Response:
         query = {key: request.args[key] for key in request.args}
         return json_response(await reads.list_events(control, query))
+
+    # API tokens and join tokens (admin: see knit.domain.auth.required_access)
+    @route("/tokens", ["POST"])
+    async def create_token() -> Response:
+        spec = await read_model(TokenSpec)
+        return json_response(await control.create_token(spec), 201)
+
+    @route("/tokens", ["GET"])
+    async def list_tokens() -> Response:
+        return json_response(await control.list_tokens())
+
+    @route("/tokens/<token_id>", ["DELETE"])
+    async def delete_token(token_id: str) -> Response:
+        await control.delete_token(token_id)
+        return json_response({"id": token_id, "deleted": True})
+
+    @route("/join-tokens", ["POST"])
+    async def create_join_token() -> Response:
+        spec = await read_model(JoinTokenSpec, empty=True)
+        return json_response(await control.create_join_token(spec), 201)
+
+    @route("/join-tokens", ["GET"])
+    async def list_join_tokens() -> Response:
+        return json_response(await control.list_join_tokens())
+
+    @route("/join-tokens/<token_id>", ["DELETE"])
+    async def delete_join_token(token_id: str) -> Response:
+        return json_response(await control.delete_join_token(token_id))
 
     return app

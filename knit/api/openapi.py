@@ -1,6 +1,10 @@
 """The OpenAPI 3.1 document of the REST API, built from the pydantic request models.
 
 Layer: api. Pure: imports pydantic and knit.domain only. ``GET /openapi.json`` serves it.
+
+Every operation but ``GET /healthz`` needs an API token (the ``bearer`` security scheme);
+each says in ``x-knit-role`` the weakest role allowed (``knit.domain.auth``), and lists the
+401 and 403 answers.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from knit.domain.auth import Role, required_access
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec
+from knit.domain.tokens import JoinTokenSpec, TokenSpec
 
 Schema = dict[str, Any]
 
@@ -29,6 +36,7 @@ NODE: Schema = {
         "cpus": {"type": "integer"},
         "memory_bytes": {"type": "integer"},
         "docker_version": _NULL_STR,
+        "allow_host_network": {"type": "boolean"},
     },
     "required": ["id", "hostname", "status", "last_heartbeat"],
 }
@@ -85,6 +93,50 @@ EVENT: Schema = {
         "task_id": _NULL_STR,
     },
 }
+TOKEN: Schema = {
+    "type": "object",
+    "properties": {
+        "id": _STR,
+        "name": _STR,
+        "role": {"type": "string", "enum": [r.value for r in Role]},
+        "created_at": _STR,
+        "expires_at": _NULL_STR,
+        "expired": {"type": "boolean"},
+    },
+    "required": ["id", "name", "role", "expires_at"],
+}
+NEW_TOKEN: Schema = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Token"},
+        {
+            "type": "object",
+            "properties": {"token": {"type": "string", "description": "shown only here"}},
+            "required": ["token"],
+        },
+    ]
+}
+JOIN_TOKEN: Schema = {
+    "type": "object",
+    "properties": {
+        "id": _STR,
+        "uses": {"type": "integer"},
+        "used": {"type": "integer"},
+        "created_at": _STR,
+        "expires_at": _STR,
+        "revoked": {"type": "boolean"},
+    },
+    "required": ["id", "uses", "expires_at"],
+}
+NEW_JOIN_TOKEN: Schema = {
+    "type": "object",
+    "properties": {
+        "id": _STR,
+        "token": {"type": "string", "description": "shown only here"},
+        "expires_at": _STR,
+        "uses": {"type": "integer"},
+    },
+    "required": ["id", "token", "expires_at", "uses"],
+}
 ERROR: Schema = {
     "type": "object",
     "properties": {
@@ -99,6 +151,33 @@ ERROR: Schema = {
         },
     },
     "required": ["error"],
+}
+
+
+JOIN_GRANT: Schema = {
+    "type": "object",
+    "description": "What a joining node receives; no secret (its keys never leave it)",
+    "properties": {
+        "node_id": _STR,
+        "nats_urls": {"type": "array", "items": _STR},
+        "nats_jwt": {"type": ["string", "null"], "description": "its NATS user JWT"},
+        "server_key": {**_STR, "description": "the server's X25519 public key (base64)"},
+        "task_key": {**_STR, "description": "the server's Ed25519 task key (base64)"},
+        "insecure_bus": {"type": "boolean"},
+    },
+    "required": ["node_id", "nats_urls", "nats_jwt", "server_key", "task_key"],
+}
+
+
+BUS_CREDENTIAL: Schema = {
+    "type": "object",
+    "properties": {
+        "name": _STR,
+        "nats_urls": {"type": "array", "items": _STR},
+        "nats_jwt": {**_STR, "description": "its user JWT; the tool signs with its own key"},
+        "expires_at": _STR,
+    },
+    "required": ["name", "nats_urls", "nats_jwt", "expires_at"],
 }
 
 
@@ -117,7 +196,14 @@ def _op(
     for code in errors:
         responses[str(code)] = _json(
             _ref("Error"),
-            {400: "malformed JSON", 404: "unknown id", 409: "conflict", 422: "invalid input"}[code],
+            {
+                400: "malformed or too deeply nested JSON",
+                404: "unknown id",
+                409: "conflict",
+                413: "a body over 1 MiB",
+                415: "a body that is not application/json",
+                422: "invalid input",
+            }[code],
         )
     op: Schema = {"summary": summary, "responses": responses}
     if body is not None:
@@ -125,7 +211,25 @@ def _op(
             "required": True,
             "content": {"application/json": {"schema": _ref(body)}},
         }
+        for code in (413, 415):
+            responses.setdefault(str(code), _json(_ref("Error"), "refused body"))
     return op
+
+
+def _secure(paths: Schema) -> None:
+    """Mark every operation with the role it needs and its 401/403 answers."""
+    for path, item in paths.items():
+        concrete = path.replace("{id}", "x")
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            access = required_access(method.upper(), concrete)
+            if access.role is None:
+                op["security"] = []
+                continue
+            op["x-knit-role"] = access.role.value
+            op["responses"]["401"] = _json(_ref("Error"), "no valid API token")
+            op["responses"]["403"] = _json(_ref("Error"), "the token's role is too weak")
 
 
 def _list(name: str) -> Schema:
@@ -147,7 +251,15 @@ def _component(model: type[BaseModel], components: Schema) -> Schema:
 def openapi_document() -> Schema:
     """The whole OpenAPI document (computed once)."""
     components: Schema = {}
-    for model in (DeploymentSpec, NetworkSpec, RegistryCredentialsSpec):
+    for model in (
+        DeploymentSpec,
+        NetworkSpec,
+        RegistryCredentialsSpec,
+        TokenSpec,
+        JoinTokenSpec,
+        JoinRequest,
+        BusCredentialSpec,
+    ):
         components[model.__name__] = _component(model, components)
     components.update(
         Node=NODE,
@@ -156,6 +268,12 @@ def openapi_document() -> Schema:
         Network=NETWORK,
         Deployment=DEPLOYMENT,
         Event=EVENT,
+        Token=TOKEN,
+        NewToken=NEW_TOKEN,
+        JoinToken=JOIN_TOKEN,
+        NewJoinToken=NEW_JOIN_TOKEN,
+        JoinGrant=JOIN_GRANT,
+        BusCredential=BUS_CREDENTIAL,
         Error=ERROR,
     )
     deleted = {"type": "object", "properties": {"id": _STR, "deleted": {"type": "boolean"}}}
@@ -163,7 +281,32 @@ def openapi_document() -> Schema:
         "/nodes": {"get": _op("List nodes", (200, _list("Node")))},
         "/nodes/{id}": {
             "get": _op("Get a node", (200, _ref("Node")), errors=(404,)),
+            "delete": _op(
+                "Remove a node: its credentials stop working at once, its instances move",
+                (
+                    200,
+                    {"type": "object", "properties": {"id": _STR, "removed": {"type": "boolean"}}},
+                ),
+                errors=(404,),
+            ),
             "parameters": _id_param("id"),
+        },
+        "/bus-credentials": {
+            "post": _op(
+                "NATS credentials for a tool on the embedded bus: only the subjects listed, "
+                "until they expire (a day at most)",
+                (201, _ref("BusCredential")),
+                "BusCredentialSpec",
+                (400, 409, 422),
+            ),
+        },
+        "/join": {
+            "post": _op(
+                "Join the cluster as a node, with a join token as the bearer token",
+                (201, _ref("JoinGrant")),
+                "JoinRequest",
+                (400, 409, 422),
+            ),
         },
         "/nodes/{id}/drain": {
             "post": _op(
@@ -228,10 +371,51 @@ def openapi_document() -> Schema:
                 ],
             }
         },
+        "/status": {"get": _op("The server's counters and actors", (200, {"type": "object"}))},
+        "/healthz": {"get": _op("Liveness (no token needed)", (200, {"type": "object"}))},
+        "/openapi.json": {"get": _op("This document", (200, {"type": "object"}))},
+        "/tokens": {
+            "get": _op("List API tokens (never their secrets)", (200, _list("Token"))),
+            "post": _op(
+                "Make an API token: its secret is in this answer only",
+                (201, _ref("NewToken")),
+                "TokenSpec",
+                (400, 409, 422),
+            ),
+        },
+        "/tokens/{id}": {
+            "delete": _op("Revoke an API token at once", (200, deleted), errors=(404,)),
+            "parameters": _id_param("id"),
+        },
+        "/join-tokens": {
+            "get": _op("List join tokens (never their secrets)", (200, _list("JoinToken"))),
+            "post": _op(
+                "Make a join token (1 use, 1 hour by default): its secret is in this answer only",
+                (201, _ref("NewJoinToken")),
+                "JoinTokenSpec",
+                (400, 422),
+            ),
+        },
+        "/join-tokens/{id}": {
+            "delete": _op("Revoke a join token", (200, _ref("JoinToken")), errors=(404,)),
+            "parameters": _id_param("id"),
+        },
     }
+    _secure(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Knit", "version": "1", "description": "Knit's REST API"},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token: `knit token create`, or the server's "
+                    "first admin token in <data-dir>/admin.token",
+                }
+            },
+        },
+        "security": [{"bearer": []}],
     }

@@ -5,14 +5,22 @@ HTTP layer stays outside the actors' failure domain and can be tested on its own
 
 Every method returns JSON-ready data (dicts of str, numbers, lists, None) and raises
 ``knit.errors.NotFound``, ``knit.errors.ValidationError`` (or ``Invalid`` for several at once)
-or ``knit.errors.Conflict``; the routes turn those into 404, 422 and 409.
+or ``knit.errors.Conflict``; the routes turn those into 404, 422 and 409 (and
+``knit.errors.Unauthorized`` into 401).
+
+Authentication is asked of the port too, synchronously: :meth:`ControlPlane.authenticate`
+runs for every request, so it must answer from memory (the server keeps its tokens in a
+``knit.domain.auth.TokenBook``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from knit.domain.auth import Principal
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec
+from knit.domain.tokens import JoinTokenSpec, TokenSpec
 
 JSONDict = dict[str, Any]
 
@@ -26,6 +34,20 @@ class ControlPlane(Protocol):
 
     async def get_node(self, node_id: str) -> JSONDict:
         """One node."""
+        ...
+
+    async def join_node(
+        self, join_token: str, request: JoinRequest, api_host: str | None
+    ) -> JSONDict:
+        """Admit a node with a join token (spent): its identity and bus credentials."""
+        ...
+
+    async def issue_bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> JSONDict:
+        """NATS credentials for a tool on the embedded bus, scoped and expiring."""
+        ...
+
+    async def remove_node(self, node_id: str) -> JSONDict:
+        """Remove a node from the cluster: its credentials stop working at once."""
         ...
 
     async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:
@@ -84,4 +106,46 @@ class ControlPlane(Protocol):
 
     def status(self) -> JSONDict:
         """Health and introspection: actors, bus, versions."""
+        ...
+
+    # access
+    def authenticate(self, secret: str) -> Principal | None:
+        """Who an API token's secret speaks for; None if unknown, revoked or expired.
+
+        Called for every request: answers from memory, never from the store.
+        """
+        ...
+
+    def token_principal(self, token_id: str) -> Principal | None:
+        """The principal of the API token ``token_id`` while it is valid (for dashboard
+        sessions, which name their token by id); None once revoked or expired."""
+        ...
+
+    async def create_token(self, spec: TokenSpec) -> JSONDict:
+        """Make an API token: ``{id, name, role, token, expires_at}`` (the only time its
+        secret is shown)."""
+        ...
+
+    async def list_tokens(self) -> list[JSONDict]:
+        """Every API token, without secrets."""
+        ...
+
+    async def delete_token(self, token_id: str) -> None:
+        """Revoke an API token at once."""
+        ...
+
+    async def create_join_token(self, spec: JoinTokenSpec) -> JSONDict:
+        """Make a join token: ``{id, token, expires_at, uses}``."""
+        ...
+
+    async def list_join_tokens(self) -> list[JSONDict]:
+        """Every join token, without secrets."""
+        ...
+
+    async def delete_join_token(self, token_id: str) -> JSONDict:
+        """Revoke a join token."""
+        ...
+
+    async def consume_join_token(self, secret: str) -> str:
+        """Spend one use of a join token; its id. Raises ``Unauthorized`` with the reason."""
         ...

@@ -14,6 +14,9 @@ GET routes within the ASGI call itself: no task, no turn of its own, only the st
 The Quart routes of the same paths call the same functions here (``HEAD``, a root path and
 the test client's odd requests end up there), so the JSON and the errors are the same
 either way. Nothing else is served here: the dashboard, writes and lists go through Quart.
+
+Authentication is not done here: :class:`knit.api.gate.Gate` has let the request in (or
+refused it) before either path sees it, so both refuse alike (``tests/api/test_reads.py``).
 """
 
 from __future__ import annotations

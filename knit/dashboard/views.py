@@ -1,14 +1,19 @@
 """The dashboard's pages: a Quart Blueprint of server-rendered Jinja2 pages plus an SSE stream.
 
-Layer: dashboard. Imports quart (and through it jinja2), anyio, ``knit.api.ports`` and
-``knit.errors``; never actors or the store. Every value shown comes from users, so templates
-are autoescaped ``.html`` files and nothing is marked safe by hand; env values are never
-handed to a template at all. Routes (docs/dashboard.md):
+Layer: dashboard. Imports quart (and through it jinja2), anyio, ``knit.api.ports``,
+``knit.api.gate``, ``knit.api.sessions`` and ``knit.errors``; never actors or the store.
+Every value shown comes from users, so templates are autoescaped ``.html`` files and
+nothing is marked safe by hand; env values are never handed to a template at all.
+Routes (docs/dashboard.md):
 
 - ``GET /`` redirects to ``/ui/``; ``GET /ui/`` is the overview;
 - ``GET /ui/deployments/<id>``, ``GET /ui/nodes/<id>``, ``GET /ui/events?deployment=&node=``;
 - any page with ``?fragment=1`` renders only its ``<main>`` content (what the script swaps in);
-- ``GET /ui/stream`` is the live-update event stream (503 past ``max_streams``).
+- ``GET /ui/stream`` is the live-update event stream (503 past ``max_streams``);
+- ``GET|POST /ui/sign-in`` and ``POST /ui/sign-out`` (:mod:`knit.dashboard.signin`).
+
+Every page but the sign-in form needs a signed-in browser: the API's gate
+(:mod:`knit.api.gate`) sends others to the sign-in page before any route here runs.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from quart import Blueprint, Response, redirect, render_template, request, url_f
 from quart.blueprints import BlueprintSetupState
 from quart.typing import ResponseReturnValue
 
+from knit.api.gate import principal_of
 from knit.api.ports import ControlPlane
+from knit.api.sessions import Sessions
 from knit.dashboard.present import (
     JSONDict,
     ago,
@@ -33,6 +40,7 @@ from knit.dashboard.present import (
     running_by_deployment,
     short,
 )
+from knit.dashboard.signin import add_sign_in
 from knit.dashboard.stream import (
     HEARTBEAT_INTERVAL,
     MAX_STREAMS,
@@ -55,6 +63,9 @@ EVENTS_PAGE = 200
 """Events shown on the events page."""
 MAX_FILTER = 128
 """Longest id accepted as an events filter."""
+
+PUBLIC_ENDPOINTS = frozenset({"dashboard.sign_in_form", "dashboard.sign_in", "dashboard.static"})
+"""What the dashboard serves without a signed-in browser."""
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -104,7 +115,8 @@ class Dashboard:
     the server's graceful shutdown until its timeout.
 
     Args:
-        control: the control plane the pages read.
+        control: the control plane the pages read (and that checks tokens at sign-in).
+        sessions: the session cookies (shared with the gate that checks them).
         max_streams: live streams allowed at once; more are answered 503.
         poll_interval: seconds between reads of the cluster view for the live stream.
         heartbeat_interval: seconds of silence after which a stream sends a comment.
@@ -114,11 +126,13 @@ class Dashboard:
         self,
         control: ControlPlane,
         *,
+        sessions: Sessions | None = None,
         max_streams: int = MAX_STREAMS,
         poll_interval: float = POLL_INTERVAL,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
     ) -> None:
         self.control = control
+        self.sessions = sessions if sessions is not None else Sessions()
         self.streams = StreamLimiter(max_streams)
         self.watch = ClusterWatch(control, max_age=poll_interval)
         self.poll_interval = poll_interval
@@ -142,6 +156,19 @@ class Dashboard:
         bp.add_app_template_filter(ago, "ago")
         bp.add_app_template_filter(human_bytes, "human_bytes")
         bp.add_app_template_global(page_url, "page_url")
+        add_sign_in(bp, self.control, self.sessions)
+
+        @bp.context_processor
+        def signed_in() -> dict[str, Any]:
+            return {"principal": principal_of(request.scope)}
+
+        @bp.before_request
+        async def gated() -> Response | None:
+            # The gate (knit.api.gate) decides; this only makes sure it ran, so the
+            # Blueprint registered on an app without it shows nothing.
+            if request.endpoint in PUBLIC_ENDPOINTS or principal_of(request.scope):
+                return None
+            return Response("sign in first\n", status=401, mimetype="text/plain")
 
         def remember(state: BlueprintSetupState) -> None:
             state.app.extensions["knit.dashboard"] = self

@@ -7,12 +7,13 @@ for ``count`` new instances with a :class:`PlacementRequest`, and :func:`place` 
 :class:`Plan`: the node of each new instance, how many could not be placed, and why each
 rejected node was rejected. Nothing is changed or awaited; the caller applies the plan.
 
-Feasibility: a node must be healthy, eligible (not draining) and match the request's
-``node_selector``. Ranking: deployments do not declare resources yet, so instances are spread
-by count: fewest instances of *this* deployment first (so replicas land on different nodes),
-then fewest instances overall, then node id (deterministic). Nodes in ``avoid_nodes`` (a task
-failed there) are used only when no other node is feasible, so a one-node cluster does not
-leave an instance pending forever.
+Feasibility: a node must be healthy, eligible (not draining), match the request's
+``node_selector``, and allow host networking if the deployment is on a ``host`` network
+(its agent runs with ``--allow-host-network``). Ranking: deployments do not declare
+resources yet, so instances are spread by count: fewest instances of *this* deployment
+first (so replicas land on different nodes), then fewest instances overall, then node id
+(deterministic). Nodes in ``avoid_nodes`` (a task failed there) are used only when no other
+node is feasible, so a one-node cluster does not leave an instance pending forever.
 
 :func:`pick_surplus` is the reverse: which instances to stop when there are too many.
 """
@@ -39,6 +40,7 @@ class NodeView:
         cpus: CPUs reported by the node (not used for ranking yet).
         memory_bytes: memory reported by the node (not used for ranking yet).
         instance_count: live instances on the node, all deployments together.
+        allow_host_network: its agent runs deployments on ``host`` networks.
     """
 
     id: str
@@ -49,6 +51,7 @@ class NodeView:
     cpus: float = 0
     memory_bytes: int = 0
     instance_count: int = 0
+    allow_host_network: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class PlacementRequest:
         node_selector: labels a node must have, with these values.
         avoid_nodes: nodes to use only if no other fits (a task of this one failed there).
         existing: live instances of this deployment per node id, to spread replicas.
+        host_network: the deployment is on a ``host`` network: only nodes that allow it.
     """
 
     deployment_id: str
@@ -75,6 +79,7 @@ class PlacementRequest:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     avoid_nodes: frozenset[str] = frozenset()
     existing: Mapping[str, int] = field(default_factory=dict)
+    host_network: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +112,27 @@ class Plan:
         return counts
 
 
-def rejection(node: NodeView, node_selector: Mapping[str, str]) -> str | None:
-    """Why ``node`` cannot take instances for ``node_selector``, or None if it can.
+HOST_NETWORK_REFUSED = "host networking not allowed (agent without --allow-host-network)"
+"""The reason a node is rejected for a deployment on a ``host`` network."""
 
-    Every reason is given, joined by ``"; "``: ``unhealthy``, ``draining``, ``missing label
-    zone``, ``label zone=eu does not match (zone=us)``.
+
+def rejection(
+    node: NodeView, node_selector: Mapping[str, str], *, host_network: bool = False
+) -> str | None:
+    """Why ``node`` cannot take instances for ``node_selector`` (of a deployment on a
+    ``host`` network if ``host_network``), or None if it can.
+
+    Every reason is given, joined by ``"; "``: ``unhealthy``, ``draining``,
+    :data:`HOST_NETWORK_REFUSED`, ``missing label zone``, ``label zone=eu does not match
+    (zone=us)``.
     """
     reasons: list[str] = []
     if node.status != NodeStatus.HEALTHY:
         reasons.append(str(node.status))
     if not node.eligible:
         reasons.append("draining")
+    if host_network and not node.allow_host_network:
+        reasons.append(HOST_NETWORK_REFUSED)
     for key in sorted(node_selector):
         want = node_selector[key]
         have = node.labels.get(key)
@@ -147,6 +162,7 @@ def place(view: ClusterView, request: PlacementRequest) -> Plan:
     selector = request.node_selector
     existing = request.existing
     avoid = request.avoid_nodes
+    host_network = request.host_network
     healthy = str(NodeStatus.HEALTHY)
     for node in view.nodes:
         # The common case inline (this loop runs over every node for every request); the
@@ -154,12 +170,14 @@ def place(view: ClusterView, request: PlacementRequest) -> Plan:
         if (
             node.status == healthy
             and node.eligible
+            and (node.allow_host_network or not host_network)
             and (not selector or all(node.labels.get(k) == v for k, v in selector.items()))
         ):
             key = (existing.get(node.id, 0), node.instance_count, node.id)
             (fallback if node.id in avoid else preferred).append(key)
         else:
-            rejections[node.id] = rejection(node, selector) or "not feasible"
+            reason = rejection(node, selector, host_network=host_network)
+            rejections[node.id] = reason or "not feasible"
     candidates = preferred or fallback
     if candidates is preferred:
         for _, _, node_id in fallback:
@@ -248,6 +266,7 @@ def pick_surplus(
 
 
 __all__ = [
+    "HOST_NETWORK_REFUSED",
     "ClusterView",
     "InstanceView",
     "NodeView",

@@ -5,8 +5,11 @@ Layer: domain. Pure: imports pydantic, ``knit.domain.templates`` and the standar
 Every model forbids unknown fields and checks its rules when it is built, so the API can
 reject a bad request before anything is stored (decision 0004). Problems become a list of
 ``{"field": "templates.0.destination", "message": "..."}`` through
-``knit.domain.validation.errors_from_pydantic``; the rules that need stored state live there
-too.
+``knit.domain.validation.errors_from_pydantic``; the rules that need stored state, the
+server's settings or real work live there too: references, ``replicas`` against
+``--max-replicas``, the registry of the image, and templates' syntax (parsing a 64 KiB
+template costs up to ~0.7 s, so the server checks it in a thread, not while validating).
+Building a model costs time linear in the size of the request only.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from knit.domain.templates import TemplateSyntaxProblem, check_syntax
+from knit.domain.templates import MAX_TEMPLATE_BYTES, MAX_TEMPLATES
 
 FieldError = dict[str, str]
 """One problem: ``{"field": dotted path, "message": what is wrong}``."""
@@ -40,6 +43,7 @@ NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 SUPPORTED_DRIVERS = ("bridge", "host")
 DOCKER_NETWORK_NAMES = frozenset({"bridge", "host", "none"})
 MAX_REPLICAS = 1_000_000
+"""The most replicas any deployment may ask for; a server allows fewer (``--max-replicas``)."""
 
 
 # --- statuses ----------------------------------------------------------------------------
@@ -112,6 +116,11 @@ def _no_blank(value: str) -> str:
     return value
 
 
+def _env_name(key: str) -> None:
+    if not key or "=" in key or "\x00" in key:
+        raise _problem(f"variable name {key!r} must be non-empty, without '='")
+
+
 def _ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
@@ -160,7 +169,11 @@ _INPUT = ConfigDict(extra="forbid")
 
 
 class TemplateSpec(BaseModel):
-    """A file rendered for each instance and mounted at ``destination`` (spec 5.3)."""
+    """A file rendered for each instance and mounted at ``destination`` (spec 5.3).
+
+    ``content`` is at most :data:`MAX_TEMPLATE_BYTES` (64 KiB) of UTF-8; its syntax is
+    checked by ``knit.domain.validation.check_template_syntax``.
+    """
 
     model_config = _INPUT
 
@@ -169,11 +182,10 @@ class TemplateSpec(BaseModel):
 
     @field_validator("content")
     @classmethod
-    def _syntax(cls, value: str) -> str:
-        try:
-            check_syntax(value)
-        except TemplateSyntaxProblem as exc:
-            raise _problem(f"template syntax error: {exc}") from None
+    def _size(cls, value: str) -> str:
+        # Characters first: four bytes at most each, so most templates need no encoding.
+        if len(value) * 4 > MAX_TEMPLATE_BYTES and len(value.encode()) > MAX_TEMPLATE_BYTES:
+            raise _problem(f"a template may hold at most {MAX_TEMPLATE_BYTES // 1024} KiB")
         return value
 
     @field_validator("destination")
@@ -216,9 +228,14 @@ class RestartPolicy(BaseModel):
 
 
 class DeploymentSpec(BaseModel):
-    """A deployment as submitted to ``POST /deployments`` (spec 4, ``Deployment``)."""
+    """A deployment as submitted to ``POST /deployments`` (spec 4, ``Deployment``).
 
-    model_config = _INPUT
+    ``secret_env`` holds environment variables whose values are secrets: ``SecretStr``, so
+    they show in no repr, log or validation error; the API stores them encrypted and never
+    returns them (only their names). A name may not be in both ``env`` and ``secret_env``.
+    """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     name: Name
     image: Token
@@ -226,6 +243,10 @@ class DeploymentSpec(BaseModel):
     network_attachments: list[Name] = Field(default_factory=list)
     templates: list[TemplateSpec] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Secret variables: stored encrypted, answered as the list of their names",
+    )
     command: list[str] | None = None
     replicas: Annotated[StrictInt, Field(ge=0, le=MAX_REPLICAS)] = 1
     ports: list[PortSpec] = Field(default_factory=list)
@@ -246,6 +267,8 @@ class DeploymentSpec(BaseModel):
     @field_validator("templates")
     @classmethod
     def _unique_destinations(cls, value: list[TemplateSpec]) -> list[TemplateSpec]:
+        if len(value) > MAX_TEMPLATES:
+            raise _problem(f"a deployment may have at most {MAX_TEMPLATES} templates")
         seen: dict[str, int] = {}
         for i, template in enumerate(value):
             first = seen.setdefault(template.destination, i)
@@ -260,11 +283,29 @@ class DeploymentSpec(BaseModel):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if not key or "=" in key or "\x00" in key:
-                raise _problem(f"variable name {key!r} must be non-empty, without '='")
+            _env_name(key)
             if "\x00" in item:
                 raise _problem("values must not contain NUL characters", at=key)
         return value
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key, item in value.items():
+            _env_name(key)
+            if "\x00" in item.get_secret_value():
+                raise _problem("values must not contain NUL characters", at=key)
+        return value
+
+    @model_validator(mode="after")
+    def _env_or_secret(self) -> DeploymentSpec:
+        both = sorted(set(self.env) & set(self.secret_env))
+        if both:
+            raise _problem(
+                f"{both[0]!r} is also in env: a variable is either secret or not",
+                at=f"secret_env.{both[0]}",
+            )
+        return self
 
     @field_validator("node_selector")
     @classmethod

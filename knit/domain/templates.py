@@ -11,27 +11,43 @@ server calls :func:`check_syntax` when a deployment is submitted; the agent call
 
 Compiled templates are cached (LRU keyed by the content), since every instance of a
 deployment renders the same few templates. Rendering is CPU work: the output is capped at
-:data:`MAX_OUTPUT_CHARS` and the sandbox refuses huge ``*``/``**`` results, but a caller on
-an event loop may still prefer a worker thread for big templates.
+:data:`MAX_OUTPUT_CHARS` and the sandbox refuses huge ``*``/``**`` results, but a template
+can still loop or allocate for as long as it likes. The agent therefore renders only
+provably cheap templates in its own process (``knit.domain.template_cost``) and every other
+one in a worker process with hard limits (``knit.agent.render_worker``, decision 0013).
+
+Nothing is evaluated while a template compiles: Jinja2 folds constant expressions at compile
+time (``{{ 'x'|center(300000000) }}`` allocated 1.1 GB inside ``check_syntax``), which the
+environment turns off (``optimized=False`` and a ``finalize`` that needs the evaluation
+context, so no output expression counts as constant). Checking a template's syntax costs
+what parsing and compiling it costs: up to ~0.7 s and ~100 MB for the worst 64 KiB template
+measured (:data:`MAX_TEMPLATE_BYTES`), which is why the server runs it in a thread.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 from jinja2.exceptions import SecurityError
+from jinja2.nodes import EvalContext
 from jinja2.sandbox import SandboxedEnvironment
 
 from knit.errors import TemplateError
 
-MAX_OUTPUT_CHARS = 4 * 1024 * 1024
-"""Longest rendered file (characters): past it, rendering stops with a TemplateError."""
+MAX_OUTPUT_CHARS = 1 << 20
+"""Longest rendered file (characters, 1 Mi): past it, rendering stops with a TemplateError."""
+
+MAX_TEMPLATE_BYTES = 64 * 1024
+"""Longest template a deployment may carry (UTF-8 bytes)."""
+
+MAX_TEMPLATES = 16
+"""Most templates a deployment may carry."""
 
 MAX_EXPONENT = 4096
 """Largest integer exponent ``**`` accepts inside a template."""
@@ -87,12 +103,26 @@ class _KnitSandbox(SandboxedEnvironment):
         return operator.mul(left, right)
 
 
+@jinja2.pass_eval_context
+def _as_is(eval_ctx: EvalContext, value: Any) -> Any:
+    """The output finalizer: the value unchanged. It asks for the evaluation context only so
+    that Jinja2 cannot evaluate an output expression while compiling (see the module doc)."""
+    return value
+
+
 _ENV = _KnitSandbox(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
     cache_size=0,  # our own LRU below keys by content; Jinja's would key by name
+    optimized=False,  # no constant folding at compile time
+    finalize=_as_is,
 )
+
+
+def environment() -> SandboxedEnvironment:
+    """The sandbox every template is parsed, compiled and rendered in."""
+    return _ENV
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -101,7 +131,7 @@ def _compile(content: str) -> jinja2.Template:
 
 
 def check_syntax(content: str) -> None:
-    """Check that ``content`` is a valid template (parses and compiles).
+    """Check that ``content`` is a valid template (parses and compiles); nothing is cached.
 
     Args:
         content: the template source.
@@ -109,14 +139,26 @@ def check_syntax(content: str) -> None:
     Raises:
         TemplateSyntaxProblem: a ``knit.errors.TemplateError`` naming the line and the problem.
     """
-    _template(content)
+    _syntax_problems(lambda: _ENV.compile(content))
 
 
 def _template(content: str) -> jinja2.Template:
+    return _syntax_problems(lambda: _compile(content))
+
+
+T = TypeVar("T")
+
+
+def _syntax_problems(work: Callable[[], T]) -> T:
+    """``work()``, its parse and compile errors raised as TemplateSyntaxProblem."""
     try:
-        return _compile(content)
+        return work()
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateSyntaxProblem(exc.message or "invalid template", exc.lineno) from exc
+    except RecursionError as exc:
+        raise TemplateSyntaxProblem("nested too deeply", None) from exc
+    except MemoryError as exc:
+        raise TemplateSyntaxProblem("too large to compile", None) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +275,10 @@ def render(content: str, context: TemplateContext | Mapping[str, object]) -> str
         raise TemplateRenderProblem(f"not allowed: {exc}", _line_of(exc)) from exc
     except jinja2.TemplateError as exc:
         raise TemplateRenderProblem(exc.message or type(exc).__name__, _line_of(exc)) from exc
+    except MemoryError as exc:
+        raise TemplateRenderProblem("ran out of memory", _line_of(exc)) from exc
+    except RecursionError as exc:
+        raise TemplateRenderProblem("recursed too deeply", _line_of(exc)) from exc
     except Exception as exc:  # an expression raised (1/0, a bad method call, ...)
         raise TemplateRenderProblem(f"{type(exc).__name__}: {exc}", _line_of(exc)) from exc
     return "".join(chunks)
@@ -257,6 +303,8 @@ def cache_info() -> functools._CacheInfo:
 __all__ = [
     "CACHE_SIZE",
     "MAX_OUTPUT_CHARS",
+    "MAX_TEMPLATES",
+    "MAX_TEMPLATE_BYTES",
     "DeploymentInfo",
     "InstanceInfo",
     "NodeInfo",
@@ -265,5 +313,6 @@ __all__ = [
     "TemplateSyntaxProblem",
     "cache_info",
     "check_syntax",
+    "environment",
     "render",
 ]

@@ -60,7 +60,7 @@ class ContainerSpec:
         name: the container's name (unique on the host).
         image: an image reference that must already be present (see ``ContainerRuntime.pull``).
         command: replaces the image's CMD; None keeps it.
-        env: environment variables.
+        env: environment variables (some may be secrets: never in the ``repr``).
         labels: labels; Knit finds its containers by them (``knit.node``, ``knit.deployment``).
         mounts: bind mounts.
         networks: bridge networks to join, by name; the first is the primary one.
@@ -72,7 +72,7 @@ class ContainerSpec:
     name: str
     image: str
     command: list[str] | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     labels: dict[str, str] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)

@@ -1,8 +1,11 @@
 """The bus bridge: NATS subjects to mailboxes.
 
-Layer: server. Subscribes to ``knit.agent.heartbeat`` and ``knit.task.status``, decodes each
-message in nats-py's callback, and hands it to the actor that owns it. A callback never does
-the work itself; an undecodable message is counted and dropped (never logged whole).
+Layer: server. Subscribes to ``knit.agent.heartbeat`` and ``knit.task.status``, checks who
+sent each message (its proof, under the key of the node it names, see
+knit/server/trust.py), decodes it in nats-py's callback, and hands it to the actor that owns
+it. A callback never does the work itself; an undecodable or unproven message is counted and
+dropped (never logged whole). A refused message naming a joined node is recorded as an event
+(at most one a minute per node and kind).
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import ActorError, ActorRef, ActorSystem
-from knit.bus import Bus
+from knit.bus import Bus, Headers
 from knit.delivery import deliver
 from knit.errors import KnitError
 from knit.server.messages import HeartbeatReceived, StatusReceived
+from knit.server.repo import Repo
+from knit.server.trust import BusTrust
 from knit.wire import subjects
 from knit.wire.messages import decode_heartbeat, decode_status
 
@@ -32,10 +37,17 @@ class BridgeStats:
     statuses: int = 0
     late_statuses: int = 0
     rejected: int = 0
+    refused: int = 0
+    """Messages not proved to come from the node they name (or speaking for another)."""
 
 
 async def open_bridge(
-    bus: Bus, system: ActorSystem, nodes: ActorRef[Any], task_owners: Mapping[str, ActorRef[Any]]
+    bus: Bus,
+    system: ActorSystem,
+    nodes: ActorRef[Any],
+    task_owners: Mapping[str, ActorRef[Any]],
+    trust: BusTrust,
+    repo: Repo,
 ) -> BridgeStats:
     """Subscribe the server's subjects; returns live counters.
 
@@ -47,12 +59,32 @@ async def open_bridge(
     """
     stats = BridgeStats()
 
-    async def on_heartbeat(payload: bytes, reply: str | None) -> None:
+    def refuse(node_id: str | None, kind: str, why: str) -> None:
+        stats.refused += 1
+        if node_id and trust.should_record(node_id, kind):
+            repo.event(
+                "node.refused", f"{kind} naming node {node_id} refused: {why}", node_id=node_id
+            )
+            log.warning("%s naming node %s refused: %s", kind, node_id, why)
+
+    async def on_heartbeat(payload: bytes, reply: str | None, headers: Headers | None) -> None:
+        proved = trust.check_up(subjects.HEARTBEAT, payload)
+        if proved is None:
+            refuse(trust.claimed(payload), "heartbeat", "not proved by the node's key")
+            return
+        sender, payload = proved
         try:
             heartbeat = decode_heartbeat(payload)
         except KnitError as exc:
             stats.rejected += 1
             log.warning("undecodable heartbeat dropped: %s", exc)
+            return
+        if sender and heartbeat.node_id != sender:
+            refuse(heartbeat.node_id, "heartbeat", f"sent by node {sender}")
+            return
+        pinned = trust.pinned_key(heartbeat.node_id)
+        if pinned is not None and heartbeat.public_key != pinned:
+            refuse(heartbeat.node_id, "heartbeat", "its public key is not the one pinned at join")
             return
         stats.heartbeats += 1
         received = HeartbeatReceived(heartbeat, time.time())
@@ -61,12 +93,20 @@ async def open_bridge(
         node = system.lookup(f"node/{heartbeat.node_id}")
         await deliver(node if node is not None else nodes, received)
 
-    async def on_status(payload: bytes, reply: str | None) -> None:
+    async def on_status(payload: bytes, reply: str | None, headers: Headers | None) -> None:
+        proved = trust.check_up(subjects.TASK_STATUS, payload)
+        if proved is None:
+            refuse(trust.claimed(payload), "task status", "not proved by the node's key")
+            return
+        sender, payload = proved
         try:
             status = decode_status(payload)
         except KnitError as exc:
             stats.rejected += 1
             log.warning("undecodable task status dropped: %s", exc)
+            return
+        if sender and status.node_id != sender:
+            refuse(status.node_id, "task status", f"sent by node {sender}")
             return
         stats.statuses += 1
         owner = task_owners.get(status.task_id)

@@ -7,21 +7,25 @@ actors never import them.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from actors import ActorRef
 from knit.bus import Bus
+from knit.config import DEFAULT_MAX_REPLICAS
 from knit.domain.placement import PlacementRequest, Plan
 from knit.domain.specs import registry_server
 from knit.errors import KnitError
-from knit.secrets import SecretBox, seal
+from knit.ids import is_id
+from knit.secrets import SecretBox, env_aad, registry_aad, seal
 from knit.server.messages import NodeReport
 from knit.server.metrics import ServerMetrics
 from knit.server.records import InstanceState
 from knit.server.repo import Repo
 from knit.server.scheduler import Place, Release, SchedulerMessage
-from knit.server.tasks import TaskTiming
+from knit.server.tasks import TASK_TTL, TaskTiming
+from knit.server.trust import BusTrust
 from knit.store.records import DeploymentRecord, new_id
 from knit.wire import subjects
 from knit.wire.messages import (
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 
 TASK_DEPLOYMENT_CACHE = 10_000
 """Validated deployment parts of tasks kept for reuse (the cache is emptied when full)."""
+SECRET_ENV_CACHE = 10_000
+"""Encrypted ``secret_env`` of deployments kept for their next tasks (emptied when full)."""
 
 
 @dataclass
@@ -47,6 +53,7 @@ class ServerContext:
         repo: the store, as the server's actors use it.
         bus: the NATS adapter.
         secrets: decrypts registry passwords stored at rest.
+        trust: who the joined nodes are, and what proves a message is theirs.
         node_ttl: seconds without a heartbeat before a node is unhealthy.
         restart_grace: extra seconds given to every node after a server start.
         timing: the deadlines of tasks.
@@ -57,11 +64,15 @@ class ServerContext:
             NodeActor only, replaced whole; read by the DeploymentActors' audits).
         task_owners: the DeploymentActor of each task in flight, by task id (the bridge
             hands the agents' statuses to it).
+        max_replicas: the most replicas a deployment may ask for (``--max-replicas``).
+        host_network_nodes: the nodes whose last heartbeat said ``allow_host_network``
+            (kept in memory only: a node says it again within one interval).
     """
 
     repo: Repo
     bus: Bus
     secrets: SecretBox
+    trust: BusTrust
     node_ttl: float
     restart_grace: float
     timing: TaskTiming = field(default_factory=TaskTiming)
@@ -70,6 +81,9 @@ class ServerContext:
     node_reports: dict[str, NodeReport] = field(default_factory=dict)
     task_owners: dict[str, ActorRef[Any]] = field(default_factory=dict)
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    max_replicas: int = DEFAULT_MAX_REPLICAS
+    host_network_nodes: set[str] = field(default_factory=set)
+    _secret_envs: dict[str, str] = field(default_factory=dict)
     _scheduler: ActorRef[SchedulerMessage] | None = None
     _deployments: ActorRef[Any] | None = None
     _task_deployments: dict[tuple[object, ...], TaskDeployment] = field(default_factory=dict)
@@ -96,24 +110,34 @@ class ServerContext:
             self.scheduler.tell_nowait(Release(node_id))
 
     async def build_task(self, record: DeploymentRecord, inst: InstanceState, kind: str) -> Task:
-        """The wire task that deploys or stops ``inst``; credentials sealed to its node.
+        """The wire task that deploys or stops ``inst``; credentials and secret variables
+        sealed to its node, bound to the node and the task (and the registry).
 
         Raises:
-            KnitError: credentials are needed but the node's key or the credentials are
-                unknown.
+            KnitError: credentials or secret variables are needed but the node's key, the
+                credentials or the variables are unknown.
         """
         task_id = new_id()
         self.repo.new_task(task_id, kind, inst, record.id)
+        expires_at = time.time() + TASK_TTL
         if kind == "stop":
             return StopTask(
-                task_id=task_id, instance_id=inst.id, container_id=inst.container_id, remove=True
+                task_id=task_id,
+                instance_id=inst.id,
+                container_id=inst.container_id,
+                remove=True,
+                node_id=inst.node_id,
+                expires_at=expires_at,
             )
         networks = await self.repo.networks_named(record.network_attachments)
         credentials = None
         if record.registry_credentials_id:
             credentials = await self.sealed_credentials(
-                record.registry_credentials_id, inst.node_id
+                record.registry_credentials_id, inst.node_id, task_id
             )
+        sealed_env = None
+        if record.secret_env:  # (a deployment without any reads nothing more)
+            sealed_env = await self.sealed_env(record.id, inst.node_id, task_id)
         # One validated part per deployment spec and networks, shared by all its tasks.
         key = (
             record.id,
@@ -145,29 +169,96 @@ class ServerContext:
             instance_id=inst.id,
             instance_index=inst.index,
             credentials=credentials,
+            sealed_env=sealed_env,
             deployment=deployment,
+            node_id=inst.node_id,
+            expires_at=expires_at,
         )
 
-    async def sealed_credentials(
-        self, credentials_id: str, node_id: str | None
-    ) -> SealedCredentials:
-        """Decrypt stored credentials and seal the password to ``node_id``'s key."""
-        creds = await self.repo.get_credentials(credentials_id)
-        key = self.public_keys.get(node_id or "")
-        if creds is None:
-            raise KnitError(f"registry credentials {credentials_id} no longer exist")
+    def task_message(self, node_id: str | None, task: Task) -> tuple[str, bytes]:
+        """The subject and message that send ``task`` to ``node_id`` (None: to any node),
+        with the proof that it comes from the server.
+
+        Raises:
+            KnitError: ``node_id`` is not a joined node (removed meanwhile).
+        """
+        subject = subjects.tasks_for(node_id) if node_id else subjects.TASKS_BROADCAST
+        try:
+            return subject, self.trust.prove_task(node_id, subject, encode(task))
+        except KeyError:
+            raise KnitError(f"node {node_id} is not a member of the cluster") from None
+
+    def node_key(self, node_id: str | None) -> str:
+        """The public key ``node_id`` registered.
+
+        Raises:
+            KnitError: it has not registered one.
+        """
+        # The key pinned at join (a heartbeat with another key is refused); on an open bus,
+        # the one its heartbeats give.
+        key = self.trust.pinned_key(node_id or "") or self.public_keys.get(node_id or "")
         if key is None:
             raise KnitError(f"node {node_id} has not registered a public key")
+        return key
+
+    async def sealed_credentials(
+        self, credentials_id: str, node_id: str | None, task_id: str
+    ) -> SealedCredentials:
+        """Decrypt stored credentials and seal the password to ``node_id``'s key, bound to the
+        node, the task and the registry (``knit.secrets.registry_aad``)."""
+        creds = await self.repo.get_credentials(credentials_id)
+        if creds is None:
+            raise KnitError(f"registry credentials {credentials_id} no longer exist")
+        key = self.node_key(node_id)
+        server = registry_server(creds.url)
         password = self.secrets.decrypt(creds.password_encrypted, aad=creds.id)
         return SealedCredentials(
-            server=registry_server(creds.url),
+            server=server,
             username=creds.username,
-            sealed_password=seal(password, key),
+            sealed_password=seal(password, key, registry_aad(node_id or "", task_id, server)),
         )
 
+    async def sealed_env(self, deployment_id: str, node_id: str | None, task_id: str) -> str:
+        """The deployment's secret variables (a JSON object) sealed to ``node_id``'s key,
+        bound to the node and the task (``knit.secrets.env_aad``).
+
+        The ciphertext at rest is kept for the deployment's next tasks; the plaintext only
+        while it is sealed.
+        """
+        key = self.node_key(node_id)
+        stored = self._secret_envs.get(deployment_id)
+        if stored is None:
+            stored = await self.repo.secret_env_of(deployment_id)
+            if stored is None:
+                raise KnitError(f"the secret variables of deployment {deployment_id} are gone")
+            if len(self._secret_envs) >= SECRET_ENV_CACHE:
+                self._secret_envs.clear()
+            self._secret_envs[deployment_id] = stored
+        plain = self.secrets.decrypt(stored, aad=deployment_id)
+        return seal(plain, key, env_aad(node_id or "", task_id))
+
+    def forget_secret_env(self, deployment_id: str) -> None:
+        """Drop a deleted deployment's secret variables from memory."""
+        self._secret_envs.pop(deployment_id, None)
+
     async def stop_orphan(self, node_id: str, instance_id: str) -> None:
-        """Tell ``node_id`` to remove a container Knit does not want (unknown or duplicate)."""
-        task = StopTask(task_id=new_id(), instance_id=instance_id, remove=True)
+        """Tell ``node_id`` to remove a container Knit does not want (unknown or duplicate).
+
+        A container labelled with an instance id Knit cannot have made is left alone: no task
+        may carry such an id (agents refuse them), and Knit did not create it.
+        """
+        if not is_id(instance_id):  # (debug: it is reported again with every full report)
+            log.debug(
+                "node %s reports a container of instance %r: not Knit's", node_id, instance_id[:80]
+            )
+            return
+        task = StopTask(
+            task_id=new_id(),
+            instance_id=instance_id,
+            remove=True,
+            node_id=node_id,
+            expires_at=time.time() + TASK_TTL,
+        )
         self.repo.event(
             "instance.orphan",
             f"removing unwanted container of instance {instance_id}",
@@ -175,6 +266,6 @@ class ServerContext:
             instance_id=instance_id,
         )
         try:
-            await self.bus.publish(subjects.tasks_for(node_id), encode(task))
+            await self.bus.publish(*self.task_message(node_id, task))
         except KnitError as exc:
             log.warning("cannot ask %s to remove an orphan: %s", node_id, exc)

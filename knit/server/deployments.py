@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from actors import Actor, ActorError, Deadline
 from knit.domain.placement import PlacementRequest
+from knit.domain.specs import NetworkDriver
 from knit.errors import KnitError
 from knit.server.context import ServerContext
 from knit.server.messages import (
@@ -82,6 +83,7 @@ class DeploymentState:
     record: DeploymentRecord
     instances: dict[str, InstanceState] = field(default_factory=dict)
     tasks: dict[str, Inflight] = field(default_factory=dict)  # by instance id
+    host_network: bool | None = None  # on a host network (None: not looked up yet)
 
 
 class DeploymentActor(Actor[DeploymentMessage]):
@@ -172,7 +174,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         else:
             self.dirty = True
         if isinstance(message, NodeDown):
-            await self.node_down(state, message.node_id)
+            await self.node_down(state, message.node_id, removed=message.removed)
         elif isinstance(message, NodeDrained):
             self.node_drained(state, message.node_id)
         elif isinstance(message, NodeUp):
@@ -348,22 +350,26 @@ class DeploymentActor(Actor[DeploymentMessage]):
             else:
                 self.forget(state, inst, f"instance {inst.index} is gone")
 
-    async def node_down(self, state: DeploymentState, node_id: str) -> None:
+    async def node_down(self, state: DeploymentState, node_id: str, *, removed: bool) -> None:
         lost_after = state.record.lost_after
         for inst in list(state.instances.values()):
-            if inst.node_id != node_id or inst.status == "lost":
+            if inst.node_id != node_id or (inst.status == "lost" and not removed):
                 continue
             inflight = state.tasks.pop(inst.id, None)
             if inflight is not None:
                 # Nobody there to run it: its instance is unknown or lost like the others,
                 # rather than waiting for the task's deadlines (up to a minute). The task
                 # ends failed with the reason (its report is ignored: no longer in flight).
-                inflight.run.abandon(f"node {node_id} was lost")
+                inflight.run.abandon(f"node {node_id} was {'removed' if removed else 'lost'}")
                 self.ctx.task_owners.pop(inflight.task_id, None)
                 if inflight.kind == "stop":
                     self.forget(state, inst, f"instance {inst.index} left with node {node_id}")
                     continue
-            if lost_after > 0 and inst.desired:
+            if removed:
+                # The node will not come back, nor report its containers: nothing to wait
+                # for, nothing to stop later. Its slot is free at once.
+                self.forget(state, inst, f"instance {inst.index} lost: node {node_id} was removed")
+            elif lost_after > 0 and inst.desired:
                 inst.status, inst.unknown_since = "unknown", time.time()
                 self.save(
                     inst,
@@ -480,6 +486,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.save_created(state)
             self.set_pending_reason(None)
             return
+        if state.host_network is None:
+            state.host_network = await self.on_host_network(state.record)
         plan = await self.ctx.place(
             PlacementRequest(
                 deployment_id=self.deployment_id,
@@ -487,6 +495,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 node_selector=dict(state.record.node_selector),
                 avoid_nodes=frozenset(n for i in unplaced for n in i.avoid),
                 existing=self.placed_counts(state),
+                host_network=state.host_network,
             )
         )
         for inst, node_id in zip(unplaced, plan.placements, strict=False):
@@ -495,6 +504,14 @@ class DeploymentActor(Actor[DeploymentMessage]):
             await self.start_task(state, inst, "deploy")
         self.save_created(state)
         self.set_pending_reason(plan.describe_unplaced() if plan.unplaced else None)
+
+    async def on_host_network(self, record: DeploymentRecord) -> bool:
+        """Whether the deployment is attached to a ``host`` network (placed only on nodes
+        that allow it). A deployment without networks reads nothing."""
+        if not record.network_attachments:
+            return False
+        networks = await self.repo.networks_named(record.network_attachments)
+        return any(n.driver == NetworkDriver.HOST for n in networks)
 
     async def stop_unwanted(self, state: DeploymentState) -> None:
         for inst in list(state.instances.values()):
@@ -519,6 +536,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.ctx.task_owners.pop(previous.task_id, None)
         try:
             task = await self.ctx.build_task(state.record, inst, kind)
+            message = self.ctx.task_message(inst.node_id, task)
         except KnitError as exc:
             inst.status, inst.error = "error", str(exc)
             self.save(inst, "instance.error", f"instance {inst.index}: {exc}")
@@ -531,6 +549,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         run = TaskRun(
             task=task,
             node_id=inst.node_id,
+            message=message,
             bus=self.ctx.bus,
             repo=self.repo,
             timing=self.ctx.timing,

@@ -10,6 +10,7 @@ a restart.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from typing import Any, cast
 
@@ -27,19 +28,23 @@ from knit.server.messages import (
     NodeDown,
     NodeDrained,
     NodeUp,
+    RemoveNode,
     SetEligible,
 )
 from knit.server.nodes import NodeActor, NodeMessage
 from knit.server.repo import deployment_json
-from knit.server.scheduler import SetCounts
+from knit.server.scheduler import ForgetNode, SetCounts
 from knit.store.records import DeploymentRecord
 from knit.wire.messages import InstanceReport
 
 log = logging.getLogger(__name__)
 
 
-class NodeDirectory(Actor[HeartbeatReceived | tuple[str, SetEligible]]):
-    """Spawns and finds NodeActors."""
+NodeDirectoryMessage = HeartbeatReceived | tuple[str, SetEligible] | RemoveNode
+
+
+class NodeDirectory(Actor[NodeDirectoryMessage]):
+    """Spawns, finds and removes NodeActors."""
 
     def __init__(self, ctx: ServerContext, supervisor: SupervisorRef) -> None:
         self.ctx = ctx
@@ -63,8 +68,12 @@ class NodeDirectory(Actor[HeartbeatReceived | tuple[str, SetEligible]]):
         self.nodes[node_id] = ref
         return ref
 
-    async def handle(self, message: HeartbeatReceived | tuple[str, SetEligible]) -> object:
-        """Route a heartbeat (spawning a NodeActor for a new node) or a drain request."""
+    async def handle(self, message: NodeDirectoryMessage) -> object:
+        """Route a heartbeat (spawning a NodeActor for a new node) or a drain request, or
+        forget a removed node."""
+        if isinstance(message, RemoveNode):
+            await self.remove(message.node_id)
+            return None
         if isinstance(message, tuple):
             node_id, command = message
             ref = self.nodes.get(node_id)
@@ -74,10 +83,25 @@ class NodeDirectory(Actor[HeartbeatReceived | tuple[str, SetEligible]]):
         hb = message.heartbeat
         ref = self.nodes.get(hb.node_id)
         if ref is None:
+            if not self.ctx.trust.joined(hb.node_id):
+                return None  # removed while its heartbeat was on its way
             ref = await self.spawn_node(hb.node_id, None)
         self.ctx.public_keys[hb.node_id] = hb.public_key
         await deliver(ref, message)
         return None
+
+    async def remove(self, node_id: str) -> None:
+        """Stop a removed node's actor and forget it everywhere; its instances are lost."""
+        ref = self.nodes.pop(node_id, None)
+        if ref is not None:
+            await self.system.stop(ref)
+        ctx = self.ctx
+        ctx.public_keys.pop(node_id, None)
+        ctx.last_heartbeats.pop(node_id, None)
+        ctx.node_reports.pop(node_id, None)
+        ctx.metrics.forget_node(node_id)
+        ctx.scheduler.tell_nowait(ForgetNode(node_id))
+        ctx.deployments.tell_nowait(NodeDown(node_id, since=time.time(), removed=True))
 
 
 DirectoryMessage = (

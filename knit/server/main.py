@@ -1,9 +1,10 @@
 """The server process: ``knit server``.
 
 Layer: server (entry point). Opens the store, the secret box, NATS (embedded unless
-``--nats`` is given), builds the actor tree of docs/architecture.md, bridges the bus into
-it, and serves the HTTP API. The HTTP server lives outside the actors' failure domain: a
-client hanging up never reaches an actor.
+``--nats`` is given), loads the API tokens (making the first admin token if there is none),
+builds the actor tree of docs/architecture.md, bridges the bus into it, and serves the
+HTTP API (over HTTPS with ``--tls-cert``/``--tls-key``). The HTTP server lives outside the
+actors' failure domain: a client hanging up never reaches an actor.
 """
 
 from __future__ import annotations
@@ -13,28 +14,32 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from actors import open_actor_system
 from knit.api.app import create_app
-from knit.bus import connect_bus
+from knit.bus import Bus, BusCredentials, connect_bus
 from knit.config import ServerConfig
 from knit.errors import KnitError
-from knit.natsd import embedded_nats, parse_listen, wait_for_port
+from knit.natsd import EmbeddedNats, parse_listen, wait_for_port
 from knit.secrets import SecretBox
+from knit.server.access import TokenKeeper
 from knit.server.bridge import open_bridge
 from knit.server.context import ServerContext
 from knit.server.directories import DeploymentDirectory, NodeDirectory
 from knit.server.history import keep_history
+from knit.server.membership import Membership, load_trust
 from knit.server.plane import ServerPlane
 from knit.server.repo import open_repo
 from knit.server.scheduler import Scheduler
 from knit.server.tasks import TaskTiming
+from knit.server.trust import BusTrust
 
 log = logging.getLogger(__name__)
 
@@ -102,55 +107,121 @@ def prepare_data_dir(path: Path) -> Path:
 async def serve_server(
     config: ServerConfig, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run one server until cancelled; reports the API's URL through ``task_status``."""
+    """Run one server until cancelled; reports the API's URL through ``task_status``.
+
+    Raises:
+        KnitError: the TLS files are unusable, the admin token cannot be written, the
+            API's or the nats-server's address cannot be listened on.
+    """
+    async with anyio.create_task_group() as services:
+        try:
+            await _serve(config, services, task_status)
+        finally:
+            services.cancel_scope.cancel()  # the embedded nats-server, last
+
+
+def embedded_nats(config: ServerConfig, trust: BusTrust, data_dir: Path) -> EmbeddedNats | None:
+    """The server's own nats-server (None with ``--nats``: an external one)."""
+    if config.nats_url is not None:
+        return None
+    return EmbeddedNats(
+        config.nats_listen,
+        data_dir,
+        None if trust.insecure else trust.nats_auth(),
+        log_file=data_dir / "nats-server.log",
+    )
+
+
+async def open_bus(
+    config: ServerConfig, trust: BusTrust, embedded: EmbeddedNats | None, services: TaskGroup
+) -> Bus:
+    """Start ``embedded`` in ``services`` (if any) and connect to NATS.
+
+    Raises:
+        KnitError: the nats-server did not start; the credentials file is unusable.
+    """
+    if embedded is None:
+        assert config.nats_url is not None
+        credentials = (
+            BusCredentials.from_creds_file(config.nats_creds) if config.nats_creds else None
+        )
+        return await connect_bus(config.nats_url, name="knit-server", credentials=credentials)
+    url = await services.start(embedded.run)
+    credentials = None if trust.insecure else trust.server_credentials()
+    return await connect_bus(url, name="knit-server", credentials=credentials)
+
+
+async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskStatus[str]) -> None:
+    tls = tls_files(config.tls_cert, config.tls_key)
     data_dir = prepare_data_dir(config.data_dir)
     secrets = SecretBox.from_data_dir(data_dir)
     restart_grace = (
         config.restart_grace if config.restart_grace is not None else min(config.node_ttl, 10.0)
     )
-    async with AsyncExitStack() as stack:
-        nats_url = config.nats_url
-        if nats_url is None:
-            nats_url = await stack.enter_async_context(
-                embedded_nats(config.nats_listen, log_file=data_dir / "nats-server.log")
-            )
-        repo = await stack.enter_async_context(open_repo(database_url(config)))
-        bus = await connect_bus(nats_url, name="knit-server")
-        stack.push_async_callback(bus.close)
-        ctx = ServerContext(
-            repo=repo,
-            bus=bus,
-            secrets=secrets,
-            node_ttl=config.node_ttl,
-            restart_grace=restart_grace,
-            timing=TaskTiming.from_environ(),
+    if config.insecure_bus:
+        log.warning(
+            "--insecure-bus: the bus is OPEN. Anyone who reaches NATS can pose as a node, "
+            "read its tasks and send tasks to every agent. Use it only in a trusted lab."
         )
-        ctx.metrics.gc.install()
-        stack.callback(ctx.metrics.gc.uninstall)
-        async with open_actor_system("server") as system, anyio.create_task_group() as tg:
-            ctx._scheduler = await system.spawn(Scheduler, name="scheduler", mailbox_size=8192)
-            deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
-            nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
-            # Nodes first: the Scheduler then knows every healthy node before a deployment
-            # asks it to place anything (a NodeActor tells its deployments nothing until a
-            # heartbeat arrives or its deadline passes, both later than this).
-            nodes = await system.spawn(
-                lambda: NodeDirectory(ctx, nodes_sup), name="nodes", mailbox_size=16384
+    embedded: EmbeddedNats | None = None
+    try:
+        async with AsyncExitStack() as stack:
+            repo = await stack.enter_async_context(open_repo(database_url(config)))
+            access = TokenKeeper(repo.store)
+            await access.ensure_admin_token(config.admin_token_path)
+            trust = await load_trust(repo, secrets, insecure=config.insecure_bus)
+            embedded = embedded_nats(config, trust, data_dir)
+            bus = await open_bus(config, trust, embedded, services)
+            stack.push_async_callback(bus.close)  # (before the nats-server stops: below)
+            ctx = ServerContext(
+                repo=repo,
+                bus=bus,
+                secrets=secrets,
+                trust=trust,
+                node_ttl=config.node_ttl,
+                restart_grace=restart_grace,
+                timing=TaskTiming.from_environ(),
+                max_replicas=config.max_replicas,
             )
-            deployments = await system.spawn(
-                lambda: DeploymentDirectory(ctx, deployments_sup),
-                name="deployments",
-                mailbox_size=16384,
-            )
-            ctx._deployments = deployments
-            bridge = await open_bridge(bus, system, nodes, ctx.task_owners)
-            plane = ServerPlane(ctx, system, nodes, deployments, bridge)
-            url = await tg.start(serve_http, plane, config.http)
-            if config.history_retention > 0:
-                tg.start_soon(keep_history, repo, config.history_retention)
-            log.info("knit server ready: API %s, NATS %s", url, nats_url)
-            task_status.started(url)
-            await anyio.sleep_forever()
+            ctx.metrics.gc.install()
+            stack.callback(ctx.metrics.gc.uninstall)
+            async with open_actor_system("server") as system, anyio.create_task_group() as tg:
+                ctx._scheduler = await system.spawn(Scheduler, name="scheduler", mailbox_size=8192)
+                deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
+                nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
+                # Nodes first: the Scheduler then knows every healthy node before a deployment
+                # asks it to place anything (a NodeActor tells its deployments nothing until a
+                # heartbeat arrives or its deadline passes, both later than this).
+                nodes = await system.spawn(
+                    lambda: NodeDirectory(ctx, nodes_sup), name="nodes", mailbox_size=16384
+                )
+                deployments = await system.spawn(
+                    lambda: DeploymentDirectory(ctx, deployments_sup),
+                    name="deployments",
+                    mailbox_size=16384,
+                )
+                ctx._deployments = deployments
+                bridge = await open_bridge(bus, system, nodes, ctx.task_owners, trust, repo)
+                membership = Membership(
+                    repo,
+                    trust,
+                    nodes,
+                    embedded,
+                    config.nats_advertise or [embedded.url if embedded else bus.url],
+                    issue_credentials=embedded is not None,
+                )
+                plane = ServerPlane(
+                    ctx, system, nodes, deployments, bridge, access, membership=membership
+                )
+                url = await tg.start(serve_http, plane, config.http, tls)
+                if config.history_retention > 0:
+                    tg.start_soon(keep_history, repo, config.history_retention)
+                log.info("knit server ready: API %s, NATS %s", url, bus.url)
+                task_status.started(url)
+                await anyio.sleep_forever()
+    finally:
+        if embedded is not None:
+            embedded.release()
 
 
 KEEP_ALIVE_TIMEOUT = 75.0
@@ -172,11 +243,43 @@ def check_can_listen(host: str, port: int) -> None:
             raise KnitError(f"cannot listen on {host}:{port} for the API: {exc.strerror}") from exc
 
 
+def tls_files(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
+    """The certificate and key to serve HTTPS with, checked; None for plain HTTP.
+
+    Raises:
+        KnitError: only one of them is given, a file cannot be read, or they do not make
+            a certificate and its key.
+    """
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise KnitError("--tls-cert and --tls-key go together: give both, or neither")
+    for what, path in (("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise KnitError(f"{what} {path}: cannot read it ({exc.strerror})") from exc
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, ValueError) as exc:
+        raise KnitError(
+            f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate and its key "
+            f"({type(exc).__name__})"
+        ) from exc
+    return cert, key
+
+
 async def serve_http(
-    plane: ServerPlane, listen: str, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED
+    plane: ServerPlane,
+    listen: str,
+    tls: tuple[Path, Path] | None = None,
+    *,
+    task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the API with Hypercorn until cancelled; reports the URL once it listens.
 
+    ``tls`` (a certificate and its key, see :func:`tls_files`) serves it over HTTPS.
     Hypercorn runs in a child task and is stopped through its shutdown trigger rather than
     by cancellation, which on Python 3.11 leaves a stale cancellation behind.
     """
@@ -194,6 +297,9 @@ async def serve_http(
     # equal timeouts a client could send a request on a connection the server was closing
     # at that moment, and the request failed with a protocol error (seen under load).
     config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    if tls is not None:
+        config.certfile, config.keyfile = str(tls[0]), str(tls[1])
+    scheme = "https" if tls is not None else "http"
     app = create_app(plane)
     shutdown = anyio.Event()
     stopped = anyio.Event()
@@ -211,7 +317,7 @@ async def serve_http(
         tg.start_soon(run)
         try:
             await wait_for_port(host, port, timeout=10)
-            task_status.started(f"http://{host}:{port}")
+            task_status.started(f"{scheme}://{host}:{port}")
             await anyio.sleep_forever()
         finally:
             app.extensions["knit.dashboard"].close()  # ends open SSE streams first

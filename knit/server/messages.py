@@ -48,6 +48,13 @@ class ForwardReports:
     deployment_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class RemoveNode:
+    """Forget a node that was removed from the cluster (told to the NodeDirectory)."""
+
+    node_id: str
+
+
 # --- cluster facts, told to the scheduler and to deployments ------------------------------
 
 
@@ -60,10 +67,12 @@ class NodeUp:
 
 @dataclass(frozen=True, slots=True)
 class NodeDown:
-    """A node missed its deadline."""
+    """A node missed its deadline, or was removed (``removed``: its instances are lost at
+    once, not after their ``lost_after``)."""
 
     node_id: str
     since: float
+    removed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,6 +138,10 @@ class ServerMetrics:
         """``node_id`` is now ``status``."""
         self.node_status[node_id] = status
 
+    def forget_node(self, node_id: str) -> None:
+        """``node_id`` was removed from the cluster."""
+        self.node_status.pop(node_id, None)
+
     def instance(self, instance_id: str, status: str, deployment_id: str) -> None:
         """``instance_id`` (of ``deployment_id``) is now ``status``."""
         before = self.instance_status.get(instance_id)

@@ -101,6 +101,7 @@ class NodeActor(Actor[NodeMessage]):
             cpus=node.cpus,
             memory_bytes=node.memory_bytes,
             instance_count=0,
+            allow_host_network=node.allow_host_network,
         )
 
     async def handle(self, message: NodeMessage) -> object:
@@ -125,7 +126,12 @@ class NodeActor(Actor[NodeMessage]):
             node = NodeState(id=self.node_id, hostname=hb.hostname, registered_at=now)
             self.node = node
         was_healthy = node.status == "healthy" and not first_sight
-        view_changed = node.labels != hb.labels or node.hostname != hb.hostname or not was_healthy
+        view_changed = (
+            node.labels != hb.labels
+            or node.hostname != hb.hostname
+            or node.allow_host_network != hb.allow_host_network
+            or not was_healthy
+        )
         stored = _stored_fields(node)
         node.hostname = hb.hostname
         node.labels = dict(hb.labels)
@@ -135,6 +141,11 @@ class NodeActor(Actor[NodeMessage]):
         node.agent_version = hb.agent_version
         node.public_key = hb.public_key
         self.ctx.public_keys[self.node_id] = hb.public_key
+        node.allow_host_network = hb.allow_host_network
+        if hb.allow_host_network:  # (in memory: no column for it; said in every heartbeat)
+            self.ctx.host_network_nodes.add(self.node_id)
+        else:
+            self.ctx.host_network_nodes.discard(self.node_id)
         node.last_heartbeat = now
         node.status = "healthy"
         self.ctx.metrics.node(self.node_id, "healthy")

@@ -11,25 +11,38 @@ import heapq
 import time
 from typing import Any
 
+import anyio
+
 from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
+from knit.domain.auth import Principal
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
     RegistryCredentialsSpec,
 )
+from knit.domain.tokens import JoinTokenSpec, TokenSpec
 from knit.domain.validation import (
     check_network_attachments,
     check_references,
+    check_registry,
+    check_replicas,
+    check_template_syntax,
 )
 from knit.errors import Invalid, KnitError, NotFound
+from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
+from knit.server.membership import Membership
 from knit.server.messages import DeleteDeployment, DeploymentCreated, SetEligible
 from knit.server.records import NodeState
 from knit.server.repo import deployment_json
 
 STARTED_AT = time.time()
+SYNTAX_CHECKS = 1
+"""Deployments whose templates are syntax-checked at once (each in a thread: a check holds
+the interpreter's lock most of its time, so more at once would only slow the event loop)."""
 ACTORS_EVERY = 2.0
 """Seconds ``GET /status`` reuses its view of the actors (taking one is O(actors))."""
 
@@ -44,8 +57,13 @@ class ServerPlane:
         nodes: ActorRef[Any],
         deployments: ActorRef[Any],
         bridge: BridgeStats,
+        access: TokenKeeper,
+        *,
+        membership: Membership | None = None,
     ) -> None:
         self.ctx = ctx
+        self.access = access
+        self.membership = membership
         self.repo = ctx.repo
         self.system = system
         self.nodes = nodes
@@ -53,8 +71,9 @@ class ServerPlane:
         self.bridge = bridge
         self._actors: JSONDict | None = None
         self._actors_at = 0.0
-        self._references: tuple[set[str], dict[str, str]] | None = None
+        self._references: tuple[dict[str, str], dict[str, str]] | None = None
         self._references_token: object = None
+        self._syntax_checks = anyio.CapacityLimiter(SYNTAX_CHECKS)
 
     @staticmethod
     def _raise_if_error(result: object) -> Any:
@@ -74,11 +93,39 @@ class ServerPlane:
 
     def _fresh(self, node: NodeState) -> NodeState:
         """The node with its last heartbeat as the NodeActor heard it (the store's copy is
-        written now and then)."""
+        written now and then), and what its heartbeats say it allows (held in memory)."""
         heard = self.ctx.last_heartbeats.get(node.id)
         if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
             node.last_heartbeat = heard
+        node.allow_host_network = node.id in self.ctx.host_network_nodes
         return node
+
+    async def join_node(
+        self, join_token: str, request: JoinRequest, api_host: str | None
+    ) -> JSONDict:
+        """Admit a node with a join token (one use of it spent in the same transaction):
+        its grant.
+
+        Raises:
+            Unauthorized: the join token is unknown, expired, used up or revoked.
+            Conflict: the node's keys or the id it asked for are taken.
+        """
+        if self.membership is None:
+            raise KnitError("this server does not admit nodes")
+        admission = self.access.join_admission(join_token)
+        return await self.membership.join(admission, request, api_host)
+
+    async def issue_bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> JSONDict:
+        """NATS credentials for a tool on the embedded bus (admin)."""
+        if self.membership is None:
+            raise KnitError("this server does not issue bus credentials")
+        return self.membership.bus_credential(spec, api_host)
+
+    async def remove_node(self, node_id: str) -> JSONDict:
+        """Remove a node: its credentials stop working at once, its instances move."""
+        if self.membership is None:
+            raise KnitError("this server does not remove nodes")
+        return await self.membership.remove(node_id)
 
     async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:
         result = await self.nodes.ask((node_id, SetEligible(eligible)), timeout=15)
@@ -120,8 +167,9 @@ class ServerPlane:
         self._references = None
         self._references_token = None  # a read under way must not keep what it read
 
-    async def references(self) -> tuple[set[str], dict[str, str]]:
-        """The registry credential ids and the networks' drivers that deployments may name.
+    async def references(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The registry credentials' URLs by id and the networks' drivers by name, that
+        deployments may name.
 
         Kept in memory between changes: this plane makes every change to them, and each
         forgets the copy (before and after its write: a read racing the write cannot keep
@@ -132,7 +180,7 @@ class ServerPlane:
         if cached is None:
             token = object()
             self._references_token = token
-            cached = (await self.repo.credential_ids(), await self.repo.network_drivers())
+            cached = (await self.repo.credential_urls(), await self.repo.network_drivers())
             if self._references_token is token:
                 self._references = cached
         return cached
@@ -140,14 +188,22 @@ class ServerPlane:
     # deployments
     async def create_deployment(self, spec: DeploymentSpec) -> JSONDict:
         registries, networks = await self.references()
-        errors = check_references(spec, registries, networks) + check_network_attachments(
-            spec, networks
+        errors = (
+            check_replicas(spec, self.ctx.max_replicas)
+            + check_references(spec, registries, networks)
+            + check_network_attachments(spec, networks)
+            + check_registry(spec, registries)
         )
+        if spec.templates:
+            # Up to 16 x 64 KiB to parse and compile: outside the event loop, one at a time.
+            errors += await anyio.to_thread.run_sync(
+                check_template_syntax, spec, limiter=self._syntax_checks
+            )
         if errors:
             raise Invalid(errors)
         # Stored here, not by the DeploymentDirectory: the writer checks the name in its
         # transaction, and creations wait for their commits side by side, not in a queue.
-        record = await self.repo.insert_deployment(spec)
+        record = await self.repo.insert_deployment(spec, self.ctx.secrets)
         await self.deployments.ask(DeploymentCreated(record.id, record), timeout=30)
         return deployment_json(record)
 
@@ -159,6 +215,7 @@ class ServerPlane:
 
     async def delete_deployment(self, deployment_id: str) -> JSONDict:
         result = await self.deployments.ask(DeleteDeployment(deployment_id), timeout=30)
+        self.ctx.forget_secret_env(deployment_id)
         return dict(self._raise_if_error(result))
 
     # instances and events
@@ -171,6 +228,40 @@ class ServerPlane:
         return await self.repo.list_events(
             deployment_id=deployment_id, node_id=node_id, limit=limit
         )
+
+    # access (API tokens from memory; see knit.server.access)
+    def authenticate(self, secret: str) -> Principal | None:
+        return self.access.authenticate(secret)
+
+    def token_principal(self, token_id: str) -> Principal | None:
+        return self.access.principal(token_id)
+
+    async def create_token(self, spec: TokenSpec) -> JSONDict:
+        return await self.access.create_token(spec)
+
+    async def list_tokens(self) -> list[JSONDict]:
+        return await self.access.list_tokens()
+
+    async def delete_token(self, token_id: str) -> None:
+        await self.access.delete_token(token_id)
+
+    async def create_join_token(self, spec: JoinTokenSpec) -> JSONDict:
+        return await self.access.create_join_token(spec)
+
+    async def list_join_tokens(self) -> list[JSONDict]:
+        return await self.access.list_join_tokens()
+
+    async def delete_join_token(self, token_id: str) -> JSONDict:
+        return await self.access.delete_join_token(token_id)
+
+    async def consume_join_token(self, secret: str) -> str:
+        """Spend one use of a join token (for ``POST /join``); its id.
+
+        Raises:
+            Unauthorized: "join token unknown", "join token expired", "join token used up"
+                or "join token revoked".
+        """
+        return await self.access.consume_join_token(secret)
 
     def status(self) -> JSONDict:
         """The server's counters; the ``actors`` part is at most ``ACTORS_EVERY`` s old."""

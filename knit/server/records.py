@@ -35,6 +35,7 @@ class NodeState:
     public_key: str = ""
     last_heartbeat: float | None = None
     address: str | None = None
+    allow_host_network: bool = False  # from its heartbeats, in memory only
 
     def to_json(self) -> dict[str, Any]:
         """The API's view (the public key is not secret, but not needed either)."""
@@ -51,6 +52,7 @@ class NodeState:
             "agent_version": self.agent_version,
             "address": self.address,
             "registered_at": iso(self.registered_at),
+            "allow_host_network": self.allow_host_network,
         }
 
 

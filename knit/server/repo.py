@@ -9,6 +9,7 @@ batches. Writes whose result the caller needs (creating a deployment) are awaite
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -102,6 +103,7 @@ def deployment_json(
         "network_attachments": list(record.network_attachments),
         "templates": [dict(t) for t in record.templates],
         "env": dict(record.env),
+        "secret_env": sorted(record.secret_env),  # the names: values are never returned
         "command": list(record.command) if record.command is not None else None,
         "replicas": record.replicas,
         "ports": [dict(p) for p in record.ports],
@@ -189,8 +191,14 @@ class Repo:
     async def get_deployment_record(self, deployment_id: str) -> DeploymentRecord | None:
         return await self.store.read(deployments.find_deployment, deployment_id)
 
-    async def insert_deployment(self, spec: DeploymentSpec) -> DeploymentRecord:
+    async def insert_deployment(self, spec: DeploymentSpec, box: SecretBox) -> DeploymentRecord:
+        """Store a new deployment; its ``secret_env`` encrypted with ``box``, bound to its id."""
         data = spec.model_dump(mode="json")
+        deployment_id = new_id()
+        secret_env = None
+        if spec.secret_env:
+            plain = {name: value.get_secret_value() for name, value in spec.secret_env.items()}
+            secret_env = box.encrypt(json.dumps(plain), aad=deployment_id)
         return await self.store.write(
             deployments.create(
                 spec.name,
@@ -205,8 +213,15 @@ class Repo:
                 node_selector=spec.node_selector,
                 lost_after=spec.lost_after,
                 restart_policy=data["restart_policy"],
+                secret_env_names=sorted(spec.secret_env),
+                secret_env_encrypted=secret_env,
+                deployment_id=deployment_id,
             )
         )
+
+    async def secret_env_of(self, deployment_id: str) -> str | None:
+        """The encrypted ``secret_env`` of a deployment (None: none, or deleted)."""
+        return await self.store.read(deployments.secret_env_of, deployment_id)
 
     async def mark_deployment_deleted(self, deployment_id: str) -> DeploymentRecord:
         return await self.store.write(deployments.mark_deleted(deployment_id))
@@ -356,8 +371,9 @@ class Repo:
 
     # --- registry credentials --------------------------------------------------------------
 
-    async def credential_ids(self) -> set[str]:
-        return await self.store.read(credentials.list_credentials_ids)
+    async def credential_urls(self) -> dict[str, str]:
+        """Every set of credentials' URL, by id."""
+        return {r.id: r.url for r in await self.store.read(credentials.list_credentials)}
 
     async def get_credentials(self, credentials_id: str) -> RegistryCredentialsRecord | None:
         return await self.store.read(credentials.find_credentials, credentials_id)

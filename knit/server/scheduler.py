@@ -26,6 +26,13 @@ class UpdateNode:
 
 
 @dataclass(frozen=True)
+class ForgetNode:
+    """A node was removed from the cluster: never place anything there again."""
+
+    node_id: str
+
+
+@dataclass(frozen=True)
 class Release:
     """An instance left this node (stopped, lost, moved)."""
 
@@ -46,7 +53,7 @@ class SetCounts:
     counts: dict[str, int]
 
 
-SchedulerMessage = UpdateNode | Release | Place | SetCounts
+SchedulerMessage = UpdateNode | ForgetNode | Release | Place | SetCounts
 
 
 class Scheduler(Actor[SchedulerMessage]):
@@ -64,6 +71,10 @@ class Scheduler(Actor[SchedulerMessage]):
         if isinstance(message, UpdateNode):
             self.nodes[message.view.id] = message.view
             self.counted.pop(message.view.id, None)
+        elif isinstance(message, ForgetNode):
+            self.nodes.pop(message.node_id, None)
+            self.counts.pop(message.node_id, None)
+            self.counted.pop(message.node_id, None)
         elif isinstance(message, Release):
             if self.counts.get(message.node_id, 0) > 0:
                 self.counts[message.node_id] -= 1

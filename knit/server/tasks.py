@@ -32,8 +32,7 @@ from knit.bus import Bus
 from knit.errors import KnitError
 from knit.server.messages import TaskEnded
 from knit.server.repo import Repo
-from knit.wire import subjects
-from knit.wire.messages import Task, TaskStatus, encode
+from knit.wire.messages import Task, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,12 @@ class TaskTiming:
         return cls(accept=accept)
 
 
+TASK_TTL = 600.0
+"""Seconds a task may still be started after the server made it (``expires_at``): a task
+captured on the bus cannot be replayed later. Its re-deliveries answer from the agent's
+memory of it (a task id runs once), so only its first start must fall within the TTL; the
+agents' clocks must be within a few minutes of the server's."""
+
 ACCEPT_TIMEOUT_ENV = "KNIT_TASK_ACCEPT_TIMEOUT"
 """Environment variable: seconds to wait for a task's acceptance before re-publishing it."""
 DISCONNECTED_POLL = 1.0
@@ -85,6 +90,8 @@ class TaskRun:
     Args:
         task: the wire task (its id is the same on every attempt).
         node_id: where it goes (None: the broadcast queue).
+        message: the task's subject and proved payload (``ServerContext.task_message``),
+            sent as they are on every attempt.
         bus: the NATS adapter.
         repo: the store (task states and events).
         timing: its deadlines.
@@ -100,6 +107,7 @@ class TaskRun:
         "bus",
         "deployment_id",
         "ended",
+        "message",
         "node_id",
         "reconnects",
         "repo",
@@ -114,6 +122,7 @@ class TaskRun:
         *,
         task: Task,
         node_id: str | None,
+        message: tuple[str, bytes],
         bus: Bus,
         repo: Repo,
         timing: TaskTiming,
@@ -122,6 +131,7 @@ class TaskRun:
     ) -> None:
         self.task = task
         self.node_id = node_id
+        self.message = message
         self.bus = bus
         self.repo = repo
         self.timing = timing
@@ -143,11 +153,6 @@ class TaskRun:
     def kind(self) -> str:
         """``deploy`` or ``stop``."""
         return self.task.kind
-
-    @property
-    def subject(self) -> str:
-        """Where the task goes: its node's subject, or the broadcast queue."""
-        return subjects.tasks_for(self.node_id) if self.node_id else subjects.TASKS_BROADCAST
 
     async def start(self) -> None:
         """Publish the first attempt and arm the acceptance deadline."""
@@ -188,14 +193,14 @@ class TaskRun:
     async def _send(self) -> None:
         """Put the task on the bus; a failure is logged (a deadline sends it again)."""
         try:
-            await self.bus.publish(self.subject, encode(self.task))
+            await self.bus.publish(*self.message)
         except KnitError as exc:
             log.warning("task %s not published: %s", self.task.task_id, exc)
 
     def status(self, status: TaskStatus) -> TaskEnded | None:
         """Follow one of the agent's reports; the end, if it is one."""
-        if self.ended:
-            return None
+        if self.ended or (self.node_id is not None and status.node_id != self.node_id):
+            return None  # a status from another node than the one it was sent to
         if status.state in ("accepted", "progress"):
             if not self.accepted:
                 self.accepted = True

@@ -12,8 +12,8 @@ The database is the truth; the server's actors rebuild their state from it after
 * :func:`open_database` / :class:`Database` / :class:`StoreWriter` — the parts, for
   wrapping the writer into an actor.
 * ``nodes``, ``deployments``, ``instances``, ``networks``, ``credentials``, ``tasks``,
-  ``events`` — per entity: read functions (:class:`Read`: ``f(conn, ...)`` on a synchronous
-  connection, also awaitable on an async one) and write op factories.
+  ``events``, ``tokens`` — per entity: read functions (:class:`Read`: ``f(conn, ...)`` on
+  a synchronous connection, also awaitable on an async one) and write op factories.
 * Records (``NodeRecord``, ``DeploymentRecord``, ...) — frozen, detached results.
 
 Conventions: ids are ``str`` (uuid7 hex, made in Python by :func:`new_id`); timestamps are
@@ -21,7 +21,16 @@ Conventions: ids are ``str`` (uuid7 hex, made in Python by :func:`new_id`); time
 ``Conflict``, ``NotFound``, ``StoreError``.
 """
 
-from knit.store import credentials, deployments, events, instances, networks, nodes, tasks
+from knit.store import (
+    credentials,
+    deployments,
+    events,
+    instances,
+    networks,
+    nodes,
+    tasks,
+    tokens,
+)
 from knit.store.db import Database, database_url, open_database, translate_error
 from knit.store.facade import Store, open_store
 from knit.store.instances import LIVE_STATUSES
@@ -33,11 +42,13 @@ from knit.store.records import (
     TASK_KINDS,
     TASK_STATES,
     UNFINISHED_TASK_STATES,
+    ApiTokenRecord,
     DeploymentRecord,
     EventRecord,
     HeartbeatUpsert,
     InstanceRecord,
     InstanceStatusUpdate,
+    JoinTokenRecord,
     NetworkRecord,
     NodeNetworkRecord,
     NodeRecord,
@@ -56,12 +67,14 @@ __all__ = [
     "TASK_KINDS",
     "TASK_STATES",
     "UNFINISHED_TASK_STATES",
+    "ApiTokenRecord",
     "Database",
     "DeploymentRecord",
     "EventRecord",
     "HeartbeatUpsert",
     "InstanceRecord",
     "InstanceStatusUpdate",
+    "JoinTokenRecord",
     "Keep",
     "NetworkRecord",
     "NodeNetworkRecord",
@@ -85,5 +98,6 @@ __all__ = [
     "open_database",
     "open_store",
     "tasks",
+    "tokens",
     "translate_error",
 ]

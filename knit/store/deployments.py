@@ -6,6 +6,11 @@ Reads are :class:`~knit.store.reads.Read` functions; writes are factories return
 op for the :class:`StoreWriter`. Names are unique among deployments that are not deleted.
 Deleting is two steps: :func:`mark_deleted` (the row stays while instances are stopped), then
 :func:`purge` once none is left.
+
+A deployment's ``secret_env`` lives in ``deployment_secrets`` (encrypted by the caller, as
+registry passwords are): :func:`create` stores it in the same transaction, every read of a
+deployment brings the names along (a left join on the primary key), :func:`secret_env_of`
+reads the ciphertext, and :func:`mark_deleted` deletes it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import RowMapping, delete, exists, func, insert, select, update
+from sqlalchemy import RowMapping, Select, delete, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +27,7 @@ from knit.store import instances
 from knit.store.models import (
     ContainerInstance,
     Deployment,
+    DeploymentSecret,
     JSONValue,
     Network,
     RegistryCredentials,
@@ -61,6 +67,14 @@ def _record(row: RowMapping) -> DeploymentRecord:
         updated_at=row["updated_at"],
         generation=int(row["generation"]),
         deleted=bool(row["deleted"]),
+        secret_env=tuple(str(n) for n in row["secret_env_names"] or ()),
+    )
+
+
+def _select() -> Select[Deployment, list[str]]:
+    """Deployments with the names of their secret variables (``secret_env_names``)."""
+    return select(Deployment, DeploymentSecret.names.label("secret_env_names")).outerjoin(
+        DeploymentSecret, DeploymentSecret.deployment_id == Deployment.id
     )
 
 
@@ -92,7 +106,7 @@ def _spec_row(d: DeploymentRecord) -> dict[str, object]:
 @Read
 def find_deployment(conn: Connection, deployment_id: str) -> DeploymentRecord | None:
     """The deployment ``deployment_id`` (deleted or not), or None."""
-    stmt = select(Deployment).where(Deployment.id == deployment_id)
+    stmt = _select().where(Deployment.id == deployment_id)
     row = conn.execute(stmt).mappings().first()
     return None if row is None else _record(row)
 
@@ -113,7 +127,7 @@ def get_deployment(conn: Connection, deployment_id: str) -> DeploymentRecord:
 @Read
 def find_deployment_by_name(conn: Connection, name: str) -> DeploymentRecord | None:
     """The deployment named ``name`` that is not deleted, or None."""
-    stmt = select(Deployment).where(Deployment.name == name, Deployment.deleted.is_(False))
+    stmt = _select().where(Deployment.name == name, Deployment.deleted.is_(False))
     row = conn.execute(stmt).mappings().first()
     return None if row is None else _record(row)
 
@@ -163,10 +177,19 @@ def find_with_instances(
 @Read
 def list_deployments(conn: Connection, *, include_deleted: bool = True) -> list[DeploymentRecord]:
     """Every deployment, by name (deleted ones too unless ``include_deleted`` is False)."""
-    stmt = select(Deployment).order_by(Deployment.name, Deployment.created_at)
+    stmt = _select().order_by(Deployment.name, Deployment.created_at)
     if not include_deleted:
         stmt = stmt.where(Deployment.deleted.is_(False))
     return [_record(row) for row in conn.execute(stmt).mappings()]
+
+
+@Read
+def secret_env_of(conn: Connection, deployment_id: str) -> str | None:
+    """The encrypted ``secret_env`` of a deployment (None: it has none, or no longer)."""
+    stmt = select(DeploymentSecret.env_encrypted).where(
+        DeploymentSecret.deployment_id == deployment_id
+    )
+    return conn.execute(stmt).scalar()
 
 
 @Read
@@ -195,13 +218,16 @@ def create(
     node_selector: Mapping[str, str] | None = None,
     lost_after: float = 0.0,
     restart_policy: Mapping[str, JSONValue] | None = None,
+    secret_env_names: Sequence[str] = (),
+    secret_env_encrypted: str | None = None,
     deployment_id: str | None = None,
     at: float | None = None,
 ) -> Op[DeploymentRecord]:
     """Store a new deployment (generation 1); the op returns it.
 
     The op checks, in the same transaction, that the name is free and that the registry
-    credentials and networks it names exist.
+    credentials and networks it names exist. ``secret_env_encrypted`` (the ciphertext of its
+    secret variables, bound to ``deployment_id``: pass both) is stored beside it.
 
     Raises (from the op):
         Conflict: a live deployment has this name (or this id exists).
@@ -227,6 +253,7 @@ def create(
         updated_at=stamp,
         generation=1,
         deleted=False,
+        secret_env=tuple(secret_env_names) if secret_env_encrypted is not None else (),
     )
     row = {
         "id": record.id,
@@ -242,6 +269,15 @@ def create(
         await _check_name_free(conn, record.name, record.id)
         await _check_references(conn, record)
         await conn.execute(insert(Deployment).values(**row))
+        if secret_env_encrypted is not None:
+            await conn.execute(
+                insert(DeploymentSecret).values(
+                    deployment_id=record.id,
+                    names=list(record.secret_env),
+                    env_encrypted=secret_env_encrypted,
+                    created_at=stamp,
+                )
+            )
         return record
 
     return op
@@ -299,7 +335,8 @@ def set_pending_reason(deployment_id: str, reason: str | None) -> Op[bool]:
 def mark_deleted(deployment_id: str, *, at: float | None = None) -> Op[DeploymentRecord]:
     """Mark the deployment deleted (idempotent; bumps the generation the first time).
 
-    Its name is free again at once; its row stays until :func:`purge`.
+    Its name is free again at once; its row stays until :func:`purge`. Its secret variables
+    are deleted at once: nothing is deployed for it any more.
 
     Raises (from the op):
         NotFound: no such deployment.
@@ -314,6 +351,9 @@ def mark_deleted(deployment_id: str, *, at: float | None = None) -> Op[Deploymen
             update(Deployment)
             .where(Deployment.id == deployment_id)
             .values(deleted=True, updated_at=stamp, generation=Deployment.generation + 1)
+        )
+        await conn.execute(
+            delete(DeploymentSecret).where(DeploymentSecret.deployment_id == deployment_id)
         )
         return dataclasses.replace(
             stored, deleted=True, updated_at=stamp, generation=stored.generation + 1
@@ -345,6 +385,9 @@ def purge(deployment_id: str) -> Op[bool]:
         if count:
             raise Conflict(f"deployment {stored.name!r} still has {count} instance(s)")
         await conn.execute(delete(Task).where(Task.deployment_id == deployment_id))
+        await conn.execute(
+            delete(DeploymentSecret).where(DeploymentSecret.deployment_id == deployment_id)
+        )
         await conn.execute(delete(Deployment).where(Deployment.id == deployment_id))
         return True
 

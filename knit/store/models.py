@@ -134,6 +134,25 @@ class Deployment(Base):
     )
 
 
+class DeploymentSecret(Base):
+    """A deployment's ``secret_env``: the names in clear, the values only as ciphertext.
+
+    ``env_encrypted`` is the JSON object of names and values encrypted with the server's
+    ``knit.secrets.SecretBox``, the deployment id as associated data (a ciphertext copied to
+    another deployment's row does not open). One row per deployment that has any; deleted
+    with the deployment (the deletion removes it at once, the foreign key when the row goes).
+    """
+
+    __tablename__ = "deployment_secrets"
+
+    deployment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    names: Mapped[list[str]] = mapped_column(_Json)
+    env_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
 class ContainerInstance(Base):
     """One container of a deployment (spec 4 ``ContainerInstance``).
 
@@ -235,3 +254,72 @@ class Event(Base):
         Index("ix_events_deployment_at", "deployment_id", "at", "id"),
         Index("ix_events_node_at", "node_id", "at", "id"),
     )
+
+
+class ClusterSecret(Base):
+    """A secret of the cluster itself (the server's keys), encrypted under the secret key."""
+
+    __tablename__ = "cluster_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+
+
+class NodeKey(Base):
+    """A node's keys, pinned when it joined: what proves its messages and its connection.
+
+    No foreign key to ``nodes``: a node joins before its first heartbeat makes its row.
+    """
+
+    __tablename__ = "node_keys"
+
+    node_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(128))
+    nats_key: Mapped[str] = mapped_column(String(64), unique=True)
+    join_token_id: Mapped[str | None] = mapped_column(String(ID_LENGTH))
+    joined_at: Mapped[float] = mapped_column(Double)
+
+
+class RevokedNode(Base):
+    """A removed node's bus identity, refused by NATS from its removal on."""
+
+    __tablename__ = "revoked_nodes"
+
+    nats_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    revoked_at: Mapped[float] = mapped_column(Double)
+
+
+class ApiToken(Base):
+    """A token of the REST API: only the SHA-256 of its secret is kept (never the secret).
+
+    A revoked token's row is deleted. ``role`` is ``read``, ``deploy`` or ``admin``.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float | None] = mapped_column(Double)
+
+
+class JoinToken(Base):
+    """A token that admits up to ``uses`` agents (``POST /join``) until ``expires_at``.
+
+    Only the SHA-256 of its secret is kept. A revoked token keeps its row (``revoked``) so
+    that an agent presenting it is told why it is refused.
+    """
+
+    __tablename__ = "join_tokens"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    uses: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[float] = mapped_column(Double)
+    revoked: Mapped[bool] = mapped_column(Boolean)

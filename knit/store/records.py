@@ -150,6 +150,8 @@ class DeploymentRecord(_JSONMixin):
         pending_reason: why some instances cannot be placed (None when all are).
         generation: bumped on every change of the spec (and on deletion).
         deleted: deletion was asked; the row stays until its instances are gone.
+        secret_env: the names of its secret environment variables (their values are in
+            ``deployment_secrets``, encrypted; never in a record).
     """
 
     id: str
@@ -170,6 +172,7 @@ class DeploymentRecord(_JSONMixin):
     updated_at: float
     generation: int
     deleted: bool
+    secret_env: tuple[str, ...] = ()
 
     @property
     def status(self) -> Literal["deleting", "pending", "active"]:
@@ -326,3 +329,38 @@ class EventRecord(_JSONMixin):
             instance_id=instance_id,
             task_id=task_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiTokenRecord(_JSONMixin):
+    """An API token as stored: ``token_hash`` is the SHA-256 of the secret (hex).
+
+    ``to_json()`` leaves the hash out.
+    """
+
+    _hidden: ClassVar[tuple[str, ...]] = ("token_hash",)
+
+    id: str
+    name: str
+    role: str
+    token_hash: str
+    created_at: float
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinTokenRecord(_JSONMixin):
+    """A join token as stored: ``token_hash`` is the SHA-256 of the secret (hex).
+
+    ``to_json()`` leaves the hash out.
+    """
+
+    _hidden: ClassVar[tuple[str, ...]] = ("token_hash",)
+
+    id: str
+    token_hash: str
+    uses: int
+    used: int
+    expires_at: float
+    created_at: float
+    revoked: bool = False

@@ -1,6 +1,7 @@
 """Knit's wire: the NATS subjects and the versioned JSON messages sent on them.
 
-Layer: wire. Pure: imports pydantic and the standard library only.
+Layer: wire. Pure: imports pydantic, the standard library and, for the form of a node's
+X25519 key, ``knit.trust.macs.decode_x25519_public``.
 
 - ``knit.wire.subjects``: every subject and the broadcast queue group name.
 - ``knit.wire.messages``: the closed set of typed messages, ``encode`` and the ``decode_*``.

@@ -27,15 +27,14 @@ that is why most heartbeats carry only the differences of the report (``full=Fal
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Annotated, Final, Literal, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from knit.ids import new_id
+from knit.ids import ID_PATTERN, new_id
+from knit.trust.macs import decode_x25519_public
 from knit.wire.errors import UnsupportedVersion, WireError
 
 SCHEMA_VERSION: Final = 1
@@ -49,6 +48,16 @@ TaskStateName = Literal["accepted", "progress", "succeeded", "failed"]
 
 NodeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+KnitId = Annotated[str, Field(pattern=ID_PATTERN)]
+"""An id Knit made (``knit.ids``): what tasks carry, since the agent names folders and labels
+with them. A forged ``../../etc`` is refused when the task is decoded."""
+ContainerId = Annotated[str, Field(pattern=r"^[0-9A-Za-z][0-9A-Za-z_.-]{0,127}$")]
+"""A container id as a runtime reports it (the Engine's: 64 hex digits): a name, never a path.
+The agent only echoes it (it finds containers by their instance label)."""
+Name = Annotated[str, Field(pattern=r"^[a-z0-9-]{1,63}$")]
+"""A deployment's or a network's name (``knit.domain.specs.NAME_RE``)."""
+ImageRef = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^\s\x00-\x1f]+$")]
+"""An image reference: no spaces or control characters (the Engine parses the rest)."""
 Seconds = Annotated[float, Field(ge=0)]
 
 
@@ -129,6 +138,8 @@ class Heartbeat(WireMessage):
         instances: every Knit instance on the node (``full``), or the new and changed ones.
         removed: ids of instances gone since heartbeat ``seq - 1`` (only when not ``full``).
         sent_at: the agent's clock when the report was taken (seconds since the epoch).
+        allow_host_network: the agent was started with ``--allow-host-network``: it runs
+            deployments on ``host`` networks (the scheduler places them only there).
     """
 
     kind: Literal["heartbeat"] = "heartbeat"
@@ -146,16 +157,12 @@ class Heartbeat(WireMessage):
     instances: list[InstanceReport] = Field(default_factory=list)
     removed: list[Id] = Field(default_factory=list)
     sent_at: Seconds
+    allow_host_network: bool = False
 
     @field_validator("public_key")
     @classmethod
     def _x25519(cls, value: str) -> str:
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("must be base64") from None
-        if len(raw) != 32:
-            raise ValueError("must be a 32-byte X25519 public key")
+        decode_x25519_public(value)  # ValueError says what is wrong
         return value
 
     @model_validator(mode="after")
@@ -171,10 +178,20 @@ class Heartbeat(WireMessage):
 
 
 class TaskTemplate(Struct):
-    """A template to render and mount at ``destination``."""
+    """A template to render and mount at ``destination`` (an absolute path of a file)."""
 
     content: str
     destination: str
+
+    @field_validator("destination")
+    @classmethod
+    def _absolute_file(cls, value: str) -> str:
+        parts = value.split("/")
+        if not value.startswith("/") or value.endswith("/") or "\x00" in value:
+            raise ValueError("must be an absolute path of a file")
+        if any(part in (".", "..") for part in parts):
+            raise ValueError("must not contain '.' or '..'")
+        return value
 
 
 class TaskPort(Struct):
@@ -189,7 +206,7 @@ class TaskPort(Struct):
 class NetworkAttachment(Struct):
     """A network to attach the container to, with what the agent needs to create it."""
 
-    name: str
+    name: Name
     driver: Literal["bridge", "host"] = "bridge"
     subnet: str | None = None
 
@@ -205,15 +222,23 @@ class TaskRestartPolicy(Struct):
 class TaskDeployment(Struct):
     """The part of a deployment an agent needs to run one of its instances."""
 
-    id: Id
-    name: str
-    image: str
+    id: KnitId
+    name: Name
+    image: ImageRef
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
     templates: list[TaskTemplate] = Field(default_factory=list)
     ports: list[TaskPort] = Field(default_factory=list)
     network_attachments: list[NetworkAttachment] = Field(default_factory=list)
     restart_policy: TaskRestartPolicy = Field(default_factory=TaskRestartPolicy)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not key or "=" in key or "\x00" in key or "\x00" in item:
+                raise ValueError("names must be non-empty, without '=' or NUL; values without NUL")
+        return value
 
 
 class SealedCredentials(Struct):
@@ -225,25 +250,44 @@ class SealedCredentials(Struct):
 
 
 class DeployTask(WireMessage):
-    """Run one instance of a deployment. ``task_id`` is the same on every re-delivery."""
+    """Run one instance of a deployment. ``task_id`` is the same on every re-delivery.
+
+    Attributes:
+        node_id: the node it is for (None: any node, on the broadcast subject); an agent
+            refuses a task for another node.
+        expires_at: the server's clock after which the task must not be started (seconds
+            since the epoch); None only on an open bus (``--insecure-bus``).
+        credentials: the registry credentials, the password sealed to the node with
+            ``knit.secrets.registry_aad(node, task, registry)``.
+        sealed_env: the deployment's ``secret_env`` as a JSON object, sealed to the node
+            with ``knit.secrets.env_aad(node, task)`` (None: it has none).
+    """
 
     kind: Literal["deploy"] = "deploy"
-    task_id: Id
-    instance_id: Id
+    task_id: KnitId
+    instance_id: KnitId
     deployment: TaskDeployment
     instance_index: Annotated[int, Field(ge=0)]
     credentials: SealedCredentials | None = None
+    sealed_env: str | None = Field(default=None, repr=False)
     attempt: Annotated[int, Field(ge=1)] = 1
+    node_id: NodeId | None = None
+    expires_at: Seconds | None = None
 
 
 class StopTask(WireMessage):
-    """Stop an instance's container, and remove it (and its files) unless ``remove`` is False."""
+    """Stop an instance's container, and remove it (and its files) unless ``remove`` is False.
+
+    ``node_id`` and ``expires_at`` as for :class:`DeployTask`.
+    """
 
     kind: Literal["stop"] = "stop"
-    task_id: Id
-    instance_id: Id
-    container_id: str | None = None
+    task_id: KnitId
+    instance_id: KnitId
+    container_id: ContainerId | None = None
     remove: bool = True
+    node_id: NodeId | None = None
+    expires_at: Seconds | None = None
 
 
 Task = Annotated[DeployTask | StopTask, Field(discriminator="kind")]

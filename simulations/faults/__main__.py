@@ -37,8 +37,8 @@ from tests.faults import (
     test_tasks,
 )
 from tests.support.docker import docker_host_from_env, engine_problem, ensure_busybox_image
-from tests.support.knit import NODE_TTL
 from tests.support.knit_faults import FaultEnv, Figures, PrivateEngine
+from tests.support.knit_processes import NODE_TTL
 from tests.support.nats import find_nats_server
 
 Scenario = Callable[[FaultEnv], None]

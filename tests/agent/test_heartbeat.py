@@ -34,7 +34,7 @@ class FakeBus:
         self.sent: list[Heartbeat] = []
         self.failing = False
 
-    async def publish(self, subject: str, payload: bytes) -> None:
+    async def publish(self, subject: str, payload: bytes, headers: object = None) -> None:
         if self.failing:
             raise BusError("publish failed: connection closed")
         assert subject == subjects.HEARTBEAT

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
 import anyio
 import pytest
 
-from knit.bus import connect_bus
+from knit.bus import Headers, connect_bus
 from knit.wire import subjects
 from knit.wire.messages import (
     DeployTask,
@@ -30,7 +31,7 @@ async def collect_statuses(
     bus = await connect_bus(nats_url, name="test-observer")
     seen: list[TaskStatus] = []
 
-    async def on_status(payload: bytes, reply: str | None) -> None:
+    async def on_status(payload: bytes, reply: str | None, headers: Headers | None) -> None:
         seen.append(decode_status(payload))
 
     try:
@@ -47,7 +48,7 @@ async def collect_statuses(
 async def test_a_broadcast_task_is_taken_by_exactly_one_agent(
     nats_url: str, tmp_path: Path
 ) -> None:
-    async with open_cluster(nats_url, tmp_path) as cluster:
+    async with open_cluster(nats_url, tmp_path, insecure=True) as cluster:
         a = await cluster.add_agent()
         b = await cluster.add_agent()
         tasks = [
@@ -65,7 +66,7 @@ async def test_a_broadcast_task_is_taken_by_exactly_one_agent(
 
 
 async def test_a_task_delivered_twice_runs_once(nats_url: str, tmp_path: Path) -> None:
-    async with open_cluster(nats_url, tmp_path) as cluster:
+    async with open_cluster(nats_url, tmp_path, insecure=True) as cluster:
         agent = await cluster.add_agent()
         task = DeployTask(
             task_id=uuid.uuid4().hex,
@@ -84,3 +85,23 @@ async def test_a_task_delivered_twice_runs_once(nats_url: str, tmp_path: Path) -
         succeeded = [s for s in mine if s.state == "succeeded"]
         assert len(succeeded) >= 1
         assert len({s.container_id for s in succeeded}) == 1
+
+
+async def test_a_joined_agent_runs_no_task_that_the_server_did_not_send(
+    nats_url: str, tmp_path: Path
+) -> None:
+    async with open_cluster(nats_url, tmp_path) as cluster:
+        agent = await cluster.add_agent()
+        forged = StopTask(
+            task_id=uuid.uuid4().hex,
+            instance_id=uuid.uuid4().hex,
+            node_id=agent.node_id,
+            expires_at=time.time() + 600,
+        )
+        statuses = await collect_statuses(
+            nats_url, 1.0, [encode(forged)], subjects.tasks_for(agent.node_id)
+        )
+        broadcast = await collect_statuses(
+            nats_url, 1.0, [encode(forged)], subjects.TASKS_BROADCAST
+        )
+        assert statuses == [] and broadcast == []  # not accepted, not run, not answered

@@ -62,11 +62,12 @@ def test_events_set_the_status_and_exit_code_and_tell_of_each_change() -> None:
 
 
 def test_changes_a_running_task_causes_itself_do_not_tell_but_others_do() -> None:
+    # (Tasks carry ids as Knit makes them; the table is keyed by the containers' labels.)
     deploy = DeployTask(
-        task_id="t1",
-        instance_id="i1",
+        task_id="1" * 32,
+        instance_id="a" * 32,
         instance_index=0,
-        deployment=TaskDeployment(id="d1", name="web", image="app"),
+        deployment=TaskDeployment(id="d" * 32, name="web", image="app"),
     )
     in_flight: dict[str, DeployTask | StopTask] = {"i1": deploy}
     table, changes = reconciler(in_flight)
@@ -75,7 +76,7 @@ def test_changes_a_running_task_causes_itself_do_not_tell_but_others_do() -> Non
     assert table.instances["i1"].status == "running" and changes == []
     table.apply(RuntimeEvent("c1", "die", LABELS, exit_code=1))  # not the deploy's doing
     assert len(changes) == 1
-    in_flight["i1"] = StopTask(task_id="t2", instance_id="i1")
+    in_flight["i1"] = StopTask(task_id="2" * 32, instance_id="a" * 32)
     table.apply(RuntimeEvent("c1", "start", LABELS))  # not the stop's doing
     assert len(changes) == 2
     table.apply(RuntimeEvent("c1", "die", LABELS, exit_code=0))

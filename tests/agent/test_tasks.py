@@ -4,112 +4,24 @@ container changes make the heartbeat beat early."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import cast
 
 import anyio
 import pytest
 
-from knit.agent.context import LABEL_INSTANCE, AgentContext
-from knit.agent.files import TemplateFiles
-from knit.agent.main import run_agent_actors
-from knit.bus import Bus, BusStats
-from knit.secrets import NodeKeyPair
+from knit.agent.context import LABEL_INSTANCE
 from knit.wire import subjects
 from knit.wire.messages import (
     DeployTask,
     InstanceReport,
     StopTask,
-    Task,
     TaskDeployment,
-    TaskStatus,
     decode_heartbeat,
-    decode_status,
-    encode,
 )
 from simulations.profile import SimProfile
-from simulations.runtime import SimRuntime
+from tests.agent.support import open_agent
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
-
-Handler = Callable[[bytes, str | None], Awaitable[None]]
-
-
-class MemoryBus:
-    """The two calls the agent makes on its bus, kept in memory."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, Handler] = {}
-        self.sent: list[tuple[str, bytes]] = []
-        self.published = anyio.Event()
-        self.stats = BusStats()
-
-    async def publish(self, subject: str, payload: bytes) -> None:
-        self.sent.append((subject, payload))
-        self.published.set()
-        self.published = anyio.Event()
-
-    async def until(self, condition: Callable[[], bool], seconds: float = 5.0) -> None:
-        """Wait until ``condition()`` holds after a publish (at most ``seconds``)."""
-        with anyio.fail_after(seconds):
-            while not condition():
-                await self.published.wait()
-
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> None:
-        self.handlers[subject] = handler
-
-    def statuses(self, task: Task) -> list[TaskStatus]:
-        found = [decode_status(p) for s, p in self.sent if s == subjects.TASK_STATUS]
-        return [s for s in found if s.task_id == task.task_id]
-
-    def heartbeats(self) -> int:
-        return sum(1 for s, _ in self.sent if s == subjects.HEARTBEAT)
-
-
-class Agent:
-    def __init__(self, ctx: AgentContext, bus: MemoryBus, runtime: SimRuntime) -> None:
-        self.ctx, self.bus, self.runtime = ctx, bus, runtime
-
-    async def send(self, task: Task) -> None:
-        await self.bus.handlers[subjects.tasks_for(self.ctx.node_id)](encode(task), None)
-
-    def ended(self, task: Task) -> list[TaskStatus]:
-        return [s for s in self.bus.statuses(task) if s.state in ("succeeded", "failed")]
-
-    async def final(self, task: Task) -> TaskStatus:
-        """The task's final status, waited for (at most 5 s)."""
-        await self.bus.until(lambda: bool(self.ended(task)))
-        return self.ended(task)[0]
-
-    async def settle(self) -> None:
-        """Let the event pump and the Reconciler catch up."""
-        for _ in range(20):
-            await anyio.lowlevel.checkpoint()
-
-
-@asynccontextmanager
-async def open_agent(tmp_path: Path, **settings: float) -> AsyncIterator[Agent]:
-    bus = MemoryBus()
-    runtime = SimRuntime(SimProfile(preloaded_images=frozenset({"app:1"})))
-    ctx = AgentContext(
-        node_id="n1",
-        hostname="host-1",
-        labels={},
-        bus=cast(Bus, bus),
-        runtime=runtime,
-        keys=NodeKeyPair.generate(),
-        files=TemplateFiles(tmp_path),
-        heartbeat_interval=settings.get("heartbeat_interval", 60.0),
-        task_timeout=settings.get("task_timeout", 600.0),
-    )
-    async with anyio.create_task_group() as tg:
-        await tg.start(run_agent_actors, ctx)
-        agent = Agent(ctx, bus, runtime)
-        await agent.settle()
-        yield agent
-        tg.cancel_scope.cancel()
 
 
 def deploy_task(instance_id: str | None = None) -> DeployTask:
@@ -117,7 +29,7 @@ def deploy_task(instance_id: str | None = None) -> DeployTask:
         task_id=uuid.uuid4().hex,
         instance_id=instance_id or uuid.uuid4().hex,
         instance_index=0,
-        deployment=TaskDeployment(id="d1", name="web", image="app:1"),
+        deployment=TaskDeployment(id="d" * 32, name="web", image="app:1"),
     )
 
 

@@ -1,4 +1,5 @@
-"""The per-entity reads served ahead of Quart answer exactly as Quart's routes do."""
+"""The per-entity reads served ahead of Quart answer exactly as Quart's routes do, refusals
+of the gate included."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from knit.api.app import KnitApp, create_app
 from knit.api.reads import ReadRoutes
 from knit.errors import StoreError
-from tests.dashboard.fakes import FakeControl
+from tests.dashboard.fakes import ADMIN_TOKEN, AUTH, READ_TOKEN, FakeControl
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
@@ -31,11 +32,13 @@ def cluster() -> FakeControl:
     )
 
 
-async def get(app: KnitApp, path: str, *, fast: bool) -> tuple[int, str, Any]:
+async def get(
+    app: KnitApp, path: str, *, fast: bool, headers: dict[str, str] | None = None
+) -> tuple[int, str, Any]:
     routes = app.reads
     app.reads = routes if fast else None
     try:
-        response = await app.test_client().get(path)
+        response = await app.test_client().get(path, headers=AUTH if headers is None else headers)
     finally:
         app.reads = routes
     return response.status_code, response.content_type, await response.get_json()
@@ -102,3 +105,29 @@ def test_only_the_per_entity_gets_take_the_fast_path() -> None:
         ("GET", "/nodes/n1", "/api"),
     ]:
         assert routes.route(scope(method, path, root)) is None, (method, path, root)
+
+
+@pytest.mark.parametrize("path", ["/nodes/n1", "/deployments/d1", "/events", "/nodes/ghost"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer knit_not-a-token"},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+        {"Authorization": "Bearer"},
+        {"Cookie": f"knit_session={ADMIN_TOKEN}"},
+    ],
+)
+async def test_the_fast_path_refuses_as_quart_does(path: str, headers: dict[str, str]) -> None:
+    app = create_app(cluster())
+    fast = await get(app, path, fast=True, headers=headers)
+    assert fast == await get(app, path, fast=False, headers=headers)
+    assert fast[0] == 401
+
+
+async def test_a_read_token_reads_on_both_paths() -> None:
+    app = create_app(cluster())
+    headers = {"Authorization": f"Bearer {READ_TOKEN}"}
+    fast = await get(app, "/nodes/n1", fast=True, headers=headers)
+    assert fast == await get(app, "/nodes/n1", fast=False, headers=headers)
+    assert fast[0] == 200

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from knit.api.sessions import COOKIE_NAME, Sessions
+from knit.domain.auth import Principal, Role
+from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.errors import NotFound
 
 JSONDict = dict[str, Any]
 ISO = "2024-05-01T12:00:00Z"
+ADMIN_TOKEN = "knit_fake-admin-token"
+READ_TOKEN = "knit_fake-read-token"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+"""Headers that let a test client in as admin."""
+ORIGIN = {"Origin": "http://localhost"}
+"""The Origin of a page of Quart's test client's server (``http://localhost``)."""
+
+
+SESSIONS = Sessions(b"fake session key, 32 bytes long!")
+"""The session keeper tests hand to ``create_app`` and ``Dashboard``, so that
+:data:`SIGNED_IN` lets a test client in without signing in."""
+
+
+def session_headers(
+    sessions: Sessions = SESSIONS, principal: Principal | None = None
+) -> dict[str, str]:
+    """A ``Cookie`` header of a session of ``principal`` (the fake admin by default)."""
+    value, _ = sessions.issue(principal or fake_tokens()[ADMIN_TOKEN], time.time())
+    return {"Cookie": f"{COOKIE_NAME}={value}"}
+
+
+def fake_tokens() -> dict[str, Principal]:
+    return {
+        ADMIN_TOKEN: Principal("t-admin", "admin", Role.ADMIN),
+        READ_TOKEN: Principal("t-read", "viewer", Role.READ),
+    }
 
 
 @dataclass
@@ -22,6 +52,7 @@ class FakeControl:
     events: list[JSONDict] = field(default_factory=list)
     reads: int = 0
     fail: Exception | None = None
+    tokens: dict[str, Principal] = field(default_factory=fake_tokens)
 
     def _check(self) -> None:
         self.reads += 1
@@ -68,6 +99,12 @@ class FakeControl:
     def status(self) -> JSONDict:
         return {}
 
+    def authenticate(self, secret: str) -> Principal | None:
+        return self.tokens.get(secret)
+
+    def token_principal(self, token_id: str) -> Principal | None:
+        return next((p for p in self.tokens.values() if p.token_id == token_id), None)
+
     # Writes are not the dashboard's business.
     async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:
         raise NotImplementedError
@@ -95,6 +132,44 @@ class FakeControl:
 
     async def delete_deployment(self, deployment_id: str) -> JSONDict:
         raise NotImplementedError
+
+    async def create_token(self, spec: Any) -> JSONDict:
+        raise NotImplementedError
+
+    async def list_tokens(self) -> list[JSONDict]:
+        return []
+
+    async def delete_token(self, token_id: str) -> None:
+        raise NotImplementedError
+
+    async def create_join_token(self, spec: Any) -> JSONDict:
+        raise NotImplementedError
+
+    async def list_join_tokens(self) -> list[JSONDict]:
+        return []
+
+    async def delete_join_token(self, token_id: str) -> JSONDict:
+        raise NotImplementedError
+
+    async def consume_join_token(self, secret: str) -> str:
+        raise NotImplementedError
+
+    async def join_node(
+        self, join_token: str, request: JoinRequest, api_host: str | None
+    ) -> JSONDict:
+        raise NotImplementedError
+
+    async def issue_bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> JSONDict:
+        raise NotImplementedError
+
+    async def remove_node(self, node_id: str) -> JSONDict:
+        raise NotImplementedError
+
+
+async def sign_in(client: Any, token: str = ADMIN_TOKEN) -> None:
+    """Sign a Quart test client in to the dashboard (it keeps the session cookie)."""
+    response = await client.post("/ui/sign-in", form={"token": token}, headers=ORIGIN)
+    assert response.status_code == 303, await response.get_data(as_text=True)
 
 
 def node(index: int, status: str = "healthy", **extra: Any) -> JSONDict:
@@ -169,3 +244,7 @@ def big_cluster(nodes: int = 1000, deployments: int = 100, replicas: int = 100) 
             host = control.nodes[(d * replicas + r) % nodes]
             control.instances.append(instance(dep["id"], host["id"], r))
     return control
+
+
+SIGNED_IN = session_headers()
+"""Headers of a dashboard request signed in as the fake admin (with :data:`SESSIONS`)."""

@@ -232,7 +232,9 @@ async def test_concurrent_streams_each_get_their_data(nats_url: str, tmp_path: P
 
         async def watch() -> None:
             async with (
-                httpx.AsyncClient(base_url=url, timeout=10) as client,
+                httpx.AsyncClient(
+                    base_url=url, timeout=10, cookies=scene.cluster.api.cookies
+                ) as client,
                 client.stream("GET", "/ui/stream") as response,
             ):
                 assert response.status_code == 200

@@ -19,7 +19,7 @@ from knit.dashboard.present import (
     short,
 )
 from knit.errors import StoreError
-from tests.dashboard.fakes import big_cluster
+from tests.dashboard.fakes import SESSIONS, SIGNED_IN, big_cluster
 
 pytestmark = [pytest.mark.unit]
 
@@ -79,8 +79,8 @@ def test_formatting_helpers() -> None:
 @pytest.mark.anyio
 async def test_pages_of_1000_nodes_and_10000_instances_render_fast_and_paged() -> None:
     control = big_cluster(nodes=1000, deployments=100, replicas=100)
-    client = create_app(control).test_client()
-    await client.get("/ui/")  # compile the templates once
+    client = create_app(control, sessions=SESSIONS).test_client()
+    await client.get("/ui/", headers=SIGNED_IN)  # compile the templates once
     node_id, deployment_id = control.nodes[5]["id"], control.deployments[5]["id"]
     for path, note in [
         ("/ui/", "Showing nodes 1\u2013100 of 1000."),
@@ -90,7 +90,7 @@ async def test_pages_of_1000_nodes_and_10000_instances_render_fast_and_paged() -
         ("/ui/events", ""),
     ]:
         started = time.perf_counter()
-        response = await client.get(path)
+        response = await client.get(path, headers=SIGNED_IN)
         elapsed = time.perf_counter() - started
         html = await response.get_data(as_text=True)
         assert response.status_code == 200, path
@@ -103,7 +103,8 @@ async def test_pages_of_1000_nodes_and_10000_instances_render_fast_and_paged() -
 async def test_an_unreadable_control_plane_shows_a_503_page() -> None:
     control = big_cluster(2, 1, 1)
     control.fail = StoreError("database is gone")
-    response = await create_app(control).test_client().get("/ui/")
+    app = create_app(control, sessions=SESSIONS)
+    response = await app.test_client().get("/ui/", headers=SIGNED_IN)
     assert response.status_code == 503
     html = await response.get_data(as_text=True)
     assert "did not answer" in html and "StoreError" in html

@@ -11,21 +11,23 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from quart import Quart
 from quart.typing import TestHTTPConnectionProtocol as HTTPConnection
 
-from knit.api.app import create_app
+from knit.api.app import KnitApp, create_app
+from knit.api.gate import Gate
 from knit.dashboard import Dashboard
 from knit.errors import StoreError
 from knit.natsd import free_port
-from tests.dashboard.fakes import FakeControl, big_cluster
+from tests.dashboard.fakes import SESSIONS, SIGNED_IN, FakeControl, big_cluster
 
 pytestmark = [pytest.mark.anyio]
 
 
-def dashboard_app(control: FakeControl, **options: Any) -> tuple[Quart, Dashboard]:
-    app = Quart("dashboard-test")
-    dashboard = Dashboard(control, **options)
+def dashboard_app(control: FakeControl, **options: Any) -> tuple[KnitApp, Dashboard]:
+    """The dashboard alone behind the gate (requests with ``SIGNED_IN`` get in)."""
+    app = KnitApp("dashboard-test")
+    app.gate = Gate(control, SESSIONS)
+    dashboard = Dashboard(control, sessions=SESSIONS, **options)
     app.register_blueprint(dashboard.blueprint)
     return app, dashboard
 
@@ -47,8 +49,8 @@ async def nothing_for(conn: HTTPConnection, seconds: float) -> bool:
 
 
 @asynccontextmanager
-async def open_stream(app: Quart) -> AsyncIterator[HTTPConnection]:
-    async with app.test_client().request("/ui/stream") as conn:
+async def open_stream(app: KnitApp) -> AsyncIterator[HTTPConnection]:
+    async with app.test_client().request("/ui/stream", headers=SIGNED_IN) as conn:
         await conn.send_complete()
         yield conn
         await conn.disconnect()
@@ -56,9 +58,9 @@ async def open_stream(app: Quart) -> AsyncIterator[HTTPConnection]:
 
 @pytest.mark.unit
 async def test_create_app_registers_the_dashboard() -> None:
-    app = create_app(FakeControl())
+    app = create_app(FakeControl(), sessions=SESSIONS)
     assert isinstance(app.extensions["knit.dashboard"], Dashboard)
-    assert (await app.test_client().get("/ui/")).status_code == 200
+    assert (await app.test_client().get("/ui/", headers=SIGNED_IN)).status_code == 200
 
 
 @pytest.mark.unit
@@ -68,14 +70,14 @@ async def test_streams_past_the_limit_are_refused_with_503() -> None:
         assert (await next_message(one)).startswith("data: ")
         assert (await next_message(two)).startswith("data: ")
         assert dashboard.streams.active == 2
-        refused = await app.test_client().get("/ui/stream")
+        refused = await app.test_client().get("/ui/stream", headers=SIGNED_IN)
         assert refused.status_code == 503
         assert refused.headers["Retry-After"]
     assert dashboard.streams.active == 0  # the connections' tasks have ended
     assert (await next_message_of_new_stream(app)).startswith("data: ")
 
 
-async def next_message_of_new_stream(app: Quart) -> str:
+async def next_message_of_new_stream(app: KnitApp) -> str:
     async with open_stream(app) as conn:
         return await next_message(conn)
 
@@ -165,7 +167,7 @@ async def test_a_failed_read_is_shared_too() -> None:
 @pytest.mark.unit
 async def test_close_ends_open_streams_and_refuses_new_ones() -> None:
     app, dashboard = dashboard_app(big_cluster(2, 1, 1), poll_interval=0.05)
-    async with app.test_client().request("/ui/stream") as conn:
+    async with app.test_client().request("/ui/stream", headers=SIGNED_IN) as conn:
         await conn.send_complete()
         await next_message(conn)
         dashboard.close()
@@ -173,7 +175,7 @@ async def test_close_ends_open_streams_and_refuses_new_ones() -> None:
             while await conn.receive():
                 pass  # the body ends with an empty chunk
     assert dashboard.streams.active == 0
-    assert (await app.test_client().get("/ui/stream")).status_code == 503
+    assert (await app.test_client().get("/ui/stream", headers=SIGNED_IN)).status_code == 503
 
 
 @pytest.mark.integration
@@ -183,7 +185,7 @@ async def test_a_server_with_an_open_stream_stops_at_once_after_close(
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    app = create_app(big_cluster(5, 2, 2))
+    app = create_app(big_cluster(5, 2, 2), sessions=SESSIONS)
     dashboard = app.extensions["knit.dashboard"]
     port = free_port()
     config = Config()
@@ -210,7 +212,7 @@ async def test_a_server_with_an_open_stream_stops_at_once_after_close(
                         break
                     except httpx.ConnectError:
                         await anyio.sleep(0.02)
-            async with client.stream("GET", "/ui/stream") as response:
+            async with client.stream("GET", "/ui/stream", headers=SIGNED_IN) as response:
                 lines = response.aiter_lines()
                 with anyio.fail_after(5):
                     async for line in lines:

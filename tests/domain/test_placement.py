@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knit.domain.placement import (
+    HOST_NETWORK_REFUSED,
     ClusterView,
     InstanceView,
     NodeView,
@@ -85,6 +86,26 @@ def test_every_reason_is_given() -> None:
     )
 
 
+def test_a_host_network_deployment_goes_only_where_the_agent_allows_it() -> None:
+    view = ClusterView(
+        [
+            NodeView(id="open", allow_host_network=True, instance_count=9),
+            NodeView(id="closed"),
+            NodeView(id="sick", status="unhealthy"),
+        ]
+    )
+    plan = place(view, request(2, host_network=True))
+    assert plan.placements == ["open", "open"]
+    assert plan.rejections == {
+        "closed": HOST_NETWORK_REFUSED,
+        "sick": "unhealthy; " + HOST_NETWORK_REFUSED,
+    }
+    assert sorted(place(view, request(2)).placements) == ["closed", "open"]  # others: anywhere
+    nowhere = place(ClusterView([NodeView(id="closed")]), request(1, host_network=True))
+    assert nowhere.unplaced == 1
+    assert HOST_NETWORK_REFUSED in nowhere.describe_unplaced()
+
+
 def test_nothing_placed_without_nodes() -> None:
     assert place(ClusterView([]), request(3)) == Plan(placements=[], unplaced=3, rejections={})
 
@@ -122,6 +143,7 @@ NODE_FIELDS = st.tuples(
     st.sampled_from([True, True, False]),
     st.dictionaries(st.sampled_from(["zone", "disk"]), ZONES, max_size=2),
     st.integers(0, 20),
+    st.booleans(),
 )
 
 
@@ -131,9 +153,14 @@ def clusters(draw: st.DrawFn) -> ClusterView:
     return ClusterView(
         [
             NodeView(
-                id=f"n{i:02d}", status=status, eligible=eligible, labels=labels, instance_count=c
+                id=f"n{i:02d}",
+                status=status,
+                eligible=eligible,
+                labels=labels,
+                instance_count=c,
+                allow_host_network=host,
             )
-            for i, (status, eligible, labels, c) in enumerate(fields)
+            for i, (status, eligible, labels, c, host) in enumerate(fields)
         ]
     )
 
@@ -149,14 +176,16 @@ def requests(draw: st.DrawFn, view: ClusterView) -> PlacementRequest:
         if ids
         else frozenset(),
         existing=draw(st.dictionaries(st.sampled_from(ids), st.integers(0, 5))) if ids else {},
+        host_network=draw(st.sampled_from([False, False, True])),
     )
 
 
-def feasible(node: NodeView, selector: dict[str, str] | object) -> bool:
-    assert isinstance(selector, dict)
+def feasible(node: NodeView, req: PlacementRequest) -> bool:
+    selector = req.node_selector
     return (
         node.status == "healthy"
         and node.eligible
+        and (node.allow_host_network or not req.host_network)
         and all(node.labels.get(k) == v for k, v in selector.items())
     )
 
@@ -169,7 +198,7 @@ def test_never_places_on_an_infeasible_node(data: st.DataObject) -> None:
     plan = place(view, req)
     by_id = {n.id: n for n in view.nodes}
     for node_id in plan.placements:
-        assert feasible(by_id[node_id], dict(req.node_selector))
+        assert feasible(by_id[node_id], req)
     for node_id in plan.rejections:
         assert node_id not in plan.placements
 
@@ -181,7 +210,7 @@ def test_placed_plus_unplaced_is_the_count(data: st.DataObject) -> None:
     req = data.draw(requests(view))
     plan = place(view, req)
     assert len(plan.placements) + plan.unplaced == req.count
-    any_feasible = any(feasible(n, dict(req.node_selector)) for n in view.nodes)
+    any_feasible = any(feasible(n, req) for n in view.nodes)
     assert plan.unplaced == (0 if any_feasible else req.count)
     assert (plan.unplaced > 0) <= (len(plan.rejections) == len(view.nodes))
 
@@ -205,8 +234,7 @@ def test_replicas_are_water_filled_across_feasible_nodes(data: st.DataObject) ->
     view = data.draw(clusters())
     req = data.draw(requests(view))
     plan = place(view, req)
-    selector = dict(req.node_selector)
-    usable = [n.id for n in view.nodes if feasible(n, selector)]
+    usable = [n.id for n in view.nodes if feasible(n, req)]
     preferred = [n for n in usable if n not in req.avoid_nodes] or usable
     mine = {n: req.existing.get(n, 0) for n in preferred}
     for node_id in plan.placements:

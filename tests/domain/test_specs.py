@@ -18,10 +18,14 @@ from knit.domain.specs import (
     TaskState,
     registry_server,
 )
+from knit.domain.templates import MAX_TEMPLATE_BYTES, MAX_TEMPLATES
 from knit.domain.validation import (
     check_network_attachments,
     check_references,
+    check_registry,
+    check_replicas,
     check_subnet_overlap,
+    check_template_syntax,
     errors_from_pydantic,
 )
 from knit.wire.messages import InstanceStatusName, TaskStateName
@@ -115,12 +119,88 @@ def test_template_destination_must_be_an_absolute_file_path(destination: str) ->
 
 
 def test_template_syntax_error_names_the_line() -> None:
+    spec = DeploymentSpec.model_validate(
+        deployment(
+            templates=[
+                {"content": "fine", "destination": "/a"},
+                {"content": "ok\n{% if %}\n", "destination": "/b"},
+            ]
+        )
+    )
+    [error] = check_template_syntax(spec)
+    assert error["field"] == "templates.1.content" and "line 2" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+        "{% if x %}" * 3000 + "{% endif %}" * 3000,
+        "{{ x" + ".a" * 20000 + " }}",
+    ],
+    ids=["parentheses", "ifs", "attributes"],
+)
+def test_a_template_nested_too_deeply_is_a_syntax_error_not_a_crash(content: str) -> None:
+    spec = DeploymentSpec.model_validate(
+        deployment(templates=[{"content": content, "destination": "/a"}])
+    )
+    [error] = check_template_syntax(spec)
+    assert error["field"] == "templates.0.content" and "nested too deeply" in error["message"]
+
+
+def test_a_syntax_check_evaluates_nothing() -> None:
+    # Jinja2 would fold this constant while compiling: 300 MB before the fix.
+    spec = DeploymentSpec.model_validate(
+        deployment(templates=[{"content": "{{ 'x'|center(300000000) }}", "destination": "/a"}])
+    )
+    assert check_template_syntax(spec) == []
+
+
+def test_templates_are_bounded_in_size_and_number() -> None:
+    big = "x" * (MAX_TEMPLATE_BYTES + 1)
+    errors = errors_of(
+        DeploymentSpec, deployment(templates=[{"content": big, "destination": "/a"}])
+    )
+    assert errors == {"templates.0.content": "a template may hold at most 64 KiB"}
+    wide = "é" * (MAX_TEMPLATE_BYTES // 2 + 1)  # few characters, more bytes
+    assert list(
+        errors_of(DeploymentSpec, deployment(templates=[{"content": wide, "destination": "/a"}]))
+    ) == ["templates.0.content"]
+    fits = "x" * MAX_TEMPLATE_BYTES
+    assert DeploymentSpec.model_validate(
+        deployment(templates=[{"content": fits, "destination": "/a"}])
+    )
+    many = [{"content": "x", "destination": f"/f{i}"} for i in range(MAX_TEMPLATES + 1)]
+    assert errors_of(DeploymentSpec, deployment(templates=many)) == {
+        "templates": f"a deployment may have at most {MAX_TEMPLATES} templates"
+    }
+    assert DeploymentSpec.model_validate(deployment(templates=many[:MAX_TEMPLATES]))
+
+
+def test_secret_env_follows_the_rules_of_env_and_never_shows_its_values() -> None:
+    spec = DeploymentSpec.model_validate(deployment(secret_env={"DB_PASSWORD": "hunter2"}))
+    assert spec.secret_env["DB_PASSWORD"].get_secret_value() == "hunter2"
+    assert "hunter2" not in repr(spec) and "hunter2" not in spec.model_dump_json()
+    assert errors_of(DeploymentSpec, deployment(secret_env={"A=B": "x"})) == {
+        "secret_env": "variable name 'A=B' must be non-empty, without '='"
+    }
+    assert list(errors_of(DeploymentSpec, deployment(secret_env={"A": "x\x00"}))) == [
+        "secret_env.A"
+    ]
+    assert list(errors_of(DeploymentSpec, deployment(secret_env={"A": 1}))) == ["secret_env.A"]
+    with pytest.raises(pydantic.ValidationError) as info:
+        DeploymentSpec.model_validate(deployment(secret_env={"A": ["hunter2"]}))
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_variable_is_either_secret_or_not() -> None:
     errors = errors_of(
         DeploymentSpec,
-        deployment(templates=[{"content": "ok\n{% if %}\n", "destination": "/a"}]),
+        deployment(env={"DB_PASSWORD": "x", "PORT": "1"}, secret_env={"DB_PASSWORD": "y"}),
     )
-    assert list(errors) == ["templates.0.content"]
-    assert "line 2" in errors["templates.0.content"]
+    assert errors == {
+        "secret_env.DB_PASSWORD": "'DB_PASSWORD' is also in env: a variable is either secret or not"
+    }
 
 
 def test_two_templates_cannot_share_a_destination() -> None:
@@ -211,13 +291,8 @@ def test_every_problem_is_reported_at_once() -> None:
             "templates": [{"content": "{{", "destination": "x"}],
         },
     )
-    assert set(errors) == {
-        "name",
-        "image",
-        "replicas",
-        "templates.0.content",
-        "templates.0.destination",
-    }
+    # (The syntax of templates is checked after the model: check_template_syntax.)
+    assert set(errors) == {"name", "image", "replicas", "templates.0.destination"}
 
 
 # --- NetworkSpec ---------------------------------------------------------------------------
@@ -314,6 +389,42 @@ def test_check_references_names_each_unknown_reference() -> None:
         {"field": "network_attachments.2", "message": "network 'c' not found"},
     ]
     assert check_references(spec, {"r9"}, {"a", "b", "c"}) == []
+
+
+@pytest.mark.parametrize(
+    ("replicas", "allowed", "problem"),
+    [(0, 1000, False), (1000, 1000, False), (1001, 1000, True), (3, 2, True)],
+)
+def test_check_replicas_applies_the_servers_bound(
+    replicas: int, allowed: int, problem: bool
+) -> None:
+    spec = DeploymentSpec.model_validate(deployment(replicas=replicas))
+    errors = check_replicas(spec, allowed)
+    assert [e["field"] for e in errors] == (["replicas"] if problem else [])
+    if problem:
+        assert str(allowed) in errors[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("image", "url", "fits"),
+    [
+        ("127.0.0.1:5000/knit/app:1", "127.0.0.1:5000", True),
+        ("127.0.0.1:5000/knit/app:1", "http://127.0.0.1:5000/v2/", True),
+        ("registry.example.com/app", "https://REGISTRY.example.com", True),
+        ("busybox", "https://index.docker.io/v1/", True),
+        ("127.0.0.1:5001/knit/app:1", "127.0.0.1:5000", False),
+        ("evil.example.com/app", "https://registry.example.com", False),
+        ("busybox", "https://registry.example.com", False),
+        ("localhost:5000/app", "127.0.0.1:5000", False),
+    ],
+)
+def test_check_registry_sends_credentials_to_their_own_registry_only(
+    image: str, url: str, fits: bool
+) -> None:
+    spec = DeploymentSpec.model_validate(deployment(image=image, registry_credentials_id="r1"))
+    errors = check_registry(spec, {"r1": url})
+    assert [e["field"] for e in errors] == ([] if fits else ["image"])
+    assert check_registry(spec, {}) == []  # unknown credentials: check_references says so
 
 
 def test_host_network_excludes_other_networks_and_ports() -> None:

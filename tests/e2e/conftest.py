@@ -8,24 +8,14 @@ removed from Docker, and the processes' log tails printed when the test failed.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.support.knit import KnitCluster, cluster_for
+from tests.support.outcome import one_test_of
 
-FAILED = pytest.StashKey[bool]()
 AGENT_LABELS = {"zone": "blue"}
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        item.stash[FAILED] = True
-    return report
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +34,4 @@ def cluster(e2e_docker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture
 def knit(cluster: KnitCluster, request: pytest.FixtureRequest) -> Iterator[KnitCluster]:
     """The module's cluster for one test; reset afterwards, logs printed on failure."""
-    yield cluster
-    if request.node.stash.get(FAILED, False):
-        print(cluster.logs())
-    cluster.reset()
+    yield from one_test_of(cluster, request)

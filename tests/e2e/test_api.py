@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.knit import SLEEPER, KnitApi, KnitCluster, holds_for, unique_name
+from tests.support.knit import SLEEPER, KnitCluster, unique_name
+from tests.support.knit_api import KnitApi
 from tests.support.knit_docker import remove_docker_network, spare_subnet
+from tests.support.waiting import holds_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.knit import SLEEPER, KnitCluster, run_cli, unique_name
+from tests.support.knit import SLEEPER, KnitCluster, unique_name
 from tests.support.knit_docker import container_ids
+from tests.support.knit_processes import run_cli
 from tests.support.process import free_port
 
 pytestmark = pytest.mark.e2e

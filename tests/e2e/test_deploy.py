@@ -343,25 +343,6 @@ def test_image_missing_from_the_registry_makes_the_instance_error_without_hangin
     assert container_ids(e2e_docker, {"knit.deployment": created["id"]}) == []
 
 
-def test_host_network_runs_the_container_in_the_host_namespace(
-    knit: KnitCluster, e2e_docker: str
-) -> None:
-    network_name = unique_name("host")
-    knit.create_network(network_name, None, driver="host")
-    created = knit.create_deployment(
-        {
-            "name": unique_name("onhost"),
-            "image": BUSYBOX,
-            "network_attachments": [network_name],
-            "command": SLEEPER,
-        }
-    )
-    [instance] = knit.api.wait_instances(created["id"], "running", count=1, timeout=60)
-    container = inspect_container(e2e_docker, instance["id"])
-    assert container["HostConfig"]["NetworkMode"] == "host"
-    assert docker_network(e2e_docker, network_name) is None
-
-
 def test_a_container_removed_behind_knits_back_is_replaced(
     knit: KnitCluster, e2e_docker: str
 ) -> None:

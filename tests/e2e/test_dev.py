@@ -5,6 +5,7 @@ the same data dir. Nothing is lost, containers keep running and are adopted, not
 from __future__ import annotations
 
 import contextlib
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.knit import (
-    SLEEPER,
-    KnitApi,
-    KnitDev,
-    ProcessWatch,
-    files_containing,
-    holds_for,
-    unique_name,
-    wait_for_api,
-    wait_until,
-)
+from tests.support.knit import SLEEPER, files_containing, unique_name
+from tests.support.knit_api import KnitApi
 from tests.support.knit_docker import (
     container_ids,
     inspect_container,
@@ -30,7 +22,9 @@ from tests.support.knit_docker import (
     remove_docker_network,
     spare_subnet,
 )
+from tests.support.knit_processes import KnitDev, ProcessWatch, run_cli, wait_for_api
 from tests.support.registry import Registry, untag
+from tests.support.waiting import holds_for, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -183,3 +177,27 @@ def test_dev_restart_on_the_same_data_dir_loses_nothing_and_adopts_its_container
         for node_id in node_ids:
             remove_containers_by_label(e2e_docker, "knit.node", node_id)
         remove_docker_network(e2e_docker, network_name)
+
+
+@pytest.mark.timeout(120)
+def test_dev_writes_its_admin_token_where_knit_commands_find_it(
+    e2e_docker: str, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    dev = KnitDev(tmp_path, e2e_docker, data_dir=repo / ".knit")
+    watch = ProcessWatch([dev])
+    try:
+        dev.start()
+        wait_for_api(dev.api_url, timeout=60, watch=watch)
+        token_file = repo / ".knit" / "admin.token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert not (repo / ".knit" / "server" / "admin.token").exists()
+        token = token_file.read_text().strip()
+        # `knit ps` from the folder holding .knit/ needs no token of its own.
+        ps = run_cli("nodes", "--api", dev.api_url, token="", cwd=repo)
+        assert ps.returncode == 0, ps.stderr + dev.logs()
+        elsewhere = run_cli("nodes", "--api", dev.api_url, token="", cwd=tmp_path)
+        assert elsewhere.returncode == 1 and "HTTP 401" in elsewhere.stderr
+        assert token not in dev.log.read_text()
+    finally:
+        dev.stop()

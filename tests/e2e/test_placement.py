@@ -15,18 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.knit import (
-    HEARTBEAT_INTERVAL,
-    NODE_TTL,
-    SLEEPER,
-    KnitCluster,
-    cluster_for,
-    holds_for,
-    unique_name,
-)
+from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
 from tests.support.knit_docker import container_ids, inspect_containers
+from tests.support.knit_processes import HEARTBEAT_INTERVAL, NODE_TTL
 from tests.support.knit_wire import SubjectRecorder
 from tests.support.nats import NatsServer
+from tests.support.waiting import holds_for
 
 pytestmark = pytest.mark.e2e
 

@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.knit import (
-    SLEEPER,
-    KnitCluster,
-    cluster_for,
-    holds_for,
-    unique_name,
-)
+from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
 from tests.support.knit_docker import container_ids
+from tests.support.waiting import holds_for
 
 pytestmark = pytest.mark.e2e
 

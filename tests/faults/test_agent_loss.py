@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from tests.support.knit import NODE_TTL
 from tests.support.knit_faults import (
     FaultEnv,
     event_time,
@@ -20,6 +19,7 @@ from tests.support.knit_faults import (
     kinds_of,
     sleeper_spec,
 )
+from tests.support.knit_processes import NODE_TTL
 
 pytestmark = pytest.mark.e2e
 

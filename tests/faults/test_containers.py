@@ -12,7 +12,6 @@ import time
 import pytest
 
 from tests.support.docker import docker
-from tests.support.knit import holds_for
 from tests.support.knit_faults import (
     FaultCluster,
     FaultEnv,
@@ -22,6 +21,7 @@ from tests.support.knit_faults import (
     sleeper_spec,
     started_at,
 )
+from tests.support.waiting import holds_for
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,6 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.docker import docker
-from tests.support.knit import KnitProcess
 from tests.support.knit_faults import (
     FaultCluster,
     FaultEnv,
@@ -26,6 +25,7 @@ from tests.support.knit_faults import (
     sleeper_spec,
     started_at,
 )
+from tests.support.knit_processes import KnitProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,6 @@ import time
 import pytest
 
 from tests.support.docker import docker
-from tests.support.knit import NODE_TTL, holds_for
 from tests.support.knit_faults import (
     CuttableLink,
     FaultEnv,
@@ -24,6 +23,8 @@ from tests.support.knit_faults import (
     kinds_of,
     sleeper_spec,
 )
+from tests.support.knit_processes import NODE_TTL
+from tests.support.waiting import holds_for
 
 pytestmark = pytest.mark.e2e
 

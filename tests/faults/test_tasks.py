@@ -38,7 +38,7 @@ def scenario_task_failover(env: FaultEnv) -> None:
     is placed on another node and runs there."""
     server_env = {TASK_ACCEPT_ENV: str(ACCEPT)}
     with fault_cluster(env, "task-failover", agents=2, server_env=server_env) as knit:
-        with MuteNode(knit.nats_url, {}) as mute:
+        with MuteNode(knit.server.api_url, knit.join_token(), {}) as mute:
             knit.api.wait(
                 lambda: any(
                     n["id"] == mute.node_id and n["status"] == "healthy" for n in knit.api.nodes()

@@ -68,6 +68,7 @@ def fake_ctx(node_ttl: float) -> Any:
         scheduler=sink,
         deployments=SimpleNamespace(tell_nowait=told.append, told=told),
         public_keys={},
+        host_network_nodes=set(),
         last_heartbeats={},
         node_reports={},
     )

@@ -51,3 +51,26 @@ async def test_gets_over_one_connection_until_the_server_closes_it() -> None:
             await http.aclose()
             tg.cancel_scope.cancel()
     assert connections == 2
+
+
+async def test_a_token_goes_in_the_authorization_header() -> None:
+    heads: list[bytes] = []
+
+    async def serve(client: SocketStream) -> None:
+        reader = BufferedByteReceiveStream(client)
+        async with client:
+            heads.append(await reader.receive_until(b"\r\n\r\n", 4096))
+            await client.send(REPLIES[2])
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, serve)
+            http = RawHttp(f"http://127.0.0.1:{port}", "knit_secret")
+            with anyio.fail_after(5):
+                assert await http.get("/nodes/x") == (200, b"third")
+            await http.aclose()
+            tg.cancel_scope.cancel()
+    (head,) = heads
+    assert head.startswith(b"GET /nodes/x HTTP/1.1\r\n")
+    assert b"\r\nAuthorization: Bearer knit_secret" in head

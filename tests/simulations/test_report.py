@@ -30,6 +30,7 @@ def synthetic_run(fault: bool = True) -> Recorder:
     """A 60 s run of 100 agents: 1,000 placements in 4 s, heartbeats every second, a fault."""
     rec = Recorder(start=0.0)
     rec.mark(r.AGENTS_STARTED, 0.0)
+    rec.mark(r.JOINED, 0.5)
     rec.mark(r.REGISTERED, 1.5)
     rec.mark(r.PLACEMENT_STARTED, 2.0)
     for i in range(1000):
@@ -74,7 +75,7 @@ def test_percentile_interpolates_linearly_and_is_none_without_data() -> None:
 def test_the_report_has_exactly_the_keys_in_order() -> None:
     report = build_report(synthetic_run(), agents=100, containers=1000)
     assert tuple(report) == r.REPORT_KEYS
-    assert len(r.REPORT_KEYS) == 15
+    assert len(r.REPORT_KEYS) == 16
 
 
 def test_figures_are_computed_from_the_series() -> None:
@@ -82,6 +83,7 @@ def test_figures_are_computed_from_the_series() -> None:
     assert report["agents"] == 100
     assert report["containers"] == 1000
     assert report["registration_s"] == 1.5
+    assert report["joins_per_s"] == 200.0  # 100 agents joined in 0.5 s
     assert report["placement_s"] == 4.0
     assert report["placements_per_s"] == 250.0
     assert report["heartbeats_per_s"] == 100.0  # 5,000 heartbeats in the 50 s steady phase

@@ -75,7 +75,6 @@ def test_a_file_becomes_typed_settings_with_defaults(tmp_path: Path) -> None:
         """
 agents = 250
 duration_s = 60
-agents_per_connection = 100
 agent_labels = [{ percent = 20, labels = { zone = "a" } }]
 
 [profile]
@@ -102,7 +101,7 @@ restart_nats = true
     scenario = load_scenario(path)
     assert scenario.name == "mine"
     assert (scenario.heartbeat_interval, scenario.node_ttl) == (5.0, 15.0)
-    assert scenario.connections == 3 and scenario.containers == 12
+    assert scenario.containers == 12
     assert scenario.agent_labels[0].labels == {"zone": "a"}
     assert scenario.profile == SimProfile(
         pull_latency=(0.1, 0.5),

@@ -1,11 +1,12 @@
 """Fault injection against real Knit processes: kill, pause and restart them, stop NATS,
 restart a Docker Engine, then check the end state with Docker itself.
 
-Built on ``tests.support.knit`` (the processes, the REST API, the waits) and, like it, never
-imports Knit's server or agent code: faults are signals to PIDs (SIGKILL, SIGSTOP/SIGCONT,
-SIGTERM), a nats-server stopped and started again on the same port, a ``dockerd`` of our own in
-its own network namespace restarted under its agent, and ``docker kill``. The truth at the end
-is ``docker ps`` by label.
+Built on ``tests.support.knit_processes``, ``.knit_api`` and ``.waiting`` (the processes, the
+REST API, the waits) and, like them, never imports Knit's server or agent code (only the pure
+keys and proofs of ``knit.trust`` and ``knit.secrets``, for a node the test plays itself):
+faults are signals to PIDs (SIGKILL, SIGSTOP/SIGCONT, SIGTERM), a nats-server stopped and
+started again on the same port, a ``dockerd`` of our own in its own network namespace restarted
+under its agent, and ``docker kill``. The truth at the end is ``docker ps`` by label.
 
 Every scenario measures how long Knit took: ``Figures.record`` prints one line per scenario,
 ``FAULT agent-sigkill detect_s=3.4 replace_s=1.2`` (``pytest -s`` shows it), and merges the
@@ -33,19 +34,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
+
+from knit.secrets import NodeKeyPair
+from knit.trust.macs import attach, mac
+from knit.trust.nkeys import KeyKind, NKey
 from tests.support.docker import DockerCLIError, docker, ensure_busybox_image
-from tests.support.knit import (
-    NODE_TTL,
-    KnitAgent,
-    KnitApi,
-    KnitCluster,
-    KnitProcess,
-    KnitServer,
-    holds_for,
-    wait_for_api,
-    wait_until,
-)
+from tests.support.knit import KnitCluster
+from tests.support.knit_api import KnitApi
+from tests.support.knit_processes import NODE_TTL, KnitAgent, KnitProcess, KnitServer, wait_for_api
 from tests.support.nats import NatsServer
+from tests.support.waiting import holds_for, wait_until
 
 FIGURES_ENV = "KNIT_FAULT_FIGURES"
 """An extra JSON file the figures are merged into (``python -m simulations.faults`` sets it)."""
@@ -326,23 +325,26 @@ class FaultCluster(KnitCluster):
             self.watch.processes.append(self.server)
 
     def start_all(self, agents: int) -> None:
-        """Start the server and ``agents`` agents at once (each process takes a second or two
-        to start: in parallel the cluster is up sooner); wait until every node is healthy."""
+        """Start the server, then ``agents`` agents at once with one join token (each process
+        takes a second or two to start: in parallel the cluster is up sooner); wait until
+        every node is healthy."""
         with patched_environ(self.server_env):
             self.server.start()
+        wait_for_api(self.server.api_url, timeout=30, watch=self.watch)
+        token = self.join_token(uses=agents)
         started = []
         for _ in range(agents):
             agent = KnitAgent(
                 self.workdir,
                 self.docker_host,
                 name=f"agent-{len(self.agents) + 1}",
-                nats_url=self.nats_url,
+                server_url=self.server.api_url,
+                join_token=token,
             )
             self.agents.append(agent)
             self.watch.processes.append(agent)
             agent.start()
             started.append(agent)
-        wait_for_api(self.server.api_url, timeout=30, watch=self.watch)
 
         def registered() -> bool:
             healthy = {n["id"] for n in self.api.nodes() if n.get("status") == "healthy"}
@@ -695,20 +697,26 @@ def measure(predicate: Callable[[], T | None], *, timeout: float, what: str) -> 
 
 class MuteNode:
     """A node that only heartbeats (as an agent whose task intake hangs would): healthy, so
-    placement picks it, but it never accepts a task. Publishes ``knit.agent.heartbeat`` from
-    a thread running its own event loop, as the wire contract says an agent does.
+    placement picks it, but it never accepts a task. It joins through the API with a join
+    token and publishes ``knit.agent.heartbeat``, each proved with its keys (the wire
+    contract of docs/security.md), from a thread running its own event loop.
 
     Args:
-        nats_url: the NATS to publish on.
+        api_url: the API to join through.
+        join_token: a join token.
         labels: the node's labels.
         interval: seconds between heartbeats.
     """
 
-    def __init__(self, nats_url: str, labels: Mapping[str, str], interval: float = 0.5) -> None:
-        self.nats_url = nats_url
+    def __init__(
+        self, api_url: str, join_token: str, labels: Mapping[str, str], interval: float = 0.5
+    ) -> None:
+        self.api_url = api_url
+        self.join_token = join_token
         self.labels = dict(labels)
         self.interval = interval
         self.node_id = f"mute-{uuid.uuid4().hex[:12]}"
+        self.keys = NodeKeyPair.generate()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mute-node", daemon=True)
         self._error: BaseException | None = None
@@ -736,7 +744,7 @@ class MuteNode:
                 "labels": self.labels,
                 "docker_version": "none",
                 "agent_version": "mute",
-                "public_key": base64.b64encode(os.urandom(32)).decode(),
+                "public_key": self.keys.public_key_b64,
                 "interval": self.interval,
                 "instances": [],
                 "sent_at": time.time(),
@@ -752,11 +760,31 @@ class MuteNode:
     async def _main(self) -> None:
         import nats
 
-        client = await nats.connect(self.nats_url, connect_timeout=5)
+        nats_key = NKey.generate(KeyKind.USER)
+        body = {
+            "hostname": "mute",
+            "public_key": self.keys.public_key_b64,
+            "nats_key": nats_key.public_key,
+            "node_id": self.node_id,
+        }
+        headers = {"Authorization": f"Bearer {self.join_token}"}
+        async with httpx.AsyncClient(timeout=10) as http:
+            joined = await http.post(f"{self.api_url}/join", json=body, headers=headers)
+        joined.raise_for_status()
+        grant = joined.json()
+        link = self.keys.link_keys(grant["server_key"], self.node_id)
+        options: dict[str, Any] = {}
+        if grant["nats_jwt"]:
+            jwt = grant["nats_jwt"].encode()
+            options["user_jwt_cb"] = lambda: jwt
+            options["signature_cb"] = lambda n: base64.b64encode(nats_key.sign(n.encode()))
+        client = await nats.connect(grant["nats_urls"], connect_timeout=5, **options)
         try:
             seq = 0
             while not self._stop.is_set():
-                await client.publish("knit.agent.heartbeat", self.heartbeat(seq))
+                payload = self.heartbeat(seq)
+                proof = f"{self.node_id} {mac(link.up, 'knit.agent.heartbeat', payload)}"
+                await client.publish("knit.agent.heartbeat", attach(payload, proof))
                 await client.flush(timeout=5)
                 seq += 1
                 await asyncio.sleep(self.interval)

@@ -39,6 +39,8 @@ from knit.wire.messages import (
 pytestmark = pytest.mark.unit
 
 PUBLIC_KEY = base64.b64encode(bytes(range(32))).decode()
+T1, T2, I1, D1 = ("1" * 32, "2" * 32, "a" * 32, "d" * 32)
+"""Ids as Knit spells them (tasks refuse anything else)."""
 
 
 def heartbeat(instances: int = 2, **fields: object) -> Heartbeat:
@@ -69,11 +71,11 @@ def heartbeat(instances: int = 2, **fields: object) -> Heartbeat:
 
 def deploy_task() -> DeployTask:
     return DeployTask(
-        task_id="t1",
-        instance_id="i1",
+        task_id=T1,
+        instance_id=I1,
         instance_index=0,
         deployment=TaskDeployment(
-            id="d1",
+            id=D1,
             name="web",
             image="registry.local:5000/web:1",
             command=["sh", "-c", "httpd -f"],
@@ -114,7 +116,7 @@ def test_a_node_id_must_be_one_subject_token(node_id: str) -> None:
     [
         heartbeat(),
         deploy_task(),
-        StopTask(task_id="t2", instance_id="i1", container_id="c1", remove=False),
+        StopTask(task_id=T2, instance_id=I1, container_id="c1", remove=False),
         TaskStatus(
             task_id="t1",
             instance_id="i1",
@@ -142,7 +144,7 @@ def test_specific_decoders_return_their_type() -> None:
     task = deploy_task()
     decoded = decode_task(encode(task))
     assert isinstance(decoded, DeployTask) and decoded == task
-    stop = StopTask(task_id="t", instance_id="i")
+    stop = StopTask(task_id=T1, instance_id=I1)
     assert decode_task(encode(stop)) == stop
     status = TaskStatus(task_id="t", instance_id="i", node_id="n", state="accepted", at=2.0)
     assert decode_status(encode(status)) == status
@@ -268,10 +270,89 @@ def test_bad_status_state_is_refused() -> None:
         decode_status(json.dumps(body))
 
 
+BAD_IDS = [
+    "/",
+    "../../etc",
+    "/etc/cron.d",
+    "",
+    ".",
+    "a" * 31,
+    "a" * 33,
+    "A" * 32,
+    "a" * 31 + "/",
+    "a" * 32 + "\n",
+    "0190a6c2-7f3b-7c2e-9d1a-2b3c4d5e6f70",
+    "g" * 32,
+]
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+@pytest.mark.parametrize("field", ["task_id", "instance_id"])
+def test_a_stop_task_with_an_id_not_made_by_knit_is_undecodable(field: str, bad: str) -> None:
+    body = json.loads(encode(StopTask(task_id=T1, instance_id=I1)))
+    body[field] = bad
+    with pytest.raises(WireError, match=field):
+        decode_task(json.dumps(body))
+
+
+@pytest.mark.parametrize("bad", BAD_IDS)
+@pytest.mark.parametrize("path", [("task_id",), ("instance_id",), ("deployment", "id")])
+def test_a_deploy_task_with_an_id_not_made_by_knit_is_undecodable(
+    path: tuple[str, ...], bad: str
+) -> None:
+    body = json.loads(encode(deploy_task()))
+    target = body
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = bad
+    with pytest.raises(WireError, match=".".join(path)):
+        decode_task(json.dumps(body))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": "../web"}, "deployment.name"),
+        ({"name": "Web"}, "deployment.name"),
+        ({"image": "busybox; rm -rf /"}, "deployment.image"),
+        ({"image": ""}, "deployment.image"),
+        ({"env": {"A=B": "x"}}, "deployment.env"),
+        ({"env": {"A": "x\x00y"}}, "deployment.env"),
+        ({"network_attachments": [{"name": "../net"}]}, "deployment.network_attachments.0.name"),
+        ({"templates": [{"content": "x", "destination": "etc/x"}]}, "destination"),
+        ({"templates": [{"content": "x", "destination": "/etc/../x"}]}, "destination"),
+        ({"templates": [{"content": "x", "destination": "/etc/"}]}, "destination"),
+    ],
+)
+def test_a_deploy_task_with_names_unfit_for_paths_or_docker_is_undecodable(
+    change: dict[str, object], field: str
+) -> None:
+    body = json.loads(encode(deploy_task()))
+    body["deployment"].update(change)
+    with pytest.raises(WireError, match=field.replace(".", "\\.")):
+        decode_task(json.dumps(body))
+
+
+def test_a_stop_task_container_id_is_a_name_not_a_path() -> None:
+    body = json.loads(encode(StopTask(task_id=T1, instance_id=I1, container_id="ab" * 32)))
+    decoded = decode_task(json.dumps(body))
+    assert isinstance(decoded, StopTask) and decoded.container_id == "ab" * 32
+    body["container_id"] = "../x"
+    with pytest.raises(WireError, match="container_id"):
+        decode_task(json.dumps(body))
+
+
 # --- hypothesis ----------------------------------------------------------------------------
 
 TEXT = st.text(max_size=20)
 IDS = st.text(alphabet="abcdef0123456789-", min_size=1, max_size=40)
+KNIT_IDS = st.text(alphabet="abcdef0123456789", min_size=32, max_size=32)
+NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63)
+IMAGES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-./:@", min_size=1, max_size=40)
+ENV_NAMES = st.text(min_size=1, max_size=20).filter(lambda k: "=" not in k and "\x00" not in k)
+NO_NUL = st.text(max_size=20).filter(lambda v: "\x00" not in v)
+DESTINATIONS = st.lists(NAMES, min_size=1, max_size=3).map(lambda parts: "/" + "/".join(parts))
+CONTAINER_IDS = st.text(alphabet="abcdefXYZ0123456789", min_size=1, max_size=64)
 SECONDS = st.floats(0, 2e9, allow_nan=False)
 
 reports = st.builds(
@@ -311,12 +392,14 @@ heartbeats = st.builds(
 )
 deployments = st.builds(
     TaskDeployment,
-    id=IDS,
-    name=TEXT,
-    image=TEXT,
+    id=KNIT_IDS,
+    name=NAMES,
+    image=IMAGES,
     command=st.none() | st.lists(TEXT, max_size=3),
-    env=st.dictionaries(TEXT, TEXT, max_size=4),
-    templates=st.lists(st.builds(TaskTemplate, content=st.text(), destination=TEXT), max_size=2),
+    env=st.dictionaries(ENV_NAMES, NO_NUL, max_size=4),
+    templates=st.lists(
+        st.builds(TaskTemplate, content=st.text(), destination=DESTINATIONS), max_size=2
+    ),
     ports=st.lists(
         st.builds(
             TaskPort,
@@ -328,7 +411,7 @@ deployments = st.builds(
         max_size=2,
     ),
     network_attachments=st.lists(
-        st.builds(NetworkAttachment, name=TEXT, driver=st.sampled_from(["bridge", "host"])),
+        st.builds(NetworkAttachment, name=NAMES, driver=st.sampled_from(["bridge", "host"])),
         max_size=2,
     ),
     restart_policy=st.builds(
@@ -340,15 +423,19 @@ deployments = st.builds(
 )
 tasks = st.builds(
     DeployTask,
-    task_id=IDS,
-    instance_id=IDS,
+    task_id=KNIT_IDS,
+    instance_id=KNIT_IDS,
     deployment=deployments,
     instance_index=st.integers(0, 10_000),
     credentials=st.none()
     | st.builds(SealedCredentials, server=TEXT, username=TEXT, sealed_password=TEXT),
     attempt=st.integers(1, 10),
 ) | st.builds(
-    StopTask, task_id=IDS, instance_id=IDS, container_id=st.none() | TEXT, remove=st.booleans()
+    StopTask,
+    task_id=KNIT_IDS,
+    instance_id=KNIT_IDS,
+    container_id=st.none() | CONTAINER_IDS,
+    remove=st.booleans(),
 )
 statuses = st.builds(
     TaskStatus,

@@ -26,6 +26,9 @@
       const url = new URL(window.location.href);
       url.searchParams.set("fragment", "1");
       const response = await fetch(url, { credentials: "same-origin" });
+      // 401: the session ended (signed out elsewhere, token revoked): reloading the page
+      // leads to the sign-in page.
+      if (response.status === 401) { window.location.reload(); return; }
       // 404: what this page shows was deleted; the fragment says so.
       if (response.ok || response.status === 404) main.innerHTML = await response.text();
     } catch (error) {
@@ -51,8 +54,10 @@
     };
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {
-        // Refused (e.g. 503, too many streams): the browser gives up; we try again later.
+        // Refused (e.g. 503, too many streams; 401 once the session ended): the browser
+        // gives up; we try again later, and a refresh finds out about a 401.
         show("off", "paused");
+        refresh();
         setTimeout(connect, 30000);
       } else {
         show("off", "reconnecting…");

@@ -1,0 +1,115 @@
+"""An agent on SimRuntime with an in-memory bus, for tests of what tasks do."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import cast
+
+import anyio
+
+from knit.agent.context import AgentContext
+from knit.agent.files import TemplateFiles
+from knit.agent.main import run_agent_actors
+from knit.bus import Bus, BusStats
+from knit.secrets import NodeKeyPair
+from knit.wire import subjects
+from knit.wire.messages import Task, TaskStatus, decode_status, encode
+from simulations.profile import SimProfile
+from simulations.runtime import SimRuntime
+
+Handler = Callable[[bytes, str | None, Mapping[str, str] | None], Awaitable[None]]
+
+
+class MemoryBus:
+    """The two calls the agent makes on its bus, kept in memory."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self.sent: list[tuple[str, bytes]] = []
+        self.published = anyio.Event()
+        self.stats = BusStats()
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.sent.append((subject, payload))
+        self.published.set()
+        self.published = anyio.Event()
+
+    async def until(self, condition: Callable[[], bool], seconds: float = 5.0) -> None:
+        """Wait until ``condition()`` holds after a publish (at most ``seconds``)."""
+        with anyio.fail_after(seconds):
+            while not condition():
+                await self.published.wait()
+
+    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> None:
+        self.handlers[subject] = handler
+
+    def statuses(self, task: Task) -> list[TaskStatus]:
+        found = [decode_status(p) for s, p in self.sent if s == subjects.TASK_STATUS]
+        return [s for s in found if s.task_id == task.task_id]
+
+    def sent_statuses(self) -> int:
+        return sum(1 for s, _ in self.sent if s == subjects.TASK_STATUS)
+
+    def heartbeats(self) -> int:
+        return sum(1 for s, _ in self.sent if s == subjects.HEARTBEAT)
+
+
+class Agent:
+    def __init__(self, ctx: AgentContext, bus: MemoryBus, runtime: SimRuntime) -> None:
+        self.ctx, self.bus, self.runtime = ctx, bus, runtime
+
+    async def send(self, task: Task) -> None:
+        await self.send_raw(encode(task))
+
+    async def send_raw(self, payload: bytes) -> None:
+        """Deliver a payload on this node's task subject, as NATS would."""
+        await self.bus.handlers[subjects.tasks_for(self.ctx.node_id)](payload, None, None)
+
+    def ended(self, task: Task) -> list[TaskStatus]:
+        return [s for s in self.bus.statuses(task) if s.state in ("succeeded", "failed")]
+
+    async def final(self, task: Task) -> TaskStatus:
+        """The task's final status, waited for (at most 5 s)."""
+        await self.bus.until(lambda: bool(self.ended(task)))
+        return self.ended(task)[0]
+
+    async def settle(self) -> None:
+        """Let the event pump and the Reconciler catch up."""
+        for _ in range(20):
+            await anyio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def open_agent(
+    tmp_path: Path,
+    *,
+    profile: SimProfile | None = None,
+    allow_host_network: bool = False,
+    **settings: float,
+) -> AsyncIterator[Agent]:
+    """An agent (node ``n1``) running its actors until the block ends."""
+    bus = MemoryBus()
+    runtime = SimRuntime(profile or SimProfile(preloaded_images=frozenset({"app:1"})))
+    ctx = AgentContext(
+        node_id="n1",
+        hostname="host-1",
+        labels={},
+        bus=cast(Bus, bus),
+        runtime=runtime,
+        keys=NodeKeyPair.generate(),
+        files=TemplateFiles(tmp_path),
+        heartbeat_interval=settings.get("heartbeat_interval", 60.0),
+        task_timeout=settings.get("task_timeout", 600.0),
+        allow_host_network=allow_host_network,
+        data_dir=tmp_path,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(run_agent_actors, ctx)
+        agent = Agent(ctx, bus, runtime)
+        await agent.settle()
+        yield agent
+        tg.cancel_scope.cancel()
