@@ -15,7 +15,7 @@ them wait a long backoff once NATS is back.
 A TaskRun is not an actor: its deployment's actor owns it, arms its deadline on its own
 clock, and hands it the agent's statuses (the bridge finds the deployment through
 ``ServerContext.task_owners``). An actor per task cost a spawn, a registration and two
-more hops per placement (docs/decisions/0007-tasks-run-in-their-deployment.md).
+more hops per placement (docs/decisions/0008-tasks-run-in-their-deployment.md).
 """
 
 from __future__ import annotations
