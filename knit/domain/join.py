@@ -1,7 +1,8 @@
 """What an agent sends to join the cluster (``POST /join``), what a tool asks of the bus
 (``POST /bus-credentials``), and their rules.
 
-Layer: domain. Pure: imports pydantic, ``knit.trust.nkeys`` and the standard library.
+Layer: domain. Pure: imports pydantic, ``knit.trust``, ``knit.domain.mesh`` and the standard
+library.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from knit.domain.mesh import MeshJoin
 from knit.trust.macs import decode_x25519_public
 from knit.trust.nkeys import KeyKind, decode_public
 
@@ -36,6 +38,8 @@ class JoinRequest(BaseModel):
             only the holder of the private half can use them.
         node_id: an id the node asks for (None: the server picks one). It must be new to
             the cluster: an id that is or was a node's is refused (409).
+        mesh: the node's WireGuard public key and endpoint, to be a member of the mesh
+            (None: it is not; a server without a mesh refuses it with 409).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +48,7 @@ class JoinRequest(BaseModel):
     public_key: Annotated[str, AfterValidator(_x25519)]
     nats_key: Annotated[str, Field(max_length=64), AfterValidator(_user_nkey)]
     node_id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = None
+    mesh: MeshJoin | None = None
 
 
 _TOKEN = r"(?:[A-Za-z0-9_-]+|\*)"

@@ -136,14 +136,16 @@ def account_jwt(
 
 
 def node_permissions(node_id: str) -> dict[str, Any]:
-    """What an agent may do on the bus: publish heartbeats and task statuses (and replies
-    to requests it received), subscribe to its own task subject and the broadcast queue."""
+    """What an agent may do on the bus: publish heartbeats, task statuses and mesh
+    synchronisation requests (and replies to requests it received); subscribe to its own
+    task subject, the broadcast queue and the mesh's membership."""
     return {
-        "pub": {"allow": [subjects.HEARTBEAT, subjects.TASK_STATUS]},
+        "pub": {"allow": [subjects.HEARTBEAT, subjects.TASK_STATUS, subjects.MESH_SYNC]},
         "sub": {
             "allow": [
                 subjects.tasks_for(node_id),
                 f"{subjects.TASKS_BROADCAST} {subjects.BROADCAST_QUEUE}",
+                subjects.MESH_PEERS,
             ]
         },
         "resp": {"max": 1, "ttl": 0},

@@ -140,6 +140,8 @@ class Heartbeat(WireMessage):
         sent_at: the agent's clock when the report was taken (seconds since the epoch).
         allow_host_network: the agent was started with ``--allow-host-network``: it runs
             deployments on ``host`` networks (the scheduler places them only there).
+        mesh_endpoint: where the node's WireGuard port is reached now (``HOST:PORT``;
+            None: not a member of the mesh). The server pushes a change to every member.
     """
 
     kind: Literal["heartbeat"] = "heartbeat"
@@ -158,6 +160,7 @@ class Heartbeat(WireMessage):
     removed: list[Id] = Field(default_factory=list)
     sent_at: Seconds
     allow_host_network: bool = False
+    mesh_endpoint: Annotated[str, Field(max_length=262)] | None = None
 
     @field_validator("public_key")
     @classmethod

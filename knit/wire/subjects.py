@@ -8,6 +8,8 @@ Layer: wire. Pure: standard library only. Nothing else in Knit spells a subject.
 | ``knit.tasks.{node_id}`` | server → one agent   | ``Task``                   |
 | ``knit.tasks.broadcast`` | server → any agent (queue group ``BROADCAST_QUEUE``) | ``Task`` |
 | ``knit.task.status``     | agent → server       | ``TaskStatus``             |
+| ``knit.mesh.peers``      | server → every agent | ``MeshPeers`` (all members) |
+| ``knit.mesh.sync``       | agent → server       | ``MeshSync``: publish the membership again |
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ BROADCAST_QUEUE = "knit-agents"
 TASK_STATUS = "knit.task.status"
 """Agents report task progress and results here."""
 
+MESH_PEERS = "knit.mesh.peers"
+"""The server publishes the mesh's whole membership here after every change."""
+
+MESH_SYNC = "knit.mesh.sync"
+"""An agent asks for the mesh's membership here after a (re)connection; the server publishes
+it again on :data:`MESH_PEERS` (once for many requests close together)."""
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -47,6 +56,8 @@ def tasks_for(node_id: str) -> str:
 __all__ = [
     "BROADCAST_QUEUE",
     "HEARTBEAT",
+    "MESH_PEERS",
+    "MESH_SYNC",
     "TASKS_BROADCAST",
     "TASKS_PREFIX",
     "TASK_STATUS",
