@@ -24,6 +24,8 @@ from knit.config import (
     DEFAULT_HISTORY_RETENTION,
     DEFAULT_HTTP,
     DEFAULT_MAX_REPLICAS,
+    DEFAULT_MESH_INTERFACE,
+    DEFAULT_MESH_PORT,
     DEFAULT_NATS_LISTEN,
     DEFAULT_NODE_TTL,
     AgentConfig,
@@ -105,6 +107,34 @@ def positive_int(text: str) -> int:
     return value
 
 
+def mesh_cidr(text: str) -> str:
+    """``--mesh-cidr``: an IPv4 network of a /30 or larger."""
+    from knit.domain.mesh import parse_cidr
+
+    try:
+        return str(parse_cidr(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def endpoint(text: str) -> str:
+    """``--mesh-endpoint``: ``HOST:PORT``."""
+    from knit.domain.mesh import parse_endpoint
+
+    try:
+        return parse_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def udp_port(text: str) -> int:
+    """A UDP port, 1-65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 1-65535")
+    return value
+
+
 HOST_NETWORK_HELP = (
     "run deployments attached to a host network here (they share the host's network stack; "
     "off by default: such deployments are placed on other nodes only)"
@@ -150,6 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="an OPEN bus for a trusted lab: no NATS credentials, messages not proved",
     )
+    server.add_argument(
+        "--mesh-cidr",
+        type=mesh_cidr,
+        default=None,
+        metavar="CIDR",
+        help="run a WireGuard mesh of every node in CIDR (the server takes its first address)",
+    )
+    server.add_argument("--mesh-port", type=udp_port, default=DEFAULT_MESH_PORT, metavar="PORT")
+    server.add_argument(
+        "--mesh-endpoint",
+        type=endpoint,
+        default=None,
+        metavar="HOST:PORT",
+        help="where nodes reach the server's WireGuard port (default: the API's host name)",
+    )
+    server.add_argument("--mesh-interface", default=DEFAULT_MESH_INTERFACE, metavar="NAME")
     server.add_argument(
         "--max-replicas",
         type=positive_int,
@@ -204,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("ps", "list instances"),
         ("nodes", "list nodes"),
+        ("mesh", "list the WireGuard mesh's members"),
         ("deploy", "submit a deployment"),
         ("rm", "delete a deployment"),
     ):
@@ -293,6 +340,10 @@ def run(args: argparse.Namespace) -> int:
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
                 max_replicas=args.max_replicas,
+                mesh_cidr=args.mesh_cidr,
+                mesh_port=args.mesh_port,
+                mesh_endpoint=args.mesh_endpoint,
+                mesh_interface=args.mesh_interface,
             )
         )
     if args.command == "agent":
@@ -332,15 +383,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_client_command(args: argparse.Namespace) -> int:
-    """``ps``, ``nodes``, ``deploy``, ``rm``, ``token ...``, ``join-token ...`` and
-    ``node rm``: one or two API calls each, printed."""
+    """``ps``, ``nodes``, ``mesh``, ``deploy``, ``rm``, ``token ...``, ``join-token ...``
+    and ``node rm``: one or two API calls each, printed."""
     from knit.client import ApiClient, find_token
 
     client = ApiClient(args.api, token=find_token(args.token), ca_file=args.ca_file)
     try:
         if args.command == "nodes":
             nodes = client.nodes()
-            emit(args, nodes, ["id", "hostname", "status", "eligible", "last_heartbeat"])
+            emit(args, nodes, ["id", "hostname", "status", "eligible", "address", "last_heartbeat"])
+        elif args.command == "mesh":
+            members = client.call("GET", "/mesh")
+            for member in members:
+                member["node_id"] = member["node_id"] or "(server)"
+            emit(
+                args, members, ["node_id", "address", "endpoint", "latest_handshake", "public_key"]
+            )
         elif args.command == "ps":
             instances = client.instances()
             emit(args, instances, ["id", "deployment_id", "node_id", "status", "error"])

@@ -17,6 +17,10 @@ DEFAULT_NODE_TTL = 15.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HISTORY_RETENTION = 72 * 3600.0
 """Seconds events and finished tasks are kept (``knit server --history-retention``)."""
+DEFAULT_MESH_PORT = 51820
+"""The WireGuard UDP port (``--mesh-port``)."""
+DEFAULT_MESH_INTERFACE = "knit0"
+"""The WireGuard interface's name (``--mesh-interface``)."""
 DEFAULT_MAX_REPLICAS = 1_000
 """The most replicas one deployment may ask for (``knit server --max-replicas``)."""
 
@@ -47,6 +51,11 @@ class ServerConfig:
             ``tls_key``.
         tls_key: the PEM private key of ``tls_cert``.
         max_replicas: the most replicas one deployment may ask for (422 above).
+        mesh_cidr: the WireGuard mesh's network (``--mesh-cidr``); None: no mesh.
+        mesh_port: the server's WireGuard UDP port.
+        mesh_endpoint: where nodes reach that port (``HOST:PORT``; None: the host name they
+            reached the API with).
+        mesh_interface: the server's WireGuard interface.
     """
 
     http: str = DEFAULT_HTTP
@@ -70,6 +79,10 @@ class ServerConfig:
         return self.admin_token_file or self.data_dir / "admin.token"
 
     max_replicas: int = DEFAULT_MAX_REPLICAS
+    mesh_cidr: str | None = None
+    mesh_port: int = DEFAULT_MESH_PORT
+    mesh_endpoint: str | None = None
+    mesh_interface: str = DEFAULT_MESH_INTERFACE
 
 
 @dataclass(frozen=True)

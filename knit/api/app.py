@@ -195,6 +195,10 @@ def create_app(control: ControlPlane, *, sessions: Sessions | None = None) -> Kn
     async def list_nodes() -> Response:
         return json_response(await control.list_nodes())
 
+    @route("/mesh", ["GET"])
+    async def mesh_members() -> Response:
+        return json_response(await control.mesh_members())
+
     @route("/nodes/<node_id>", ["GET"])
     async def get_node(node_id: str) -> Response:
         return json_response(await reads.get_node(control, node_id))

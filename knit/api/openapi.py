@@ -37,8 +37,27 @@ NODE: Schema = {
         "memory_bytes": {"type": "integer"},
         "docker_version": _NULL_STR,
         "allow_host_network": {"type": "boolean"},
+        "address": {"type": ["string", "null"], "description": "the node's mesh address"},
     },
     "required": ["id", "hostname", "status", "last_heartbeat"],
+}
+MESH_MEMBER: Schema = {
+    "type": "object",
+    "properties": {
+        "node_id": {"type": ["string", "null"], "description": "null: the server"},
+        "address": _STR,
+        "public_key": {"type": "string", "description": "WireGuard public key"},
+        "endpoint": _NULL_STR,
+        "latest_handshake": {
+            "type": ["string", "null"],
+            "description": "with the server's interface",
+        },
+        "transfer": {
+            "type": "object",
+            "properties": {"rx_bytes": {"type": "integer"}, "tx_bytes": {"type": "integer"}},
+        },
+    },
+    "required": ["node_id", "address", "public_key", "endpoint"],
 }
 INSTANCE: Schema = {
     "type": "object",
@@ -263,6 +282,7 @@ def openapi_document() -> Schema:
         components[model.__name__] = _component(model, components)
     components.update(
         Node=NODE,
+        MeshMember=MESH_MEMBER,
         Instance=INSTANCE,
         Registry=REGISTRY,
         Network=NETWORK,
@@ -279,6 +299,11 @@ def openapi_document() -> Schema:
     deleted = {"type": "object", "properties": {"id": _STR, "deleted": {"type": "boolean"}}}
     paths: Schema = {
         "/nodes": {"get": _op("List nodes", (200, _list("Node")))},
+        "/mesh": {
+            "get": _op(
+                "List the WireGuard mesh's members", (200, _list("MeshMember")), errors=(404,)
+            )
+        },
         "/nodes/{id}": {
             "get": _op("Get a node", (200, _ref("Node")), errors=(404,)),
             "delete": _op(

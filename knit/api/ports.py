@@ -36,6 +36,10 @@ class ControlPlane(Protocol):
         """One node."""
         ...
 
+    async def mesh_members(self) -> list[JSONDict]:
+        """The WireGuard mesh's members, the server first (NotFound: no mesh)."""
+        ...
+
     async def join_node(
         self, join_token: str, request: JoinRequest, api_host: str | None
     ) -> JSONDict:

@@ -75,9 +75,9 @@ def parse_cidr(value: str) -> ipaddress.IPv4Network:
     try:
         network = ipaddress.IPv4Network(value, strict=True)
     except ValueError as exc:
-        raise ValueError(f"--mesh-cidr {value!r}: {exc}") from None
+        raise ValueError(f"{value!r} is not an IPv4 network like 10.90.0.0/16 ({exc})") from None
     if network.prefixlen > 30:
-        raise ValueError(f"--mesh-cidr {value!r} is too small (a /30 at most)")
+        raise ValueError(f"{value!r} is too small for a mesh (a /30 at most)")
     return network
 
 

@@ -41,6 +41,7 @@ class NodeView:
         memory_bytes: memory reported by the node (not used for ranking yet).
         instance_count: live instances on the node, all deployments together.
         allow_host_network: its agent runs deployments on ``host`` networks.
+        mesh_member: its agent is a member of the WireGuard mesh (it has a mesh address).
     """
 
     id: str
@@ -52,6 +53,7 @@ class NodeView:
     memory_bytes: int = 0
     instance_count: int = 0
     allow_host_network: bool = False
+    mesh_member: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class PlacementRequest:
         avoid_nodes: nodes to use only if no other fits (a task of this one failed there).
         existing: live instances of this deployment per node id, to spread replicas.
         host_network: the deployment is on a ``host`` network: only nodes that allow it.
+        mesh: the deployment publishes a port on the mesh address: only mesh members.
     """
 
     deployment_id: str
@@ -80,6 +83,7 @@ class PlacementRequest:
     avoid_nodes: frozenset[str] = frozenset()
     existing: Mapping[str, int] = field(default_factory=dict)
     host_network: bool = False
+    mesh: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +119,20 @@ class Plan:
 HOST_NETWORK_REFUSED = "host networking not allowed (agent without --allow-host-network)"
 """The reason a node is rejected for a deployment on a ``host`` network."""
 
+NOT_IN_MESH = "not a member of the mesh (agent without --mesh-endpoint)"
+"""The reason a node is rejected for a deployment publishing on the mesh address."""
+
 
 def rejection(
-    node: NodeView, node_selector: Mapping[str, str], *, host_network: bool = False
+    node: NodeView,
+    node_selector: Mapping[str, str],
+    *,
+    host_network: bool = False,
+    mesh: bool = False,
 ) -> str | None:
     """Why ``node`` cannot take instances for ``node_selector`` (of a deployment on a
-    ``host`` network if ``host_network``), or None if it can.
+    ``host`` network if ``host_network``, publishing on the mesh address if ``mesh``), or
+    None if it can.
 
     Every reason is given, joined by ``"; "``: ``unhealthy``, ``draining``,
     :data:`HOST_NETWORK_REFUSED`, ``missing label zone``, ``label zone=eu does not match
@@ -133,6 +145,8 @@ def rejection(
         reasons.append("draining")
     if host_network and not node.allow_host_network:
         reasons.append(HOST_NETWORK_REFUSED)
+    if mesh and not node.mesh_member:
+        reasons.append(NOT_IN_MESH)
     for key in sorted(node_selector):
         want = node_selector[key]
         have = node.labels.get(key)
@@ -163,6 +177,7 @@ def place(view: ClusterView, request: PlacementRequest) -> Plan:
     existing = request.existing
     avoid = request.avoid_nodes
     host_network = request.host_network
+    mesh = request.mesh
     healthy = str(NodeStatus.HEALTHY)
     for node in view.nodes:
         # The common case inline (this loop runs over every node for every request); the
@@ -171,12 +186,13 @@ def place(view: ClusterView, request: PlacementRequest) -> Plan:
             node.status == healthy
             and node.eligible
             and (node.allow_host_network or not host_network)
+            and (node.mesh_member or not mesh)
             and (not selector or all(node.labels.get(k) == v for k, v in selector.items()))
         ):
             key = (existing.get(node.id, 0), node.instance_count, node.id)
             (fallback if node.id in avoid else preferred).append(key)
         else:
-            reason = rejection(node, selector, host_network=host_network)
+            reason = rejection(node, selector, host_network=host_network, mesh=mesh)
             rejections[node.id] = reason or "not feasible"
     candidates = preferred or fallback
     if candidates is preferred:

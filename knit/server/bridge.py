@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,8 @@ async def open_bridge(
     task_owners: Mapping[str, ActorRef[Any]],
     trust: BusTrust,
     repo: Repo,
+    *,
+    on_mesh_endpoint: Callable[[str, str | None], None] | None = None,
 ) -> BridgeStats:
     """Subscribe the server's subjects; returns live counters.
 
@@ -87,6 +89,8 @@ async def open_bridge(
             refuse(heartbeat.node_id, "heartbeat", "its public key is not the one pinned at join")
             return
         stats.heartbeats += 1
+        if on_mesh_endpoint is not None and heartbeat.mesh_endpoint is not None:
+            on_mesh_endpoint(heartbeat.node_id, heartbeat.mesh_endpoint)
         received = HeartbeatReceived(heartbeat, time.time())
         # Straight to the node's actor; only a node heard of for the first time goes
         # through the NodeDirectory (which spawns its actor): one hop less per heartbeat.

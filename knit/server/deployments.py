@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from actors import Actor, ActorError, Deadline
+from knit.domain.mesh import MESH_HOST_IP
 from knit.domain.placement import PlacementRequest
 from knit.domain.specs import NetworkDriver
 from knit.errors import KnitError
@@ -496,6 +497,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 avoid_nodes=frozenset(n for i in unplaced for n in i.avoid),
                 existing=self.placed_counts(state),
                 host_network=state.host_network,
+                mesh=any(p.get("host_ip") == MESH_HOST_IP for p in state.record.ports),
             )
         )
         for inst, node_id in zip(unplaced, plan.placements, strict=False):

@@ -26,7 +26,9 @@ from actors import open_actor_system
 from knit.api.app import create_app
 from knit.bus import Bus, BusCredentials, connect_bus
 from knit.config import ServerConfig
+from knit.domain.mesh import parse_cidr
 from knit.errors import KnitError
+from knit.mesh import WireGuardInterface
 from knit.natsd import EmbeddedNats, parse_listen, wait_for_port
 from knit.secrets import SecretBox
 from knit.server.access import TokenKeeper
@@ -35,11 +37,13 @@ from knit.server.context import ServerContext
 from knit.server.directories import DeploymentDirectory, NodeDirectory
 from knit.server.history import keep_history
 from knit.server.membership import Membership, load_trust
+from knit.server.mesh import MeshConfig, MeshCoordinator, server_mesh_key
 from knit.server.plane import ServerPlane
-from knit.server.repo import open_repo
+from knit.server.repo import Repo, open_repo
 from knit.server.scheduler import Scheduler
 from knit.server.tasks import TaskTiming
 from knit.server.trust import BusTrust
+from knit.store import mesh as mesh_store
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +124,19 @@ async def serve_server(
             services.cancel_scope.cancel()  # the embedded nats-server, last
 
 
-def embedded_nats(config: ServerConfig, trust: BusTrust, data_dir: Path) -> EmbeddedNats | None:
-    """The server's own nats-server (None with ``--nats``: an external one)."""
+def embedded_nats(
+    config: ServerConfig, trust: BusTrust, data_dir: Path, mesh: MeshCoordinator | None
+) -> EmbeddedNats | None:
+    """The server's own nats-server (None with ``--nats``: an external one). With a mesh it
+    listens on the server's mesh address only (the port of ``--nats-listen``): other hosts
+    reach it through the tunnels and nowhere else."""
     if config.nats_url is not None:
         return None
+    listen = config.nats_listen
+    if mesh is not None:
+        listen = f"{mesh.config.address}:{parse_listen(listen, 4222)[1]}"
     return EmbeddedNats(
-        config.nats_listen,
+        listen,
         data_dir,
         None if trust.insecure else trust.nats_auth(),
         log_file=data_dir / "nats-server.log",
@@ -170,7 +181,11 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             access = TokenKeeper(repo.store)
             await access.ensure_admin_token(config.admin_token_path)
             trust = await load_trust(repo, secrets, insecure=config.insecure_bus)
-            embedded = embedded_nats(config, trust, data_dir)
+            mesh = await open_mesh(config, repo, secrets, trust)
+            if mesh is not None:
+                stack.push_async_callback(mesh.interface.down)
+                await mesh.up()
+            embedded = embedded_nats(config, trust, data_dir, mesh)
             bus = await open_bus(config, trust, embedded, services)
             stack.push_async_callback(bus.close)  # (before the nats-server stops: below)
             ctx = ServerContext(
@@ -201,7 +216,15 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                     mailbox_size=16384,
                 )
                 ctx._deployments = deployments
-                bridge = await open_bridge(bus, system, nodes, ctx.task_owners, trust, repo)
+                bridge = await open_bridge(
+                    bus,
+                    system,
+                    nodes,
+                    ctx.task_owners,
+                    trust,
+                    repo,
+                    on_mesh_endpoint=mesh.observe_endpoint if mesh is not None else None,
+                )
                 membership = Membership(
                     repo,
                     trust,
@@ -209,7 +232,10 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                     embedded,
                     config.nats_advertise or [embedded.url if embedded else bus.url],
                     issue_credentials=embedded is not None,
+                    mesh=mesh,
                 )
+                if mesh is not None:
+                    tg.start_soon(mesh.run, bus, repo)
                 plane = ServerPlane(
                     ctx, system, nodes, deployments, bridge, access, membership=membership
                 )
@@ -222,6 +248,28 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
     finally:
         if embedded is not None:
             embedded.release()
+
+
+async def open_mesh(
+    config: ServerConfig, repo: Repo, secrets: SecretBox, trust: BusTrust
+) -> MeshCoordinator | None:
+    """The mesh's coordinator with ``--mesh-cidr`` (its interface not up yet), else None."""
+    if config.mesh_cidr is None:
+        return None
+    mesh_config = MeshConfig(
+        network=parse_cidr(config.mesh_cidr),
+        port=config.mesh_port,
+        endpoint=config.mesh_endpoint,
+        interface=config.mesh_interface,
+    )
+    interface = WireGuardInterface(
+        mesh_config.interface,
+        await server_mesh_key(repo, secrets),
+        f"{mesh_config.address}/{mesh_config.network.prefixlen}",
+        mesh_config.port,
+    )
+    records = await repo.store.read(mesh_store.all_members)
+    return MeshCoordinator(mesh_config, interface, records, trust)
 
 
 KEEP_ALIVE_TIMEOUT = 75.0

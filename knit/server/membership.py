@@ -32,6 +32,7 @@ from knit.errors import Conflict, KnitError
 from knit.ids import new_id
 from knit.natsd import EmbeddedNats
 from knit.secrets import SecretBox
+from knit.server.mesh import MeshCoordinator
 from knit.server.messages import RemoveNode
 from knit.server.records import iso
 from knit.server.repo import Repo
@@ -100,6 +101,7 @@ class Membership:
             whose operator revokes credentials there).
         nats_urls: where nodes reach NATS (``--nats-advertise``, or the server's own URL).
         issue_credentials: whether nodes get a NATS user JWT (the embedded server's).
+        mesh: the WireGuard mesh's coordinator (None: no mesh).
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class Membership:
         nats_urls: Sequence[str],
         *,
         issue_credentials: bool,
+        mesh: MeshCoordinator | None = None,
     ) -> None:
         self.repo = repo
         self.trust = trust
@@ -118,6 +121,7 @@ class Membership:
         self.nats = nats
         self.nats_urls = list(nats_urls)
         self.issue_credentials = issue_credentials
+        self.mesh = mesh
 
     async def join(
         self, admission: Op[str] | None, request: JoinRequest, api_host: str | None
@@ -143,8 +147,23 @@ class Membership:
             join_token_id=None,
             joined_at=time.time(),
         )
-        record = await self.repo.store.write(trust_store.pin_node(record, admit=admission))
+        pin = trust_store.pin_node(record, admit=admission)
+        mesh = self.mesh
+        if request.mesh is not None and mesh is None:
+            raise Conflict("this cluster has no mesh: join without --mesh-endpoint")
+        member = None
+        if request.mesh is not None and mesh is not None:
+            record, member = await self.repo.store.write(
+                mesh.admit(request.mesh, record.node_id, pin)
+            )
+        else:
+            record = await self.repo.store.write(pin)
         self.trust.pin(record)
+        if member is not None and mesh is not None:
+            try:
+                await mesh.admitted(member)
+            except KnitError as exc:  # (the next push tries again)
+                log.error("node %s is not yet a peer of the server: %s", record.node_id, exc)
         self.repo.event(
             "node.joined",
             f"node {record.node_id} ({request.hostname}) joined",
@@ -157,6 +176,7 @@ class Membership:
         return {
             "node_id": record.node_id,
             "nats_urls": advertised_urls(self.nats_urls, api_host),
+            "mesh": mesh.grant(member, api_host) if member is not None and mesh else None,
             "nats_jwt": jwt,
             "server_key": self.trust.keys.link_public,
             "task_key": self.trust.keys.task_public,
@@ -193,6 +213,8 @@ class Membership:
         self.trust.forget(node_id, pin.nats_key if pin is not None else None, at)
         await self.nodes.ask(RemoveNode(node_id), timeout=15)
         removed = await self.repo.store.write(trust_store.remove_node(node_id, at))
+        if self.mesh is not None:
+            await self.mesh.removed(node_id)
         if removed is not None and self.nats is not None and not self.trust.insecure:
             try:
                 await self.nats.reload(self.trust.nats_auth())

@@ -102,6 +102,7 @@ class NodeActor(Actor[NodeMessage]):
             memory_bytes=node.memory_bytes,
             instance_count=0,
             allow_host_network=node.allow_host_network,
+            mesh_member=node.mesh_member,
         )
 
     async def handle(self, message: NodeMessage) -> object:
@@ -130,6 +131,7 @@ class NodeActor(Actor[NodeMessage]):
             node.labels != hb.labels
             or node.hostname != hb.hostname
             or node.allow_host_network != hb.allow_host_network
+            or node.mesh_member != (hb.mesh_endpoint is not None)
             or not was_healthy
         )
         stored = _stored_fields(node)
@@ -142,6 +144,7 @@ class NodeActor(Actor[NodeMessage]):
         node.public_key = hb.public_key
         self.ctx.public_keys[self.node_id] = hb.public_key
         node.allow_host_network = hb.allow_host_network
+        node.mesh_member = hb.mesh_endpoint is not None
         if hb.allow_host_network:  # (in memory: no column for it; said in every heartbeat)
             self.ctx.host_network_nodes.add(self.node_id)
         else:

@@ -98,7 +98,21 @@ class ServerPlane:
         if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
             node.last_heartbeat = heard
         node.allow_host_network = node.id in self.ctx.host_network_nodes
+        mesh = self.membership.mesh if self.membership is not None else None
+        if mesh is not None:
+            node.address = mesh.address_of(node.id) or node.address
         return node
+
+    async def mesh_members(self) -> list[JSONDict]:
+        """``GET /mesh``: the mesh's members, the server first.
+
+        Raises:
+            NotFound: this server runs no mesh (no ``--mesh-cidr``).
+        """
+        mesh = self.membership.mesh if self.membership is not None else None
+        if mesh is None:
+            raise NotFound("mesh", "this server runs no mesh (knit server --mesh-cidr)")
+        return await mesh.status()
 
     async def join_node(
         self, join_token: str, request: JoinRequest, api_host: str | None

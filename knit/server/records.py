@@ -36,6 +36,7 @@ class NodeState:
     last_heartbeat: float | None = None
     address: str | None = None
     allow_host_network: bool = False  # from its heartbeats, in memory only
+    mesh_member: bool = False  # its heartbeats carry a mesh endpoint (in memory only)
 
     def to_json(self) -> dict[str, Any]:
         """The API's view (the public key is not secret, but not needed either)."""

@@ -291,6 +291,20 @@ class RevokedNode(Base):
     revoked_at: Mapped[float] = mapped_column(Double)
 
 
+class MeshMember(Base):
+    """A node's place in the WireGuard mesh: its address (handed out once, for ever: the row
+    of a removed node stays, with ``removed_at``), its WireGuard public key and endpoint."""
+
+    __tablename__ = "mesh_members"
+
+    node_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    address: Mapped[str] = mapped_column(String(15), unique=True)
+    public_key: Mapped[str] = mapped_column(String(44))
+    endpoint: Mapped[str | None] = mapped_column(String(262))
+    joined_at: Mapped[float] = mapped_column(Double)
+    removed_at: Mapped[float | None] = mapped_column(Double)
+
+
 class ApiToken(Base):
     """A token of the REST API: only the SHA-256 of its secret is kept (never the secret).
 

@@ -69,6 +69,9 @@ class FakeControl:
                 return dict(n)
         raise NotFound("node", node_id)
 
+    async def mesh_members(self) -> list[JSONDict]:
+        raise NotFound("mesh", "no mesh")
+
     async def list_deployments(self) -> list[JSONDict]:
         self._check()
         return [dict(d) for d in self.deployments]

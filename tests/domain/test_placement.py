@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from knit.domain.placement import (
     HOST_NETWORK_REFUSED,
+    NOT_IN_MESH,
     ClusterView,
     InstanceView,
     NodeView,
@@ -104,6 +105,14 @@ def test_a_host_network_deployment_goes_only_where_the_agent_allows_it() -> None
     nowhere = place(ClusterView([NodeView(id="closed")]), request(1, host_network=True))
     assert nowhere.unplaced == 1
     assert HOST_NETWORK_REFUSED in nowhere.describe_unplaced()
+
+
+def test_a_deployment_publishing_on_the_mesh_goes_only_to_mesh_members() -> None:
+    view = ClusterView([NodeView(id="member", mesh_member=True), NodeView(id="outside")])
+    plan = place(view, request(2, mesh=True))
+    assert plan.placements == ["member", "member"]
+    assert plan.rejections == {"outside": NOT_IN_MESH}
+    assert sorted(place(view, request(2)).placements) == ["member", "outside"]
 
 
 def test_nothing_placed_without_nodes() -> None:
