@@ -262,12 +262,15 @@ async def open_mesh(
         endpoint=config.mesh_endpoint,
         interface=config.mesh_interface,
     )
-    interface = WireGuardInterface(
-        mesh_config.interface,
-        await server_mesh_key(repo, secrets),
-        f"{mesh_config.address}/{mesh_config.network.prefixlen}",
-        mesh_config.port,
-    )
+    try:
+        interface = WireGuardInterface(
+            mesh_config.interface,
+            await server_mesh_key(repo, secrets),
+            f"{mesh_config.address}/{mesh_config.network.prefixlen}",
+            mesh_config.port,
+        )
+    except ValueError as exc:
+        raise KnitError(f"--mesh-interface or --mesh-port: {exc}") from None
     records = await repo.store.read(mesh_store.all_members)
     return MeshCoordinator(mesh_config, interface, records, trust)
 
