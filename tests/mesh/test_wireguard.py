@@ -245,3 +245,63 @@ async def test_cancelled_up_leaves_nothing(pair: Pair, after: float) -> None:
     assert not wg.socket_path.exists()
     assert pair.wg_a not in await _output("ip", "-n", pair.netns_a, "-o", "link", "show")
     assert await _output("ip", "netns", "pids", pair.netns_a) == ""
+
+
+@pytest.mark.e2e
+async def test_a_name_in_use_is_a_clear_error(pair: Pair) -> None:
+    _ip(
+        "-n",
+        pair.netns_a,
+        "link",
+        "add",
+        pair.wg_a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kx" + pair.wg_a,
+    )
+    taken = WireGuardInterface(
+        pair.wg_a, generate_private_key(), f"{pair.mesh_a}/24", 51820, netns=pair.netns_a
+    )
+    with anyio.fail_after(30), pytest.raises(MeshError, match="exists already"):
+        await taken.up()
+    first = WireGuardInterface(
+        pair.wg_b, generate_private_key(), f"{pair.mesh_b}/24", 51820, netns=pair.netns_b
+    )
+    # wireguard-go's UAPI socket is per machine: the same name in another namespace is taken.
+    second = WireGuardInterface(
+        pair.wg_b, generate_private_key(), f"{pair.mesh_a}/24", 51821, netns=pair.netns_a
+    )
+    with anyio.fail_after(30):
+        async with first:
+            with pytest.raises(MeshError, match="in use"):
+                await second.up()
+    assert await _output("ip", "netns", "pids", pair.netns_a) == ""
+
+
+@pytest.mark.e2e
+async def test_kernel_backend_is_probed_and_auto_falls_back_to_wireguard_go(pair: Pair) -> None:
+    kernel = WireGuardInterface(
+        pair.wg_a, generate_private_key(), f"{pair.mesh_a}/24", 51820, netns=pair.netns_a,
+        backend="kernel",
+    )  # fmt: skip
+    with anyio.fail_after(30):
+        try:
+            await kernel.up()
+        except MeshError as exc:  # no module on this machine: the error names the command
+            assert "type wireguard" in str(exc)
+            has_module = False
+        else:
+            assert kernel.kernel
+            has_module = True
+            await kernel.down()
+        assert pair.wg_a not in await _output("ip", "-n", pair.netns_a, "-o", "link", "show")
+        auto = WireGuardInterface(
+            pair.wg_a, generate_private_key(), f"{pair.mesh_a}/24", 51820, netns=pair.netns_a
+        )
+        async with auto:
+            assert auto.kernel is has_module
+            assert await auto.peers() == {}
+    assert pair.wg_a not in await _output("ip", "-n", pair.netns_a, "-o", "link", "show")
+    assert await _output("ip", "netns", "pids", pair.netns_a) == ""
