@@ -54,6 +54,16 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
     return labels
 
 
+def mesh_endpoint(text: str) -> str:
+    """A WireGuard endpoint ``HOST:PORT`` (for argparse)."""
+    from knit.domain.mesh import parse_endpoint
+
+    try:
+        return parse_endpoint(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def non_negative_seconds(text: str) -> float:
     """A number of seconds, 0 or more (for argparse)."""
     try:
@@ -228,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--docker-host", default=None)
     agent.add_argument("--hostname", default=None)
     agent.add_argument("--allow-host-network", action="store_true", help=HOST_NETWORK_HELP)
+    agent.add_argument(
+        "--mesh-endpoint",
+        type=mesh_endpoint,
+        default=None,
+        metavar="HOST:PORT",
+        help="be a member of the WireGuard mesh, reached by the others at HOST:PORT (UDP; "
+        "the interface listens on PORT)",
+    )
+    agent.add_argument(
+        "--mesh-interface",
+        default="knit0",
+        metavar="NAME",
+        help="the mesh's WireGuard interface (default knit0; unique on the machine)",
+    )
 
     dev = sub.add_parser("dev", help="nats-server, server and one agent in one process tree")
     dev.add_argument("--http", default=DEFAULT_HTTP)
@@ -363,6 +387,8 @@ def run(args: argparse.Namespace) -> int:
                 nats_creds=args.nats_creds,
                 insecure_bus=args.insecure_bus,
                 allow_host_network=args.allow_host_network,
+                mesh_endpoint=args.mesh_endpoint,
+                mesh_interface=args.mesh_interface,
             )
         )
     if args.command == "dev":

@@ -105,6 +105,11 @@ class AgentConfig:
         insecure_bus: run on an open bus without joining (``knit server --insecure-bus``).
         allow_host_network: run deployments attached to a ``host`` network (off: such
             deployments are never placed on this node, and their tasks are refused).
+        mesh_endpoint: ``HOST:PORT`` where the other members of the mesh reach this node's
+            WireGuard port (None: not a member, unless it joined as one: then the endpoint
+            it joined with).
+        mesh_interface: the WireGuard interface's name (unique per machine: wireguard-go's
+            sockets are shared by every network namespace).
     """
 
     nats_url: str | None = None
@@ -119,6 +124,8 @@ class AgentConfig:
     nats_creds: Path | None = None
     insecure_bus: bool = False
     allow_host_network: bool = False
+    mesh_endpoint: str | None = None
+    mesh_interface: str = "knit0"
 
 
 def default_docker_host() -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from knit.agent.files import TemplateFiles
 from knit.agent.trust import AgentTrust
@@ -16,6 +17,9 @@ from knit.bus import Bus
 from knit.runtime.base import ContainerRuntime
 from knit.secrets import NodeKeyPair
 from knit.wire.messages import DeployTask, StopTask
+
+if TYPE_CHECKING:
+    from knit.agent.mesh import MeshNode
 
 AGENT_VERSION = "0.1.0"
 
@@ -58,6 +62,8 @@ class AgentContext:
             TaskStatus, so they do not call ``on_change`` (see :data:`CAUSED_BY`).
         trust: the keys this node proves its messages and checks its tasks with (None: an
             open bus, ``--insecure-bus``: nothing is proved or checked).
+        mesh: this node as a member of the mesh, its interface up (None: not a member;
+            ``knit agent --mesh-endpoint``).
     """
 
     node_id: str
@@ -75,6 +81,12 @@ class AgentContext:
     refresh: Callable[[str, str | None, str | None], Awaitable[None]] | None = None
     in_flight: dict[str, DeployTask | StopTask] = field(default_factory=dict)
     trust: AgentTrust | None = None
+    mesh: MeshNode | None = None
+
+    @property
+    def mesh_address(self) -> str | None:
+        """The node's mesh address (None: not a member)."""
+        return self.mesh.address if self.mesh is not None else None
 
     async def publish(self, subject: str, payload: bytes) -> None:
         """Publish on the bus, proved to come from this node when it joined.

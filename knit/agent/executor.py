@@ -11,6 +11,9 @@ credentials are for another registry than its image's, fails (steps ``network`` 
 ``credentials``); sealed secrets open only with the associated data that binds them to this
 node, this task and (for a password) this registry; and every path written or deleted must
 be the instance's own folder (``knit.agent.paths``; step ``files``).
+
+A port published with ``host_ip: "mesh"`` is bound to the node's mesh address; on a node
+that is not a member of the mesh such a task fails at ``create`` before anything is done.
 """
 
 from __future__ import annotations
@@ -27,12 +30,21 @@ import anyio
 from knit.agent.context import LABEL_INSTANCE, AgentContext
 from knit.agent.paths import PathRefused
 from knit.domain.images import registry_mismatch
+from knit.domain.mesh import MESH_HOST_IP
 from knit.errors import KnitError, RuntimeFailure, SecretError, TemplateError
 from knit.ids import new_id
 from knit.runtime.base import ContainerSpec, ContainerState, Mount, PortBinding, RegistryAuth
 from knit.secrets import env_aad, registry_aad
 from knit.wire import subjects
-from knit.wire.messages import DeployTask, StopTask, Task, TaskStateName, TaskStatus, encode
+from knit.wire.messages import (
+    DeployTask,
+    StopTask,
+    Task,
+    TaskPort,
+    TaskStateName,
+    TaskStatus,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +144,7 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
         mounts=mounts,
         networks=networks,
         network_mode=network_mode,
-        ports=[
-            PortBinding(
-                container_port=p.container_port,
-                protocol=p.protocol,
-                host_port=p.host_port,
-                host_ip=p.host_ip,
-            )
-            for p in spec.ports
-        ],
+        ports=port_bindings(spec.ports, ctx.mesh_address),
     )
     container_id = await _step(Step.CREATE, ctx.runtime.create(container))
     try:
@@ -153,11 +157,47 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
     return container_id
 
 
+def port_bindings(ports: list[TaskPort], mesh_address: str | None) -> list[PortBinding]:
+    """The task's ports as the runtime binds them: ``host_ip: "mesh"`` becomes the node's
+    mesh address.
+
+    Raises:
+        StepFailed: a port is published on the mesh and this node is not a member (step
+            ``create``).
+    """
+    bindings = []
+    for p in ports:
+        host_ip = p.host_ip
+        if host_ip == MESH_HOST_IP:
+            if mesh_address is None:
+                raise not_a_member()
+            host_ip = mesh_address
+        bindings.append(
+            PortBinding(
+                container_port=p.container_port,
+                protocol=p.protocol,
+                host_port=p.host_port,
+                host_ip=host_ip,
+            )
+        )
+    return bindings
+
+
+def not_a_member() -> StepFailed:
+    """The failure of a task that publishes a port on the mesh on a node outside it."""
+    return StepFailed(
+        Step.CREATE,
+        'a port is published on the mesh address (host_ip "mesh") and this node is not a '
+        "member of the mesh (start its agent with --mesh-endpoint)",
+    )
+
+
 def refuse(ctx: AgentContext, task: DeployTask) -> StepFailed | None:
     """Why this agent refuses ``task`` before doing anything, or None.
 
     Host networking needs ``--allow-host-network``; credentials go only to their own
-    registry (the server checks both too, but a task may be forged or the server old).
+    registry (the server checks both too, but a task may be forged or the server old); a
+    port on the mesh address needs a member of the mesh.
     """
     spec = task.deployment
     if not ctx.allow_host_network and any(a.driver == "host" for a in spec.network_attachments):
@@ -166,6 +206,8 @@ def refuse(ctx: AgentContext, task: DeployTask) -> StepFailed | None:
             "host networking is not allowed on this node (start its agent with "
             "--allow-host-network to allow it)",
         )
+    if ctx.mesh_address is None and any(p.host_ip == MESH_HOST_IP for p in spec.ports):
+        return not_a_member()
     if task.credentials is not None:
         problem = registry_mismatch(spec.image, task.credentials.server)
         if problem is not None:
@@ -234,7 +276,12 @@ async def render_templates(ctx: AgentContext, task: DeployTask) -> list[Mount]:
         return []
     context = {
         "env": dict(spec.env),
-        "node": {"id": ctx.node_id, "hostname": ctx.hostname, "labels": dict(ctx.labels)},
+        "node": {
+            "id": ctx.node_id,
+            "hostname": ctx.hostname,
+            "labels": dict(ctx.labels),
+            "address": ctx.mesh_address or "",  # "": not a member of the mesh
+        },
         "deployment": {"id": spec.id, "name": spec.name, "image": spec.image},
         "instance": {"id": task.instance_id, "index": task.instance_index},
     }

@@ -168,6 +168,7 @@ class Heartbeater(Actor[HeartbeatMessage]):
             removed=removed,
             sent_at=taken,
             allow_host_network=self.ctx.allow_host_network,
+            mesh_endpoint=self.ctx.mesh.endpoint if self.ctx.mesh is not None else None,
         )
         try:
             await self.ctx.publish(subjects.HEARTBEAT, encode(heartbeat))

@@ -1,6 +1,6 @@
 """The agent's identity: what it received when it joined, kept in its data dir.
 
-Layer: agent. Imports ``knit.trust`` and the standard library only.
+Layer: agent. Imports ``knit.trust``, ``knit.wire.mesh`` (pure) and the standard library.
 
 Files in the data dir (mode 0700), each written atomically with mode 0600:
 
@@ -10,11 +10,19 @@ Files in the data dir (mode 0700), each written atomically with mode 0600:
   sent anywhere);
 - ``node.key``: the node's X25519 key pair (knit.secrets.NodeKeyPair);
 - ``node-id``: the node id alone, for scripts (and, on an open bus without a join, the id
-  the agent made for itself).
+  the agent made for itself);
+- ``wireguard.key``: the node's WireGuard private key (a member of the mesh only; made by the
+  agent, never sent anywhere: ``knit.agent.mesh``).
+
+A member of the mesh keeps its place in it in ``identity.json`` too (:class:`MeshIdentity`):
+its address, the mesh's network, the server's entry and the last membership applied, so that
+a restart brings its interface up, with the server as a peer, before NATS is reachable (NATS
+is reached through the tunnel).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -22,14 +30,82 @@ import stat
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from knit.errors import KnitError
 from knit.trust.nkeys import KeyKind, NKey
+from knit.wire.mesh import MeshMember
 
 NODE_ID_FILE = "node-id"
 IDENTITY_FILE = "identity.json"
 NATS_SEED_FILE = "nats.seed"
 _VALID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class MeshIdentity:
+    """This node's place in the mesh, as the join gave it and the last membership updated it.
+
+    Attributes:
+        address: the node's mesh address (IPv4, no prefix).
+        cidr: the mesh's network (``10.90.0.0/16``).
+        endpoint: the ``HOST:PORT`` the node last said the others reach it at
+            (``--mesh-endpoint``); its port is the interface's listen port.
+        server: the server's entry (``node_id`` None): always a peer.
+        members: the last membership applied (the server's entry and this node's included).
+        revision: that membership's revision.
+    """
+
+    address: str
+    cidr: str
+    endpoint: str
+    server: MeshMember
+    members: tuple[MeshMember, ...]
+    revision: int = 0
+
+    def __post_init__(self) -> None:
+        network = ipaddress.IPv4Network(self.cidr, strict=True)
+        if ipaddress.IPv4Address(self.address) not in network:
+            raise ValueError(f"mesh address {self.address} is not in {self.cidr}")
+        if self.server.node_id is not None:
+            raise ValueError("the server's mesh entry has a node id")
+
+    @property
+    def interface_address(self) -> str:
+        """The address with the mesh's prefix length (``10.90.0.2/16``), for the interface."""
+        return f"{self.address}/{ipaddress.IPv4Network(self.cidr).prefixlen}"
+
+    @property
+    def listen_port(self) -> int:
+        """The interface's UDP port: the port of :attr:`endpoint`."""
+        return int(self.endpoint.rpartition(":")[2])
+
+    def to_json(self) -> dict[str, Any]:
+        """As kept in ``identity.json``."""
+        return {
+            "address": self.address,
+            "cidr": self.cidr,
+            "endpoint": self.endpoint,
+            "server": self.server.model_dump(mode="json"),
+            "members": [m.model_dump(mode="json") for m in self.members],
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> MeshIdentity:
+        """The inverse of :meth:`to_json`.
+
+        Raises:
+            ValueError: not such a mapping (also KeyError, TypeError).
+        """
+        return cls(
+            address=str(data["address"]),
+            cidr=str(data["cidr"]),
+            endpoint=str(data["endpoint"]),
+            server=MeshMember.model_validate(data["server"]),
+            members=tuple(MeshMember.model_validate(m) for m in data["members"]),
+            revision=int(data["revision"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -46,6 +122,7 @@ class Identity:
             the keys that prove messages between them.
         task_key: the server's Ed25519 public key (base64) that signs tasks for any node.
         insecure_bus: the server believes messages without proof (a lab).
+        mesh: the node's place in the mesh (None: not a member).
     """
 
     node_id: str
@@ -55,6 +132,7 @@ class Identity:
     server_key: str
     task_key: str
     insecure_bus: bool = False
+    mesh: MeshIdentity | None = None
 
 
 def ensure_data_dir(data_dir: Path) -> Path:
@@ -112,6 +190,7 @@ def load_identity(data_dir: Path) -> Identity | None:
             server_key=str(data["server_key"]),
             task_key=str(data["task_key"]),
             insecure_bus=bool(data.get("insecure_bus", False)),
+            mesh=None if data.get("mesh") is None else MeshIdentity.from_json(data["mesh"]),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise KnitError(f"{path} is not a Knit agent identity ({type(exc).__name__})") from exc
@@ -124,6 +203,7 @@ def save_identity(data_dir: Path, identity: Identity) -> None:
     """Keep ``identity`` in ``data_dir`` (and the node id alone in ``node-id``)."""
     data = asdict(identity)
     data["nats_urls"] = list(identity.nats_urls)
+    data["mesh"] = None if identity.mesh is None else identity.mesh.to_json()
     write_private(data_dir / IDENTITY_FILE, json.dumps(data, indent=2) + "\n")
     write_private(data_dir / NODE_ID_FILE, identity.node_id + "\n")
 
@@ -177,6 +257,7 @@ __all__ = [
     "NATS_SEED_FILE",
     "NODE_ID_FILE",
     "Identity",
+    "MeshIdentity",
     "ensure_data_dir",
     "forget_identity",
     "load_identity",

@@ -1,11 +1,18 @@
 """Joining a cluster: ``POST /join`` with a join token, once; the identity is kept after.
 
-Layer: agent. Imports httpx, ``knit.agent.identity`` and the standard library.
+Layer: agent. Imports httpx, ``knit.agent.identity``, ``knit.domain.mesh``, ``knit.wire.mesh``
+and the standard library.
 
 The agent sends the public halves of the keys it made for itself (its X25519 key, its
 NATS user key) with a join token as its bearer token; the server answers with the node's
 identity (knit.server.membership). The token is spent and never stored. Later starts read
 the identity from the data dir and need no token.
+
+A node that joins the mesh (``--mesh-endpoint``) also sends its WireGuard public key and
+endpoint (``"mesh": {"public_key", "endpoint"}``, ``knit.domain.mesh.MeshJoin``); the grant
+then holds ``"mesh": {"address", "cidr", "revision", "members"}`` (the members as
+``knit.wire.mesh.MeshMember``, the server's with ``node_id`` null), and its ``nats_urls``
+are on the server's mesh address. A server without a mesh answers 409.
 """
 
 from __future__ import annotations
@@ -15,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydantic
 
-from knit.agent.identity import Identity, load_or_create_nats_key, save_identity
+from knit.agent.identity import Identity, MeshIdentity, load_or_create_nats_key, save_identity
+from knit.domain.mesh import MeshJoin
 from knit.errors import KnitError
 from knit.secrets import NodeKeyPair
+from knit.wire.mesh import MeshMember
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +99,55 @@ async def request_join(
     return grant
 
 
-def identity_from_grant(server: str, grant: dict[str, Any]) -> Identity:
-    """The identity a join's grant gives.
+def mesh_from_grant(server: str, grant: dict[str, Any], mesh: MeshJoin) -> MeshIdentity:
+    """This node's place in the mesh, from the ``mesh`` part of a join's grant.
+
+    Args:
+        server: the API's URL (for the errors).
+        grant: the whole grant.
+        mesh: what this node sent (its endpoint is kept).
 
     Raises:
-        KnitError: the grant lacks a field.
+        KnitError: the grant has no mesh, or a malformed one, or no entry for the server.
     """
+    part = grant.get("mesh")
+    if part is None:
+        raise KnitError(f"join failed at {server}: the server has no mesh (it runs without one)")
+    try:
+        if not isinstance(part, dict):
+            raise TypeError("not an object")
+        members = tuple(MeshMember.model_validate(m) for m in part["members"])
+        servers = [m for m in members if m.node_id is None]
+        if len(servers) != 1:
+            raise ValueError("the members must hold the server's entry (node_id null) once")
+        return MeshIdentity(
+            address=str(part["address"]),
+            cidr=str(part["cidr"]),
+            endpoint=mesh.endpoint,
+            server=servers[0],
+            members=members,
+            revision=int(part["revision"]),
+        )
+    except (KeyError, TypeError, ValueError, pydantic.ValidationError) as exc:
+        why = f"lacks {exc}" if isinstance(exc, KeyError) else f"is malformed: {exc}"
+        raise KnitError(f"join failed at {server}: the grant's mesh {why}") from exc
+
+
+def identity_from_grant(
+    server: str, grant: dict[str, Any], mesh: MeshJoin | None = None
+) -> Identity:
+    """The identity a join's grant gives.
+
+    Args:
+        server: the API's URL.
+        grant: the server's answer.
+        mesh: what this node sent to join the mesh (None: it did not ask to be a member;
+            a ``mesh`` in the grant is then ignored).
+
+    Raises:
+        KnitError: the grant lacks a field (or a mesh that was asked for).
+    """
+    member = mesh_from_grant(server, grant, mesh) if mesh is not None else None
     try:
         urls = grant["nats_urls"]
         if not isinstance(urls, list) or not urls:
@@ -108,6 +161,7 @@ def identity_from_grant(server: str, grant: dict[str, Any]) -> Identity:
             server_key=str(grant["server_key"]),
             task_key=str(grant["task_key"]),
             insecure_bus=bool(grant.get("insecure_bus", False)),
+            mesh=member,
         )
     except KeyError as exc:
         raise KnitError(f"join failed at {server}: the answer lacks {exc}") from exc
@@ -121,26 +175,48 @@ async def join(
     hostname: str,
     *,
     ca_file: Path | None = None,
+    mesh: MeshJoin | None = None,
 ) -> Identity:
     """Join the cluster of ``server`` with ``token``; keep and return the identity.
 
+    Args:
+        server: the API's base URL.
+        token: the join token.
+        data_dir: where the identity is kept.
+        keys: the node's X25519 key pair (its public half is sent).
+        hostname: the name the node reports.
+        ca_file: a CA bundle to trust for the API's certificate.
+        mesh: the node's WireGuard public key and endpoint, to be a member of the mesh
+            (``knit.agent.mesh.mesh_join``); None: not a member.
+
     Raises:
         JoinRefused: the token was refused.
-        KnitError: the server cannot be reached or the join failed.
+        KnitError: the server cannot be reached or the join failed (a server without a mesh
+            refuses a member with 409).
     """
     nats_key = load_or_create_nats_key(data_dir)
-    body = {
+    body: dict[str, Any] = {
         "hostname": hostname,
         "public_key": keys.public_key_b64,
         "nats_key": nats_key.public_key,
     }
+    if mesh is not None:
+        body["mesh"] = mesh.model_dump(mode="json")
     grant = await request_join(
         server, token, body, verify=str(ca_file) if ca_file is not None else True
     )
-    identity = identity_from_grant(server, grant)
+    identity = identity_from_grant(server, grant, mesh)
     save_identity(data_dir, identity)
-    log.info("joined the cluster of %s as node %s", server, identity.node_id)
+    if identity.mesh is not None:
+        log.info(
+            "joined the cluster of %s as node %s, mesh address %s",
+            server,
+            identity.node_id,
+            identity.mesh.address,
+        )
+    else:
+        log.info("joined the cluster of %s as node %s", server, identity.node_id)
     return identity
 
 
-__all__ = ["JoinRefused", "identity_from_grant", "join", "request_join"]
+__all__ = ["JoinRefused", "identity_from_grant", "join", "mesh_from_grant", "request_join"]

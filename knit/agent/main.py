@@ -3,6 +3,10 @@
 Layer: agent (entry point). Builds the adapters (NATS bus, Docker runtime, key pair), then
 the actor tree: Reconciler and Heartbeater, next to the TaskIntake (its tasks run in the
 agent's task group) and the runtime event pump.
+
+A member of the mesh (``--mesh-endpoint``, or an identity that joined as one) brings its
+WireGuard interface up before it connects to NATS (reached through the tunnel), runs the
+MeshUpdater beside the other actors, and takes the interface down when it stops.
 """
 
 from __future__ import annotations
@@ -29,12 +33,22 @@ from knit.agent.identity import (
 )
 from knit.agent.intake import TaskIntake
 from knit.agent.join import join
+from knit.agent.mesh import (
+    CheckSync,
+    MeshMessage,
+    MeshNode,
+    MeshUpdater,
+    PeersIntake,
+    mesh_join,
+)
 from knit.agent.reconciler import Reconciler, ReconcilerMessage, pump_events
 from knit.agent.trust import AgentTrust
 from knit.bus import BusCredentials, connect_bus
 from knit.config import DEFAULT_NATS_LISTEN, AgentConfig
 from knit.errors import KnitError
+from knit.mesh.wireguard import MeshError
 from knit.secrets import NodeKeyPair
+from knit.wire import subjects
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +83,17 @@ async def ensure_identity(
             log.info("already joined as node %s: --join-token is not needed", identity.node_id)
         return identity
     if config.join_token and config.server:
+        mesh = None
+        if config.mesh_endpoint is not None:
+            mesh = mesh_join(data_dir, config.mesh_endpoint)
         return await join(
-            config.server, config.join_token, data_dir, keys, hostname, ca_file=config.ca_file
+            config.server,
+            config.join_token,
+            data_dir,
+            keys,
+            hostname,
+            ca_file=config.ca_file,
+            mesh=mesh,
         )
     if config.insecure_bus:
         return None
@@ -90,6 +113,42 @@ def bus_credentials(
     if identity is None or identity.nats_jwt is None:
         return None
     return BusCredentials(jwt=identity.nats_jwt, seed=load_or_create_nats_key(data_dir).seed)
+
+
+def mesh_node(config: AgentConfig, identity: Identity | None, data_dir: Path) -> MeshNode | None:
+    """This node as a member of the mesh, if it is one (its interface not up yet).
+
+    Raises:
+        KnitError: ``--mesh-endpoint`` on a node that joined without the mesh (or did not
+            join); the WireGuard key file is unusable.
+        ValueError: a malformed interface name.
+    """
+    if identity is None or identity.mesh is None:
+        if config.mesh_endpoint is None:
+            return None
+        raise KnitError(
+            "--mesh-endpoint: this node joined the cluster without the mesh (or did not "
+            "join); to make it a member, remove identity.json from its data dir and join "
+            "again with --join-token"
+        )
+    return MeshNode.open(
+        data_dir, identity, interface=config.mesh_interface, endpoint=config.mesh_endpoint
+    )
+
+
+async def mesh_up(node: MeshNode) -> None:
+    """Bring the node's interface up.
+
+    Raises:
+        KnitError: it cannot be: one line naming the command and what it printed.
+    """
+    try:
+        await node.up()
+    except MeshError as exc:
+        reason = " ".join(str(exc).split())
+        raise KnitError(
+            f"cannot bring the mesh interface {node.interface.name} up: {reason}"
+        ) from exc
 
 
 async def serve_agent(
@@ -120,10 +179,13 @@ async def serve_agent(
         trust = AgentTrust.of(
             node_id, keys.link_keys(identity.server_key, node_id), identity.task_key
         )
+    mesh = mesh_node(config, identity, data_dir)
     refused = Refusal()
     runtime = DockerRuntime(config.docker_host)
     try:
         await runtime.version()
+        if mesh is not None:
+            await mesh_up(mesh)
         bus = await connect_bus(
             nats_url,
             name=f"knit-agent-{node_id}",
@@ -143,6 +205,7 @@ async def serve_agent(
                 allow_host_network=config.allow_host_network,
                 data_dir=data_dir,
                 trust=trust,
+                mesh=mesh,
             )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(refused.watch)
@@ -152,6 +215,8 @@ async def serve_agent(
             await bus.close()
     finally:
         with anyio.CancelScope(shield=True):
+            if mesh is not None:
+                await mesh.down()
             await runtime.close()
 
 
@@ -217,6 +282,13 @@ async def _run_actors(ctx: AgentContext, task_status: TaskStatus[str]) -> None:
             await current[0].refresh(instance_id, container_id, deployment_id)
 
         ctx.refresh = refresh
+        if ctx.mesh is not None:
+            node, publish, stats = ctx.mesh, ctx.publish, ctx.bus.stats
+            updater: ActorRef[MeshMessage] = await system.spawn(
+                lambda: MeshUpdater(node, ctx.node_id, stats, publish), name="mesh"
+            )
+            await ctx.bus.subscribe(subjects.MESH_PEERS, PeersIntake(ctx.trust, updater))
+            updater.tell_nowait(CheckSync())  # subscribed: the answer to this sync is heard
         async with anyio.create_task_group() as tg:
             await TaskIntake(ctx, tg).subscribe()
             tg.start_soon(pump_events, ctx, reconciler)

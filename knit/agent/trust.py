@@ -8,6 +8,8 @@ and the server's, knit.trust.macs). Everything it publishes carries its node id 
 under the node's key, or the server's signature on the broadcast subject:
 :meth:`AgentTrust.open_task`) and :meth:`AgentTrust.task_refusal` finds no reason to
 refuse it: addressed to this node (or to any node, on the broadcast subject), not expired.
+The mesh's membership (``knit.mesh.peers``) is signed like a broadcast task
+(:meth:`AgentTrust.open_signed`).
 """
 
 from __future__ import annotations
@@ -62,11 +64,20 @@ class AgentTrust:
             return None
         body, proof = parts
         if broadcast:
-            if not proof.startswith(macs.SIGNED):
-                return None
-            signature = proof[len(macs.SIGNED) :]
-            return body if macs.signature_ok(self.task_key, subject, body, signature) else None
+            return self._signed(subject, body, proof)
         return body if macs.mac_ok(self.link.down, subject, body, proof) else None
+
+    def open_signed(self, subject: str, message: bytes) -> bytes | None:
+        """The message without its proof if the server's task key signed it for ``subject``
+        (``"sig <signature>"``, as a broadcast task); None otherwise."""
+        parts = macs.detach(message)
+        return None if parts is None else self._signed(subject, *parts)
+
+    def _signed(self, subject: str, body: bytes, proof: str) -> bytes | None:
+        if not proof.startswith(macs.SIGNED):
+            return None
+        signature = proof[len(macs.SIGNED) :]
+        return body if macs.signature_ok(self.task_key, subject, body, signature) else None
 
     def task_refusal(
         self, task: Task, *, broadcast: bool, known: bool = False, now: float | None = None

@@ -1,6 +1,7 @@
 """What users submit: Deployment, Network and RegistryCredentials specs, and their rules.
 
-Layer: domain. Pure: imports pydantic, ``knit.domain.templates`` and the standard library.
+Layer: domain. Pure: imports pydantic, ``knit.domain.templates``, ``knit.domain.mesh`` and the
+standard library.
 
 Every model forbids unknown fields and checks its rules when it is built, so the API can
 reject a bad request before anything is stored (decision 0004). Problems become a list of
@@ -34,6 +35,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from knit.domain.mesh import MESH_HOST_IP
 from knit.domain.templates import MAX_TEMPLATE_BYTES, MAX_TEMPLATES
 
 FieldError = dict[str, str]
@@ -121,11 +123,15 @@ def _env_name(key: str) -> None:
         raise _problem(f"variable name {key!r} must be non-empty, without '='")
 
 
-def _ip(value: str) -> str:
+def _host_ip(value: str) -> str:
+    if value == MESH_HOST_IP:
+        return value
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise _problem(f"{value!r} is not a valid IP address") from None
+        raise _problem(
+            f"{value!r} is not a valid IP address (nor {MESH_HOST_IP!r}: the node's mesh address)"
+        ) from None
 
 
 def _driver(value: object) -> object:
@@ -201,13 +207,17 @@ class TemplateSpec(BaseModel):
 
 
 class PortSpec(BaseModel):
-    """A container port published on the host (``host_port`` None: the Engine picks)."""
+    """A container port published on the host (``host_port`` None: the Engine picks).
+
+    ``host_ip`` is an IP address of the host, or ``"mesh"`` (``MESH_HOST_IP``): the node's
+    mesh address, which its agent puts in (only members of the mesh run such a deployment).
+    """
 
     model_config = _INPUT
 
     container_port: Port
     host_port: Port | None = None
-    host_ip: Annotated[str, AfterValidator(_ip)] | None = None
+    host_ip: Annotated[str, AfterValidator(_host_ip)] | None = None
     protocol: Literal["tcp", "udp"] = "tcp"
 
 

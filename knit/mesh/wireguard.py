@@ -1,10 +1,19 @@
-"""One WireGuard interface run by userspace wireguard-go, driven with ``wg`` and ``ip``.
+"""One WireGuard interface, kernel or userspace (wireguard-go), driven with ``wg`` and ``ip``.
 
 Layer: adapter for the control-plane mesh (spec section 6). Imports anyio and the standard
 library; from Knit only ``knit.errors`` and ``knit.mesh.keys``.
 Given a network namespace, every command runs under ``ip netns exec NETNS``. Keys are secrets:
 they are never logged nor put on a command line; the private key reaches ``wg`` on its standard
 input (``/dev/stdin``).
+
+Two backends make the link; ``wg`` and ``ip`` configure both the same way:
+
+- ``kernel``: ``ip link add NAME type wireguard`` (the Linux module);
+- ``userspace``: a ``wireguard-go`` child process, whose tun device goes with it.
+
+``auto`` (the default) probes: it tries the kernel's link first and falls back to wireguard-go
+when the kernel does not know the type (``Unknown device type``, as on machines without the
+module). The tests here run the userspace path: the development machines have no module.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 import anyio
 import anyio.abc
@@ -31,7 +40,7 @@ import anyio.abc
 from knit.errors import KnitError
 from knit.mesh.keys import decode_key, public_key
 
-__all__ = ["MeshError", "Peer", "PeerStatus", "WireGuardInterface"]
+__all__ = ["Backend", "MeshError", "Peer", "PeerStatus", "WireGuardInterface"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +50,9 @@ COMMAND_TIMEOUT = 10.0
 STOP_TIMEOUT = 3.0
 # Linux allows 15 bytes; we also refuse a leading "-" so a name is never read as an option.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,14}")
+
+Backend = Literal["auto", "kernel", "userspace"]
+"""Which WireGuard makes the link (see the module's docstring)."""
 
 
 class MeshError(KnitError):
@@ -107,7 +119,7 @@ class PeerStatus:
 
 
 class WireGuardInterface:
-    """One WireGuard interface, its wireguard-go process a child of this one.
+    """One WireGuard interface: a kernel link, or a wireguard-go process child of this one.
 
     ``async with WireGuardInterface(...) as wg:`` is ``up()`` then, on leaving, ``down()``.
     """
@@ -120,6 +132,7 @@ class WireGuardInterface:
         listen_port: int,
         *,
         netns: str | None = None,
+        backend: Backend = "auto",
     ) -> None:
         """Describe the interface; nothing is started until ``up()``.
 
@@ -129,6 +142,8 @@ class WireGuardInterface:
             address: the interface's mesh address with its prefix, e.g. ``"10.99.0.2/24"``.
             listen_port: UDP port to listen on (0: let WireGuard choose).
             netns: network namespace (``ip netns``) to run in; None for the current one.
+            backend: ``kernel``, ``userspace`` (wireguard-go) or ``auto``: the kernel's if
+                it knows the link type, wireguard-go otherwise.
 
         Raises:
             ValueError: a malformed name, key, address, port or namespace.
@@ -147,8 +162,10 @@ class WireGuardInterface:
         self.address = address
         self.listen_port = listen_port
         self.netns = netns
+        self.backend = backend
         self._private_key = private_key
         self._process: anyio.abc.Process | None = None
+        self._kernel_link = False  # this object made a kernel link that is there now
         self._workdir: Path | None = None
 
     @property
@@ -173,22 +190,32 @@ class WireGuardInterface:
     ) -> None:
         await self.down()
 
+    @property
+    def kernel(self) -> bool:
+        """Whether the interface is up as a kernel link (False: down, or wireguard-go)."""
+        return self._kernel_link
+
     async def up(self) -> None:
-        """Start wireguard-go, set key and port, add the address and bring the link up.
+        """Make the link (kernel or wireguard-go), set key and port, add the address and
+        bring the link up.
 
         Waits at most ``START_TIMEOUT`` for wireguard-go and ``COMMAND_TIMEOUT`` per command.
         On failure or cancellation, whatever was started is stopped (``down()``) first.
 
         Raises:
-            MeshError: the interface is up already, its UAPI socket is in use, or a command
-                failed (the error names it and its stderr).
+            MeshError: the interface is up already, its name is in use (a link of that
+                name, or wireguard-go's UAPI socket), or a command failed (the error names
+                it and its stderr).
         """
-        if self._process is not None:
+        if self._process is not None or self._kernel_link:
             raise MeshError(f"{self.name} is up already")
         if await self._socket_answers():
             raise MeshError(f"{self.socket_path} is in use: another wireguard-go runs {self.name}")
+        if await self._link_exists():
+            raise MeshError(f"an interface named {self.name} exists already: choose another name")
         try:
-            await self._start_daemon()
+            if not await self._add_kernel_link():
+                await self._start_daemon()
             key = (self._private_key + "\n").encode()
             port = str(self.listen_port)
             await self._run(
@@ -199,7 +226,12 @@ class WireGuardInterface:
         except BaseException:
             await self.down()
             raise
-        logger.info("wireguard interface %s up (netns %s)", self.name, self.netns)
+        logger.info(
+            "wireguard interface %s up (%s, netns %s)",
+            self.name,
+            "kernel" if self._kernel_link else "wireguard-go",
+            self.netns,
+        )
 
     async def set_peers(self, peers: Sequence[Peer]) -> None:
         """Make the interface's peers exactly ``peers``: add or update them, remove the rest.
@@ -258,6 +290,14 @@ class WireGuardInterface:
         step is bounded (at most ``COMMAND_TIMEOUT + 3 * STOP_TIMEOUT + 1`` seconds in all).
         """
         with anyio.CancelScope(shield=True):
+            if self._kernel_link:
+                self._kernel_link = False
+                try:
+                    await self._run("ip", "link", "del", self.name)
+                except MeshError as exc:
+                    logger.warning("could not delete interface %s: %s", self.name, exc)
+                else:
+                    logger.info("wireguard interface %s down", self.name)
             process, self._process = self._process, None
             # Only a running wireguard-go owns the link; if it has exited, its tun device went
             # with it, and a link of this name now would be someone else's.
@@ -300,6 +340,33 @@ class WireGuardInterface:
             stderr = result.stderr.decode(errors="replace")
             raise MeshError(f"exit status {result.returncode}", command, stderr)
         return result.stdout.decode()
+
+    async def _link_exists(self) -> bool:
+        try:
+            await self._run("ip", "link", "show", "dev", self.name)
+        except MeshError:
+            return False
+        return True
+
+    async def _add_kernel_link(self) -> bool:
+        """Make the kernel's link (True), or say the userspace backend is to be used (False).
+
+        Raises:
+            MeshError: the kernel backend was asked for and the link cannot be made.
+        """
+        if self.backend == "userspace":
+            return False
+        try:
+            await self._run("ip", "link", "add", self.name, "type", "wireguard")
+        except MeshError as exc:
+            if self.backend == "kernel":
+                raise
+            # Any failure sends ``auto`` to wireguard-go ("Unknown device type" without the
+            # module); if that fails too, its error is the one the caller sees.
+            logger.debug("no kernel wireguard for %s: %s", self.name, exc)
+            return False
+        self._kernel_link = True
+        return True
 
     async def _start_daemon(self) -> None:
         mkdtemp = functools.partial(tempfile.mkdtemp, prefix="knit-wg-")

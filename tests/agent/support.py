@@ -12,6 +12,7 @@ import anyio
 from knit.agent.context import AgentContext
 from knit.agent.files import TemplateFiles
 from knit.agent.main import run_agent_actors
+from knit.agent.mesh import MeshNode
 from knit.bus import Bus, BusStats
 from knit.secrets import NodeKeyPair
 from knit.wire import subjects
@@ -89,9 +90,11 @@ async def open_agent(
     *,
     profile: SimProfile | None = None,
     allow_host_network: bool = False,
+    mesh: MeshNode | None = None,
     **settings: float,
 ) -> AsyncIterator[Agent]:
-    """An agent (node ``n1``) running its actors until the block ends."""
+    """An agent (node ``n1``) running its actors until the block ends (a member of the mesh
+    with ``mesh``: its interface is not brought up here)."""
     bus = MemoryBus()
     runtime = SimRuntime(profile or SimProfile(preloaded_images=frozenset({"app:1"})))
     ctx = AgentContext(
@@ -106,6 +109,7 @@ async def open_agent(
         task_timeout=settings.get("task_timeout", 600.0),
         allow_host_network=allow_host_network,
         data_dir=tmp_path,
+        mesh=mesh,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(run_agent_actors, ctx)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from knit.domain.mesh import MESH_HOST_IP
 from knit.domain.specs import (
     DeploymentSpec,
     InstanceStatus,
@@ -218,6 +219,8 @@ def test_two_templates_cannot_share_a_destination() -> None:
         ({"container_port": 80, "host_port": 70000}, "ports.0.host_port"),
         ({"container_port": 80, "protocol": "sctp"}, "ports.0.protocol"),
         ({"container_port": 80, "host_ip": "localhost"}, "ports.0.host_ip"),
+        ({"container_port": 80, "host_ip": "MESH"}, "ports.0.host_ip"),
+        ({"container_port": 80, "host_ip": "mesh0"}, "ports.0.host_ip"),
         ({}, "ports.0.container_port"),
     ],
 )
@@ -231,6 +234,27 @@ def test_port_defaults_and_ipv6_host_ip() -> None:
     )
     assert spec.ports[0].host_port is None
     assert spec.ports[0].host_ip == "::1"
+
+
+def test_a_port_may_be_published_on_the_mesh_address() -> None:
+    spec = DeploymentSpec.model_validate(
+        deployment(
+            ports=[
+                {"container_port": 80, "host_port": 8080, "host_ip": MESH_HOST_IP},
+                {"container_port": 80, "host_port": 8080, "host_ip": "127.0.0.1"},
+            ]
+        )
+    )
+    assert [p.host_ip for p in spec.ports] == ["mesh", "127.0.0.1"]
+    twice = deployment(ports=[{"container_port": p, "host_port": 8080, "host_ip": "mesh"}
+                              for p in (80, 81)])  # fmt: skip
+    assert "ports.1.host_port" in errors_of(DeploymentSpec, twice)
+    assert (
+        "'mesh'"
+        in errors_of(DeploymentSpec, deployment(ports=[{"container_port": 80, "host_ip": "x"}]))[
+            "ports.0.host_ip"
+        ]
+    )
 
 
 def test_a_host_port_cannot_be_bound_twice() -> None:

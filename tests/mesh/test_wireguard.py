@@ -1,114 +1,24 @@
 """WireGuardInterface on wireguard-go, between two network namespaces joined by a veth pair.
 
-The namespaces, veths, interfaces and UAPI sockets carry per-test names and are removed after
-each test, whatever happens; any process still inside a test's namespaces is killed by PID.
+The namespaces come from the ``pair`` fixture (tests/mesh/conftest.py).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import anyio
 import pytest
 
 from knit.mesh import MeshError, Peer, WireGuardInterface, generate_private_key, public_key
 from knit.mesh.wireguard import UAPI_DIR
+from tests.mesh.namespaces import VETH_A, VETH_B, Pair, ip, output, ping_command
 from tests.support import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-VETH_A = "192.168.237.1"  # only ever inside the test's own namespaces
-VETH_B = "192.168.237.2"
-
-
-def _ping_command() -> list[str] | None:
-    if shutil.which("ping"):
-        return ["ping"]
-    if shutil.which("busybox"):
-        return ["busybox", "ping"]
-    return None
-
-
-def _require_wireguard() -> None:
-    require(os.geteuid() == 0, "network namespaces and tun devices need root")
-    require(Path("/dev/net/tun").exists(), "no /dev/net/tun")
-    for tool, package in (("wireguard-go", "wireguard-go"), ("wg", "wireguard-tools")):
-        require(shutil.which(tool) is not None, f"no {tool}: apt-get install {package}")
-    require(shutil.which("ip") is not None, "no ip: apt-get install iproute2")
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-def _remove_namespace(netns: str) -> None:
-    pids = subprocess.run(
-        ["ip", "netns", "pids", netns], capture_output=True, text=True, timeout=10
-    ).stdout.split()
-    for pid in pids:  # only processes in this test's own namespace
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), 9)
-    subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=10)
-
-
-async def _output(*command: str) -> str:
-    return (await anyio.run_process(list(command))).stdout.decode()
-
-
-@dataclass
-class Pair:
-    """Two fresh namespaces joined by a veth pair, with names for a WireGuard link in each."""
-
-    netns_a: str
-    netns_b: str
-    wg_a: str
-    wg_b: str
-    mesh_a: str
-    mesh_b: str
-
-
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    """Namespaces A and B joined by a veth (``VETH_A``/30 in A, ``VETH_B``/30 in B)."""
-    _require_wireguard()
-    tag = uuid.uuid4().hex[:8]
-    subnet = int(tag[:2], 16)
-    made = Pair(
-        netns_a=f"knit-wga-{tag}",
-        netns_b=f"knit-wgb-{tag}",
-        wg_a=f"kwa{tag}",
-        wg_b=f"kwb{tag}",
-        mesh_a=f"10.237.{subnet}.1",
-        mesh_b=f"10.237.{subnet}.2",
-    )
-    try:
-        _ip("netns", "add", made.netns_a)
-        _ip("netns", "add", made.netns_b)
-        veth_a, veth_b = f"kva{tag}", f"kvb{tag}"
-        _ip("link", "add", veth_a, "netns", made.netns_a, "type", "veth",
-            "peer", "name", veth_b, "netns", made.netns_b)  # fmt: skip
-        for netns, veth, address in (
-            (made.netns_a, veth_a, VETH_A),
-            (made.netns_b, veth_b, VETH_B),
-        ):
-            _ip("-n", netns, "address", "add", f"{address}/30", "dev", veth)
-            _ip("-n", netns, "link", "set", veth, "up")
-            _ip("-n", netns, "link", "set", "lo", "up")
-        yield made
-    finally:
-        _remove_namespace(made.netns_a)
-        _remove_namespace(made.netns_b)
-        for name in (made.wg_a, made.wg_b):
-            (UAPI_DIR / f"{name}.sock").unlink(missing_ok=True)
 
 
 def test_public_key_matches_wg_pubkey() -> None:
@@ -140,7 +50,7 @@ def test_bad_keys_names_and_addresses_are_refused() -> None:
 
 @pytest.mark.e2e
 async def test_two_namespaces_reach_each_other_over_the_mesh(pair: Pair) -> None:
-    ping = _ping_command()
+    ping = ping_command()
     require(ping is not None, "no ping: apt-get install iputils-ping or busybox-static")
     assert ping is not None
     a = WireGuardInterface(
@@ -178,9 +88,9 @@ async def test_two_namespaces_reach_each_other_over_the_mesh(pair: Pair) -> None
     assert not (UAPI_DIR / f"{pair.wg_a}.sock").exists()
     assert not (UAPI_DIR / f"{pair.wg_b}.sock").exists()
     for netns, name in ((pair.netns_a, pair.wg_a), (pair.netns_b, pair.wg_b)):
-        links = await _output("ip", "-n", netns, "-o", "link", "show")
+        links = await output("ip", "-n", netns, "-o", "link", "show")
         assert name not in links
-        assert await _output("ip", "netns", "pids", netns) == ""
+        assert await output("ip", "netns", "pids", netns) == ""
 
 
 @pytest.mark.e2e
@@ -208,7 +118,7 @@ async def test_down_is_idempotent_and_interface_can_come_up_again(pair: Pair) ->
         assert not wg.socket_path.exists()
         async with wg:
             assert await wg.peers() == {}
-    assert await _output("ip", "netns", "pids", pair.netns_a) == ""
+    assert await output("ip", "netns", "pids", pair.netns_a) == ""
 
 
 @pytest.mark.e2e
@@ -226,10 +136,10 @@ async def test_up_failure_after_start_stops_wireguard_go(pair: Pair) -> None:
             assert "in use" in str(caught.value)
             assert "private-key /dev/stdin" in str(caught.value)
             assert not second.socket_path.exists()
-            links = await _output("ip", "-n", pair.netns_a, "-o", "link", "show")
+            links = await output("ip", "-n", pair.netns_a, "-o", "link", "show")
             assert pair.wg_b not in links
             assert pair.wg_a in links
-    assert await _output("ip", "netns", "pids", pair.netns_a) == ""
+    assert await output("ip", "netns", "pids", pair.netns_a) == ""
 
 
 @pytest.mark.e2e
@@ -243,5 +153,65 @@ async def test_cancelled_up_leaves_nothing(pair: Pair, after: float) -> None:
             await wg.up()
         await wg.down()
     assert not wg.socket_path.exists()
-    assert pair.wg_a not in await _output("ip", "-n", pair.netns_a, "-o", "link", "show")
-    assert await _output("ip", "netns", "pids", pair.netns_a) == ""
+    assert pair.wg_a not in await output("ip", "-n", pair.netns_a, "-o", "link", "show")
+    assert await output("ip", "netns", "pids", pair.netns_a) == ""
+
+
+@pytest.mark.e2e
+async def test_a_name_in_use_is_a_clear_error(pair: Pair) -> None:
+    ip(
+        "-n",
+        pair.netns_a,
+        "link",
+        "add",
+        pair.wg_a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kx" + pair.wg_a,
+    )
+    taken = WireGuardInterface(
+        pair.wg_a, generate_private_key(), f"{pair.mesh_a}/24", 51820, netns=pair.netns_a
+    )
+    with anyio.fail_after(30), pytest.raises(MeshError, match="exists already"):
+        await taken.up()
+    first = WireGuardInterface(
+        pair.wg_b, generate_private_key(), f"{pair.mesh_b}/24", 51820, netns=pair.netns_b
+    )
+    # wireguard-go's UAPI socket is per machine: the same name in another namespace is taken.
+    second = WireGuardInterface(
+        pair.wg_b, generate_private_key(), f"{pair.mesh_a}/24", 51821, netns=pair.netns_a
+    )
+    with anyio.fail_after(30):
+        async with first:
+            with pytest.raises(MeshError, match="in use"):
+                await second.up()
+    assert await output("ip", "netns", "pids", pair.netns_a) == ""
+
+
+@pytest.mark.e2e
+async def test_kernel_backend_is_probed_and_auto_falls_back_to_wireguard_go(pair: Pair) -> None:
+    kernel = WireGuardInterface(
+        pair.wg_a, generate_private_key(), f"{pair.mesh_a}/24", 51820, netns=pair.netns_a,
+        backend="kernel",
+    )  # fmt: skip
+    with anyio.fail_after(30):
+        try:
+            await kernel.up()
+        except MeshError as exc:  # no module on this machine: the error names the command
+            assert "type wireguard" in str(exc)
+            has_module = False
+        else:
+            assert kernel.kernel
+            has_module = True
+            await kernel.down()
+        assert pair.wg_a not in await output("ip", "-n", pair.netns_a, "-o", "link", "show")
+        auto = WireGuardInterface(
+            pair.wg_a, generate_private_key(), f"{pair.mesh_a}/24", 51820, netns=pair.netns_a
+        )
+        async with auto:
+            assert auto.kernel is has_module
+            assert await auto.peers() == {}
+    assert pair.wg_a not in await output("ip", "-n", pair.netns_a, "-o", "link", "show")
+    assert await output("ip", "netns", "pids", pair.netns_a) == ""
