@@ -10,16 +10,24 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.support.docker import BUSYBOX_IMAGE, DockerCLIError, docker
-from tests.support.hosts import Host, HostCommandError, Lan, open_lan
+from tests.support.hosts import (
+    Host,
+    HostCommandError,
+    Lan,
+    open_lan,
+    sweep_abandoned_lans,
+    traces_of,
+)
 from tests.support.knit_api import KnitApi
 from tests.support.knit_docker import container_ids
-from tests.support.knit_processes import KnitAgent, KnitServer, ProcessWatch
+from tests.support.knit_processes import REPO_ROOT, KnitAgent, KnitServer, ProcessWatch
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -148,8 +156,9 @@ def test_knit_server_and_agents_run_on_hosts(lan: Lan, tmp_path: Path) -> None:
                 host.engine.remove_containers()
 
 
-def test_closing_a_lan_leaves_nothing_even_when_the_block_fails() -> None:
-    with pytest.raises(RuntimeError, match="the test failed"), open_lan(1) as lan:
+def test_closing_a_lan_leaves_nothing_even_when_the_block_fails(image_source: str) -> None:
+    failing = pytest.raises(RuntimeError, match="the test failed")
+    with failing, open_lan(1, source=image_source) as lan:
         (host,) = lan.hosts
         container = host.docker("run", "--detach", BUSYBOX_IMAGE, *SLEEPER).strip()
         pid = int(host.docker("inspect", "--format", "{{.State.Pid}}", container))
@@ -161,13 +170,40 @@ def test_closing_a_lan_leaves_nothing_even_when_the_block_fails() -> None:
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_a_set_up_failing_halfway_leaves_nothing() -> None:
+def test_a_set_up_failing_halfway_leaves_nothing(image_source: str) -> None:
     lan = Lan()
     try:
         lan.open()
+        # The Engines start, but none can answer within a millisecond.
         with pytest.raises(AssertionError, match="dockerd in knh1-"):
-            lan.add_hosts(2, timeout=0.001)  # the Engines start, but too slowly for this
+            lan.add_hosts(2, source=image_source, timeout=0.001)
         assert any(t.startswith("process") for t in lan.traces()), lan.traces()
     finally:
         lan.close()
     assert lan.traces() == []
+
+
+def test_a_lan_whose_test_process_was_killed_is_swept(image_source: str) -> None:
+    program = (
+        "import time\n"
+        "from tests.support.hosts import open_lan\n"
+        f"with open_lan(1, source={image_source!r}) as lan:\n"
+        f"    lan.hosts[0].docker('run', '--detach', {BUSYBOX_IMAGE!r}, *{SLEEPER!r})\n"
+        "    print(lan.tag, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+    )
+    try:
+        assert child.stdout is not None
+        tag = child.stdout.readline().strip()
+        assert tag, "the child made no LAN"
+    finally:
+        child.kill()  # the child alone: its Engine gets SIGTERM through its parent-death signal
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert traces_of(tag), "a killed test process leaves its LAN behind"
+    assert tag in sweep_abandoned_lans()
+    assert traces_of(tag) == []

@@ -84,6 +84,10 @@ LAN_SUPERNET = ipaddress.IPv4Network("172.31.0.0/16")
 """The /24 of each LAN is picked in here, among those not routed on this machine."""
 HOST_OFFSET = 10
 """Host N gets address .(10 + N) of the LAN."""
+LAN_FOLDERS = Path("/tmp")
+"""Where each LAN's folder (``knl-TAG``) is made."""
+OWNER_FILE = "owner"
+"""In a LAN's folder: the PID and start time of the process that made it."""
 _SUBNET_LOCK = Path("/tmp/knit-test-lan.lock")
 """Two test runs choosing a subnet at once take turns (a chosen subnet is routed at once)."""
 
@@ -269,9 +273,9 @@ class Lan:
         hosts: the hosts, in order (``hosts[0]`` is ``host1``).
     """
 
-    def __init__(self) -> None:
-        self.tag = uuid.uuid4().hex[:6]
-        self.root = Path(f"/tmp/knl-{self.tag}")
+    def __init__(self, tag: str | None = None) -> None:
+        self.tag = tag or uuid.uuid4().hex[:6]
+        self.root = LAN_FOLDERS / f"knl-{self.tag}"
         self.switch = f"knsw-{self.tag}"
         self.bridge = f"knb-{self.tag}"
         self.uplink = f"knr-{self.tag}"
@@ -307,6 +311,8 @@ class Lan:
             NetnsError: an ``ip`` command failed.
         """
         self.root.mkdir(mode=0o755)
+        me = psutil.Process()
+        (self.root / OWNER_FILE).write_text(f"{me.pid} {me.create_time()}\n")
         ip("netns", "add", self.switch)
         ip("link", "set", "lo", "up", netns=self.switch)
         ip("link", "add", self.bridge, "type", "bridge", netns=self.switch)
@@ -404,10 +410,13 @@ class Lan:
             attempt(f"{host.name}'s Engine", host.engine.close)
 
         in_parallel(stop, self.hosts)
-        for netns in [*(h.netns for h in self.hosts), self.switch]:
-            attempt(netns, functools.partial(delete_namespace, netns))
-        if self.uplink in root_links():  # gone with its peer, normally
+        # Deleting a veth deletes its peer at once; a namespace's interfaces go later, when
+        # the kernel gets round to destroying it: the root's own interface goes first.
+        if self.uplink in root_links():
             attempt(self.uplink, lambda: ip("link", "del", self.uplink))
+        for netns in sorted(n for n in namespaces() if n.endswith(f"-{self.tag}")):
+            if netns.startswith(("knh", "knsw")):
+                attempt(netns, functools.partial(delete_namespace, netns))
         attempt(str(self.root), lambda: unmount_under(self.root))
         attempt(str(self.root), lambda: shutil.rmtree(self.root, ignore_errors=False))
         if errors:
@@ -421,7 +430,7 @@ class Lan:
 
 def traces_of(tag: str) -> list[str]:
     """What any LAN tagged ``tag`` left on the machine ([] when nothing)."""
-    root = f"/tmp/knl-{tag}"
+    root = str(LAN_FOLDERS / f"knl-{tag}")
     found = [f"namespace {n}" for n in sorted(namespaces()) if n.endswith(f"-{tag}")]
     found += [f"interface {name}" for name in root_links() if name.endswith(f"-{tag}")]
     for process in psutil.process_iter(["pid", "cmdline"]):
@@ -432,6 +441,29 @@ def traces_of(tag: str) -> list[str]:
     if Path(root).exists():
         found.append(f"folder {root}")
     return found
+
+
+def sweep_abandoned_lans() -> list[str]:
+    """Remove the LANs whose maker died without closing them (a test run killed by SIGKILL):
+    those whose folder names a process that no longer runs. Return their tags.
+
+    Raises:
+        HarnessError: one could not be entirely removed.
+    """
+    swept = []
+    for folder in sorted(LAN_FOLDERS.glob("knl-*")):
+        try:
+            pid, started = (folder / OWNER_FILE).read_text().split()
+            owner_alive = psutil.Process(int(pid)).create_time() == float(started)
+        except psutil.NoSuchProcess:
+            owner_alive = False
+        except (OSError, ValueError):
+            continue  # being made right now, or not a LAN's
+        if not owner_alive:
+            tag = folder.name.removeprefix("knl-")
+            Lan(tag).close()
+            swept.append(tag)
+    return swept
 
 
 def root_links() -> list[str]:
