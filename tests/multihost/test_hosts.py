@@ -11,6 +11,8 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psutil
@@ -71,6 +73,30 @@ def test_hosts_ping_each_other_and_the_test_process(lan: Lan) -> None:
         for target in [*(h.address for h in lan.hosts if h is not host), lan.gateway]:
             done = host.run(["busybox", "ping", "-c", "1", "-W", "2", target], timeout=10)
             assert "1 packets received" in done.stdout, done.stdout
+
+
+def test_hosts_reach_a_server_of_the_test_process_at_the_gateway(lan: Lan) -> None:
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = self.client_address[0].encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((lan.gateway, 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://{lan.gateway}:{server.server_address[1]}/"
+        assert [fetch(host, url) for host in lan.hosts] == [h.address for h in lan.hosts]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 def test_hosts_have_no_route_off_the_lan(lan: Lan) -> None:

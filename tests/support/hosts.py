@@ -106,7 +106,7 @@ def lan_problem() -> str | None:
     problem = netns_problem()
     if problem is not None:
         return problem
-    if not Path("/dev/net/tun").exists():
+    if not Path("/dev/net/tun").exists():  # the mesh's WireGuard (wireguard-go) on the hosts
         return "no /dev/net/tun"
     tools = ("dockerd", "docker", "iptables", "unshare", "setpriv")
     missing = [tool for tool in tools if shutil.which(tool) is None]
@@ -149,11 +149,13 @@ class Host:
     ``root``; the processes started with ``popen`` are stopped when the LAN closes.
 
     Attributes:
+        index: 1 for ``host1``...
         name: ``host1``, ``host2``...
         netns: its network namespace (``knh1-TAG``).
         address: its address on the LAN (``172.31.X.11``).
         root: its folder (``/tmp/knl-TAG/h1``).
         engine: its ``dockerd``.
+        processes: what ``popen`` started.
     """
 
     def __init__(self, lan: Lan, index: int) -> None:
@@ -263,6 +265,9 @@ class Lan:
     ``open()`` chooses the subnet and builds the switch, ``add_hosts()`` adds started hosts,
     ``close()`` removes everything either made, whatever state it was left in. ``open_lan``
     does all three.
+
+    Args:
+        tag: the tag of a LAN left behind, to close it (default: a new one).
 
     Attributes:
         tag: the six hex digits in the name of everything it makes.
