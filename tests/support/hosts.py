@@ -423,7 +423,8 @@ class Lan:
             if netns.startswith(("knh", "knsw")):
                 attempt(netns, functools.partial(delete_namespace, netns))
         attempt(str(self.root), lambda: unmount_under(self.root))
-        attempt(str(self.root), lambda: shutil.rmtree(self.root, ignore_errors=False))
+        if self.root.exists():
+            attempt(str(self.root), lambda: shutil.rmtree(self.root))
         if errors:
             raise HarnessError("the LAN was not entirely removed:\n" + "\n".join(errors))
 
