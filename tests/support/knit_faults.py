@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -39,11 +38,13 @@ import httpx
 from knit.secrets import NodeKeyPair
 from knit.trust.macs import attach, mac
 from knit.trust.nkeys import KeyKind, NKey
-from tests.support.docker import DockerCLIError, docker, ensure_busybox_image
+from tests.support.docker import docker, ensure_busybox_image
+from tests.support.dockerd import Dockerd, init_binary
 from tests.support.knit import KnitCluster
 from tests.support.knit_api import KnitApi
 from tests.support.knit_processes import NODE_TTL, KnitAgent, KnitProcess, KnitServer, wait_for_api
 from tests.support.nats import NatsServer
+from tests.support.netns import delete_namespace, ip, netns_problem, unmount_under
 from tests.support.waiting import holds_for, wait_until
 
 FIGURES_ENV = "KNIT_FAULT_FIGURES"
@@ -109,108 +110,57 @@ def merge_json(path: Path, entries: Mapping[str, object]) -> None:
 class PrivateEngine:
     """A ``dockerd`` of the test's own, in its own network namespace, restartable.
 
-    Its data root, exec root and socket live in a short folder under /tmp (a unix socket path
-    must stay under 108 bytes); its bridge lives in its own namespace, so it never meets the
-    machine's Engine. ``stop()`` is SIGTERM, as a service manager would: dockerd stops its
-    containers first (they exit, and stay exited after ``start()``).
+    A ``tests.support.dockerd.Dockerd`` without iptables (its bridge lives in its own
+    namespace, so it never meets the machine's Engine), in a short folder under /tmp.
+    ``stop()`` is SIGTERM, as a service manager would: dockerd stops its containers first
+    (they exit, and stay exited after ``start()``).
     """
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="knitft-", dir="/tmp"))
         self.netns = f"knitft-{uuid.uuid4().hex[:8]}"
-        self.socket = self.root / "docker.sock"
-        self.log = self.root / "dockerd.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.dockerd = Dockerd(self.netns, self.root, flags=["--iptables=false", "--ip-masq=false"])
         self.netns_made = False
 
     @property
     def docker_host(self) -> str:
         """``unix:///tmp/knitft-.../docker.sock``."""
-        return f"unix://{self.socket}"
+        return self.dockerd.docker_host
 
     @staticmethod
     def problem() -> str | None:
-        """Why no private Engine can run here (not root, no dockerd, no ip/nsenter), or None."""
-        if os.geteuid() != 0:
-            return "a private dockerd needs root"
-        missing = [b for b in ("dockerd", "ip", "nsenter") if shutil.which(b) is None]
-        return f"missing {', '.join(missing)}" if missing else None
+        """Why no private Engine can run here (not root, no dockerd, ip, nsenter or tini), or
+        None."""
+        problem = netns_problem()
+        if problem is not None:
+            return problem
+        if shutil.which("dockerd") is None:
+            return "missing dockerd"
+        return "missing docker-init or tini" if init_binary() is None else None
 
     def start(self, timeout: float = 60.0) -> None:
         """Start dockerd (creating the namespace the first time); wait until it answers."""
-        if self.process is not None and self.process.poll() is None:
-            return
         if not self.netns_made:
-            subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+            ip("netns", "add", self.netns)
             self.netns_made = True
-            subprocess.run(
-                ["ip", "-n", self.netns, "link", "set", "lo", "up"], check=True, capture_output=True
-            )
-        command = [
-            "nsenter",
-            f"--net=/run/netns/{self.netns}",
-            "dockerd",
-            "--host",
-            self.docker_host,
-            "--data-root",
-            str(self.root / "data"),
-            "--exec-root",
-            str(self.root / "exec"),
-            "--pidfile",
-            str(self.root / "docker.pid"),
-            "--iptables=false",
-            "--ip-masq=false",
-            "--log-level",
-            "warn",
-        ]
-        if shutil.which("setpriv"):
-            command = ["setpriv", "--pdeathsig", "TERM", "--", *command]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-            )
-        process = self.process
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"dockerd exited ({process.returncode}): {self.tail()}")
-            try:
-                docker("version", "--format", "{{.Server.Version}}", docker_host=self.docker_host)
-            except DockerCLIError:
-                return False
-            return True
-
-        wait_until(answers, timeout=timeout, what="the private dockerd answering", interval=0.2)
+            ip("link", "set", "lo", "up", netns=self.netns)
+        self.dockerd.start(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM dockerd (it stops its containers) and wait for it; SIGKILL if it hangs."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        self.dockerd.stop(timeout)
 
     def tail(self, lines: int = 20) -> str:
         """The end of dockerd's log."""
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return self.dockerd.tail(lines)
 
     def close(self) -> None:
-        """Remove every container, stop dockerd, delete the namespace and the folder."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(DockerCLIError):
-                ids = docker("ps", "-aq", docker_host=self.docker_host).split()
-                if ids:
-                    docker("rm", "-f", *ids, docker_host=self.docker_host)
-        self.stop()
+        """Remove every container, stop dockerd, delete the namespace (killing whatever is
+        left in it), unmount what is mounted in the folder and delete it."""
+        self.dockerd.close()
         if self.netns_made:
-            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
-        subprocess.run(["umount", "-R", str(self.root / "data")], capture_output=True)
+            delete_namespace(self.netns)
+        unmount_under(self.root)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

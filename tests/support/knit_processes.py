@@ -9,7 +9,6 @@ pytest dies (``setpriv --pdeathsig``) and is stopped by PID: SIGTERM, then SIGKI
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from knit.natsd import free_port
+from tests.support.netns import nsenter, with_pdeathsig
 from tests.support.waiting import Watched, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,13 +64,24 @@ class KnitProcess:
         args: the arguments after ``knit``.
         workdir: where the log goes.
         docker_host: the Engine's DOCKER_HOST, passed in the environment.
+        netns: a network namespace to run it in (``nsenter --net``: a ``Host`` of
+            ``tests.support.hosts``); None runs it in the test's own.
     """
 
-    def __init__(self, name: str, args: Sequence[str], workdir: Path, docker_host: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        workdir: Path,
+        docker_host: str,
+        *,
+        netns: str | None = None,
+    ) -> None:
         self.name = name
         self.args = list(args)
         self.log = workdir / f"{name}.log"
         self.docker_host = docker_host
+        self.netns = netns
         self.process: subprocess.Popen[bytes] | None = None
         self.exit_codes: list[int] = []
         self.killed = False
@@ -90,8 +101,9 @@ class KnitProcess:
         if self.running:
             return
         command = [*KNIT_COMMAND, *self.args]
-        if shutil.which("setpriv"):
-            command = ["setpriv", "--pdeathsig", "TERM", "--", *command]
+        if self.netns is not None:
+            command = nsenter(self.netns, command)
+        command = with_pdeathsig(command)
         env = dict(os.environ, DOCKER_HOST=self.docker_host, PYTHONUNBUFFERED="1")
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
@@ -140,7 +152,8 @@ class KnitServer(KnitProcess):
     """``knit server`` on a free port; its own nats-server (on a free port) unless ``nats_url``.
 
     Restarting keeps the ports and the data dir. ``tls`` (a certificate and its key) serves
-    the API over HTTPS; ``ca_file`` is then what clients trust.
+    the API over HTTPS; ``ca_file`` is then what clients trust. ``address`` is where the API
+    and the embedded nats-server listen: a host's LAN address when ``netns`` is that host's.
     """
 
     def __init__(
@@ -153,31 +166,34 @@ class KnitServer(KnitProcess):
         name: str = "server",
         tls: tuple[Path, Path] | None = None,
         ca_file: Path | None = None,
+        address: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> None:
+        self.address = address
         self.http_port = free_port()
         self.data_dir = workdir / name
         self.token_file = self.data_dir / ADMIN_TOKEN_FILE
         self.tls = tls
         self.ca_file = ca_file
-        args = ["server", "--http", f"127.0.0.1:{self.http_port}"]
+        args = ["server", "--http", f"{address}:{self.http_port}"]
         args += ["--data-dir", str(self.data_dir), "--node-ttl", f"{node_ttl:g}"]
         if tls is not None:
             args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
         if nats_url is None:
             self.nats_port: int | None = free_port()
-            self.nats_url = f"nats://127.0.0.1:{self.nats_port}"
-            args += ["--nats-listen", f"127.0.0.1:{self.nats_port}"]
+            self.nats_url = f"nats://{address}:{self.nats_port}"
+            args += ["--nats-listen", f"{address}:{self.nats_port}"]
         else:
             self.nats_port = None
             self.nats_url = nats_url
             args += ["--nats", nats_url]
-        super().__init__(name, args, workdir, docker_host)
+        super().__init__(name, args, workdir, docker_host, netns=netns)
         TOKEN_FILES[self.api_url] = self.token_file
 
     @property
     def api_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (``https`` with TLS)."""
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
+        """``http://ADDRESS:PORT`` (``https`` with TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self.address}:{self.http_port}"
 
     @property
     def admin_token(self) -> str:
@@ -200,7 +216,7 @@ class KnitAgent(KnitProcess):
     """``knit agent`` with short heartbeats, joining through ``server_url`` with
     ``join_token`` on its first start (later starts need neither: None); ``node_id`` is
     learnt from ``GET /nodes``. ``nats_url`` overrides the NATS URL received at join (a
-    relay)."""
+    relay). ``netns``: the network namespace it runs in (None: the test's own)."""
 
     def __init__(
         self,
@@ -215,6 +231,7 @@ class KnitAgent(KnitProcess):
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         ca_file: Path | None = None,
         extra_args: Sequence[str] = (),
+        netns: str | None = None,
     ) -> None:
         self.data_dir = workdir / name
         self.labels = dict(labels or {})
@@ -230,7 +247,7 @@ class KnitAgent(KnitProcess):
         for key, value in self.labels.items():
             args += ["--label", f"{key}={value}"]
         args += list(extra_args)
-        super().__init__(name, args, workdir, docker_host)
+        super().__init__(name, args, workdir, docker_host, netns=netns)
 
 
 class KnitDev(KnitProcess):
