@@ -48,6 +48,8 @@ UAPI_DIR = Path("/var/run/wireguard")
 START_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 10.0
 STOP_TIMEOUT = 3.0
+PREDECESSOR_WAIT = 3.0
+"""Seconds ``up()`` waits for the interface of a killed predecessor to go away."""
 # Linux allows 15 bytes; we also refuse a leading "-" so a name is never read as an option.
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,14}")
 
@@ -209,10 +211,19 @@ class WireGuardInterface:
         """
         if self._process is not None or self._kernel_link:
             raise MeshError(f"{self.name} is up already")
+        # A wireguard-go of a run that was killed ends with it (its parent-death signal) but
+        # may take a moment to remove its link: a restart waits for that.
+        for _ in range(round(PREDECESSOR_WAIT / 0.1)):
+            if not (await self._socket_answers() or await self._link_exists()):
+                break
+            await anyio.sleep(0.1)
         if await self._socket_answers():
             raise MeshError(f"{self.socket_path} is in use: another wireguard-go runs {self.name}")
         if await self._link_exists():
-            raise MeshError(f"an interface named {self.name} exists already: choose another name")
+            raise MeshError(
+                f"an interface named {self.name} exists already: choose another name, or "
+                f"remove it (ip link del {self.name}) if a crashed Knit left it"
+            )
         try:
             if not await self._add_kernel_link():
                 await self._start_daemon()
@@ -373,6 +384,8 @@ class WireGuardInterface:
         self._workdir = Path(await anyio.to_thread.run_sync(mkdtemp))
         log = self._workdir / "wireguard-go.log"
         command = self._command("wireguard-go", "-f", self.name)
+        if shutil.which("setpriv"):  # it ends with this process, even a killed one
+            command = ["setpriv", "--pdeathsig", "TERM", "--", *command]
         env = {**os.environ, "WG_PROCESS_FOREGROUND": "1"}
         # A file, not a pipe: nothing reads wireguard-go's output while it runs, and a full
         # pipe would stall it.
