@@ -168,6 +168,7 @@ class KnitServer(KnitProcess):
         ca_file: Path | None = None,
         address: str = "127.0.0.1",
         netns: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.address = address
         self.http_port = free_port()
@@ -187,6 +188,7 @@ class KnitServer(KnitProcess):
             self.nats_port = None
             self.nats_url = nats_url
             args += ["--nats", nats_url]
+        args += list(extra_args)
         super().__init__(name, args, workdir, docker_host, netns=netns)
         TOKEN_FILES[self.api_url] = self.token_file
 
