@@ -257,6 +257,10 @@ def test_a_killed_agent_loses_its_instance_and_comes_back_with_the_same_address(
 
     wait_until(moved, timeout=45, what=f"the instance moving to {survivor}")  # (no watch:
     # the agent it would report dead was killed on purpose)
+    # Back on another WireGuard port: the new endpoint reaches the other members.
+    index = agent.args.index("--mesh-endpoint") + 1
+    moved_to = agent.args[index].replace(f":{WG_PORT}", f":{WG_PORT + 1}")
+    agent.args[index] = moved_to
     agent.start()  # the same data dir: no token needed
     wait_until(
         lambda: mesh.nodes_by_host()[victim]["status"] == "healthy",
@@ -264,6 +268,14 @@ def test_a_killed_agent_loses_its_instance_and_comes_back_with_the_same_address(
         what=f"{victim}'s agent healthy again",
         watch=mesh.watch,
     )
+    other_host = next(h for h in mesh.lan.hosts if h.name == survivor)
+
+    def endpoint_seen() -> bool:
+        out = other_host.run(["wg", "show", interface_of(mesh.lan, other_host), "endpoints"])
+        return moved_to in out.stdout
+
+    wait_until(endpoint_seen, timeout=10, what=f"{survivor} told {victim}'s new endpoint")
+    assert ping(other_host, before[victim]["address"])
     after = mesh.nodes_by_host()
     assert len(api.nodes()) == len(before)  # no duplicate node
     assert after[victim]["id"] == before[victim]["id"]
