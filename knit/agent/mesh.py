@@ -13,7 +13,7 @@ at least, before connecting to NATS, which it reaches through the tunnel.
 The server publishes the whole membership on ``knit.mesh.peers`` after every change, signed
 with its task key like a broadcast task. :class:`MeshUpdater` applies each list that proves
 itself (:func:`read_peers`) and is not older than the last applied: every member but this
-node becomes a peer (:func:`peers_of`), a member gone from the list is dropped from the
+node becomes a peer (``knit.mesh.peers.peers_of``), a member gone from the list is dropped from the
 interface. After every (re)connection to NATS it asks for the list again (``MeshSync`` on
 ``knit.mesh.sync``): lists published while it was away are lost.
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,18 +34,17 @@ from knit.bus import BusStats
 from knit.domain.mesh import MeshJoin, parse_endpoint
 from knit.errors import KnitError
 from knit.mesh.keys import decode_key, generate_private_key, public_key
+from knit.mesh.peers import peers_of
 from knit.mesh.wireguard import Backend, MeshError, Peer, WireGuardInterface
 from knit.trust import macs
 from knit.wire import subjects
-from knit.wire.mesh import MeshMember, MeshPeers, MeshSync, decode_peers
+from knit.wire.mesh import MeshPeers, MeshSync, decode_peers
 from knit.wire.messages import encode
 
 log = logging.getLogger(__name__)
 
 WIREGUARD_KEY_FILE = "wireguard.key"
 DEFAULT_INTERFACE = "knit0"
-KEEPALIVE = 25
-"""Seconds between keepalives to each peer: keeps NAT mappings open both ways."""
 SYNC_CHECK = 1.0
 """Seconds between two looks at the bus's reconnection count (a change asks for the list)."""
 
@@ -90,33 +89,6 @@ def mesh_join(data_dir: Path, endpoint: str) -> MeshJoin:
 
 
 # --- decisions (pure) -------------------------------------------------------------------
-
-
-def peers_of(members: Iterable[MeshMember], own_public_key: str) -> list[Peer]:
-    """The interface's peers for a membership: every member but this node, each routed its
-    own address alone (``/32``), at its endpoint, with keepalives.
-
-    A member whose key or endpoint WireGuard would refuse is left out (and logged): one
-    bad entry must not keep the others from being applied.
-    """
-    peers: list[Peer] = []
-    seen = {own_public_key}
-    for member in members:
-        if member.public_key in seen:
-            continue
-        try:
-            peer = Peer(
-                public_key=member.public_key,
-                allowed_ips=(f"{member.address}/32",),
-                endpoint=member.endpoint,
-                keepalive=KEEPALIVE,
-            )
-        except ValueError as exc:
-            log.warning("mesh member %s (%s) left out: %s", member.node_id, member.address, exc)
-            continue
-        seen.add(member.public_key)
-        peers.append(peer)
-    return peers
 
 
 def is_stale(revision: int, applied: int) -> bool:
@@ -408,7 +380,6 @@ class PeersIntake:
 
 __all__ = [
     "DEFAULT_INTERFACE",
-    "KEEPALIVE",
     "WIREGUARD_KEY_FILE",
     "CheckSync",
     "MeshMessage",
@@ -420,6 +391,5 @@ __all__ = [
     "is_stale",
     "load_or_create_wireguard_key",
     "mesh_join",
-    "peers_of",
     "read_peers",
 ]

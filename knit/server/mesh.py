@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from knit.bus import Bus, Headers
 from knit.domain.mesh import MeshJoin, server_address
 from knit.errors import KnitError
-from knit.mesh import Peer, WireGuardInterface, generate_private_key
+from knit.mesh import WireGuardInterface, generate_private_key
+from knit.mesh.peers import peers_of
 from knit.secrets import SecretBox
 from knit.server.repo import Repo
 from knit.server.trust import BusTrust
@@ -48,9 +49,6 @@ MESH_KEY = "mesh_key"
 PUSH_DELAY = 0.2
 """Seconds a change waits before the membership is pushed: changes close together (many
 joins, many agents reconnecting) make one push."""
-
-KEEPALIVE = 25
-"""Seconds between WireGuard keepalives (NAT mappings live longer than this)."""
 
 
 @dataclass(frozen=True)
@@ -84,16 +82,6 @@ async def server_mesh_key(repo: Repo, secrets: SecretBox) -> str:
         stored = await repo.store.write(trust_store.put_secret(MESH_KEY, fresh))
         log.info("made the server's WireGuard key")
     return secrets.decrypt(stored, aad=MESH_KEY)
-
-
-def peer_of(member: MeshMemberRecord | MeshMember) -> Peer:
-    """The WireGuard peer of a member: its address alone routed to it."""
-    return Peer(
-        public_key=member.public_key,
-        allowed_ips=(f"{member.address}/32",),
-        endpoint=member.endpoint,
-        keepalive=KEEPALIVE,
-    )
 
 
 class MeshCoordinator:
@@ -198,7 +186,7 @@ class MeshCoordinator:
     async def _apply(self) -> None:
         """The server's interface's peers: every member."""
         async with self._lock:
-            await self.interface.set_peers([peer_of(m) for m in self.members.values()])
+            await self.interface.set_peers(peers_of(self.members.values()))
 
     async def removed(self, node_id: str) -> None:
         """A node was removed: dropped from every member's peers (its address stays taken)."""
@@ -232,7 +220,7 @@ class MeshCoordinator:
             MeshError: the interface cannot be brought up (the error says why).
         """
         await self.interface.up()
-        await self.interface.set_peers([peer_of(m) for m in self.members.values()])
+        await self.interface.set_peers(peers_of(self.members.values()))
         self.revision = int(time.time() * 1000)
         log.info(
             "mesh %s: interface %s up at %s, %d members",
@@ -297,4 +285,4 @@ class MeshCoordinator:
         return member.address if member is not None else None
 
 
-__all__ = ["MESH_KEY", "MeshConfig", "MeshCoordinator", "peer_of", "server_mesh_key"]
+__all__ = ["MESH_KEY", "MeshConfig", "MeshCoordinator", "server_mesh_key"]

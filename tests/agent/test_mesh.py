@@ -17,7 +17,6 @@ from actors import Actor, open_actor_system
 from knit.agent.identity import Identity, MeshIdentity, load_identity, save_identity
 from knit.agent.join import identity_from_grant
 from knit.agent.mesh import (
-    KEEPALIVE,
     WIREGUARD_KEY_FILE,
     MeshMessage,
     MeshNode,
@@ -27,7 +26,6 @@ from knit.agent.mesh import (
     is_stale,
     load_or_create_wireguard_key,
     mesh_join,
-    peers_of,
     read_peers,
 )
 from knit.agent.trust import AgentTrust
@@ -35,6 +33,7 @@ from knit.domain.mesh import MeshJoin
 from knit.errors import KnitError
 from knit.ids import new_id
 from knit.mesh import generate_private_key, public_key
+from knit.mesh.peers import KEEPALIVE, peers_of
 from knit.runtime.base import ContainerSpec
 from knit.secrets import NodeKeyPair
 from knit.trust import macs

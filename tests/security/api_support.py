@@ -46,6 +46,7 @@ class Route:
 ROUTES = [
     Route("GET", "/nodes", "read"),
     Route("GET", "/nodes/nope", "read"),
+    Route("GET", "/mesh", "read"),
     Route("POST", "/nodes/nope/drain", "admin"),
     Route("POST", "/nodes/nope/eligible", "admin"),
     Route("DELETE", "/nodes/nope", "admin"),
