@@ -32,11 +32,11 @@ from knit.server.metrics import bucket_value_ms
 from tests.support.docker import docker_host_from_env, ensure_busybox_image
 from tests.support.hosts import Host, Lan, open_lan
 from tests.support.knit_api import KnitApi
-from tests.support.knit_processes import KnitAgent, KnitServer, ProcessWatch
+from tests.support.knit_mesh import mesh_agent, mesh_server
+from tests.support.knit_processes import ProcessWatch
 
 MESH_CIDR = "10.88.0.0/24"
 SERVER_MESH = "10.88.0.1"
-WG_PORT = 51820
 PROBE_PORT = 15001
 HEARTBEAT_SECONDS = 20.0
 
@@ -86,10 +86,6 @@ print(json.dumps({"rtt_us": statistics.median(times) * 1e6,
 """
 
 
-def interface(lan: Lan, host: Host) -> str:
-    return f"kb{host.index}{lan.tag}"[:15]
-
-
 def lag_percentiles(status: dict[str, Any]) -> tuple[float, float]:
     """p50 and p99 of the heartbeat lag histogram of ``GET /status``."""
     counts: list[int] = status["heartbeats"]["counts"]
@@ -112,20 +108,7 @@ def probe(host: Host, address: str) -> dict[str, float]:
 
 def measure(lan: Lan, workdir: Path) -> dict[str, float]:
     host1, host2, host3 = lan.hosts
-    server = KnitServer(
-        workdir,
-        host1.docker_host,
-        address=host1.address,
-        netns=host1.netns,
-        extra_args=[
-            "--mesh-cidr",
-            MESH_CIDR,
-            "--mesh-endpoint",
-            f"{host1.address}:{WG_PORT}",
-            "--mesh-interface",
-            interface(lan, host1),
-        ],
-    )
+    server = mesh_server(lan, host1, workdir, MESH_CIDR, prefix="kb")
     watch = ProcessWatch([server])
     api = KnitApi(server.api_url, watch, token_file=server.token_file)
     figures: dict[str, float] = {}
@@ -134,22 +117,7 @@ def measure(lan: Lan, workdir: Path) -> dict[str, float]:
         slowest = 0.0
         for host in (host2, host3):
             token = api.ok(api.post("/join-tokens", {"uses": 1}), 201)["token"]
-            agent = KnitAgent(
-                workdir,
-                host.docker_host,
-                name=f"agent-{host.name}",
-                server_url=server.api_url,
-                join_token=token,
-                extra_args=[
-                    "--hostname",
-                    host.name,
-                    "--mesh-endpoint",
-                    f"{host.address}:{WG_PORT}",
-                    "--mesh-interface",
-                    interface(lan, host),
-                ],
-                netns=host.netns,
-            )
+            agent = mesh_agent(lan, host, workdir, server.api_url, token, prefix="kb")
             watch.processes.append(agent)
             started = time.monotonic()
             agent.start()

@@ -13,7 +13,6 @@ import anyio
 import pytest
 
 from knit.ids import new_id
-from knit.runtime.base import ContainerSpec
 from knit.secrets import NodeKeyPair, env_aad, registry_aad, seal
 from knit.wire.messages import (
     DeployTask,
@@ -26,6 +25,7 @@ from knit.wire.messages import (
 )
 from simulations.profile import SimProfile
 from tests.agent.support import Agent, open_agent
+from tests.support.spies import spy_on_creates
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
@@ -42,18 +42,6 @@ def task(**deployment: Any) -> DeployTask:
         instance_index=0,
         deployment=TaskDeployment(**fields),
     )
-
-
-def spy_on_creates(agent: Agent) -> list[ContainerSpec]:
-    created: list[ContainerSpec] = []
-    real = agent.runtime.create
-
-    async def create(spec: ContainerSpec) -> str:
-        created.append(spec)
-        return await real(spec)
-
-    agent.runtime.create = create  # type: ignore[method-assign]
-    return created
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -34,7 +34,6 @@ from knit.errors import KnitError
 from knit.ids import new_id
 from knit.mesh import generate_private_key, public_key
 from knit.mesh.peers import KEEPALIVE, peers_of
-from knit.runtime.base import ContainerSpec
 from knit.secrets import NodeKeyPair
 from knit.trust import macs
 from knit.trust.keys import ServerKeys
@@ -48,7 +47,8 @@ from knit.wire.messages import (
     decode_heartbeat,
     encode,
 )
-from tests.agent.support import Agent, open_agent
+from tests.agent.support import open_agent
+from tests.support.spies import spy_on_creates
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
@@ -317,18 +317,6 @@ def test_a_member_opens_with_a_changed_endpoint_kept(tmp_path: Path) -> None:
 
 
 # --- tasks and heartbeats -------------------------------------------------------------------
-
-
-def spy_on_creates(agent: Agent) -> list[ContainerSpec]:
-    created: list[ContainerSpec] = []
-    real = agent.runtime.create
-
-    async def create(spec: ContainerSpec) -> str:
-        created.append(spec)
-        return await real(spec)
-
-    agent.runtime.create = create  # type: ignore[method-assign]
-    return created
 
 
 def mesh_task() -> DeployTask:

@@ -24,6 +24,7 @@ from knit.trust.nkeys import KeyKind, NKey
 from tests.support.docker import BUSYBOX_IMAGE
 from tests.support.hosts import Host, Lan
 from tests.support.knit_api import JSON, KnitApi
+from tests.support.knit_mesh import WG_PORT, interface_of, mesh_agent, mesh_server
 from tests.support.knit_processes import KnitAgent, KnitServer, ProcessWatch
 from tests.support.waiting import wait_until
 
@@ -31,14 +32,7 @@ pytestmark = [pytest.mark.e2e]
 
 MESH_CIDR = "10.77.0.0/24"
 SERVER_MESH_ADDRESS = "10.77.0.1"
-WG_PORT = 51820
 HTTP_PORT = 18080
-
-
-def interface_of(lan: Lan, host: Host) -> str:
-    """A WireGuard interface name unique on the machine (wireguard-go's sockets share one
-    folder for every namespace): at most 15 characters."""
-    return f"kw{host.index}{lan.tag}"[:15]
 
 
 @dataclass
@@ -56,22 +50,14 @@ class MeshCluster:
         return str(self.api.ok(self.api.post("/join-tokens", {"uses": 1}), 201)["token"])
 
     def member_agent(self, host: Host, token: str | None, name: str | None = None) -> KnitAgent:
-        agent = KnitAgent(
+        agent = mesh_agent(
+            self.lan,
+            host,
             self.workdir,
-            host.docker_host,
-            name=name or f"agent-{host.name}",
-            server_url=self.server.api_url if token else None,
-            join_token=token,
+            self.server.api_url,
+            token,
+            name=name,
             labels={"host": host.name},
-            extra_args=[
-                "--hostname",
-                host.name,
-                "--mesh-endpoint",
-                f"{host.address}:{WG_PORT}",
-                "--mesh-interface",
-                interface_of(self.lan, host),
-            ],
-            netns=host.netns,
         )
         self.watch.processes.append(agent)
         return agent
@@ -84,20 +70,7 @@ class MeshCluster:
 def mesh(lan: Lan, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshCluster]:
     workdir = tmp_path_factory.mktemp("mesh")
     host1, host2, host3 = lan.hosts
-    server = KnitServer(
-        workdir,
-        host1.docker_host,
-        address=host1.address,
-        netns=host1.netns,
-        extra_args=[
-            "--mesh-cidr",
-            MESH_CIDR,
-            "--mesh-endpoint",
-            f"{host1.address}:{WG_PORT}",
-            "--mesh-interface",
-            interface_of(lan, host1),
-        ],
-    )
+    server = mesh_server(lan, host1, workdir, MESH_CIDR)
     watch = ProcessWatch([server])
     api = KnitApi(server.api_url, watch, token_file=server.token_file)
     cluster = MeshCluster(lan, workdir, server, api, watch, {})

@@ -14,13 +14,13 @@ import pytest
 from knit.bus import Bus
 from knit.domain.placement import HOST_NETWORK_REFUSED
 from knit.ids import new_id
-from knit.runtime.base import ContainerSpec
 from knit.secrets import SecretBox
 from knit.server.context import ServerContext
 from knit.server.repo import Repo
 from knit.server.trust import BusTrust
 from knit.trust.keys import ServerKeys
-from tests.support.cluster import Cluster, SimAgent, open_cluster
+from tests.support.cluster import Cluster, open_cluster
+from tests.support.spies import spy_on_creates
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -41,18 +41,6 @@ async def healthy(cluster: Cluster, count: int) -> list[dict[str, Any]]:
     return found
 
 
-def spy(agent: SimAgent) -> list[ContainerSpec]:
-    created: list[ContainerSpec] = []
-    real = agent.runtime.create
-
-    async def create(spec: ContainerSpec) -> str:
-        created.append(spec)
-        return await real(spec)
-
-    agent.runtime.create = create  # type: ignore[method-assign]
-    return created
-
-
 def database_bytes(cluster: Cluster) -> bytes:
     return b"".join(p.read_bytes() for p in (cluster.tmp / "server").glob("knit.db*"))
 
@@ -62,7 +50,7 @@ async def test_secret_env_reaches_the_container_and_never_comes_back(
 ) -> None:
     async with open_cluster(nats_url, tmp_path) as cluster:
         agent = await cluster.add_agent()
-        created = spy(agent)
+        created = spy_on_creates(agent)
         await healthy(cluster, 1)
         response = await post(
             cluster, env={"PORT": "80"}, secret_env={"DB_PASSWORD": SECRET}, replicas=2
@@ -186,7 +174,7 @@ async def test_host_network_deployments_go_only_to_agents_that_allow_them(
         assert HOST_NETWORK_REFUSED in reason and closed.node_id in reason
 
         opened = await cluster.add_agent(allow_host_network=True)
-        created = spy(opened)
+        created = spy_on_creates(opened)
 
         async def both_running() -> bool:
             return len(await cluster.running(deployment_id)) == 2
