@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from actors import Actor, ActorError, Deadline
 from knit.domain.mesh import MESH_HOST_IP
@@ -39,7 +38,7 @@ from knit.server.messages import (
     TaskDeadline,
     TaskEnded,
 )
-from knit.server.records import InstanceState
+from knit.server.records import DeploymentState, Inflight, InstanceState
 from knit.server.restarts import restart_wait
 from knit.server.tasks import TaskRun
 from knit.store.records import DeploymentRecord, new_id
@@ -66,25 +65,6 @@ interval, so that deployments loaded together do not audit together)."""
 ABSENT_GRACE = 10.0
 """Seconds an instance must have been quiet before its absence from a report counts."""
 AUDIT = Audit()
-
-
-@dataclass(slots=True)
-class Inflight:
-    """A task this deployment waits for."""
-
-    run: TaskRun
-    task_id: str
-    kind: str
-
-
-@dataclass
-class DeploymentState:
-    """What the actor holds in memory (a cache of the store)."""
-
-    record: DeploymentRecord
-    instances: dict[str, InstanceState] = field(default_factory=dict)
-    tasks: dict[str, Inflight] = field(default_factory=dict)  # by instance id
-    host_network: bool | None = None  # on a host network (None: not looked up yet)
 
 
 class DeploymentActor(Actor[DeploymentMessage]):

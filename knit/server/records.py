@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from knit.store.records import DeploymentRecord
+
+if TYPE_CHECKING:
+    from knit.server.tasks import TaskRun
 
 
 def iso(ts: float | None) -> str | None:
@@ -98,3 +103,22 @@ class InstanceState:
             "desired": self.desired,
             "created_at": iso(self.created_at),
         }
+
+
+@dataclass(slots=True)
+class Inflight:
+    """A task a DeploymentActor waits for."""
+
+    run: TaskRun
+    task_id: str
+    kind: str
+
+
+@dataclass
+class DeploymentState:
+    """What a DeploymentActor holds in memory (a cache of the store)."""
+
+    record: DeploymentRecord
+    instances: dict[str, InstanceState] = field(default_factory=dict)
+    tasks: dict[str, Inflight] = field(default_factory=dict)  # by instance id
+    host_network: bool | None = None  # on a host network (None: not looked up yet)
