@@ -55,8 +55,9 @@ async def test_the_server_prunes_now_and_then(tmp_path: Path) -> None:
         stay = await fill(repo, time.time())
         async with anyio.create_task_group() as tg:
             tg.start_soon(keep_history, repo, 100.0)  # looks every 10 s, first at once
-            for _ in range(200):  # 10 s at most
-                if len(await repo.store.read(events.list_events)) == 2:
+            for _ in range(200):  # 10 s at most; events and tasks are pruned one after the other
+                kept = sorted(t.id for t in await repo.store.read(tasks.list_tasks))
+                if len(await repo.store.read(events.list_events)) == 2 and kept == sorted(stay):
                     break
                 await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
