@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from collections import OrderedDict
 
 import anyio
@@ -24,6 +23,7 @@ from anyio.abc import TaskGroup
 
 from knit.agent.context import AgentContext
 from knit.agent.executor import publish_payload, publish_status, run_task, task_status
+from knit.agent.refusals import Refusals
 from knit.bus import Headers
 from knit.errors import KnitError
 from knit.wire import subjects
@@ -54,8 +54,7 @@ class TaskIntake:
         self.done: OrderedDict[str, bytes] = OrderedDict()
         self.queue: collections.deque[Task] = collections.deque()
         self.parked: list[anyio.Event] = []
-        self.refused = 0
-        self.refused_logged = -1.0
+        self.refusals = Refusals(log)
 
     async def subscribe(self) -> None:
         """Subscribe to this node's subject and to the broadcast queue group.
@@ -105,11 +104,12 @@ class TaskIntake:
 
     def refuse(self, why: str) -> None:
         """Count and log a refused task (one log line a second at most)."""
-        self.refused += 1
-        now = time.monotonic()
-        if now - self.refused_logged >= 1.0:
-            self.refused_logged = now
-            log.warning("refused %s (%d refused so far)", why, self.refused)
+        self.refusals.add(why)
+
+    @property
+    def refused(self) -> int:
+        """How many were refused."""
+        return self.refusals.count
 
     async def take(self, task: Task) -> None:
         """Accept and start a new task, or answer a duplicate.

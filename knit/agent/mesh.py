@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from actors import Actor, ActorError, ActorRef
 from knit.agent.identity import Identity, MeshIdentity, read_private, save_identity, write_private
+from knit.agent.refusals import Refusals
 from knit.agent.trust import AgentTrust
 from knit.bus import BusStats
 from knit.domain.mesh import MeshJoin, parse_endpoint
@@ -352,8 +352,7 @@ class PeersIntake:
     def __init__(self, trust: AgentTrust | None, updater: ActorRef[MeshMessage]) -> None:
         self.trust = trust
         self.updater = updater
-        self.refused = 0
-        self.refused_logged = -1.0
+        self.refusals = Refusals(log)
 
     async def __call__(
         self, payload: bytes, reply: str | None, headers: Mapping[str, str] | None
@@ -371,11 +370,12 @@ class PeersIntake:
 
     def refuse(self, why: str) -> None:
         """Count and log a refused list."""
-        self.refused += 1
-        now = time.monotonic()
-        if now - self.refused_logged >= 1.0:
-            self.refused_logged = now
-            log.warning("refused %s (%d refused so far)", why, self.refused)
+        self.refusals.add(why)
+
+    @property
+    def refused(self) -> int:
+        """How many were refused."""
+        return self.refusals.count
 
 
 __all__ = [

@@ -235,7 +235,7 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                     mesh=mesh,
                 )
                 if mesh is not None:
-                    tg.start_soon(mesh.run, bus, repo)
+                    tg.start_soon(mesh.run, bus)
                 plane = ServerPlane(
                     ctx, system, nodes, deployments, bridge, access, membership=membership
                 )
@@ -272,7 +272,7 @@ async def open_mesh(
     except ValueError as exc:
         raise KnitError(f"--mesh-interface or --mesh-port: {exc}") from None
     records = await repo.store.read(mesh_store.all_members)
-    return MeshCoordinator(mesh_config, interface, records, trust)
+    return MeshCoordinator(mesh_config, interface, records, trust, repo)
 
 
 KEEP_ALIVE_TIMEOUT = 75.0

@@ -92,6 +92,7 @@ class MeshCoordinator:
         interface: the server's interface (brought up by :meth:`run`).
         records: every stored member row (removed ones included).
         trust: signs the pushed membership.
+        repo: the store (removals and endpoints are written there).
     """
 
     def __init__(
@@ -100,16 +101,16 @@ class MeshCoordinator:
         interface: WireGuardInterface,
         records: Iterable[MeshMemberRecord],
         trust: BusTrust,
+        repo: Repo,
     ) -> None:
         self.config = config
+        self.repo = repo
         self.interface = interface
         self.trust = trust
         self.members = {r.node_id: r for r in records if r.removed_at is None}
         self.revision = 0
         self._changed = anyio.Event()
         self._lock = anyio.Lock()
-        self._bus: Bus | None = None
-        self._repo: Repo | None = None
 
     # --- what nodes are told ----------------------------------------------------------------
 
@@ -156,10 +157,6 @@ class MeshCoordinator:
             "members": [m.model_dump() for m in membership.members],
         }
 
-    def nats_url(self, port: int) -> str:
-        """Where members reach NATS: the server's mesh address."""
-        return f"nats://{self.config.address}:{port}"
-
     # --- changes ----------------------------------------------------------------------------
 
     def admit(self, request: MeshJoin, node_id: str, pin: Op[T]) -> Op[tuple[T, MeshMemberRecord]]:
@@ -192,8 +189,7 @@ class MeshCoordinator:
         """A node was removed: dropped from every member's peers (its address stays taken)."""
         if self.members.pop(node_id, None) is None:
             return
-        if self._repo is not None:
-            await self._repo.store.write(mesh_store.remove_member(node_id, time.time()))
+        await self.repo.store.write(mesh_store.remove_member(node_id, time.time()))
         self._change()
 
     def observe_endpoint(self, node_id: str, endpoint: str | None) -> None:
@@ -202,8 +198,7 @@ class MeshCoordinator:
         if member is None or endpoint is None or endpoint == member.endpoint:
             return
         self.members[node_id] = replace(member, endpoint=endpoint)
-        if self._repo is not None:
-            self._repo.store.write_nowait(mesh_store.set_endpoint(node_id, endpoint))
+        self.repo.store.write_nowait(mesh_store.set_endpoint(node_id, endpoint))
         log.info("node %s's mesh endpoint is now %s", node_id, endpoint)
         self._change()
 
@@ -230,9 +225,8 @@ class MeshCoordinator:
             len(self.members),
         )
 
-    async def run(self, bus: Bus, repo: Repo) -> None:
+    async def run(self, bus: Bus) -> None:
         """Push the membership after every change (and on agents' requests) until cancelled."""
-        self._bus, self._repo = bus, repo
 
         async def on_sync(payload: bytes, reply: str | None, headers: Headers | None) -> None:
             self._changed.set()

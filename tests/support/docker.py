@@ -90,8 +90,9 @@ def image_exists(image: str, docker_host: str) -> bool:
 
 
 @contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Serialise concurrent test runs (several pytest processes may build the image at once)."""
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (serialises concurrent test runs: several pytest
+    processes may build the image, or pick a LAN subnet, at once)."""
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -160,7 +161,7 @@ def ensure_busybox_image(docker_host: str, image: str = BUSYBOX_IMAGE) -> str:
         DockerCLIError: the import failed.
         FileNotFoundError: no static busybox on this machine.
     """
-    with _file_lock(_IMAGE_LOCK):
+    with file_lock(_IMAGE_LOCK):
         if image_exists(image, docker_host):
             return image
         busybox = find_static_busybox()

@@ -43,7 +43,6 @@ Start a process on a host with ``Host.popen`` (or ``Host.run`` to completion), o
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import ipaddress
 import json
@@ -64,6 +63,7 @@ from tests.support.docker import (
     docker,
     docker_host_from_env,
     ensure_busybox_image,
+    file_lock,
     find_static_busybox,
 )
 from tests.support.dockerd import Dockerd, init_binary
@@ -325,7 +325,7 @@ class Lan:
         ip("link", "add", self.uplink, "type", "veth", "peer", "name", "uplink",
            "netns", self.switch)  # fmt: skip
         ip("link", "set", "uplink", "master", self.bridge, "up", netns=self.switch)
-        with _locked(_SUBNET_LOCK):
+        with file_lock(_SUBNET_LOCK):
             self._subnet = free_subnet()
             ip("address", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.uplink)
         ip("link", "set", self.uplink, "up")
@@ -500,16 +500,6 @@ def free_subnet() -> ipaddress.IPv4Network:
         if not any(subnet.overlaps(network) for network in taken):
             return subnet
     raise HarnessError(f"every /24 of {LAN_SUPERNET} is routed on this machine already")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
