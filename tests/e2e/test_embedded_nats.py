@@ -36,7 +36,12 @@ def test_a_killed_nats_server_comes_back_and_the_cluster_carries_on(
         what="a new nats-server started by the server",
     )
     assert psutil.Process(again).is_running()
-    assert "embedded nats-server running again" in knit.server.log.read_text()
+    # (The child exists a moment before it answers and the server says so.)
+    knit.api.wait(
+        lambda: "embedded nats-server running again" in knit.server.log.read_text(),
+        timeout=15,
+        what="the server saying its nats-server runs again",
+    )
     # The agent reconnected with its credentials: it takes and runs new work.
     created = knit.create_deployment(
         {"name": unique_name("after-nats"), "image": busybox_image, "command": SLEEPER}
