@@ -93,6 +93,39 @@ class NetworkDriver(StrEnum):
     HOST = "host"
 
 
+class Health(StrEnum):
+    """An instance's health, from Docker's ``State.Health`` (``none``: no health check)."""
+
+    NONE = "none"
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class UpdateOrder(StrEnum):
+    """How a rollout replaces an instance: stop the old one first, or start the new one first."""
+
+    STOP_FIRST = "stop_first"
+    START_FIRST = "start_first"
+
+
+class OnFailure(StrEnum):
+    """What a rollout does when a batch is not healthy within ``healthy_deadline``."""
+
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+
+
+class RolloutState(StrEnum):
+    """A rollout's state (``deployment.rollout.state``)."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+
+
 # --- rule helpers ------------------------------------------------------------------------
 
 
@@ -237,6 +270,58 @@ class RestartPolicy(BaseModel):
     max_restarts: Annotated[StrictInt, Field(ge=0)] | None = None
 
 
+Seconds = Annotated[StrictFloat, Field(ge=0, le=86_400)]
+PositiveSeconds = Annotated[StrictFloat, Field(gt=0, le=86_400)]
+
+
+class UpdatePolicy(BaseModel):
+    """How a changed spec is rolled out (Nomad's ``update`` block, Swarm's ``update_config``).
+
+    Attributes:
+        max_parallel: instances replaced at a time (a batch).
+        order: ``stop_first`` (stop an old instance, then start its replacement) or
+            ``start_first`` (start the new one, stop the old one once the new one is healthy).
+        min_healthy_time: seconds an instance without a health check must run to be healthy.
+        healthy_deadline: seconds a batch has to become healthy.
+        on_failure: ``pause`` the rollout, or ``rollback`` to the last stable version.
+    """
+
+    model_config = _INPUT
+
+    max_parallel: Annotated[StrictInt, Field(ge=1, le=MAX_REPLICAS)] = 1
+    order: UpdateOrder = UpdateOrder.STOP_FIRST
+    min_healthy_time: Seconds = 10.0
+    healthy_deadline: PositiveSeconds = 300.0
+    on_failure: OnFailure = OnFailure.PAUSE
+
+
+class HealthCheck(BaseModel):
+    """A health check Docker runs in the container (its ``Healthcheck``).
+
+    ``command`` is run as is (exec form); ``["CMD-SHELL", "..."]`` runs a shell line, and a
+    leading ``"CMD"`` is accepted too. Times are seconds.
+    """
+
+    model_config = _INPUT
+
+    command: Annotated[list[str], Field(min_length=1)]
+    interval: PositiveSeconds = 10.0
+    timeout: PositiveSeconds = 5.0
+    retries: Annotated[StrictInt, Field(ge=1, le=1000)] = 3
+    start_period: Seconds = 0.0
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        if value[0] in ("NONE",):
+            raise _problem("to have no health check, leave health_check out")
+        if value[0] in ("CMD", "CMD-SHELL") and len(value) < 2:
+            raise _problem(f"{value[0]!r} must be followed by the command")
+        if any("\x00" in part for part in value):
+            raise _problem("must not contain NUL characters")
+        return value
+
+
 class DeploymentSpec(BaseModel):
     """A deployment as submitted to ``POST /deployments`` (spec 4, ``Deployment``).
 
@@ -263,6 +348,8 @@ class DeploymentSpec(BaseModel):
     node_selector: dict[str, str] = Field(default_factory=dict)
     lost_after: Annotated[StrictFloat, Field(ge=0)] = 0.0
     restart_policy: RestartPolicy = Field(default_factory=RestartPolicy)
+    update: UpdatePolicy = Field(default_factory=UpdatePolicy)
+    health_check: HealthCheck | None = None
 
     @field_validator("network_attachments")
     @classmethod
@@ -339,6 +426,20 @@ class DeploymentSpec(BaseModel):
                     at=f"{i}.host_port",
                 )
         return value
+
+    @model_validator(mode="after")
+    def _start_first_ports(self) -> DeploymentSpec:
+        if self.update.order != UpdateOrder.START_FIRST:
+            return self
+        for i, port in enumerate(self.ports):
+            if port.host_port is not None:
+                raise _problem(
+                    f"host port {port.host_port} is fixed: with update.order start_first an "
+                    "old and a new instance would need it on the same node at once; leave "
+                    "host_port out (the Engine picks one) or use stop_first",
+                    at=f"ports.{i}.host_port",
+                )
+        return self
 
 
 class NetworkSpec(BaseModel):
@@ -420,16 +521,22 @@ def registry_server(url: str) -> str:
 __all__ = [
     "DeploymentSpec",
     "FieldError",
+    "Health",
+    "HealthCheck",
     "InstanceStatus",
     "NetworkDriver",
     "NetworkSpec",
     "NodeStatus",
+    "OnFailure",
     "PortSpec",
     "RegistryCredentialsSpec",
     "RestartMode",
     "RestartPolicy",
+    "RolloutState",
     "TaskState",
     "TemplateSpec",
+    "UpdateOrder",
+    "UpdatePolicy",
     "parse_subnet",
     "registry_server",
 ]

@@ -126,6 +126,18 @@ class DeploymentCreated:
 
 
 @dataclass(frozen=True, slots=True)
+class DeploymentUpdated:
+    """A deployment's row was changed (a new version, or a new ``replicas``) and stored:
+    its actor takes ``record`` as the desired state and reconciles. Answers None.
+
+    The API stores first (the writer serialises it with everything else), then tells.
+    """
+
+    deployment_id: str
+    record: DeploymentRecord
+
+
+@dataclass(frozen=True, slots=True)
 class DeleteDeployment:
     """Delete a deployment: stop its containers, then forget it. Answers its JSON."""
 

@@ -66,9 +66,11 @@ class NodeState:
 class InstanceState:
     """One container instance, as its DeploymentActor holds it.
 
-    ``avoid`` (nodes that never accepted its task), ``restarts``, ``stopped_at``,
-    ``unknown_since`` and ``result_at`` (when, on its node's clock, the agent reported the
-    last task's result: reports taken before that are stale) live in memory only.
+    ``avoid`` (nodes that never accepted its task), ``stopped_at``, ``unknown_since``,
+    ``running_since`` (the server's clock when it learned the instance runs: for
+    ``min_healthy_time``), ``ever_healthy`` and ``result_at`` (when, on its node's clock, the
+    agent reported the last task's result: reports taken before that are stale) live in
+    memory only; ``version``, ``health`` and ``restarts`` are stored.
     """
 
     id: str
@@ -87,6 +89,10 @@ class InstanceState:
     stopped_at: float = 0.0
     unknown_since: float = 0.0
     result_at: float = 0.0
+    version: int = 1
+    health: str = "none"
+    running_since: float = 0.0
+    ever_healthy: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The API's view: ``id`` is Docker's container id (spec 4), ``instance_id`` Knit's."""
@@ -102,6 +108,9 @@ class InstanceState:
             "exit_code": self.exit_code,
             "desired": self.desired,
             "created_at": iso(self.created_at),
+            "version": self.version,
+            "health": self.health,
+            "restarts": self.restarts,
         }
 
 

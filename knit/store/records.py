@@ -152,6 +152,12 @@ class DeploymentRecord(_JSONMixin):
         deleted: deletion was asked; the row stays until its instances are gone.
         secret_env: the names of its secret environment variables (their values are in
             ``deployment_secrets``, encrypted; never in a record).
+        version: the version of the spec these fields hold (1, 2, ...; see
+            ``DeploymentVersionRecord``).
+        update: the update policy (``knit.domain.specs.UpdatePolicy`` as JSON).
+        health_check: the health check (``knit.domain.specs.HealthCheck`` as JSON) or None.
+        rollout: the current (or last) rollout as JSON (``knit.domain.rollout.Rollout``),
+            written by the deployment's actor only; None before the first update.
     """
 
     id: str
@@ -173,6 +179,10 @@ class DeploymentRecord(_JSONMixin):
     generation: int
     deleted: bool
     secret_env: tuple[str, ...] = ()
+    version: int = 1
+    update: Mapping[str, JSONValue] = field(default_factory=dict)
+    health_check: Mapping[str, JSONValue] | None = None
+    rollout: Mapping[str, JSONValue] | None = None
 
     @property
     def status(self) -> Literal["deleting", "pending", "active"]:
@@ -192,6 +202,9 @@ class InstanceRecord(_JSONMixin):
         node_id: the node it is placed on (None while unplaced).
         status: one of ``INSTANCE_STATUSES``.
         desired: False once the server wants it gone (surplus, drained, deployment deleted).
+        version: the deployment version it runs.
+        health: ``knit.domain.specs.Health`` as last reported.
+        restarts: how many times Knit restarted it (for ``restart_policy.max_restarts``).
     """
 
     id: str
@@ -205,6 +218,9 @@ class InstanceRecord(_JSONMixin):
     desired: bool
     created_at: float
     updated_at: float
+    version: int = 1
+    health: str = "none"
+    restarts: int = 0
 
     @classmethod
     def new(
@@ -231,6 +247,28 @@ class InstanceRecord(_JSONMixin):
             created_at=at,
             updated_at=at,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentVersionRecord(_JSONMixin):
+    """One version of a deployment's spec (``GET /deployments/{id}/versions``).
+
+    Attributes:
+        spec: the spec as submitted, in the shape of ``POST /deployments`` except that
+            ``secret_env`` is the list of the names (the values are in ``secrets_encrypted``).
+        stable: its rollout completed once.
+        secrets_encrypted: the secret_env values of this version, encrypted (or None);
+            never in ``to_json()``.
+    """
+
+    _hidden: ClassVar[tuple[str, ...]] = ("secrets_encrypted", "deployment_id")
+
+    deployment_id: str
+    version: int
+    spec: Mapping[str, JSONValue]
+    created_at: float
+    stable: bool
+    secrets_encrypted: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

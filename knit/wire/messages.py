@@ -43,6 +43,9 @@ SCHEMA_VERSION: Final = 1
 InstanceStatusName = Literal["pending", "running", "stopped", "error", "lost", "unknown"]
 """Values of ``knit.domain.specs.InstanceStatus``."""
 
+HealthName = Literal["none", "starting", "healthy", "unhealthy"]
+"""An instance's health (``knit.domain.specs.Health``): Docker's ``State.Health.Status``, or
+``none`` for a container without a health check."""
 TaskStateName = Literal["accepted", "progress", "succeeded", "failed"]
 """Values of ``knit.domain.specs.TaskState``."""
 
@@ -98,6 +101,7 @@ class InstanceReport(Struct):
     status: InstanceStatusName
     error: str | None = None
     exit_code: int | None = None
+    health: HealthName = "none"
 
 
 def report_changed(before: InstanceReport | None, report: InstanceReport) -> bool:
@@ -115,6 +119,7 @@ def report_changed(before: InstanceReport | None, report: InstanceReport) -> boo
         or before.exit_code != report.exit_code
         or before.error != report.error
         or before.deployment_id != report.deployment_id
+        or before.health != report.health
     )
 
 
@@ -222,6 +227,17 @@ class TaskRestartPolicy(Struct):
     max_restarts: Annotated[int, Field(ge=0)] | None = None
 
 
+class TaskHealthCheck(Struct):
+    """A health check for Docker to run in the container (seconds; see
+    ``knit.domain.specs.HealthCheck``)."""
+
+    command: Annotated[list[str], Field(min_length=1)]
+    interval: Annotated[float, Field(gt=0)] = 10.0
+    timeout: Annotated[float, Field(gt=0)] = 5.0
+    retries: Annotated[int, Field(ge=1)] = 3
+    start_period: Seconds = 0.0
+
+
 class TaskDeployment(Struct):
     """The part of a deployment an agent needs to run one of its instances."""
 
@@ -234,6 +250,7 @@ class TaskDeployment(Struct):
     ports: list[TaskPort] = Field(default_factory=list)
     network_attachments: list[NetworkAttachment] = Field(default_factory=list)
     restart_policy: TaskRestartPolicy = Field(default_factory=TaskRestartPolicy)
+    health_check: TaskHealthCheck | None = None
 
     @field_validator("env")
     @classmethod
@@ -264,6 +281,8 @@ class DeployTask(WireMessage):
             ``knit.secrets.registry_aad(node, task, registry)``.
         sealed_env: the deployment's ``secret_env`` as a JSON object, sealed to the node
             with ``knit.secrets.env_aad(node, task)`` (None: it has none).
+        restart: restart the instance's container even if it runs (it turned unhealthy);
+            otherwise a running container is left as it is.
     """
 
     kind: Literal["deploy"] = "deploy"
@@ -276,6 +295,7 @@ class DeployTask(WireMessage):
     attempt: Annotated[int, Field(ge=1)] = 1
     node_id: NodeId | None = None
     expires_at: Seconds | None = None
+    restart: bool = False
 
 
 class StopTask(WireMessage):
@@ -308,6 +328,7 @@ class TaskStatus(WireMessage):
         error: why it failed (on ``failed``).
         step: the step reached or failed (``pull``, ``create``, ``start``, ...).
         at: the agent's clock (seconds since the epoch).
+        health: the container's health when a deploy succeeded (None: not known).
     """
 
     kind: Literal["task_status"] = "task_status"
@@ -319,6 +340,7 @@ class TaskStatus(WireMessage):
     error: str | None = None
     step: str | None = None
     at: Seconds
+    health: HealthName | None = None
 
 
 Message = Annotated[Heartbeat | DeployTask | StopTask | TaskStatus, Field(discriminator="kind")]
