@@ -80,6 +80,7 @@ class Case:
 
 
 R = instance  # short names keep the table readable
+WHY = "instance 0 of version 2 not healthy within 30 s (unhealthy)"
 CASES = [
     # --- a new deployment: wait for its replicas to run -------------------------------------
     Case("create-first-reading", None, dep(R(0, "pending")), CREATE_1, ["version 1: 0/3 running"]),
@@ -183,9 +184,16 @@ CASES = [
     Case(
         "rollout-running-with-a-message",
         None,
-        dep(version=2, rollout=rollout("running", 1, 0, message="waiting for instance 0")),
+        dep(version=2, rollout=rollout("running", 1, 0, message="rolling out version 2")),
         ROLLOUT_2,
-        ["version 2: 1/3 updated, 0 healthy (waiting for instance 0)"],
+        ["rolling out version 2", "version 2: 1/3 updated, 0 healthy"],
+    ),
+    Case(
+        "rollout-same-message-is-not-repeated",
+        dep(version=2, rollout=rollout("running", 1, 0, message="rolling out version 2")),
+        dep(version=2, rollout=rollout("running", 2, 1, message="rolling out version 2")),
+        ROLLOUT_2,
+        ["version 2: 2/3 updated, 1 healthy"],
     ),
     Case(
         "rollout-no-change-no-line",
@@ -229,18 +237,52 @@ CASES = [
     Case(
         "rollout-rolling-back-goes-on",
         dep(version=2, rollout=rollout("running", 1, 0)),
-        dep(version=2, rollout=rollout("rolling_back", 1, 0, message="not healthy in 30 s")),
+        dep(
+            version=1,
+            rollout={
+                **rollout("rolling_back", 2, 2, version=1, message=WHY + ": rolling back"),
+                "failed_version": 2,
+            },
+        ),
         ROLLOUT_2,
-        ["rolling back version 2: not healthy in 30 s"],
+        [WHY + ": rolling back", "rolling back to version 1: 2/3 updated, 2 healthy"],
     ),
     Case(
         "rollout-rolled-back",
+        dep(
+            version=1,
+            rollout={**rollout("rolling_back", 2, 2, version=1), "failed_version": 2},
+        ),
+        dep(
+            version=1,
+            rollout={
+                **rollout("rolled_back", 3, 3, version=1, message="version 2 failed; back"),
+                "failed_version": 2,
+            },
+        ),
+        ROLLOUT_2,
+        ["rolled back to version 1"],
+        Outcome.ROLLED_BACK,
+        "the rollout of version 2 was rolled back: version 2 failed; back",
+    ),
+    Case(
+        "rollout-rolled-back-in-place",
         dep(version=2, rollout=rollout("rolling_back", 1, 0, message="not healthy")),
         dep(version=2, rollout=rollout("rolled_back", 0, 0, message="not healthy")),
         ROLLOUT_2,
         ["rolled back: version 2"],
         Outcome.ROLLED_BACK,
         "the rollout of version 2 was rolled back: not healthy",
+    ),
+    Case(
+        "an-older-rollback-is-not-the-followed-one",
+        None,
+        dep(
+            version=3,
+            rollout={**rollout("rolled_back", 3, 3, version=1), "failed_version": 2},
+        ),
+        Target(3, rollout=True),
+        [],
     ),
     Case(
         "rollout-errors-of-old-versions-are-not-its-business",

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -55,6 +56,13 @@ def spec_changes(older: Mapping[str, Any] | None, newer: Mapping[str, Any]) -> s
     return ", ".join(changed) or "(same spec)"
 
 
+def timestamp(value: object) -> object:
+    """An ISO 8601 time as is; seconds since the epoch as one (UTC)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
 def history_rows(versions: Sequence[Mapping[str, Any]], current: int) -> list[dict[str, Any]]:
     """The rows of ``knit history``: ``versions`` newest first, as the API lists them."""
     rows = []
@@ -66,7 +74,7 @@ def history_rows(versions: Sequence[Mapping[str, Any]], current: int) -> list[di
         rows.append(
             {
                 "version": f"{number} (current)" if number == current else number,
-                "created_at": v.get("created_at"),
+                "created_at": timestamp(v.get("created_at")),
                 "stable": "yes" if v.get("stable") else "no",
                 "image": spec.get("image"),
                 "changes": spec_changes(older if isinstance(older, Mapping) else None, spec),

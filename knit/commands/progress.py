@@ -85,10 +85,19 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """What one reading of the deployment says, before comparing it with the previous one."""
+    """What one reading of the deployment says, before comparing it with the previous one.
+
+    Attributes:
+        status: where the wait stands, in a line (None: nothing to say yet).
+        pending: why instances cannot be placed (the deployment's ``pending_reason``).
+        note: the rollout's message while it goes on.
+        problems: a line per instance in error or unhealthy.
+        outcome: how the wait ended (None: it goes on); ``message`` says why on failure.
+    """
 
     status: str | None = None
     pending: str | None = None
+    note: str | None = None
     problems: frozenset[str] = frozenset()
     outcome: Outcome | None = None
     message: str = ""
@@ -107,6 +116,8 @@ def progress(previous: JSON | None, current: JSON | None, target: Target) -> Pro
     lines = sorted(now.problems - before.problems)
     if now.outcome is None and now.pending and now.pending != before.pending:
         lines.append(f"pending: {now.pending}")
+    if now.outcome is None and now.note and now.note != before.note:
+        lines.append(now.note)
     if now.status is not None and now.status != before.status:
         lines.append(now.status)
     summary = "; ".join(x for x in (now.status, now.pending and f"pending: {now.pending}") if x)
@@ -184,45 +195,53 @@ def _instances(deployment: JSON, target: Target) -> Reading:
 
 def _rollout(deployment: JSON, target: Target) -> Reading:
     rollout = deployment.get("rollout")
-    followed = _number(rollout.get("version")) if isinstance(rollout, Mapping) else 0
-    if not isinstance(rollout, Mapping) or followed < target.version:
-        # The server has not started it yet (the actor takes the new version after the
-        # store has it): nothing to say.
+    if not isinstance(rollout, Mapping):
         return Reading(pending=deployment.get("pending_reason") or None)
-    if followed > target.version:
-        return _superseded(followed, target)
     v = target.version
+    followed = _number(rollout.get("version"))
+    # An automatic rollback goes on as a rollout of the stable version, naming the one that
+    # failed (``knit.domain.rollout.Rollout.failed_version``).
+    back = _number(rollout.get("failed_version"), 0) == v
+    if followed < v and not back:
+        # Not started yet (the actor takes the new version after the store has it).
+        return Reading(pending=deployment.get("pending_reason") or None)
+    if followed > v and not back:
+        return _superseded(followed, target)
     state = str(rollout.get("state"))
     counts = (
         f"{_number(rollout.get('updated'))}/{_number(rollout.get('desired'))} updated, "
         f"{_number(rollout.get('healthy'))} healthy"
     )
-    message = str(rollout.get("message") or "")
-    pending = deployment.get("pending_reason") or None
-    found = problems(_instances_of(deployment), v)
+    why = str(rollout.get("message") or "") or "no reason given"
     if state == "complete":
         return Reading(status=f"rollout complete: version {v}", outcome=Outcome.COMPLETE)
     if state == "paused":
         return Reading(
             status=f"rollout paused: version {v}: {counts}",
-            problems=found,
+            problems=problems(_instances_of(deployment), v),
             outcome=Outcome.PAUSED,
-            message=f"the rollout of version {v} paused: {message or 'no reason given'}",
+            message=f"the rollout of version {v} paused: {why}",
         )
     if state == "rolled_back":
         return Reading(
-            status=f"rolled back: version {v}",
-            problems=found,
+            status=f"rolled back to version {followed}" if back else f"rolled back: version {v}",
             outcome=Outcome.ROLLED_BACK,
-            message=f"the rollout of version {v} was rolled back: {message or 'no reason given'}",
+            message=f"the rollout of version {v} was rolled back: {why}",
         )
     if state == "rolling_back":
-        status = f"rolling back version {v}" + (f": {message}" if message else "")
+        status = f"rolling back to version {followed}: {counts}"
+        if not back:
+            status = f"rolling back version {v}: {counts}"
     elif state == "running":
-        status = f"version {v}: {counts}" + (f" ({message})" if message else "")
+        status = f"version {v}: {counts}"
     else:  # a state this client does not know: say it, keep waiting
-        status = f"version {v}: {state}: {counts}" + (f" ({message})" if message else "")
-    return Reading(status=status, pending=pending, problems=found)
+        status = f"version {v}: {state}: {counts}"
+    return Reading(
+        status=status,
+        pending=deployment.get("pending_reason") or None,
+        problems=problems(_instances_of(deployment), followed),
+        note=str(rollout.get("message") or "") or None,
+    )
 
 
 __all__ = ["Outcome", "Progress", "Reading", "Target", "problems", "progress", "read"]
