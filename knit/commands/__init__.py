@@ -13,6 +13,7 @@ commands' modules are imported when one of them runs:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import TypeAlias
 
@@ -172,6 +173,10 @@ def run_client_command(args: argparse.Namespace) -> int:
     """
     from knit.client import ApiClient, find_token
     from knit.commands import access, deployments
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # httpx logs every request at INFO: a rollout followed would print two a second.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     handlers = {
         "ps": deployments.run_ps,
