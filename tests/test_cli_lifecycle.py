@@ -150,6 +150,12 @@ async def test_scale_history_and_rollback_by_number(
         listed = await s.knit("history", data["id"], "--json")  # by id, as JSON
         assert [v["version"] for v in json.loads(listed.out)] == [3, 2, 1]
 
+        # The file with only ``replicas`` changed is a scale: no new version.
+        more = await s.knit("deploy", "-f", str(s.spec_file(replicas=4)))
+        assert more.code == 0, more
+        assert more.out.splitlines()[0] == "deployment web scaled to 4 (was 3; version 3)"
+        assert more.out.rstrip().endswith("deployment web running: 4/4 (version 3)")
+
 
 async def test_a_rollout_that_never_gets_healthy_exits_non_zero_with_the_reason(
     nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

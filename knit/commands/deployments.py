@@ -88,22 +88,21 @@ class Reporter:
     standard output for the deployment's JSON), standard error."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.json = bool(args.json)
-        self.out: TextIO = sys.stderr if self.json else sys.stdout
+        self.args = args
+        self.out: TextIO = sys.stderr if args.json else sys.stdout
 
     def result(self, deployment: JSON, message: str) -> None:
         """Print what the call made: ``message``, or the deployment with ``--json``."""
-        if self.json:
+        if self.args.json:
             print(json.dumps(deployment, indent=2), flush=True)
         else:
             print(message, file=self.out, flush=True)
 
-
-def wait(args: argparse.Namespace, client: ApiClient, deployment: JSON, target: Target) -> None:
-    """Follow ``deployment`` to ``target`` unless ``--detach``."""
-    if not args.detach:
-        out = sys.stderr if args.json else sys.stdout
-        follow(client, str(deployment["id"]), target, out=out, timeout=args.timeout)
+    def follow(self, client: ApiClient, deployment: JSON, target: Target) -> None:
+        """Follow ``deployment`` to ``target`` (``knit.commands.follow``) unless
+        ``--detach``."""
+        if not self.args.detach:
+            follow(client, str(deployment["id"]), target, out=self.out, timeout=self.args.timeout)
 
 
 def run_deploy(args: argparse.Namespace, client: ApiClient) -> None:
@@ -117,26 +116,29 @@ def run_deploy(args: argparse.Namespace, client: ApiClient) -> None:
         report.result(
             made, f"deployment {made['name']} created: {made['id']} (version {version_of(made)})"
         )
-        wait(args, client, made, Target(version_of(made), rollout=False))
+        report.follow(client, made, Target(version_of(made), rollout=False))
         return
     before, replicas = version_of(existing), existing.get("replicas")
     updated = client.update_deployment(str(existing["id"]), spec)
     after = version_of(updated)
     if after != before:
         report.result(updated, f"deployment {name} updated: version {after} (was {before})")
-        wait(args, client, updated, Target(after, rollout=True))
-    elif updated.get("replicas") != replicas:  # a server that scales without a new version
+        report.follow(client, updated, Target(after, rollout=True))
+    elif updated.get("replicas") != replicas:  # only replicas changed: a scale, no version
         report.result(
-            updated, f"deployment {name} scaled to {updated.get('replicas')} (version {after})"
+            updated,
+            f"deployment {name} scaled to {updated.get('replicas')} "
+            f"(was {replicas}; version {after})",
         )
-        wait(args, client, updated, Target(after, rollout=False))
+        report.follow(client, updated, Target(after, rollout=False))
     else:
         note = rollout_note(updated)
         report.result(updated, f"deployment {name} unchanged (version {after}){note}")
 
 
 def rollout_note(deployment: Mapping[str, Any]) -> str:
-    """``"; rollout paused: why"`` when the current version's rollout has not completed."""
+    """``"; its rollout is paused: why"`` when the current version's rollout has not
+    completed ("" when it has, or there was none)."""
     rollout = deployment.get("rollout")
     if not isinstance(rollout, Mapping) or rollout.get("state") in (None, "complete"):
         return ""
@@ -148,12 +150,13 @@ def run_scale(args: argparse.Namespace, client: ApiClient) -> None:
     """``knit scale NAME N``: add or remove instances of the current version."""
     deployment = client.resolve_deployment(args.target)
     scaled = client.scale_deployment(str(deployment["id"]), args.replicas)
-    Reporter(args).result(
+    report = Reporter(args)
+    report.result(
         scaled,
         f"deployment {scaled['name']} scaled to {scaled['replicas']} "
         f"(was {deployment.get('replicas')}; version {version_of(scaled)})",
     )
-    wait(args, client, scaled, Target(version_of(scaled), rollout=False))
+    report.follow(client, scaled, Target(version_of(scaled), rollout=False))
 
 
 def run_rollback(args: argparse.Namespace, client: ApiClient) -> None:
@@ -168,7 +171,7 @@ def run_rollback(args: argparse.Namespace, client: ApiClient) -> None:
         report.result(made, f"deployment {made['name']} unchanged (version {after})")
         return
     report.result(made, f"deployment {made['name']}: version {after} has the spec of {source}")
-    wait(args, client, made, Target(after, rollout=True))
+    report.follow(client, made, Target(after, rollout=True))
 
 
 def run_history(args: argparse.Namespace, client: ApiClient) -> None:
