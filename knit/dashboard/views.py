@@ -90,9 +90,9 @@ async def deployment_versions(control: ControlPlane, deployment_id: str) -> list
         NotFound: no such deployment.
         KnitError: the control plane could not be read.
     """
-    # TODO(issue 12): the port's versions read lands with the API's routes; until then a
-    # control plane without it shows no versions.
-    read = getattr(control, "list_versions", None)
+    # TODO(issue 12): ControlPlane.deployment_versions lands with the API's routes (branch
+    # lifecycle-api); until then a control plane without it shows no versions.
+    read = getattr(control, "deployment_versions", None)
     if read is None:
         return []
     found: list[JSONDict] = await read(deployment_id)

@@ -85,7 +85,7 @@ class FakeControl:
                 return {**d, "instances": mine}
         raise NotFound("deployment", deployment_id)
 
-    async def list_versions(self, deployment_id: str) -> list[JSONDict]:
+    async def deployment_versions(self, deployment_id: str) -> list[JSONDict]:
         self._check()
         if not any(d["id"] == deployment_id for d in self.deployments):
             raise NotFound("deployment", deployment_id)
