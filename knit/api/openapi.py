@@ -108,11 +108,6 @@ DEPLOYMENT: Schema = {
                     "oneOf": [{"$ref": "#/components/schemas/Rollout"}, {"type": "null"}],
                     "description": "the current or last rollout (null before the first)",
                 },
-                "secret_env": {
-                    "type": "array",
-                    "items": _STR,
-                    "description": "the names only: values are never returned",
-                },
                 "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}},
             },
             "required": ["id", "version"],

@@ -123,7 +123,13 @@ async def test_a_schema_1_database_is_upgraded_without_losing_anything(db_path: 
         (gone,) = await store.read(versions.list_versions, GONE)
         assert not gone.stable and gone.secrets_encrypted is None
 
-        # Schema 2 works on it: a scale, a rollout.
+        # Schema 2 works on it: the same spec again changes nothing; a scale, a rollout.
+        same = await store.write(
+            versions.change(
+                WEB, deployments.spec_json(web), "box:ciphertext", same_secrets=lambda a, b: a == b
+            )
+        )
+        assert same == (web, False)
         await store.write(versions.scale(WEB, 4))
         await store.write(versions.set_rollout(WEB, {"version": 1, "state": "complete"}))
         assert (await store.read(deployments.get_deployment, WEB)).replicas == 4
