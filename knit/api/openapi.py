@@ -123,7 +123,12 @@ ROLLOUT: Schema = {
         "desired": {"type": "integer"},
         "updated": {"type": "integer"},
         "healthy": {"type": "integer"},
-        "message": _NULL_STR,
+        "message": {"type": "string", "description": "what happened last (why it paused)"},
+        "started_at": {"type": "number", "description": "seconds since the epoch"},
+        "failed_version": {
+            "type": ["integer", "null"],
+            "description": "after an automatic rollback: the version that failed",
+        },
     },
 }
 DEPLOYMENT_VERSION: Schema = {
