@@ -390,15 +390,16 @@ def _create(desired: Desired, table: _Table, count: int) -> list[Create]:
     held = sorted(
         {i.index for i in table.instances if table.wanted[i.id] and i.version != version} - taken
     )
+    held_set = set(held)
+    held.reverse()  # (popped from the end: lowest first)
     created = []
+    scan = 0  # every index below is taken or held (both only grow here)
     for _ in range(count):
-        index = 0
-        while index in taken or index in held:
-            index += 1
+        while scan in taken or scan in held_set:
+            scan += 1
         # A free index within the replicas first (the one a stopped instance left); else
         # the index of an old instance this one replaces; else the next free one.
-        if index >= desired.replicas and held:
-            index = held.pop(0)
+        index = held.pop() if scan >= desired.replicas and held else scan
         taken.add(index)
         created.append(Create(index, version))
     table.plan.actions.extend(created)
