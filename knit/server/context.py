@@ -141,6 +141,7 @@ class ServerContext:
         # One validated part per deployment spec and networks, shared by all its tasks.
         key = (
             record.id,
+            record.version,
             record.generation,
             tuple((n.name, n.driver, n.subnet) for n in networks),
         )
