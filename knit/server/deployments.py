@@ -157,8 +157,11 @@ class DeploymentActor(Actor[DeploymentMessage]):
             ended = await self.follow_task(state, message)
             if ended is None:
                 return None
-            self.dirty |= not (ended.kind == "deploy" and ended.succeeded)
+            started = ended.kind == "deploy" and ended.succeeded
+            self.dirty |= not started
             self.task_ended(state, ended)
+            if started:
+                self.started_in_rollout(state)
         elif isinstance(message, InstancesObserved):
             writes = self.writes
             await self.observed(
@@ -189,6 +192,7 @@ class DeploymentActor(Actor[DeploymentMessage]):
         elif isinstance(message, DeploymentUpdated):
             state.record = dataclasses.replace(message.record, rollout=state.record.rollout)
             state.host_network = None
+            self.ctx.forget_secret_env(self.deployment_id)
         elif isinstance(message, NodeUp):
             await self.audit(state, message.node_id)
         elif isinstance(message, DeleteDeployment):
@@ -267,6 +271,14 @@ class DeploymentActor(Actor[DeploymentMessage]):
         else:
             inst.status, inst.error = "error", ended.error
             self.save(inst, "instance.error", f"instance {inst.index} failed: {ended.error}")
+
+    def started_in_rollout(self, state: DeploymentState) -> None:
+        """An instance started: while a rollout waits for it to be healthy, look again when
+        it can be (a health check's result is a report, which reconciles anyway)."""
+        rollout = Rollout.from_json(state.record.rollout)
+        if rollout is not None and rollout.active and state.record.health_check is None:
+            wait = Update.from_json(state.record.update).min_healthy_time
+            self.after(wait + 0.01, Reconcile())
 
     def forward_reports(self, node_id: str, after: float, instance_id: str) -> None:
         """Ask ``node_id``'s NodeActor for its reports of ``instance_id`` until one taken
@@ -596,13 +608,11 @@ class DeploymentActor(Actor[DeploymentMessage]):
             return record
         older = self.versions.get(inst.version)
         if older is None or older.generation != record.generation:
-            for version in await self.versions_of():
-                if version.version == inst.version:
-                    older = with_version(record, version)
-                    self.versions[inst.version] = older
-                    break
-            else:
+            found = await self.repo.get_version(self.deployment_id, inst.version)
+            if found is None:
                 return record  # (a version that was never stored: the current spec)
+            older = with_version(record, found)
+            self.versions[inst.version] = older
         return older
 
     async def versions_of(self) -> list[DeploymentVersionRecord]:

@@ -27,7 +27,7 @@ async def started(cluster: Cluster, nodes: int = 2) -> None:
 
     async def enough() -> bool:
         found = await cluster.get("/nodes")
-        return sum(n["status"] == "healthy" for n in found) >= nodes
+        return bool(sum(n["status"] == "healthy" for n in found) >= nodes)
 
     await cluster.wait_for(enough, what=f"{nodes} healthy nodes")
 
@@ -55,7 +55,8 @@ async def settled(
     async def reached() -> dict[str, Any] | None:
         data = await cluster.deployment(deployment_id)
         rollout = data.get("rollout") or {}
-        return data if rollout.get("state") == state else None
+        current = rollout.get("version") == data["version"]
+        return data if current and rollout.get("state") == state else None
 
     found: dict[str, Any] = await cluster.wait_for(reached, timeout, what=f"rollout {state}")
     return found
@@ -101,7 +102,8 @@ async def test_start_first_never_has_fewer_than_replicas_running(
             nonlocal fewest
             fewest = min(fewest, cluster.containers())
             data = await cluster.deployment(deployment_id)
-            return bool((data.get("rollout") or {}).get("state") == "complete")
+            rollout = data.get("rollout") or {}
+            return bool(rollout.get("state") == "complete" and rollout.get("version") == 2)
 
         await cluster.wait_for(complete, timeout=20)
         assert fewest >= 3
@@ -144,7 +146,9 @@ async def test_an_identical_spec_changes_nothing_and_scale_restarts_nothing(
         assert data["version"] == 1 and all(i["restarts"] == 0 for i in data["instances"])
 
 
-@pytest.mark.parametrize(("on_failure", "state"), [("pause", "paused"), ("rollback", "rolled_back")])
+@pytest.mark.parametrize(
+    ("on_failure", "state"), [("pause", "paused"), ("rollback", "rolled_back")]
+)
 async def test_a_version_that_never_becomes_healthy_pauses_or_rolls_back(
     nats_url: str, tmp_path: Path, on_failure: str, state: str
 ) -> None:
