@@ -144,7 +144,6 @@ class ServerContext:
             record.id,
             record.version,
             record.generation,
-            record.version,
             tuple((n.name, n.driver, n.subnet) for n in networks),
         )
         deployment = self._task_deployments.get(key)
