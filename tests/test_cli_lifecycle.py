@@ -35,6 +35,7 @@ BETTER = "knit-test/web:2"
 MISSING = "knit-test/missing:1"
 """An image the simulated registry does not hold: its instances never run."""
 FAST = {"max_parallel": 1, "min_healthy_time": 0.3, "healthy_deadline": 3.0}
+FOLLOWING = {"deploy", "scale", "rollback"}
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Scene:
         """``knit ARGS --api URL --token T``, as a user types it; its exit code and output."""
         self.capsys.readouterr()
         argv = [*args, "--api", self.api, "--token", self.token]
+        if args[0] in FOLLOWING and "--timeout" not in args:
+            argv += ["--timeout", "20"]  # the thread outlives a test that times out: bound it
         code = await anyio.to_thread.run_sync(main, argv)
         out = self.capsys.readouterr()
         return Ran(code, out.out, out.err)
@@ -97,7 +100,7 @@ async def test_deploy_creates_then_updates_following_the_rollout_then_sees_no_ch
         created = await s.knit("deploy", "-f", str(s.spec_file()))
         assert created.code == 0, created
         assert created.out.startswith("deployment web created: ")
-        assert created.out.rstrip().endswith("deployment web running: 2/2 (version 1)")
+        assert created.out.rstrip().endswith("rollout complete: version 1")
         assert len([i for i in (await s.deployment())["instances"] if i["status"] == "running"])
 
         updated = await s.knit("deploy", "-f", str(s.spec_file(image=BETTER)))
@@ -178,6 +181,16 @@ async def test_a_rollout_that_never_gets_healthy_exits_non_zero_with_the_reason(
         assert all(i["version"] == 1 for i in data["instances"] if i["desired"])
 
 
+async def test_a_new_deployment_that_never_runs_exits_non_zero_with_the_reason(
+    nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with scene(nats_url, tmp_path, capsys) as s:
+        ran = await s.knit("deploy", "-f", str(s.spec_file(image=MISSING, replicas=1)))
+        assert ran.code == 1, ran
+        assert "instance 0: error: pull: " in ran.out  # why, as soon as it is known
+        assert ran.err.startswith("knit: the rollout of version 1 paused: ")
+
+
 async def test_detach_and_json_return_the_deployment_at_once(
     nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -196,11 +209,13 @@ async def test_a_new_deployment_that_cannot_be_placed_says_why_and_gives_up(
     nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with scene(nats_url, tmp_path, capsys) as s:
-        path = s.spec_file("mars", node_selector={"zone": "mars"})
+        patient = {**FAST, "healthy_deadline": 60.0}
+        path = s.spec_file("mars", node_selector={"zone": "mars"}, update=patient)
         ran = await s.knit("deploy", "-f", str(path), "--timeout", "2")
         assert ran.code == 1, ran
         assert "pending: " in ran.out and "zone" in ran.out
-        assert ran.err.startswith("knit: nothing changed for 2 s: version 1: 0/2 running")
+        assert ran.err.startswith("knit: nothing changed for 2 s: version 1: "), ran
+        assert "; pending: " in ran.err
 
 
 async def test_api_errors_name_the_field_and_unknown_names_are_one_line(

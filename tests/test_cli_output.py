@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from knit.commands.deployments import history_rows, rollout_note, spec_changes, version_of
+from knit.commands.deployments import (
+    history_rows,
+    rollout_note,
+    spec_changes,
+    timestamp,
+    version_of,
+)
 from knit.commands.output import table
 
 pytestmark = pytest.mark.unit
@@ -45,3 +51,10 @@ def test_an_unfinished_rollout_is_mentioned_when_nothing_changed() -> None:
 def test_a_deployment_without_a_version_is_at_version_1() -> None:
     assert version_of({}) == 1 and version_of({"version": 4}) == 4
     assert version_of({"version": True}) == 1
+
+
+def test_times_are_shown_to_the_second_in_utc() -> None:
+    assert timestamp("2026-12-04T16:58:14.788102Z") == "2026-12-04T16:58:14Z"
+    assert timestamp("2026-12-04T17:58:14+01:00") == "2026-12-04T16:58:14Z"
+    assert timestamp(0) == "1970-01-01T00:00:00Z"
+    assert timestamp("soon") == "soon" and timestamp(None) is None

@@ -13,7 +13,8 @@ from knit.commands.progress import Outcome, Target, progress
 pytestmark = pytest.mark.unit
 
 ROLLOUT_2 = Target(2, rollout=True)
-CREATE_1 = Target(1, rollout=False)
+INSTANCES_1 = Target(1, rollout=False)
+CREATE_1 = Target(1, rollout=True)
 
 
 def instance(
@@ -83,26 +84,28 @@ R = instance  # short names keep the table readable
 WHY = "instance 0 of version 2 not healthy within 30 s (unhealthy)"
 CASES = [
     # --- a new deployment: wait for its replicas to run -------------------------------------
-    Case("create-first-reading", None, dep(R(0, "pending")), CREATE_1, ["version 1: 0/3 running"]),
+    Case(
+        "create-first-reading", None, dep(R(0, "pending")), INSTANCES_1, ["version 1: 0/3 running"]
+    ),
     Case(
         "create-one-more-running",
         dep(R(0, "pending"), R(1, "pending"), R(2, "pending")),
         dep(R(0), R(1, "pending"), R(2, "pending")),
-        CREATE_1,
+        INSTANCES_1,
         ["version 1: 1/3 running"],
     ),
     Case(
         "create-nothing-changed",
         dep(R(0), R(1, "pending"), R(2, "pending")),
         dep(R(0), R(1, "pending"), R(2, "pending")),
-        CREATE_1,
+        INSTANCES_1,
         [],
     ),
     Case(
         "create-all-running",
         dep(R(0), R(1), R(2, "pending")),
         dep(R(0), R(1), R(2)),
-        CREATE_1,
+        INSTANCES_1,
         ["deployment web running: 3/3 (version 1)"],
         Outcome.COMPLETE,
     ),
@@ -110,7 +113,7 @@ CASES = [
         "create-no-replicas",
         None,
         dep(replicas=0),
-        CREATE_1,
+        INSTANCES_1,
         ["deployment web running: 0/0 (version 1)"],
         Outcome.COMPLETE,
     ),
@@ -118,28 +121,28 @@ CASES = [
         "create-pending-reason-printed-once",
         None,
         dep(R(0, "pending"), replicas=1, pending="no node matches node_selector zone=mars"),
-        CREATE_1,
+        INSTANCES_1,
         ["pending: no node matches node_selector zone=mars", "version 1: 0/1 running"],
     ),
     Case(
         "create-same-pending-reason-is-not-repeated",
         dep(R(0, "pending"), replicas=1, pending="no node matches"),
         dep(R(0, "pending"), replicas=1, pending="no node matches"),
-        CREATE_1,
+        INSTANCES_1,
         [],
     ),
     Case(
         "create-instance-error-printed-once",
         dep(R(0, "pending"), replicas=1),
         dep(R(0, "error", error="pull: manifest unknown"), replicas=1),
-        CREATE_1,
+        INSTANCES_1,
         ["instance 0: error: pull: manifest unknown"],
     ),
     Case(
         "scale-down-surplus-stopping-not-counted",
         None,
         dep(R(0), R(1), R(2, desired=False), replicas=2),
-        CREATE_1,
+        INSTANCES_1,
         ["deployment web running: 2/2 (version 1)"],
         Outcome.COMPLETE,
     ),
@@ -158,6 +161,45 @@ CASES = [
         [],
         Outcome.SUPERSEDED,
         "version 2 was replaced by version 3 meanwhile",
+    ),
+    # --- a new deployment the server rolls out as version 1 -----------------------------------
+    Case(
+        "create-rolled-out",
+        None,
+        dep(R(0), version=1, rollout=rollout("running", 1, 0, version=1)),
+        CREATE_1,
+        ["version 1: 1/3 updated, 0 healthy"],
+    ),
+    Case(
+        "create-rollout-complete",
+        dep(R(0), version=1, rollout=rollout("running", 3, 2, version=1)),
+        dep(R(0), version=1, rollout=rollout("complete", 3, 3, version=1)),
+        CREATE_1,
+        ["rollout complete: version 1"],
+        Outcome.COMPLETE,
+    ),
+    Case(
+        "create-without-a-rollout-is-awaited-as-instances",
+        None,
+        dep(R(0), R(1), R(2, "pending")),
+        CREATE_1,
+        ["version 1: 2/3 running"],
+    ),
+    Case(
+        "create-rollout-paused",
+        None,
+        dep(
+            R(0, "error", error="pull: manifest unknown"),
+            version=1,
+            rollout=rollout("paused", 1, 0, version=1, message="no stable version"),
+        ),
+        CREATE_1,
+        [
+            "instance 0: error: pull: manifest unknown",
+            "rollout paused: version 1: 1/3 updated, 0 healthy",
+        ],
+        Outcome.PAUSED,
+        "the rollout of version 1 paused: no stable version",
     ),
     # --- an update: follow the rollout of the target version --------------------------------
     Case(
@@ -333,7 +375,7 @@ CASES = [
         "being-deleted",
         None,
         dep(R(0), status="deleting"),
-        CREATE_1,
+        INSTANCES_1,
         [],
         Outcome.DELETED,
         "deployment web is being deleted",

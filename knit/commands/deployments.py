@@ -57,10 +57,19 @@ def spec_changes(older: Mapping[str, Any] | None, newer: Mapping[str, Any]) -> s
 
 
 def timestamp(value: object) -> object:
-    """An ISO 8601 time as is; seconds since the epoch as one (UTC)."""
+    """A time (ISO 8601, or seconds since the epoch) as ISO 8601 in UTC to the second."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC).isoformat().replace("+00:00", "Z")
-    return value
+        when = datetime.fromtimestamp(value, tz=UTC)
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    else:
+        return value
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def history_rows(versions: Sequence[Mapping[str, Any]], current: int) -> list[dict[str, Any]]:
@@ -116,7 +125,7 @@ def run_deploy(args: argparse.Namespace, client: ApiClient) -> None:
         report.result(
             made, f"deployment {made['name']} created: {made['id']} (version {version_of(made)})"
         )
-        report.follow(client, made, Target(version_of(made), rollout=False))
+        report.follow(client, made, Target(version_of(made), rollout=True))
         return
     before, replicas = version_of(existing), existing.get("replicas")
     updated = client.update_deployment(str(existing["id"]), spec)

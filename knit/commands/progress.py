@@ -5,10 +5,13 @@ deployment's JSON (``GET /deployments/{id}``) as last seen and as seen now, and 
 lines to print and whether the wait is over, and how; :mod:`knit.commands.follow` polls and
 prints. Two waits:
 
-- a **rollout** (an update, a rollback): until the rollout of the target version completes
-  (exit 0), pauses or rolls back (exit 1, with the rollout's message);
-- **instances** (a new deployment, a scale, which make no rollout): until ``replicas``
-  desired instances run; meanwhile the pending reason, if any, is printed.
+- a **rollout** (a new deployment, an update, a rollback): until the rollout of the target
+  version completes (exit 0), pauses or rolls back (exit 1, with the rollout's message); a
+  version 1 without a rollout (a server that does not roll creations out) is awaited as
+  instances;
+- **instances** (a scale, which makes no rollout): until ``replicas`` desired instances run.
+
+Either way the pending reason, if any, and instances in error or unhealthy are printed.
 
 Either ends when the deployment is deleted or a newer version replaces the target.
 A line is printed when it differs from the one the previous reading gave, so a rollout that
@@ -49,7 +52,8 @@ class Target:
 
     Attributes:
         version: the deployment's version the command made (or, for a scale, kept).
-        rollout: wait for that version's rollout; else for ``replicas`` running instances.
+        rollout: wait for that version's rollout (version 1 without one: as instances);
+            else for ``replicas`` running instances.
     """
 
     version: int
@@ -196,6 +200,9 @@ def _instances(deployment: JSON, target: Target) -> Reading:
 def _rollout(deployment: JSON, target: Target) -> Reading:
     rollout = deployment.get("rollout")
     if not isinstance(rollout, Mapping):
+        if target.version == 1:
+            # A server that does not roll a new deployment out: its instances tell.
+            return _instances(deployment, target)
         return Reading(pending=deployment.get("pending_reason") or None)
     v = target.version
     followed = _number(rollout.get("version"))

@@ -83,22 +83,6 @@ def create_dashboard(control: ControlPlane, **options: Any) -> Blueprint:
     return Dashboard(control, **options).blueprint
 
 
-async def deployment_versions(control: ControlPlane, deployment_id: str) -> list[JSONDict]:
-    """A deployment's versions, newest first, as ``GET /deployments/{id}/versions`` lists them.
-
-    Raises:
-        NotFound: no such deployment.
-        KnitError: the control plane could not be read.
-    """
-    # TODO(issue 12): ControlPlane.deployment_versions lands with the API's routes (branch
-    # lifecycle-api); until then a control plane without it shows no versions.
-    read = getattr(control, "deployment_versions", None)
-    if read is None:
-        return []
-    found: list[JSONDict] = await read(deployment_id)
-    return found
-
-
 def _node_order(node: JSONDict) -> tuple[bool, str, str]:
     # Unhealthy nodes first: they are what an operator opens the page for.
     return (node.get("status") == "healthy", str(node.get("hostname")), str(node.get("id")))
@@ -282,7 +266,7 @@ class Dashboard:
         recent events."""
         data = dict(await self.control.get_deployment(deployment_id))
         versions = version_rows(
-            await deployment_versions(self.control, deployment_id), data.get("version")
+            await self.control.deployment_versions(deployment_id), data.get("version")
         )
         instances = sorted(
             data.pop("instances", []), key=lambda i: (i.get("index", 0), str(i.get("instance_id")))

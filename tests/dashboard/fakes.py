@@ -153,10 +153,6 @@ class FakeControl:
     async def rollback_deployment(self, deployment_id: str, version: int | None) -> JSONDict:
         raise NotImplementedError
 
-    async def deployment_versions(self, deployment_id: str) -> list[JSONDict]:
-        await self.get_deployment(deployment_id)  # NotFound as the server answers
-        return []
-
     async def create_token(self, spec: Any) -> JSONDict:
         raise NotImplementedError
 
