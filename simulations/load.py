@@ -48,12 +48,19 @@ REQUEST_TIMEOUT = 60.0
 
 @dataclass
 class Submitted:
-    """A deployment the harness created."""
+    """A deployment the harness created; ``spec`` is the body of its POST (then of its
+    latest PUT: ``simulations.rollouts``)."""
 
     id: str
     replicas: int
     began: float  # time.monotonic() when the POST began
     confirmed: bool = False
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The deployment's name."""
+        return str(self.spec.get("name", ""))
 
 
 @dataclass
@@ -90,7 +97,7 @@ class DeployTracker:
             log.warning("POST /deployments %s: %s", body["name"], response.text[:200])
             return None
         deployment_id = response.json()["id"]
-        sub = Submitted(deployment_id, int(body.get("replicas", 1)), began)
+        sub = Submitted(deployment_id, int(body.get("replicas", 1)), began, spec=body)
         self.deployments[deployment_id] = sub
         return sub
 
