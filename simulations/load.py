@@ -105,17 +105,7 @@ class DeployTracker:
         """Create every deployment of ``groups``, ``SUBMIT_CONCURRENCY`` at a time, and
         with at most ``max_in_flight`` of their containers not yet running."""
         bodies = iter(
-            (
-                {
-                    "name": f"{group.name_prefix}-{i}",
-                    "image": group.image,
-                    "replicas": group.replicas,
-                    "node_selector": dict(group.node_selector),
-                },
-                group.replicas,
-            )
-            for group in groups
-            for i in range(group.count)
+            (_body(group, i), group.replicas) for group in groups for i in range(group.count)
         )
 
         async def submitter() -> None:
@@ -162,6 +152,19 @@ class DeployTracker:
                 self._landed(sub.replicas)
         self._polled.set()
         self._polled = anyio.Event()
+
+
+def _body(group: DeploymentGroup, number: int) -> dict[str, Any]:
+    """The spec of the group's deployment ``number``."""
+    body: dict[str, Any] = {
+        "name": f"{group.name_prefix}-{number}",
+        "image": group.image,
+        "replicas": group.replicas,
+        "node_selector": dict(group.node_selector),
+    }
+    if group.update is not None:
+        body["update"] = group.update.model_dump(mode="json")
+    return body
 
 
 @dataclass

@@ -5,7 +5,8 @@ Knit is reached through its HTTP API only, as a user's tools would reach it.
 
 For each ``[[updates]]`` entry of a scenario (``simulations.scenario.DeploymentUpdate``),
 every deployment of the group it names gets its full spec again, with the change, through
-``PUT /deployments/{id}``; the answer names the new ``version``. The rollout is then followed
+``PUT /deployments/{id}``, once the deployment's rollout before (if any) ended; the answer
+names the new ``version``. The rollout is then followed
 by polling ``GET /deployments/{id}`` every ``POLL_S`` seconds (its ``rollout``: ``version``,
 ``state``, ``desired``, ``updated``, ``healthy``, ``message``; its instances' ``version`` and
 ``status``) until the rollout of that version ends: ``complete``, ``paused`` or
@@ -50,6 +51,8 @@ SETTLE_S = 5.0
 version running and none of another (the instances' rows are written after the decision)."""
 ENDED = frozenset({"complete", "paused", "rolled_back"})
 """Rollout states in which it replaces nothing more."""
+ACTIVE = frozenset({"running", "rolling_back"})
+"""Rollout states in which it still replaces instances: an update waits for another state."""
 RUNNING = "running"  # an instance's status (knit.domain.specs.InstanceStatus.RUNNING)
 
 FIGURE_KEYS = (
@@ -315,7 +318,11 @@ class Updater:
         path = f"/deployments/{sub.id}"
         with anyio.move_on_after(self.rollout_s) as scope:
             try:
-                before = (await self._read(path)).get("version")
+                document = await self._read(path)
+                while (document.get("rollout") or {}).get("state") in ACTIVE:
+                    await anyio.sleep(POLL_S)  # the rollout before this one has not ended
+                    document = await self._read(path)
+                before = document.get("version")
                 body = updated_spec(sub.spec, trace.update)
                 self.recorder.mark(UPDATE)
                 began = time.monotonic()

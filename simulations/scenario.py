@@ -79,6 +79,8 @@ class DeploymentGroup:
     """``count`` deployments named ``{name_prefix}-{i}``, each of ``replicas`` containers.
 
     ``node_selector`` restricts them to agents carrying those labels (see ``AgentLabels``).
+    ``update``, their update policy (``knit.domain.specs.UpdatePolicy``; None: the server's
+    default), governs their first rollout already: an ``[[updates]]`` entry waits for it.
     """
 
     __pydantic_config__ = _FORBID_UNKNOWN
@@ -88,6 +90,7 @@ class DeploymentGroup:
     name_prefix: NamePrefix = "app"
     image: str = "knit-sim/app:1"
     node_selector: dict[str, str] = field(default_factory=dict)
+    update: UpdatePolicy | None = None
 
     @property
     def containers(self) -> int:
@@ -171,8 +174,9 @@ class DeploymentUpdate:
     ``name_prefix`` gets its spec again (``PUT /deployments/{id}``) with ``env`` merged into
     its environment, ``image`` if set, and ``policy`` as its update policy.
 
-    Updates of the same group run one after the other: one starts at ``at_s`` or once the
-    rollout before it ended, whichever comes later.
+    Updates of the same group run one after the other: a deployment's update is sent at
+    ``at_s`` or once the deployment's rollout before it ended (the first one too: creating a
+    deployment rolls out its version 1), whichever comes later.
 
     Attributes:
         at_s: the earliest moment it is sent.

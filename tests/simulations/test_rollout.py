@@ -39,6 +39,7 @@ seed = 1
 count = 1
 replicas = 6
 name_prefix = "small"
+update = { min_healthy_time = 0.5 }
 
 [[updates]]
 at_s = 0.5

@@ -1,22 +1,30 @@
 """Rollouts in the harness: what a read of a deployment shows, the figures of synthetic
-rollouts, the spec an update sends, and the plot."""
+rollouts, the spec an update sends, the plot, and the updater against a fake API."""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 
 from knit.domain.specs import UpdateOrder, UpdatePolicy
-from simulations.load import Submitted
+from simulations import rollouts
+from simulations.load import ApiLatencies, DeployTracker, Submitted
+from simulations.report import UPDATE, Recorder
 from simulations.rollout_plot import plot_rollouts
 from simulations.rollouts import (
     FIGURE_KEYS,
     RolloutTrace,
     Sample,
+    Updater,
     failures_of,
     in_group,
+    instances_at_end,
     observe,
     rollout_figures,
     updated_spec,
@@ -166,3 +174,98 @@ def test_the_plot_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "rollouts.png"
     plot_rollouts([stop_first_trace(), RolloutTrace("b", "d2", 1, update())], path, title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class FakeApi:
+    """A deployment of 4 replicas behind ``httpx.MockTransport``: version 1's own rollout ends
+    after two reads; a PUT makes version 2, whose rollout then moves on at each read."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.reads = 0
+        self.put: dict[str, Any] | None = None
+        self.reads_before_put = 0
+        # (updated, healthy, instances of version 2 running, state) after the PUT, read by read
+        self.script = [
+            (0, 0, 0, "running"),
+            (2, 0, 2, "running"),
+            (2, 2, 2, "running"),
+            (4, 2, 4, "running"),
+            (4, 4, 4, "complete"),
+        ]
+
+    def document(self) -> dict[str, Any]:
+        self.reads += 1
+        if self.put is None:
+            state = "running" if self.reads <= 2 else "complete"
+            rollout = {"version": 1, "state": state, "updated": 4, "healthy": 4}
+            return {"version": 1, "rollout": rollout, "instances": [instance(1)] * 4}
+        step = min(self.reads - self.reads_before_put - 1, len(self.script) - 1)
+        updated, healthy, new, state = self.script[step]
+        rollout = {"version": 2, "state": state, "updated": updated, "healthy": healthy}
+        instances = [instance(2)] * new + [instance(1)] * (4 - new if state == "running" else 0)
+        return {"version": 2, "rollout": rollout, "instances": instances}
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/deployments/d1"
+        if request.method == "PUT":
+            self.put = json.loads(request.content)
+            self.reads_before_put = self.reads
+            return httpx.Response(200, json={"id": "d1", "version": 2})
+        return httpx.Response(200, json=self.document())
+
+
+@pytest.mark.anyio
+async def test_the_updater_waits_for_the_rollout_before_then_follows_its_own_to_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rollouts, "POLL_S", 0.0)
+    api = FakeApi()
+    recorder = Recorder()
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(api.handle), base_url="http://knit"
+    ) as http:
+        tracker = DeployTracker(http, recorder)
+        spec = {"name": "app-0", "image": "knit-sim/app:1", "replicas": 4}
+        tracker.deployments["d1"] = Submitted("d1", 4, 0.0, spec=spec)
+        tracker.deployments["d2"] = Submitted("d2", 1, 0.0, spec={"name": "other-0"})
+        lines: list[str] = []
+        latencies = ApiLatencies()
+        updater = Updater(http, tracker, recorder, latencies, lines.append, rollout_s=10)
+        with anyio.fail_after(10):
+            await updater.run([update()], began=time.monotonic() - 5)
+        assert await instances_at_end(http, updater.traces) == {
+            "deployments_updated": 1,
+            "deployments_exact_at_end": 1,
+        }
+
+    assert api.reads_before_put == 3  # v1's rollout read twice running, then complete
+    assert api.put is not None and api.put["env"] == {"V": "2"}
+    assert api.put["update"]["max_parallel"] == 2
+    assert tracker.deployments["d1"].spec == api.put  # the next update builds on this one
+    [trace] = updater.traces
+    assert (trace.name, trace.version, trace.error) == ("app-0", 2, None)
+    assert [s.state for s in trace.samples] == ["running"] * 4 + ["complete"]
+    figures = rollout_figures(trace)
+    assert figures["state"] == "complete" and figures["exact"] is True
+    assert figures["batches"] == 2 and figures["min_running"] == 4
+    assert latencies.by_kind["update_deployment"] and recorder.marks[UPDATE] > 0
+    assert lines[0] == "update: 1 deployments of app, stop_first by 2"
+    assert any("complete: 4 updated, 4/4 healthy" in line for line in lines)
+
+
+@pytest.mark.anyio
+async def test_a_put_that_makes_no_new_version_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "d1", "version": 1, "instances": []})
+
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(handle), base_url="http://k"
+    ) as http:
+        tracker = DeployTracker(http, Recorder())
+        tracker.deployments["d1"] = Submitted("d1", 4, 0.0, spec={"name": "app-0"})
+        updater = Updater(http, tracker, Recorder(), ApiLatencies(), lambda _: None, 10)
+        with anyio.fail_after(10):
+            await updater.run([update()], began=time.monotonic())
+    [trace] = updater.traces
+    assert trace.error == "the PUT made no new version (version 1)"

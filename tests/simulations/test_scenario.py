@@ -71,6 +71,9 @@ def test_the_rollout_scenario_updates_100_instances_over_10_agents_10_at_a_time(
     assert {u.name_prefix for u in rollout.updates} == {rollout.deployments[0].name_prefix}
     assert all(u.policy.min_healthy_time in (1, 2) for u in rollout.updates)
     assert rollout.updates[0].env != rollout.updates[1].env  # two versions, two rollouts
+    group_policy = rollout.deployments[0].update  # version 1's own rollout
+    assert group_policy is not None and group_policy.min_healthy_time == 1
+    assert load_scenario("smoke").deployments[0].update is None  # the server's default
 
 
 def test_the_smoke_scenario_fits_the_ci_budget_even_at_every_deadline() -> None:
