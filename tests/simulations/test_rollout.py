@@ -4,7 +4,8 @@ Two simulated agents, one deployment of 6 replicas, updated twice 2 at a time (s
 then start_first) through ``PUT /deployments/{id}``, against a real ``knit server`` and its
 nats-server. The figures must exist, each rollout complete with exactly 6 instances of its
 version, a batch last at least ``min_healthy_time``, and neither order run fewer instances
-than it promises (as far as polls every 0.1 s can see).
+than it promises (as far as polls every 0.1 s can see: a dip or a surge shorter than that
+may go unseen).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def test_a_small_rollout_scenario_completes_both_rollouts_with_their_figures(
     stop_first, start_first = rollouts
     assert stop_first["min_running"] >= 6 - 2  # at most max_parallel down at a time
     assert start_first["min_running"] >= 6  # the old one stops once the new one is healthy
-    assert start_first["max_running"] <= 6 + 2
+    assert start_first["max_running"] > 6  # (polls may miss the surge of a batch, not all)
 
     checks = json.loads(next(line for line in lines if line.startswith("checks: "))[8:])
     assert checks["deployments_updated"] == 1
