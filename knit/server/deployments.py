@@ -199,6 +199,8 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
             self.event("deployment.deleted", f"deployment {state.record.name} deleted")
         if self.dirty and self.ref.mailbox_depth == 0:
             await self.reconcile()
+        if isinstance(message, DeploymentUpdated) and self.state is not None:
+            return self.state.record.rollout  # (the rollout the change started, if any)
         return None
 
     # --- tasks -----------------------------------------------------------------------------

@@ -161,8 +161,7 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
                 await self.spawn_deployment(message.deployment_id, message.record)
             return None
         if isinstance(message, DeploymentUpdated):
-            await self.route_update(message)
-            return None
+            return await self.route_update(message)
         if isinstance(message, DeleteDeployment):
             try:
                 record = await self.ctx.repo.mark_deployment_deleted(message.deployment_id)
@@ -184,21 +183,23 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
             ref.tell_nowait(cast(DeploymentMessage, message))
         return None
 
-    async def route_update(self, message: DeploymentUpdated) -> None:
+    async def route_update(self, message: DeploymentUpdated) -> object:
         """Hand a stored change to the deployment's actor and wait until it has taken it
         (bounded: past ``UPDATE_TIMEOUT`` the change is still in its mailbox, and the store
-        has it for the actor's next load anyway)."""
+        has it for the actor's next load anyway). Answers the actor's rollout JSON (None:
+        not known)."""
         ref = self.actors.get(message.deployment_id)
         if ref is None:
-            return  # gone meanwhile: nothing runs it any more
+            return None  # gone meanwhile: nothing runs it any more
         try:
-            await ref.ask(cast(DeploymentMessage, message), timeout=UPDATE_TIMEOUT)
+            return await ref.ask(cast(DeploymentMessage, message), timeout=UPDATE_TIMEOUT)
         except ActorError as exc:
             log.warning(
                 "deployment %s did not take its update in time: %s",
                 message.deployment_id,
                 type(exc).__name__,
             )
+            return None
 
     async def route_reports(self, message: InstancesObserved) -> None:
         """Split what changed in a node's report by deployment; the containers of

@@ -7,8 +7,10 @@ Errors come back from actors as values (an actor never crashes on a user's mista
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -251,7 +253,7 @@ class ServerPlane:
         await self.check_deployment(spec)
         record, changed = await self.repo.update_deployment(deployment_id, spec, self.ctx.secrets)
         if changed:
-            await self._updated(record)
+            record = await self._updated(record)
         return deployment_json(record)
 
     async def scale_deployment(self, deployment_id: str, replicas: int) -> JSONDict:
@@ -269,7 +271,7 @@ class ServerPlane:
             )
         record, changed = await self.repo.scale_deployment(deployment_id, replicas)
         if changed:
-            await self._updated(record)
+            record = await self._updated(record)
         return deployment_json(record)
 
     async def rollback_deployment(self, deployment_id: str, version: int | None) -> JSONDict:
@@ -285,18 +287,22 @@ class ServerPlane:
             deployment_id, version, self.ctx.secrets
         )
         if changed:
-            await self._updated(record)
+            record = await self._updated(record)
         return deployment_json(record)
 
     async def deployment_versions(self, deployment_id: str) -> list[JSONDict]:
         """``GET /deployments/{id}/versions``, newest first (never secret values)."""
         return [version_json(v) for v in await self.repo.deployment_versions(deployment_id)]
 
-    async def _updated(self, record: DeploymentRecord) -> None:
+    async def _updated(self, record: DeploymentRecord) -> DeploymentRecord:
+        """Tell the deployment's actor; ``record`` with the rollout the change started."""
         # The secret variables may have changed with the version: the cached ciphertext goes
         # before the actor hears of it (it builds the new version's tasks from the store).
         self.ctx.forget_secret_env(record.id)
-        await self.deployments.ask(DeploymentUpdated(record.id, record), timeout=30)
+        rollout = await self.deployments.ask(DeploymentUpdated(record.id, record), timeout=30)
+        if isinstance(rollout, Mapping):
+            return dataclasses.replace(record, rollout=rollout)
+        return record
 
     async def list_deployments(self) -> list[JSONDict]:
         return await self.repo.list_deployments()

@@ -76,6 +76,8 @@ async def test_an_update_rolls_out_a_new_version_and_both_become_stable(
         assert first["version"] == 1
         updated = await put(cluster, deployment_id, spec(env={"V": "2"}))
         assert updated["version"] == 2
+        # The answer shows the rollout the change started.
+        assert (updated["rollout"]["version"], updated["rollout"]["state"]) == (2, "running")
         done = await settled(cluster, deployment_id, "complete")
         assert done["rollout"]["version"] == 2
         assert done["rollout"]["updated"] == done["rollout"]["healthy"] == 3
