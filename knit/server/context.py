@@ -109,7 +109,13 @@ class ServerContext:
         if node_id is not None:
             self.scheduler.tell_nowait(Release(node_id))
 
-    async def build_task(self, record: DeploymentRecord, inst: InstanceState, kind: str) -> Task:
+    async def build_task(
+        self,
+        record: DeploymentRecord,
+        inst: InstanceState,
+        kind: str,
+        secret_env: str | None = None,
+    ) -> Task:
         """The wire task that deploys or stops ``inst``; credentials and secret variables
         sealed to its node, bound to the node and the task (and the registry).
 
@@ -137,7 +143,7 @@ class ServerContext:
             )
         sealed_env = None
         if record.secret_env:  # (a deployment without any reads nothing more)
-            sealed_env = await self.sealed_env(record.id, inst.node_id, task_id)
+            sealed_env = await self.sealed_env(record.id, inst.node_id, task_id, secret_env)
         # One validated part per deployment spec (and version) and networks, shared by all
         # its tasks.
         key = (
@@ -223,15 +229,18 @@ class ServerContext:
             sealed_password=seal(password, key, registry_aad(node_id or "", task_id, server)),
         )
 
-    async def sealed_env(self, deployment_id: str, node_id: str | None, task_id: str) -> str:
+    async def sealed_env(
+        self, deployment_id: str, node_id: str | None, task_id: str, stored: str | None = None
+    ) -> str:
         """The deployment's secret variables (a JSON object) sealed to ``node_id``'s key,
         bound to the node and the task (``knit.secrets.env_aad``).
 
-        The ciphertext at rest is kept for the deployment's next tasks; the plaintext only
+        ``stored``: the ciphertext at rest of an older version's variables (None: the
+        current version's, kept for the deployment's next tasks); the plaintext lives only
         while it is sealed.
         """
         key = self.node_key(node_id)
-        stored = self._secret_envs.get(deployment_id)
+        stored = stored or self._secret_envs.get(deployment_id)
         if stored is None:
             stored = await self.repo.secret_env_of(deployment_id)
             if stored is None:

@@ -98,7 +98,8 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
         self.unsaved: list[str] = []
         self.auditing = False
         self.stable: set[int] = set()
-        self.versions: dict[int, DeploymentRecord] = {}  # older versions' specs, for tasks
+        # Older versions' specs and secret variables at rest, for their instances' tasks.
+        self.versions: dict[int, tuple[DeploymentRecord, str | None]] = {}
 
     async def started(self) -> None:
         """Ask for a reconciliation now and periodically.
@@ -403,8 +404,8 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
             previous.run.cancel()
             self.ctx.task_owners.pop(previous.task_id, None)
         try:
-            record = await self.spec_of(state, inst)
-            task = await self.ctx.build_task(record, inst, kind)
+            record, secret_env = await self.spec_of(state, inst)
+            task = await self.ctx.build_task(record, inst, kind, secret_env)
             if restart and isinstance(task, DeployTask):
                 task = task.model_copy(update={"restart": True})
             message = self.ctx.task_message(inst.node_id, task)
@@ -431,18 +432,21 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
         self.ctx.task_owners[task_id] = self.ref
         await run.start()
 
-    async def spec_of(self, state: DeploymentState, inst: InstanceState) -> DeploymentRecord:
-        """The record of the version ``inst`` runs: the deployment's, or an older version's
-        spec on it (an old instance restarted during a rollout keeps its version)."""
+    async def spec_of(
+        self, state: DeploymentState, inst: InstanceState
+    ) -> tuple[DeploymentRecord, str | None]:
+        """The record of the version ``inst`` runs, and that version's secret variables at
+        rest: the deployment's (None: the current ones), or an older version's spec on it (an
+        old instance restarted during a rollout keeps its version)."""
         record = state.record
         if inst.version == record.version:
-            return record
+            return record, None
         older = self.versions.get(inst.version)
-        if older is None or older.generation != record.generation:
+        if older is None or older[0].generation != record.generation:
             found = await self.repo.get_version(self.deployment_id, inst.version)
             if found is None:
-                return record  # (a version that was never stored: the current spec)
-            older = record_at_version(record, found)
+                return record, None  # (a version that was never stored: the current spec)
+            older = record_at_version(record, found), found.secrets_encrypted
             self.versions[inst.version] = older
         return older
 

@@ -167,6 +167,7 @@ def record_at_version(
         ports=tuple(spec.get("ports") or ()),
         restart_policy=dict(spec.get("restart_policy") or {}),
         health_check=spec.get("health_check"),
+        secret_env=tuple(spec.get("secret_env") or ()),
     )
 
 

@@ -14,7 +14,14 @@ from knit.domain.specs import DeploymentSpec
 from knit.errors import Conflict, NotFound, ValidationError
 from knit.secrets import SecretBox
 from knit.server.records import InstanceState
-from knit.server.repo import Repo, deployment_json, instance_state, open_repo, version_json
+from knit.server.repo import (
+    Repo,
+    deployment_json,
+    instance_state,
+    open_repo,
+    record_at_version,
+    version_json,
+)
 from knit.store import deployments, instances
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -139,3 +146,20 @@ async def test_the_deployments_json_has_its_version_policy_and_rollout(repo: Rep
     shown = version_json(first)
     assert shown["spec"]["update"] == data["update"]
     assert shown["created_at"] == data["created_at"]
+
+
+async def test_an_older_versions_record_has_its_spec_and_secrets(repo: Repo) -> None:
+    created = await repo.insert_deployment(
+        spec(image="web:1", env={"A": "1"}, secret_env={"TOKEN": "a"}, command=["run"]), BOX
+    )
+    current, _ = await repo.update_deployment(
+        created.id, spec(image="web:2", env={"A": "2"}, replicas=3), BOX
+    )
+    first = await repo.get_version(created.id, 1)
+    assert first is not None
+    older = record_at_version(current, first)
+    assert (older.version, older.image, dict(older.env)) == (1, "web:1", {"A": "1"})
+    assert older.command == ("run",) and older.secret_env == ("TOKEN",)
+    assert older.replicas == 3  # the deployment's count, not the version's
+    assert first.secrets_encrypted is not None
+    assert json.loads(BOX.decrypt(first.secrets_encrypted, created.id)) == {"TOKEN": "a"}
