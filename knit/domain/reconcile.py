@@ -279,13 +279,13 @@ def _roll(desired: Desired, rollout: Rollout, table: _Table, now: float) -> list
     else:
         # The surge is at most ``max_parallel``: new ones not healthy yet and old ones still
         # stopping.
-        stopping = sum(1 for i in table.instances if _stopping(table, i, version))
-        room = max(0, update.max_parallel - len(unready) - stopping)
         done = {i.index for i in healthy}
         old.sort(key=lambda i: (i.index not in done, *_old_order(i)))
         retiring = max(0, min(len(old), len(healthy) + len(old) - replicas))
         for inst in old[:retiring]:
             table.retire(inst, "instance.replaced", _replaced(inst, version))
+        stopping = sum(1 for i in table.instances if _stopping(table, i, version))
+        room = max(0, update.max_parallel - len(unready) - stopping)
         left = len(old) - retiring
         missing = max(min(room, replicas - len(current)), replicas - len(current) - left)
         created = _create(desired, table, missing)
