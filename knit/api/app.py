@@ -32,6 +32,7 @@ from knit.api.sessions import Sessions
 from knit.dashboard import create_dashboard
 from knit.domain.auth import bearer_token
 from knit.domain.join import BusCredentialSpec, JoinRequest
+from knit.domain.lifecycle import RollbackSpec, ScaleSpec
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
@@ -278,6 +279,25 @@ def create_app(control: ControlPlane, *, sessions: Sessions | None = None) -> Kn
     @route("/deployments/<deployment_id>", ["DELETE"])
     async def delete_deployment(deployment_id: str) -> Response:
         return json_response(await control.delete_deployment(deployment_id))
+
+    @route("/deployments/<deployment_id>", ["PUT"])
+    async def update_deployment(deployment_id: str) -> Response:
+        spec = await read_model(DeploymentSpec)
+        return json_response(await control.update_deployment(deployment_id, spec))
+
+    @route("/deployments/<deployment_id>/scale", ["POST"])
+    async def scale_deployment(deployment_id: str) -> Response:
+        scale = await read_model(ScaleSpec)
+        return json_response(await control.scale_deployment(deployment_id, scale.replicas))
+
+    @route("/deployments/<deployment_id>/rollback", ["POST"])
+    async def rollback_deployment(deployment_id: str) -> Response:
+        rollback = await read_model(RollbackSpec, empty=True)
+        return json_response(await control.rollback_deployment(deployment_id, rollback.version))
+
+    @route("/deployments/<deployment_id>/versions", ["GET"])
+    async def deployment_versions(deployment_id: str) -> Response:
+        return json_response(await control.deployment_versions(deployment_id))
 
     # instances and events
     @route("/instances", ["GET"])

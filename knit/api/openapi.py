@@ -16,7 +16,14 @@ from pydantic import BaseModel
 
 from knit.domain.auth import Role, required_access
 from knit.domain.join import BusCredentialSpec, JoinRequest
-from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec
+from knit.domain.lifecycle import RollbackSpec, ScaleSpec
+from knit.domain.specs import (
+    DeploymentSpec,
+    Health,
+    NetworkSpec,
+    RegistryCredentialsSpec,
+    RolloutState,
+)
 from knit.domain.tokens import JoinTokenSpec, TokenSpec
 
 Schema = dict[str, Any]
@@ -71,6 +78,9 @@ INSTANCE: Schema = {
             "enum": ["pending", "running", "stopped", "error", "lost", "unknown"],
         },
         "error": _NULL_STR,
+        "version": {"type": "integer", "description": "the deployment version it runs"},
+        "health": {"type": "string", "enum": [h.value for h in Health]},
+        "restarts": {"type": "integer", "description": "restarts by Knit"},
     },
     "required": ["id", "node_id", "deployment_id", "status"],
 }
@@ -93,11 +103,46 @@ DEPLOYMENT: Schema = {
                 "id": _STR,
                 "status": _STR,
                 "pending_reason": _NULL_STR,
+                "version": {"type": "integer", "description": "the version of the spec shown"},
+                "rollout": {
+                    "oneOf": [{"$ref": "#/components/schemas/Rollout"}, {"type": "null"}],
+                    "description": "the current or last rollout (null before the first)",
+                },
                 "instances": {"type": "array", "items": {"$ref": "#/components/schemas/Instance"}},
             },
-            "required": ["id"],
+            "required": ["id", "version"],
         },
     ]
+}
+ROLLOUT: Schema = {
+    "type": "object",
+    "description": "written by the deployment's actor",
+    "properties": {
+        "version": {"type": "integer", "description": "the version rolled out"},
+        "state": {"type": "string", "enum": [s.value for s in RolloutState]},
+        "desired": {"type": "integer"},
+        "updated": {"type": "integer"},
+        "healthy": {"type": "integer"},
+        "message": {"type": "string", "description": "what happened last (why it paused)"},
+        "started_at": {"type": "number", "description": "seconds since the epoch"},
+        "failed_version": {
+            "type": ["integer", "null"],
+            "description": "after an automatic rollback: the version that failed",
+        },
+    },
+}
+DEPLOYMENT_VERSION: Schema = {
+    "type": "object",
+    "properties": {
+        "version": {"type": "integer"},
+        "spec": {
+            "type": "object",
+            "description": "as submitted, every default filled; secret_env: the names only",
+        },
+        "created_at": _STR,
+        "stable": {"type": "boolean", "description": "its rollout completed"},
+    },
+    "required": ["version", "spec", "created_at", "stable"],
 }
 EVENT: Schema = {
     "type": "object",
@@ -235,6 +280,12 @@ def _op(
     return op
 
 
+def _optional_body(op: Schema) -> Schema:
+    """``op`` with its request body optional (none stands for ``{}``)."""
+    op["requestBody"]["required"] = False
+    return op
+
+
 def _secure(paths: Schema) -> None:
     """Mark every operation with the role it needs and its 401/403 answers."""
     for path, item in paths.items():
@@ -278,6 +329,8 @@ def openapi_document() -> Schema:
         JoinTokenSpec,
         JoinRequest,
         BusCredentialSpec,
+        ScaleSpec,
+        RollbackSpec,
     ):
         components[model.__name__] = _component(model, components)
     components.update(
@@ -287,6 +340,8 @@ def openapi_document() -> Schema:
         Registry=REGISTRY,
         Network=NETWORK,
         Deployment=DEPLOYMENT,
+        Rollout=ROLLOUT,
+        DeploymentVersion=DEPLOYMENT_VERSION,
         Event=EVENT,
         Token=TOKEN,
         NewToken=NEW_TOKEN,
@@ -380,8 +435,45 @@ def openapi_document() -> Schema:
             "get": _op(
                 "Get a deployment with its instances", (200, _ref("Deployment")), errors=(404,)
             ),
+            "put": _op(
+                "Change a deployment: a full spec of the same name. A changed spec is a new "
+                "version, rolled out by its update policy; only replicas changed is a scale; "
+                "the same spec changes nothing",
+                (200, _ref("Deployment")),
+                "DeploymentSpec",
+                (400, 404, 409, 422),
+            ),
             "delete": _op(
                 "Delete a deployment and its containers", (200, _ref("Deployment")), errors=(404,)
+            ),
+            "parameters": _id_param("id"),
+        },
+        "/deployments/{id}/scale": {
+            "post": _op(
+                "Run this many instances of the current version (no new version)",
+                (200, _ref("Deployment")),
+                "ScaleSpec",
+                (400, 404, 409, 422),
+            ),
+            "parameters": _id_param("id"),
+        },
+        "/deployments/{id}/rollback": {
+            "post": _optional_body(
+                _op(
+                    "Go back to an earlier version's spec (no body: the newest stable one "
+                    "before the current one), as a new version rolled out like any update",
+                    (200, _ref("Deployment")),
+                    "RollbackSpec",
+                    (400, 404, 409, 422),
+                )
+            ),
+            "parameters": _id_param("id"),
+        },
+        "/deployments/{id}/versions": {
+            "get": _op(
+                "A deployment's versions, newest first (never secret values)",
+                (200, _list("DeploymentVersion")),
+                errors=(404, 409),
             ),
             "parameters": _id_param("id"),
         },

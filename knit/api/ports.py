@@ -98,6 +98,24 @@ class ControlPlane(Protocol):
         """Delete a deployment: its containers are stopped and removed."""
         ...
 
+    async def update_deployment(self, deployment_id: str, spec: DeploymentSpec) -> JSONDict:
+        """Give a deployment a full new spec (same name): a new version and its rollout, a
+        scale when only ``replicas`` differs, nothing for the same spec. Its JSON."""
+        ...
+
+    async def scale_deployment(self, deployment_id: str, replicas: int) -> JSONDict:
+        """Set a deployment's ``replicas`` (no new version). Its JSON."""
+        ...
+
+    async def rollback_deployment(self, deployment_id: str, version: int | None) -> JSONDict:
+        """A new version with the spec of ``version`` (None: the newest stable one before
+        the current one), keeping ``replicas``. Its JSON."""
+        ...
+
+    async def deployment_versions(self, deployment_id: str) -> list[JSONDict]:
+        """A deployment's versions ``{version, spec, created_at, stable}``, newest first."""
+        ...
+
     async def list_instances(self) -> list[JSONDict]:
         """Every container instance."""
         ...

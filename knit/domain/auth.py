@@ -94,6 +94,8 @@ _ADMIN_READS = (re.compile(r"/tokens"), re.compile(r"/join-tokens"))
 _WRITES: tuple[tuple[str, re.Pattern[str], Role], ...] = (
     ("POST", re.compile(r"/deployments"), Role.DEPLOY),
     ("DELETE", re.compile(rf"/deployments/{_SEGMENT}"), Role.DEPLOY),
+    ("PUT", re.compile(rf"/deployments/{_SEGMENT}"), Role.DEPLOY),
+    ("POST", re.compile(rf"/deployments/{_SEGMENT}/(scale|rollback)"), Role.DEPLOY),
 )
 """Writes weaker than ``admin``; every other write (registries, networks, nodes, tokens,
 join tokens, and paths nobody routes) needs ``admin``."""

@@ -3,7 +3,8 @@
 Layer: server. ``NodeDirectory`` spawns a NodeActor for every node it hears of (and, at
 start, for every node the store knows, so their deadlines run). ``DeploymentDirectory``
 spawns the actors of new deployments (stored by the API first: the store's one writer
-serialises name checks) and fans cluster facts out to them. Both rebuild from the store after
+serialises name checks), hands them their changes (also stored first) and fans cluster facts
+out to them. Both rebuild from the store after
 a restart.
 """
 
@@ -14,7 +15,7 @@ import time
 from collections import defaultdict
 from typing import Any, cast
 
-from actors import Actor, ActorRef, SupervisorRef
+from actors import Actor, ActorError, ActorRef, SupervisorRef
 from knit.delivery import deliver
 from knit.errors import KnitError
 from knit.server.context import ServerContext
@@ -23,6 +24,7 @@ from knit.server.messages import (
     DeleteDeployment,
     DeploymentCreated,
     DeploymentGone,
+    DeploymentUpdated,
     HeartbeatReceived,
     InstancesObserved,
     NodeDown,
@@ -38,6 +40,9 @@ from knit.store.records import DeploymentRecord
 from knit.wire.messages import InstanceReport
 
 log = logging.getLogger(__name__)
+
+UPDATE_TIMEOUT = 10.0
+"""Seconds the DeploymentDirectory waits for a deployment's actor to take a change."""
 
 
 NodeDirectoryMessage = HeartbeatReceived | tuple[str, SetEligible] | RemoveNode
@@ -106,6 +111,7 @@ class NodeDirectory(Actor[NodeDirectoryMessage]):
 
 DirectoryMessage = (
     DeploymentCreated
+    | DeploymentUpdated
     | DeleteDeployment
     | DeploymentGone
     | NodeUp
@@ -154,6 +160,9 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
             if message.deployment_id not in self.actors:
                 await self.spawn_deployment(message.deployment_id, message.record)
             return None
+        if isinstance(message, DeploymentUpdated):
+            await self.route_update(message)
+            return None
         if isinstance(message, DeleteDeployment):
             try:
                 record = await self.ctx.repo.mark_deployment_deleted(message.deployment_id)
@@ -174,6 +183,22 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         for ref in list(self.actors.values()):
             ref.tell_nowait(cast(DeploymentMessage, message))
         return None
+
+    async def route_update(self, message: DeploymentUpdated) -> None:
+        """Hand a stored change to the deployment's actor and wait until it has taken it
+        (bounded: past ``UPDATE_TIMEOUT`` the change is still in its mailbox, and the store
+        has it for the actor's next load anyway)."""
+        ref = self.actors.get(message.deployment_id)
+        if ref is None:
+            return  # gone meanwhile: nothing runs it any more
+        try:
+            await ref.ask(cast(DeploymentMessage, message), timeout=UPDATE_TIMEOUT)
+        except ActorError as exc:
+            log.warning(
+                "deployment %s did not take its update in time: %s",
+                message.deployment_id,
+                type(exc).__name__,
+            )
 
     async def route_reports(self, message: InstancesObserved) -> None:
         """Split what changed in a node's report by deployment; the containers of

@@ -30,14 +30,20 @@ from knit.domain.validation import (
     check_replicas,
     check_template_syntax,
 )
-from knit.errors import Invalid, KnitError, NotFound
+from knit.errors import Invalid, KnitError, NotFound, ValidationError
 from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
 from knit.server.membership import Membership
-from knit.server.messages import DeleteDeployment, DeploymentCreated, SetEligible
+from knit.server.messages import (
+    DeleteDeployment,
+    DeploymentCreated,
+    DeploymentUpdated,
+    SetEligible,
+)
 from knit.server.records import NodeState
-from knit.server.repo import deployment_json
+from knit.server.repo import deployment_json, version_json
+from knit.store.records import DeploymentRecord
 
 STARTED_AT = time.time()
 SYNTAX_CHECKS = 1
@@ -200,7 +206,13 @@ class ServerPlane:
         return cached
 
     # deployments
-    async def create_deployment(self, spec: DeploymentSpec) -> JSONDict:
+    async def check_deployment(self, spec: DeploymentSpec) -> None:
+        """The checks a submitted spec passes beyond its model: ``replicas`` within
+        ``--max-replicas``, credentials and networks that exist and fit, templates that parse.
+
+        Raises:
+            Invalid: every problem found.
+        """
         registries, networks = await self.references()
         errors = (
             check_replicas(spec, self.ctx.max_replicas)
@@ -215,11 +227,76 @@ class ServerPlane:
             )
         if errors:
             raise Invalid(errors)
+
+    async def create_deployment(self, spec: DeploymentSpec) -> JSONDict:
+        await self.check_deployment(spec)
         # Stored here, not by the DeploymentDirectory: the writer checks the name in its
         # transaction, and creations wait for their commits side by side, not in a queue.
         record = await self.repo.insert_deployment(spec, self.ctx.secrets)
         await self.deployments.ask(DeploymentCreated(record.id, record), timeout=30)
         return deployment_json(record)
+
+    async def update_deployment(self, deployment_id: str, spec: DeploymentSpec) -> JSONDict:
+        """``PUT /deployments/{id}``: a new version, a scale, or nothing for the same spec.
+
+        Stored first (the writer compares and writes in one transaction), then the
+        deployment's actor is told, only when something was written.
+
+        Raises:
+            Invalid: the spec fails the checks of ``POST /deployments``.
+            ValidationError: ``name`` is not the deployment's.
+            NotFound: no such deployment.
+            Conflict: it is being deleted.
+        """
+        await self.check_deployment(spec)
+        record, changed = await self.repo.update_deployment(deployment_id, spec, self.ctx.secrets)
+        if changed:
+            await self._updated(record)
+        return deployment_json(record)
+
+    async def scale_deployment(self, deployment_id: str, replicas: int) -> JSONDict:
+        """``POST /deployments/{id}/scale``: set ``replicas`` (no new version).
+
+        Raises:
+            ValidationError: above ``--max-replicas``.
+            NotFound: no such deployment.
+            Conflict: it is being deleted.
+        """
+        if replicas > self.ctx.max_replicas:
+            raise ValidationError(
+                "replicas",
+                f"must be at most {self.ctx.max_replicas} (this server's --max-replicas)",
+            )
+        record, changed = await self.repo.scale_deployment(deployment_id, replicas)
+        if changed:
+            await self._updated(record)
+        return deployment_json(record)
+
+    async def rollback_deployment(self, deployment_id: str, version: int | None) -> JSONDict:
+        """``POST /deployments/{id}/rollback``: a new version with the spec of ``version``
+        (None: the newest stable one before the current one), keeping ``replicas``.
+
+        Raises:
+            NotFound: no such deployment or version.
+            Conflict: being deleted, already at that version, no stable version to go back
+                to, or the version names credentials or a network that are gone.
+        """
+        record, changed = await self.repo.rollback_deployment(
+            deployment_id, version, self.ctx.secrets
+        )
+        if changed:
+            await self._updated(record)
+        return deployment_json(record)
+
+    async def deployment_versions(self, deployment_id: str) -> list[JSONDict]:
+        """``GET /deployments/{id}/versions``, newest first (never secret values)."""
+        return [version_json(v) for v in await self.repo.deployment_versions(deployment_id)]
+
+    async def _updated(self, record: DeploymentRecord) -> None:
+        # The secret variables may have changed with the version: the cached ciphertext goes
+        # before the actor hears of it (it builds the new version's tasks from the store).
+        self.ctx.forget_secret_env(record.id)
+        await self.deployments.ask(DeploymentUpdated(record.id, record), timeout=30)
 
     async def list_deployments(self) -> list[JSONDict]:
         return await self.repo.list_deployments()

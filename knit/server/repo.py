@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,17 +27,28 @@ from knit.domain.validation import (
 from knit.errors import Invalid, KnitError, NotFound
 from knit.secrets import SecretBox
 from knit.server.records import InstanceState, NodeState, iso
-from knit.store import credentials, deployments, events, instances, networks, nodes, tasks
+from knit.store import (
+    credentials,
+    deployments,
+    events,
+    instances,
+    networks,
+    nodes,
+    tasks,
+    versions,
+)
 from knit.store.facade import Store, open_store
 from knit.store.ops import Op
 from knit.store.records import (
     DeploymentRecord,
+    DeploymentVersionRecord,
     InstanceRecord,
     NetworkRecord,
     NodeRecord,
     RegistryCredentialsRecord,
     new_id,
 )
+from knit.store.versions import SecretsEqual
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +99,9 @@ def instance_state(record: InstanceRecord) -> InstanceState:
         exit_code=record.exit_code,
         desired=record.desired,
         updated_at=record.updated_at,
+        version=record.version,
+        health=record.health,
+        restarts=record.restarts,
     )
 
 
@@ -110,6 +124,10 @@ def deployment_json(
         "node_selector": dict(record.node_selector),
         "lost_after": record.lost_after,
         "restart_policy": dict(record.restart_policy),
+        "update": dict(record.update),
+        "health_check": dict(record.health_check) if record.health_check is not None else None,
+        "version": record.version,
+        "rollout": dict(record.rollout) if record.rollout is not None else None,
         "status": record.status,
         "pending_reason": record.pending_reason,
         "created_at": iso(record.created_at),
@@ -118,6 +136,16 @@ def deployment_json(
     if insts is not None:
         data["instances"] = [i.to_json() for i in insts]
     return data
+
+
+def version_json(record: DeploymentVersionRecord) -> dict[str, Any]:
+    """A version as ``GET /deployments/{id}/versions`` shows it (never secret values)."""
+    return {
+        "version": record.version,
+        "spec": dict(record.spec),
+        "created_at": iso(record.created_at),
+        "stable": record.stable,
+    }
 
 
 def registry_json(record: RegistryCredentialsRecord) -> dict[str, Any]:
@@ -139,6 +167,18 @@ def network_json(record: NetworkRecord) -> dict[str, Any]:
         "subnet": record.subnet,
         "created_at": iso(record.created_at),
     }
+
+
+def _secrets_equal(box: SecretBox, deployment_id: str) -> SecretsEqual:
+    """Whether two ciphertexts of ``deployment_id``'s secret variables hold the same ones."""
+
+    def plain(ciphertext: str | None) -> Any:
+        return {} if ciphertext is None else json.loads(box.decrypt(ciphertext, aad=deployment_id))
+
+    def equal(a: str | None, b: str | None) -> bool:
+        return a == b or bool(plain(a) == plain(b))
+
+    return equal
 
 
 class Repo:
@@ -213,11 +253,95 @@ class Repo:
                 node_selector=spec.node_selector,
                 lost_after=spec.lost_after,
                 restart_policy=data["restart_policy"],
+                update_policy=data["update"],
+                health_check=data["health_check"],
                 secret_env_names=sorted(spec.secret_env),
                 secret_env_encrypted=secret_env,
                 deployment_id=deployment_id,
             )
         )
+
+    async def update_deployment(
+        self, deployment_id: str, spec: DeploymentSpec, box: SecretBox
+    ) -> tuple[DeploymentRecord, bool]:
+        """Give a deployment a new spec in one write (``knit.store.versions.change``): a new
+        version, a scale when only ``replicas`` differs, or nothing for the same spec (its
+        secret values compared by decrypting the stored ones). Returns the stored record and
+        whether anything was written.
+
+        Raises:
+            NotFound: no such deployment, or credentials or a network it names.
+            Conflict: it is being deleted.
+            ValidationError: ``spec.name`` is not its name.
+        """
+        data = spec.model_dump(mode="json")
+        data["secret_env"] = sorted(spec.secret_env)
+        secrets = None
+        if spec.secret_env:
+            plain = {name: value.get_secret_value() for name, value in spec.secret_env.items()}
+            secrets = box.encrypt(json.dumps(plain), aad=deployment_id)
+        same = _secrets_equal(box, deployment_id)
+        return await self.store.write(
+            versions.change(deployment_id, data, secrets, same_secrets=same)
+        )
+
+    async def scale_deployment(
+        self, deployment_id: str, replicas: int
+    ) -> tuple[DeploymentRecord, bool]:
+        """Set a deployment's ``replicas`` (no new version); the record and whether it changed.
+
+        Raises:
+            NotFound: no such deployment.
+            Conflict: it is being deleted.
+        """
+        return await self.store.write(versions.scale(deployment_id, replicas))
+
+    async def rollback_deployment(
+        self, deployment_id: str, version: int | None, box: SecretBox
+    ) -> tuple[DeploymentRecord, bool]:
+        """A new version with the spec and secrets of ``version`` (None: the newest stable
+        one before the current one), keeping ``replicas``; as :meth:`update_deployment`.
+
+        Raises:
+            NotFound: no such deployment or version.
+            Conflict: being deleted, already at that version, no stable version to go back
+                to, or the version names credentials or a network that are gone.
+        """
+        same = _secrets_equal(box, deployment_id)
+        return await self.store.write(versions.rollback(deployment_id, version, same_secrets=same))
+
+    async def deployment_versions(self, deployment_id: str) -> list[DeploymentVersionRecord]:
+        """A deployment's versions, newest first.
+
+        Raises:
+            NotFound: no such deployment.
+            Conflict: it is being deleted.
+        """
+        _, found = await self.store.read(versions.deployment_versions, deployment_id)
+        return found
+
+    async def get_version(self, deployment_id: str, version: int) -> DeploymentVersionRecord | None:
+        """Version ``version`` of a deployment (its spec, and its secret variables'
+        ciphertext: what an instance of that version needs), or None."""
+        return await self.store.read(versions.find_version, deployment_id, version)
+
+    def mark_stable(self, deployment_id: str, version: int) -> None:
+        """Mark a version of a deployment stable: its rollout completed (not awaited)."""
+        self._nowait(versions.mark_stable(deployment_id, version))
+
+    def set_rollout(self, deployment_id: str, rollout: Mapping[str, Any] | None) -> None:
+        """Write a deployment's ``rollout`` JSON, and only that (not awaited)."""
+        self._nowait(versions.set_rollout(deployment_id, rollout))
+
+    async def revert(self, deployment_id: str, version: int) -> DeploymentRecord:
+        """Put version ``version`` back as the deployment's spec and secrets, keeping
+        ``replicas``, without a new version (an automatic rollback); the stored record.
+
+        Raises:
+            NotFound: no such deployment or version.
+            Conflict: it is being deleted.
+        """
+        return await self.store.write(versions.revert(deployment_id, version))
 
     async def secret_env_of(self, deployment_id: str) -> str | None:
         """The encrypted ``secret_env`` of a deployment (None: none, or deleted)."""
@@ -273,6 +397,9 @@ class Repo:
                     desired=inst.desired,
                     created_at=inst.created_at,
                     updated_at=inst.updated_at,
+                    version=inst.version,
+                    health=inst.health,
+                    restarts=inst.restarts,
                 )
             )
         )

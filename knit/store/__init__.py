@@ -11,9 +11,10 @@ The database is the truth; the server's actors rebuild their state from it after
   failing write does not fail its batch).
 * :func:`open_database` / :class:`Database` / :class:`StoreWriter` — the parts, for
   wrapping the writer into an actor.
-* ``nodes``, ``deployments``, ``instances``, ``networks``, ``credentials``, ``tasks``,
-  ``events``, ``tokens`` — per entity: read functions (:class:`Read`: ``f(conn, ...)`` on
-  a synchronous connection, also awaitable on an async one) and write op factories.
+* ``nodes``, ``deployments`` (and their ``versions``), ``instances``, ``networks``,
+  ``credentials``, ``tasks``, ``events``, ``tokens`` — per entity: read functions
+  (:class:`Read`: ``f(conn, ...)`` on a synchronous connection, also awaitable on an async
+  one) and write op factories.
 * Records (``NodeRecord``, ``DeploymentRecord``, ...) — frozen, detached results.
 
 Conventions: ids are ``str`` (uuid7 hex, made in Python by :func:`new_id`); timestamps are
@@ -30,6 +31,7 @@ from knit.store import (
     nodes,
     tasks,
     tokens,
+    versions,
 )
 from knit.store.db import Database, database_url, open_database, translate_error
 from knit.store.facade import Store, open_store
@@ -44,6 +46,7 @@ from knit.store.records import (
     UNFINISHED_TASK_STATES,
     ApiTokenRecord,
     DeploymentRecord,
+    DeploymentVersionRecord,
     EventRecord,
     HeartbeatUpsert,
     InstanceRecord,
@@ -70,6 +73,7 @@ __all__ = [
     "ApiTokenRecord",
     "Database",
     "DeploymentRecord",
+    "DeploymentVersionRecord",
     "EventRecord",
     "HeartbeatUpsert",
     "InstanceRecord",
@@ -100,4 +104,5 @@ __all__ = [
     "tasks",
     "tokens",
     "translate_error",
+    "versions",
 ]

@@ -1,6 +1,7 @@
 """Opening the state store: engines, SQLite settings, schema, read and write connections.
 
-Layer: store (adapter). Imports sqlalchemy, anyio, ``knit.errors`` and ``knit.store.models``.
+Layer: store (adapter). Imports sqlalchemy, anyio, ``knit.errors`` and ``knit.store``'s own
+modules (models, read threads, upgrades).
 
 One file in the server's data dir (SQLite in WAL mode) by default; any SQLAlchemy async URL
 is accepted, PostgreSQL via asyncpg being the scale-out path. The SQL is portable: the only
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
-from sqlalchemy import create_engine, event, insert, select
+from sqlalchemy import create_engine, event, insert, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -54,6 +55,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from knit.errors import Conflict, KnitError, StoreError
 from knit.store.models import SCHEMA_VERSION, Base, SchemaVersion
 from knit.store.read_threads import ReadThreads
+from knit.store.upgrades import UPGRADES
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +221,11 @@ async def open_database(
 ) -> AsyncIterator[Database]:
     """Open (and create if needed) the store; close it when the block ends.
 
-    Creates missing tables and the ``schema_version`` row. A SQLite file's parent folder is
-    created if missing; the file is put in WAL mode with ``synchronous=NORMAL`` (a commit
-    survives a crash of Knit; the last commits may be lost on power failure).
+    Creates missing tables and the ``schema_version`` row; a database of an older schema is
+    upgraded in place first (``knit.store.upgrades``), in the same transaction. A SQLite
+    file's parent folder is created if missing; the file is put in WAL mode with
+    ``synchronous=NORMAL`` (a commit survives a crash of Knit; the last commits may be lost
+    on power failure).
 
     Args:
         url_or_path: a SQLAlchemy URL (``sqlite+aiosqlite:///...``, ``postgresql+asyncpg://``)
@@ -283,22 +287,33 @@ def _sync_read_engine(
 
 
 async def _create_schema(db: Database) -> None:
+    """Create what is missing, or upgrade an older schema in place (one transaction)."""
     async with db.transaction() as conn:
-        await conn.run_sync(Base.metadata.create_all)
-        versions = (await conn.execute(select(SchemaVersion.version))).scalars().all()
-        stored = max(versions, default=None)
-        if stored is None:
-            await conn.execute(
-                insert(SchemaVersion).values(version=SCHEMA_VERSION, applied_at=time.time())
-            )
-        elif stored > SCHEMA_VERSION:
+        stored = await conn.run_sync(_stored_version)
+        if stored is not None and stored > SCHEMA_VERSION:
             raise StoreError(
                 f"the database has schema version {stored}; this Knit knows up to "
                 f"{SCHEMA_VERSION}: upgrade Knit"
             )
-        elif stored < SCHEMA_VERSION:
-            # No migrations exist yet; the first one goes here, keyed by ``stored``.
-            raise StoreError(f"no migration from schema version {stored} to {SCHEMA_VERSION}")
+        while stored is not None and stored < SCHEMA_VERSION:
+            step = UPGRADES.get(stored)
+            if step is None:
+                raise StoreError(f"no upgrade from schema version {stored} to {SCHEMA_VERSION}")
+            await step(conn)
+            stored += 1
+        await conn.run_sync(Base.metadata.create_all)
+        if stored is None:
+            await conn.execute(
+                insert(SchemaVersion).values(version=SCHEMA_VERSION, applied_at=time.time())
+            )
+
+
+def _stored_version(conn: Connection) -> int | None:
+    """The file's schema version; None for a new database (no ``schema_version`` row)."""
+    if not inspect(conn).has_table(SchemaVersion.__tablename__):
+        return None
+    versions = conn.execute(select(SchemaVersion.version)).scalars().all()
+    return max(versions, default=None)
 
 
 WAL_AUTOCHECKPOINT_PAGES = 10_000

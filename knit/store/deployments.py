@@ -11,14 +11,19 @@ A deployment's ``secret_env`` lives in ``deployment_secrets`` (encrypted by the 
 registry passwords are): :func:`create` stores it in the same transaction, every read of a
 deployment brings the names along (a left join on the primary key), :func:`secret_env_of`
 reads the ciphertext, and :func:`mark_deleted` deletes it.
+
+:func:`create` also stores the deployment's version 1 (``deployment_versions``);
+``knit.store.versions`` changes a deployment's spec afterwards. :func:`spec_json` is the one
+form of a spec that versions hold and changes are compared in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
-from sqlalchemy import RowMapping, Select, delete, exists, func, insert, select, update
+from sqlalchemy import Select, delete, exists, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,6 +33,7 @@ from knit.store.models import (
     ContainerInstance,
     Deployment,
     DeploymentSecret,
+    DeploymentVersion,
     JSONValue,
     Network,
     RegistryCredentials,
@@ -45,9 +51,23 @@ from knit.store.records import (
 )
 from knit.store.sql import now
 
+UPDATE_POLICY_DEFAULTS: Final[Mapping[str, JSONValue]] = {
+    "max_parallel": 1,
+    "order": "stop_first",
+    "min_healthy_time": 10.0,
+    "healthy_deadline": 300.0,
+    "on_failure": "pause",
+}
+"""``knit.domain.specs.UpdatePolicy()`` as JSON (the store does not import the domain's
+models; a test holds the two equal). A record's ``update`` is always complete: a stored
+policy (``{}`` in rows from before schema 2) is merged over these."""
 
-def _record(row: RowMapping) -> DeploymentRecord:
+
+def record_of(row: Mapping[Any, Any]) -> DeploymentRecord:
+    """The record of a ``deployments`` row (joined with ``secret_env_names``)."""
     command = row["command"]
+    health_check = row["health_check"]
+    rollout = row["rollout"]
     return DeploymentRecord(
         id=row["id"],
         name=row["name"],
@@ -68,7 +88,85 @@ def _record(row: RowMapping) -> DeploymentRecord:
         generation=int(row["generation"]),
         deleted=bool(row["deleted"]),
         secret_env=tuple(str(n) for n in row["secret_env_names"] or ()),
+        version=int(row["version"]),
+        update={**UPDATE_POLICY_DEFAULTS, **_object(row["update"])},
+        health_check=None if health_check is None else _object(health_check),
+        rollout=None if rollout is None else _object(rollout),
     )
+
+
+def spec_json(record: DeploymentRecord) -> dict[str, JSONValue]:
+    """The spec ``record`` holds, in the shape of ``POST /deployments`` with every default
+    filled, ``secret_env`` as the sorted list of its names: what a version stores, and what
+    two specs are compared in."""
+    health_check = record.health_check
+    return {
+        "name": record.name,
+        "image": record.image,
+        "registry_credentials_id": record.registry_credentials_id,
+        "network_attachments": list[JSONValue](record.network_attachments),
+        "templates": [dict[str, JSONValue](t) for t in record.templates],
+        "env": dict[str, JSONValue](record.env),
+        "secret_env": list[JSONValue](sorted(record.secret_env)),
+        "command": None if record.command is None else list[JSONValue](record.command),
+        "replicas": record.replicas,
+        "ports": list[JSONValue](obj_list(record.ports)),
+        "node_selector": dict[str, JSONValue](record.node_selector),
+        "lost_after": float(record.lost_after),
+        "restart_policy": _object(record.restart_policy),
+        "update": {**UPDATE_POLICY_DEFAULTS, **_object(record.update)},
+        "health_check": None if health_check is None else _object(health_check),
+    }
+
+
+def with_spec(
+    record: DeploymentRecord, spec: Mapping[str, Any], *, replicas: int | None = None
+) -> DeploymentRecord:
+    """``record`` with the spec fields of ``spec`` (in the form of :func:`spec_json`: a
+    version's spec, or a validated ``POST /deployments`` body with ``secret_env`` as its
+    names), and ``replicas`` instead of the spec's if given. Not stored."""
+    row = {
+        **_row_of(record),
+        **{key: spec.get(key) for key in _SPEC_COLUMNS},
+        "secret_env_names": spec.get("secret_env") or [],
+        "update": spec.get("update") or {},
+    }
+    if replicas is not None:
+        row["replicas"] = replicas
+    return record_of(row)
+
+
+_SPEC_COLUMNS = (
+    "name",
+    "image",
+    "registry_credentials_id",
+    "network_attachments",
+    "templates",
+    "env",
+    "command",
+    "replicas",
+    "ports",
+    "node_selector",
+    "lost_after",
+    "restart_policy",
+    "health_check",
+)
+
+
+def _row_of(record: DeploymentRecord) -> dict[str, Any]:
+    """A record as the row :func:`record_of` reads."""
+    return {
+        "id": record.id,
+        **spec_columns(record),
+        "pending_reason": record.pending_reason,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "generation": record.generation,
+        "deleted": record.deleted,
+        "secret_env_names": list(record.secret_env),
+        "version": record.version,
+        "rollout": None if record.rollout is None else _object(record.rollout),
+    }
 
 
 def _select() -> Select[Deployment, list[str]]:
@@ -82,8 +180,8 @@ def _object(value: Mapping[str, JSONValue] | None) -> dict[str, JSONValue]:
     return {str(k): json_copy(v) for k, v in (value or {}).items()}
 
 
-def _spec_row(d: DeploymentRecord) -> dict[str, object]:
-    """The columns a spec change writes."""
+def spec_columns(d: DeploymentRecord) -> dict[str, object]:
+    """The columns a spec change writes (all but ``version``, bookkeeping and secrets)."""
     return {
         "name": d.name,
         "image": d.image,
@@ -97,6 +195,8 @@ def _spec_row(d: DeploymentRecord) -> dict[str, object]:
         "node_selector": str_map(d.node_selector),
         "lost_after": d.lost_after,
         "restart_policy": _object(d.restart_policy),
+        "update": {**UPDATE_POLICY_DEFAULTS, **_object(d.update)},
+        "health_check": None if d.health_check is None else _object(d.health_check),
     }
 
 
@@ -108,7 +208,7 @@ def find_deployment(conn: Connection, deployment_id: str) -> DeploymentRecord | 
     """The deployment ``deployment_id`` (deleted or not), or None."""
     stmt = _select().where(Deployment.id == deployment_id)
     row = conn.execute(stmt).mappings().first()
-    return None if row is None else _record(row)
+    return None if row is None else record_of(row)
 
 
 @Read
@@ -129,7 +229,7 @@ def find_deployment_by_name(conn: Connection, name: str) -> DeploymentRecord | N
     """The deployment named ``name`` that is not deleted, or None."""
     stmt = _select().where(Deployment.name == name, Deployment.deleted.is_(False))
     row = conn.execute(stmt).mappings().first()
-    return None if row is None else _record(row)
+    return None if row is None else record_of(row)
 
 
 @Read
@@ -180,7 +280,7 @@ def list_deployments(conn: Connection, *, include_deleted: bool = True) -> list[
     stmt = _select().order_by(Deployment.name, Deployment.created_at)
     if not include_deleted:
         stmt = stmt.where(Deployment.deleted.is_(False))
-    return [_record(row) for row in conn.execute(stmt).mappings()]
+    return [record_of(row) for row in conn.execute(stmt).mappings()]
 
 
 @Read
@@ -218,16 +318,20 @@ def create(
     node_selector: Mapping[str, str] | None = None,
     lost_after: float = 0.0,
     restart_policy: Mapping[str, JSONValue] | None = None,
+    update_policy: Mapping[str, JSONValue] | None = None,
+    health_check: Mapping[str, JSONValue] | None = None,
     secret_env_names: Sequence[str] = (),
     secret_env_encrypted: str | None = None,
     deployment_id: str | None = None,
     at: float | None = None,
 ) -> Op[DeploymentRecord]:
-    """Store a new deployment (generation 1); the op returns it.
+    """Store a new deployment (generation 1, version 1); the op returns it.
 
     The op checks, in the same transaction, that the name is free and that the registry
     credentials and networks it names exist. ``secret_env_encrypted`` (the ciphertext of its
-    secret variables, bound to ``deployment_id``: pass both) is stored beside it.
+    secret variables, bound to ``deployment_id``: pass both) is stored beside it, and with
+    its version 1 (:func:`spec_json` of the record; not stable yet). ``update_policy`` (the
+    spec's ``update``) takes :data:`UPDATE_POLICY_DEFAULTS` for the fields it lacks.
 
     Raises (from the op):
         Conflict: a live deployment has this name (or this id exists).
@@ -254,20 +358,25 @@ def create(
         generation=1,
         deleted=False,
         secret_env=tuple(secret_env_names) if secret_env_encrypted is not None else (),
+        version=1,
+        update={**UPDATE_POLICY_DEFAULTS, **_object(update_policy)},
+        health_check=None if health_check is None else _object(health_check),
     )
     row = {
         "id": record.id,
-        **_spec_row(record),
+        **spec_columns(record),
         "pending_reason": None,
         "created_at": stamp,
         "updated_at": stamp,
         "generation": 1,
         "deleted": False,
+        "version": 1,
     }
+    first = version_row(record.id, 1, spec_json(record), secret_env_encrypted, at=stamp)
 
     async def op(conn: AsyncConnection) -> DeploymentRecord:
         await _check_name_free(conn, record.name, record.id)
-        await _check_references(conn, record)
+        await check_references(conn, record)
         await conn.execute(insert(Deployment).values(**row))
         if secret_env_encrypted is not None:
             await conn.execute(
@@ -278,9 +387,29 @@ def create(
                     created_at=stamp,
                 )
             )
+        await conn.execute(insert(DeploymentVersion).values(**first))
         return record
 
     return op
+
+
+def version_row(
+    deployment_id: str,
+    version: int,
+    spec: Mapping[str, JSONValue],
+    secrets_encrypted: str | None,
+    *,
+    at: float,
+) -> dict[str, object]:
+    """A new ``deployment_versions`` row (not stable)."""
+    return {
+        "deployment_id": deployment_id,
+        "version": version,
+        "spec": dict(spec),
+        "created_at": at,
+        "stable": False,
+        "secrets_encrypted": secrets_encrypted,
+    }
 
 
 def update_spec(changed: DeploymentRecord, *, at: float | None = None) -> Op[DeploymentRecord]:
@@ -294,7 +423,7 @@ def update_spec(changed: DeploymentRecord, *, at: float | None = None) -> Op[Dep
         NotFound: no such deployment (or a credentials id / network it names).
         Conflict: the deployment changed meanwhile, is deleted, or the new name is taken.
     """
-    values = _spec_row(changed)
+    values = spec_columns(changed)
 
     async def op(conn: AsyncConnection) -> DeploymentRecord:
         stored = await get_deployment(conn, changed.id)
@@ -307,7 +436,7 @@ def update_spec(changed: DeploymentRecord, *, at: float | None = None) -> Op[Dep
             )
         if changed.name != stored.name:
             await _check_name_free(conn, changed.name, changed.id)
-        await _check_references(conn, changed)
+        await check_references(conn, changed)
         stamp = now() if at is None else at
         await conn.execute(
             update(Deployment)
@@ -336,7 +465,7 @@ def mark_deleted(deployment_id: str, *, at: float | None = None) -> Op[Deploymen
     """Mark the deployment deleted (idempotent; bumps the generation the first time).
 
     Its name is free again at once; its row stays until :func:`purge`. Its secret variables
-    are deleted at once: nothing is deployed for it any more.
+    are deleted at once, those its versions hold too: nothing is deployed for it any more.
 
     Raises (from the op):
         NotFound: no such deployment.
@@ -355,6 +484,11 @@ def mark_deleted(deployment_id: str, *, at: float | None = None) -> Op[Deploymen
         await conn.execute(
             delete(DeploymentSecret).where(DeploymentSecret.deployment_id == deployment_id)
         )
+        await conn.execute(
+            update(DeploymentVersion)
+            .where(DeploymentVersion.deployment_id == deployment_id)
+            .values(secrets_encrypted=None)
+        )
         return dataclasses.replace(
             stored, deleted=True, updated_at=stamp, generation=stored.generation + 1
         )
@@ -363,7 +497,7 @@ def mark_deleted(deployment_id: str, *, at: float | None = None) -> Op[Deploymen
 
 
 def purge(deployment_id: str) -> Op[bool]:
-    """Remove a deleted deployment that has no instances left, with its tasks.
+    """Remove a deleted deployment that has no instances left, with its tasks and versions.
 
     Events about it stay. The op returns False if the row was already gone.
 
@@ -388,6 +522,9 @@ def purge(deployment_id: str) -> Op[bool]:
         await conn.execute(
             delete(DeploymentSecret).where(DeploymentSecret.deployment_id == deployment_id)
         )
+        await conn.execute(
+            delete(DeploymentVersion).where(DeploymentVersion.deployment_id == deployment_id)
+        )
         await conn.execute(delete(Deployment).where(Deployment.id == deployment_id))
         return True
 
@@ -411,7 +548,9 @@ async def _check_name_free(conn: AsyncConnection, name: str, deployment_id: str)
         raise Conflict(f"a deployment named {name!r} already exists")
 
 
-async def _check_references(conn: AsyncConnection, record: DeploymentRecord) -> None:
+async def check_references(conn: AsyncConnection, record: DeploymentRecord) -> None:
+    """Raise ``NotFound`` for the registry credentials or a network ``record`` names that
+    do not exist (checked in the writer's transaction: nothing can delete them meanwhile)."""
     creds = record.registry_credentials_id
     if creds is not None:
         found = await conn.scalar(select(exists().where(RegistryCredentials.id == creds)))

@@ -42,6 +42,9 @@ def _record(row: RowMapping) -> InstanceRecord:
         desired=bool(row["desired"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        version=int(row["version"]),
+        health=row["health"],
+        restarts=int(row["restarts"]),
     )
 
 
@@ -59,6 +62,9 @@ def _row(inst: InstanceRecord) -> dict[str, object]:
         "desired": inst.desired,
         "created_at": inst.created_at,
         "updated_at": inst.updated_at,
+        "version": inst.version,
+        "health": inst.health,
+        "restarts": inst.restarts,
     }
 
 

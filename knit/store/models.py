@@ -29,12 +29,14 @@ from sqlalchemy import (
     String,
     Text,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
-"""The schema this code writes; ``schema_version`` in the file must not be newer."""
+SCHEMA_VERSION = 2
+"""The schema this code writes; ``schema_version`` in the file must not be newer. A file at
+an older version is upgraded when opened (``knit.store.upgrades``)."""
 
 JSONValue: TypeAlias = str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
 """Any value a JSON column can hold."""
@@ -121,6 +123,12 @@ class Deployment(Base):
     updated_at: Mapped[float] = mapped_column(Double)
     generation: Mapped[int] = mapped_column(Integer)
     deleted: Mapped[bool] = mapped_column(Boolean)
+    # Schema 2 (columns added to existing files by ``knit.store.upgrades``: hence the
+    # server defaults, which fill the rows written before).
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    update: Mapped[dict[str, JSONValue]] = mapped_column(_Json, server_default=text("'{}'"))
+    health_check: Mapped[dict[str, JSONValue] | None] = mapped_column(_Json)
+    rollout: Mapped[dict[str, JSONValue] | None] = mapped_column(_Json)
 
     __table_args__ = (
         Index(
@@ -153,6 +161,28 @@ class DeploymentSecret(Base):
     created_at: Mapped[float] = mapped_column(Double)
 
 
+class DeploymentVersion(Base):
+    """One version of a deployment's spec: version 1 when it is created, one more for each
+    change of anything but ``replicas`` (``PUT /deployments/{id}``, a rollback).
+
+    ``spec`` is the spec in the shape of ``POST /deployments``, ``secret_env`` as the list of
+    its names; the values are in ``secrets_encrypted`` (the same ciphertext as the
+    ``deployment_secrets`` row of that version, bound to the deployment id). ``stable``: its
+    rollout completed once.
+    """
+
+    __tablename__ = "deployment_versions"
+
+    deployment_id: Mapped[str] = mapped_column(
+        String(ID_LENGTH), ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    spec: Mapped[dict[str, JSONValue]] = mapped_column(_Json)
+    created_at: Mapped[float] = mapped_column(Double)
+    stable: Mapped[bool] = mapped_column(Boolean)
+    secrets_encrypted: Mapped[str | None] = mapped_column(Text)
+
+
 class ContainerInstance(Base):
     """One container of a deployment (spec 4 ``ContainerInstance``).
 
@@ -176,6 +206,10 @@ class ContainerInstance(Base):
     desired: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    # Schema 2 (see ``Deployment.version``).
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    health: Mapped[str] = mapped_column(String(16), server_default=text("'none'"))
+    restarts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         Index("ix_instances_deployment", "deployment_id", "index"),

@@ -136,6 +136,19 @@ class FakeControl:
     async def delete_deployment(self, deployment_id: str) -> JSONDict:
         raise NotImplementedError
 
+    async def update_deployment(self, deployment_id: str, spec: Any) -> JSONDict:
+        raise NotImplementedError
+
+    async def scale_deployment(self, deployment_id: str, replicas: int) -> JSONDict:
+        raise NotImplementedError
+
+    async def rollback_deployment(self, deployment_id: str, version: int | None) -> JSONDict:
+        raise NotImplementedError
+
+    async def deployment_versions(self, deployment_id: str) -> list[JSONDict]:
+        await self.get_deployment(deployment_id)  # NotFound as the server answers
+        return []
+
     async def create_token(self, spec: Any) -> JSONDict:
         raise NotImplementedError
 

@@ -121,3 +121,19 @@ async def test_counts_by_node_and_desired_and_delete(store: Store) -> None:
     assert [i.id for i in undesired] == [made[1].id]
     assert await store.write(instances.delete_many([m.id for m in made] + ["ghost"])) == 4
     assert await store.read(instances.list_instances) == []
+
+
+async def test_version_health_and_restarts_are_stored(store: Store) -> None:
+    web, _ = await setup(store)
+    inst = dataclasses.replace(
+        InstanceRecord.new(web.id, 0, at=1.0), version=3, health="healthy", restarts=2
+    )
+    await store.write(instances.insert_many([inst]))
+    assert await store.read(instances.get_instance, inst.id) == inst
+    changed = dataclasses.replace(inst, health="unhealthy", restarts=3, updated_at=2.0)
+    await store.write(instances.upsert_one(changed))
+    assert await store.read(instances.get_instance, inst.id) == changed
+    fresh = InstanceRecord.new(web.id, 1, at=1.0)
+    await store.write(instances.insert_many([fresh]))
+    stored = await store.read(instances.get_instance, fresh.id)
+    assert (stored.version, stored.health, stored.restarts) == (1, "none", 0)
