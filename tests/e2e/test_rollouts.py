@@ -24,6 +24,7 @@ from tests.support.knit_rollouts import (
     FAILING_CHECK,
     PagePoller,
     Sample,
+    containers_per_instance,
     describe,
     pages,
     put_deployment,
@@ -416,7 +417,24 @@ def test_a_server_killed_mid_rollout_resumes_it_without_duplicates(
             timeout=30,
             what="the agent healthy again after the server restarted",
         )
-        wait_rollout(knit, deployment_id, "complete", version=2, timeout=60)
+        # Until the rollout completes: never two containers for one instance, nor more than
+        # a batch of start_first allows (an old one stopping, its replacement, the next one).
+        most = REPLICAS + 2
+
+        def resumed() -> bool:
+            per_instance = containers_per_instance(knit.docker_host, deployment_id)
+            assert max(per_instance.values(), default=1) == 1, f"duplicated: {per_instance}"
+            assert sum(per_instance.values()) <= most, f"too many containers: {per_instance}"
+            rollout = knit.api.deployment(deployment_id)["rollout"]
+            assert rollout["state"] in ("running", "complete"), rollout
+            return bool(rollout["state"] == "complete" and rollout["version"] == 2)
+
+        knit.api.wait(
+            resumed,
+            timeout=60,
+            what="the rollout resumed and complete",
+            describe=lambda: describe(knit, deployment_id),
+        )
         final = wait_serving(knit, deployment_id, count=REPLICAS, version=2)
         check_pages(knit, final, "v2")
 

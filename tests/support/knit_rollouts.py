@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -238,6 +239,16 @@ def pages(docker_host: str, instances: Sequence[JSON], path: str = "/") -> dict[
     return found
 
 
+def containers_per_instance(docker_host: str, deployment_id: str) -> Counter[str]:
+    """How many containers (any state) Docker has for each instance of the deployment (by
+    their ``knit.instance`` label): more than one is a duplicate."""
+    out = docker(
+        "ps", "-a", "--no-trunc", "--filter", f"label=knit.deployment={deployment_id}",
+        "--format", '{{.Label "knit.instance"}}', docker_host=docker_host,
+    )  # fmt: skip
+    return Counter(out.split())
+
+
 def started_at(docker_host: str, container_id: str) -> str:
     """Docker's ``State.StartedAt`` of a container (it changes when it starts again)."""
     return docker(
@@ -429,6 +440,7 @@ __all__ = [
     "Failure",
     "PagePoller",
     "Sample",
+    "containers_per_instance",
     "fetch_page",
     "pages",
     "published_port",
