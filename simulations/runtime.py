@@ -14,8 +14,14 @@ Layer: simulations. Imports anyio, the standard library, ``knit.errors`` and
   stopping a stopped one do nothing. A container is found by id, name or unique id prefix.
   The simulated workload exits at once on SIGTERM, with ``SimProfile.stop_exit_code``.
 - events: "create"; "start"; "kill", "die", "stop" for a stop; "kill", "die", "destroy" for
-  a forced remove of a running container; "destroy". Delivered to every open subscription
-  whose labels match.
+  a forced remove of a running container; "destroy"; "health_status" (detail "healthy" or
+  "unhealthy"). Delivered to every open subscription whose labels match.
+- health checks: a container created with one is "starting" from each start, then "healthy"
+  once its first check ran (``interval`` after the start), unless its command is exactly
+  ``["false"]`` or ``["CMD", "false"]``: then "unhealthy" once ``retries`` checks failed
+  after ``start_period``. Each change is a "health_status" event. The change happens when
+  it is due, on the next call to the runtime or in the wait of an event subscription (there
+  is no task of its own). Without one, "none".
 
 Several runtimes in one process are independent hosts, one per simulated node. Per-instance
 state is a few slots and empty collections; the random generator is made on first use.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import heapq
 import ipaddress
 import itertools
 import math
@@ -32,7 +39,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -40,6 +47,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from knit.errors import RuntimeFailure, RuntimeUnavailable
 from knit.runtime.base import (
+    HEALTH_NONE,
     ContainerSpec,
     ContainerState,
     PublishedPort,
@@ -57,11 +65,24 @@ _DEFAULT_POOLS: tuple[IPNetwork, ...] = (
     *(ipaddress.ip_network(f"192.168.{n}.0/20") for n in range(0, 256, 16)),
 )
 _FIRST_EPHEMERAL_PORT = 32768
+_FAILING_CHECKS = (("false",), ("CMD", "false"))
 _instances = itertools.count(1)
+_health_order = itertools.count()
+
+
+@dataclass(frozen=True, order=True)
+class _HealthChange:
+    """A health status a container's run reaches at ``due`` (``anyio.current_time()``)."""
+
+    due: float
+    order: int
+    container_id: str = field(compare=False)
+    run: int = field(compare=False)
+    status: str = field(compare=False)
 
 
 class _Container:
-    __slots__ = ("exit_code", "id", "labels", "name", "published", "spec", "state")
+    __slots__ = ("exit_code", "health", "id", "labels", "name", "published", "run", "spec", "state")
 
     def __init__(self, container_id: str, spec: ContainerSpec) -> None:
         self.id = container_id
@@ -71,11 +92,14 @@ class _Container:
         self.state = "created"
         self.exit_code: int | None = None
         self.published: builtins.list[PublishedPort] = []
+        self.health = HEALTH_NONE
+        self.run = 0  # starts so far: a health change is for one run
 
     def view(self) -> ContainerState:
         ports, labels = builtins.list(self.published), dict(self.labels)
+        health = self.health if self.state == "running" else HEALTH_NONE
         return ContainerState(
-            self.id, self.name, labels, self.state, self.exit_code, self.spec.image, ports
+            self.id, self.name, labels, self.state, self.exit_code, self.spec.image, ports, health
         )
 
 
@@ -101,25 +125,36 @@ class _Events:
     is a checkpoint, as ``MemoryObjectReceiveStream`` iteration is.
     """
 
-    __slots__ = ("_receive",)
+    __slots__ = ("_receive", "_runtime")
 
-    def __init__(self, receive: MemoryObjectReceiveStream[RuntimeEvent]) -> None:
+    def __init__(
+        self, receive: MemoryObjectReceiveStream[RuntimeEvent], runtime: SimRuntime
+    ) -> None:
         self._receive = receive
+        self._runtime = runtime
 
     def __aiter__(self) -> _Events:
         return self
 
     async def __anext__(self) -> RuntimeEvent:
-        try:
-            return self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            pass
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+        while True:
+            try:
+                return self._receive.receive_nowait()
+            except anyio.WouldBlock:
+                pass
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
+            # The wait ends at the next health change too: the runtime has no task of its
+            # own, so its readers make the change happen (and hear of it) when it is due.
+            due = self._runtime._next_health_change()
+            try:
+                if due is None:
+                    return await self._receive.receive()
+                with anyio.CancelScope(deadline=due):
+                    return await self._receive.receive()
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
+            self._runtime._change_health()
 
 
 class SimRuntime:
@@ -153,6 +188,7 @@ class SimRuntime:
         # labels costs what it finds, not every container of the host.
         self._by_label: dict[tuple[str, str], dict[str, None]] = {}
         self._subscriptions: builtins.list[_Subscription] = []
+        self._health_changes: builtins.list[_HealthChange] = []  # a heap
 
     def __repr__(self) -> str:
         return f"SimRuntime({self.name!r})"
@@ -360,6 +396,10 @@ class SimRuntime:
         published = self._publish(container)
         self._maybe_fail("start", container.name)
         container.state, container.exit_code, container.published = "running", None, published
+        container.run += 1
+        if container.spec.healthcheck is not None:
+            container.health = "starting"
+            self._plan_health(container)
         self._emit(container, "start")
 
     async def stop(self, container_id: str, grace: float = 10) -> None:
@@ -410,6 +450,7 @@ class SimRuntime:
         """Return the container's state (by id, name or unique id prefix), or None."""
         self._check_available()
         await checkpoint()
+        self._change_health()
         container = self._find(container_id)
         return None if container is None else container.view()
 
@@ -417,6 +458,7 @@ class SimRuntime:
         """Return every container carrying all of ``labels``, newest first (as Docker does)."""
         self._check_available()
         await checkpoint()
+        self._change_health()
         wanted = labels or {}
         if not wanted:
             return [c.view() for c in reversed(self._containers.values())]
@@ -447,7 +489,7 @@ class SimRuntime:
         self._subscriptions.append(subscription)
         try:
             with receive:
-                yield _Events(receive)
+                yield _Events(receive, self)
         finally:
             send.close()
             if subscription in self._subscriptions:
@@ -520,13 +562,49 @@ class SimRuntime:
 
     def _exit(self, container: _Container, exit_code: int) -> None:
         container.state, container.exit_code, container.published = "exited", exit_code, []
+        container.health = HEALTH_NONE
         self._emit(container, "die", exit_code)
 
-    def _emit(self, container: _Container, action: str, exit_code: int | None = None) -> None:
+    def _plan_health(self, container: _Container) -> None:
+        """Plan the health change of the run just started (as Docker's checks would go)."""
+        check = container.spec.healthcheck
+        assert check is not None
+        if check.command in _FAILING_CHECKS:
+            # Checks run every interval; those within the start period do not count.
+            first = max(1, math.ceil(check.start_period / check.interval))
+            delay, status = (first + check.retries - 1) * check.interval, "unhealthy"
+        else:
+            delay, status = check.interval, "healthy"
+        change = _HealthChange(
+            anyio.current_time() + delay, next(_health_order), container.id, container.run, status
+        )
+        heapq.heappush(self._health_changes, change)
+
+    def _next_health_change(self) -> float | None:
+        """When the next planned health change is due (None: none is planned)."""
+        return self._health_changes[0].due if self._health_changes else None
+
+    def _change_health(self) -> None:
+        """Make the health changes that are due (a run that ended has none)."""
+        changes = self._health_changes
+        if not changes:
+            return
+        now = anyio.current_time()
+        while changes and changes[0].due <= now:
+            change = heapq.heappop(changes)
+            container = self._containers.get(change.container_id)
+            if container is None or container.state != "running" or container.run != change.run:
+                continue
+            container.health = change.status
+            self._emit(container, "health_status", detail=change.status)
+
+    def _emit(
+        self, container: _Container, action: str, exit_code: int | None = None, detail: str = ""
+    ) -> None:
         if not self._subscriptions:
             return
         labels = dict(container.labels)
-        event = RuntimeEvent(container.id, action, labels, exit_code, container.name)
+        event = RuntimeEvent(container.id, action, labels, exit_code, container.name, detail)
         for subscription in builtins.list(self._subscriptions):
             if _matches(container, subscription.labels):
                 try:

@@ -16,7 +16,7 @@ from knit.agent.trust import AgentTrust
 from knit.bus import Bus
 from knit.runtime.base import ContainerRuntime
 from knit.secrets import NodeKeyPair
-from knit.wire.messages import DeployTask, StopTask
+from knit.wire.messages import DeployTask, InstanceReport, StopTask
 
 if TYPE_CHECKING:
     from knit.agent.mesh import MeshNode
@@ -31,9 +31,14 @@ LABEL_DEPLOYMENT_NAME = "knit.deployment-name"
 
 CAUSED_BY: dict[str, frozenset[str]] = {
     "deploy": frozenset({"create", "start"}),
+    "restart": frozenset({"kill", "die", "stop", "start"}),
     "stop": frozenset({"die", "destroy"}),
 }
-"""Container events a running task of each kind causes itself (its TaskStatus tells them)."""
+"""Container events a running task of each kind causes itself (its TaskStatus tells them);
+``restart`` is a deploy task that restarts a running container (``DeployTask.restart``)."""
+
+Refresh = Callable[[str, str | None, str | None, bool | None], Awaitable[InstanceReport | None]]
+"""``AgentContext.refresh``: (instance id, container id, deployment id, has a health check)."""
 
 
 @dataclass
@@ -56,7 +61,9 @@ class AgentContext:
             changed; the heartbeat then reports soon instead of at its next beat.
         refresh: brings the report of one instance up to date with what a task did to it
             (instance id; the container it started, or None once removed; the deployment
-            id if known); a task awaits it before it reports its result.
+            id if known; whether the container has a health check, None: not known) and
+            returns it (None: the instance has no container); a task awaits it before it
+            reports its result.
         in_flight: instance id → the task of this agent running on it (the latest, if
             several). The container events such a task causes itself are reported by its own
             TaskStatus, so they do not call ``on_change`` (see :data:`CAUSED_BY`).
@@ -78,7 +85,7 @@ class AgentContext:
     allow_host_network: bool = False
     data_dir: Path = field(default_factory=lambda: Path(".knit/agent"))
     on_change: Callable[[], None] | None = None
-    refresh: Callable[[str, str | None, str | None], Awaitable[None]] | None = None
+    refresh: Refresh | None = None
     in_flight: dict[str, DeployTask | StopTask] = field(default_factory=dict)
     trust: AgentTrust | None = None
     mesh: MeshNode | None = None

@@ -14,6 +14,10 @@ be the instance's own folder (``knit.agent.paths``; step ``files``).
 
 A port published with ``host_ip: "mesh"`` is bound to the node's mesh address; on a node
 that is not a member of the mesh such a task fails at ``create`` before anything is done.
+
+A deploy task with ``restart`` restarts its instance's running container (stop with
+``STOP_GRACE``, then start: the same container); without it a running container is left as
+it is. The task's id is what makes a restart happen once: the intake runs a task id once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, TypeVar
 
@@ -33,13 +38,22 @@ from knit.domain.images import registry_mismatch
 from knit.domain.mesh import MESH_HOST_IP
 from knit.errors import KnitError, RuntimeFailure, SecretError, TemplateError
 from knit.ids import new_id
-from knit.runtime.base import ContainerSpec, ContainerState, Mount, PortBinding, RegistryAuth
+from knit.runtime.base import (
+    HEALTH_NONE,
+    ContainerSpec,
+    ContainerState,
+    HealthCheck,
+    Mount,
+    PortBinding,
+    RegistryAuth,
+)
 from knit.secrets import env_aad, registry_aad
 from knit.wire import subjects
 from knit.wire.messages import (
     DeployTask,
     StopTask,
     Task,
+    TaskHealthCheck,
     TaskPort,
     TaskStateName,
     TaskStatus,
@@ -49,6 +63,9 @@ from knit.wire.messages import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+STOP_GRACE = 10.0
+"""Seconds a stopped container gets between SIGTERM and SIGKILL."""
 
 
 class Step(StrEnum):
@@ -77,6 +94,15 @@ class StepFailed(KnitError):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """What a deploy task did: the container that runs, and whether it has a health check
+    (None: not known here, as when it was made without one: its image may have one)."""
+
+    container_id: str
+    has_check: bool | None
+
+
 def container_name(deployment_name: str, index: int, instance_id: str) -> str:
     """A readable, unique Docker name for an instance's container (with the end of the
     instance's id: its beginning is the time it was made, shared by its neighbours)."""
@@ -89,11 +115,11 @@ async def find_instance_container(ctx: AgentContext, instance_id: str) -> Contai
     return found[0] if found else None
 
 
-async def deploy(ctx: AgentContext, task: DeployTask) -> str:
-    """Make the instance of ``task`` run here; return its container id.
+async def deploy(ctx: AgentContext, task: DeployTask) -> Deployed:
+    """Make the instance of ``task`` run here; return its container.
 
     Idempotent: a container already labelled with the instance id is adopted (started if it
-    had stopped), never duplicated.
+    had stopped; restarted if it runs and the task says ``restart``), never duplicated.
 
     Raises:
         StepFailed: a step failed, or the task asks for what this agent refuses; nothing of
@@ -109,9 +135,7 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
         # can still be listed running): ask the container itself before trusting it.
         existing = await _step(Step.START, ctx.runtime.inspect(existing.id))
     if existing is not None:
-        if existing.state != "running":
-            await _step(Step.START, ctx.runtime.start(existing.id))
-        return existing.id
+        return await adopt(ctx, task, existing)
 
     auth = open_credentials(ctx, task)
     env = dict(spec.env)
@@ -145,6 +169,7 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
         networks=networks,
         network_mode=network_mode,
         ports=port_bindings(spec.ports, ctx.mesh_address),
+        healthcheck=health_check(spec.health_check),
     )
     container_id = await _step(Step.CREATE, ctx.runtime.create(container))
     try:
@@ -154,7 +179,38 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> str:
             await _quietly(ctx.runtime.remove(container_id, force=True))
             await _quietly(ctx.files.remove(task.instance_id))
         raise
-    return container_id
+    return Deployed(container_id, True if container.healthcheck is not None else None)
+
+
+async def adopt(ctx: AgentContext, task: DeployTask, existing: ContainerState) -> Deployed:
+    """Run the instance's existing container: start it if it does not run, restart it if it
+    does and the task says ``restart``, else leave it as it is.
+
+    Raises:
+        StepFailed: at ``stop`` or ``start``.
+    """
+    if existing.state != "running":
+        await _step(Step.START, ctx.runtime.start(existing.id))
+        return Deployed(existing.id, None)
+    if task.restart:
+        log.info("task %s restarts container %s", task.task_id, existing.id[:12])
+        await _step(Step.STOP, ctx.runtime.stop(existing.id, grace=STOP_GRACE))
+        await _step(Step.START, ctx.runtime.start(existing.id))
+    # A running container shows its health check's status, if it has one.
+    return Deployed(existing.id, existing.health != HEALTH_NONE)
+
+
+def health_check(check: TaskHealthCheck | None) -> HealthCheck | None:
+    """The task's health check as the runtime takes it (None: the image's own applies)."""
+    if check is None:
+        return None
+    return HealthCheck(
+        command=tuple(check.command),
+        interval=check.interval,
+        timeout=check.timeout,
+        retries=check.retries,
+        start_period=check.start_period,
+    )
 
 
 def port_bindings(ports: list[TaskPort], mesh_address: str | None) -> list[PortBinding]:
@@ -312,7 +368,7 @@ async def stop(ctx: AgentContext, task: StopTask) -> None:
     existing = await find_instance_container(ctx, task.instance_id)
     if existing is not None:
         if existing.state == "running":
-            await _step(Step.STOP, ctx.runtime.stop(existing.id, grace=10))
+            await _step(Step.STOP, ctx.runtime.stop(existing.id, grace=STOP_GRACE))
         if task.remove:
             await _step(Step.REMOVE, ctx.runtime.remove(existing.id, force=True))
     if task.remove:
@@ -367,19 +423,28 @@ async def publish_payload(ctx: AgentContext, task_id: str, payload: bytes) -> No
 
 
 async def refresh(
-    ctx: AgentContext, instance_id: str, container_id: str | None, deployment_id: str | None
-) -> None:
-    """Bring the node's report of the instance up to date before the result is sent.
+    ctx: AgentContext,
+    instance_id: str,
+    container_id: str | None,
+    deployment_id: str | None,
+    has_check: bool | None = None,
+) -> str | None:
+    """Bring the node's report of the instance up to date before the result is sent; return
+    the health it shows for ``container_id`` (None: not known).
 
     The server ignores reports taken before a task's result; one taken after it must then
     show what the task did, not what Docker's events have not told yet.
     """
     if ctx.refresh is None:
-        return
+        return None
     try:
-        await ctx.refresh(instance_id, container_id, deployment_id)
+        report = await ctx.refresh(instance_id, container_id, deployment_id, has_check)
     except KnitError as exc:  # the next event or re-list catches up
         log.warning("cannot refresh the report of instance %s: %s", instance_id, exc)
+        return None
+    if report is None or container_id is None or report.container_id != container_id:
+        return None
+    return report.health
 
 
 async def run_task(ctx: AgentContext, task: Task) -> TaskStatus:
@@ -394,9 +459,13 @@ async def run_task(ctx: AgentContext, task: Task) -> TaskStatus:
     try:
         with scope:
             if isinstance(task, DeployTask):
-                container_id = await deploy(ctx, task)
-                await refresh(ctx, task.instance_id, container_id, task.deployment.id)
-                final = task_status(ctx, task, "succeeded", container_id=container_id)
+                done = await deploy(ctx, task)
+                health = await refresh(
+                    ctx, task.instance_id, done.container_id, task.deployment.id, done.has_check
+                )
+                final = task_status(
+                    ctx, task, "succeeded", container_id=done.container_id, health=health
+                )
             else:
                 await stop(ctx, task)
                 if task.remove:

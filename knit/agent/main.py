@@ -49,6 +49,7 @@ from knit.errors import KnitError
 from knit.mesh.wireguard import MeshError
 from knit.secrets import NodeKeyPair
 from knit.wire import subjects
+from knit.wire.messages import InstanceReport
 
 log = logging.getLogger(__name__)
 
@@ -274,12 +275,15 @@ async def _run_actors(ctx: AgentContext, task_status: TaskStatus[str]) -> None:
         )
 
         async def refresh(
-            instance_id: str, container_id: str | None, deployment_id: str | None
-        ) -> None:
+            instance_id: str,
+            container_id: str | None,
+            deployment_id: str | None,
+            has_check: bool | None,
+        ) -> InstanceReport | None:
             # A direct call into the current incarnation, not an ask: a task refreshes once
             # per placement, and the round trip through the mailbox was a good part of a
             # placement's cost (Reconciler.refresh is written to run beside the actor's turn).
-            await current[0].refresh(instance_id, container_id, deployment_id)
+            return await current[0].refresh(instance_id, container_id, deployment_id, has_check)
 
         ctx.refresh = refresh
         if ctx.mesh is not None:

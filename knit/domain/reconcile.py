@@ -264,7 +264,10 @@ def _roll(desired: Desired, rollout: Rollout, table: _Table, now: float) -> list
         # An old instance being stopped holds its slot until it is gone (its replacement
         # starts after), and counts in the batch.
         stopping = sum(1 for i in table.instances if _stopping(table, i, version))
-        room = max(0, update.max_parallel - len(unready) - stopping)
+        # The batch in flight: new ones not healthy yet, old ones being stopped, and the
+        # replacements of those already gone (created below).
+        gaps = max(0, replicas - len(current) - len(old) - stopping)
+        room = max(0, update.max_parallel - len(unready) - stopping - gaps)
         old.sort(key=_old_order)
         for inst in old[:room]:
             table.retire(inst, "instance.replaced", _replaced(inst, version))
@@ -298,12 +301,10 @@ def _roll(desired: Desired, rollout: Rollout, table: _Table, now: float) -> list
             else RolloutState.COMPLETE
         )
         message = (
-            f"rolled back to version {version}: {replicas} healthy"
+            f"rolled back to version {version} ({replicas} healthy) after: {rollout.reason}"
             if state == RolloutState.ROLLED_BACK
             else f"version {version} is running: {replicas} healthy"
         )
-        if rollout.failed_version is not None and state == RolloutState.ROLLED_BACK:
-            message = f"version {rollout.failed_version} failed; {message}"
         plan.rollout = dataclasses.replace(
             rollout,
             state=state,
@@ -350,12 +351,13 @@ def _fail(desired: Desired, rollout: Rollout, inst: Observed, plan: Plan) -> Non
             message=message,
             started_at=rollout.started_at,
             failed_version=version,
+            reason=why,
         )
         plan.events.append(("deployment.rolling_back", message))
         return
     if update.on_failure == OnFailure.ROLLBACK and rollout.state == RolloutState.RUNNING:
         why = f"{why}; no stable version to roll back to"
-    plan.rollout = dataclasses.replace(rollout, state=RolloutState.PAUSED, message=why)
+    plan.rollout = dataclasses.replace(rollout, state=RolloutState.PAUSED, message=why, reason=why)
     plan.events.append(("deployment.paused", f"rollout paused: {why}"))
 
 
@@ -390,15 +392,16 @@ def _create(desired: Desired, table: _Table, count: int) -> list[Create]:
     held = sorted(
         {i.index for i in table.instances if table.wanted[i.id] and i.version != version} - taken
     )
+    held_set = set(held)
+    held.reverse()  # (popped from the end: lowest first)
     created = []
+    scan = 0  # every index below is taken or held (both only grow here)
     for _ in range(count):
-        index = 0
-        while index in taken or index in held:
-            index += 1
+        while scan in taken or scan in held_set:
+            scan += 1
         # A free index within the replicas first (the one a stopped instance left); else
         # the index of an old instance this one replaces; else the next free one.
-        if index >= desired.replicas and held:
-            index = held.pop(0)
+        index = held.pop() if scan >= desired.replicas and held else scan
         taken.add(index)
         created.append(Create(index, version))
     table.plan.actions.extend(created)

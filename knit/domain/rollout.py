@@ -34,6 +34,7 @@ class Rollout:
         message: what happened last, in words (the reason of a pause or rollback).
         started_at: the server's clock when it started.
         failed_version: the version whose failure caused the rollback (None otherwise).
+        reason: why it paused or rolled back ("" otherwise).
     """
 
     version: int
@@ -44,6 +45,7 @@ class Rollout:
     message: str = ""
     started_at: float = 0.0
     failed_version: int | None = None
+    reason: str = ""
 
     @property
     def active(self) -> bool:
@@ -61,6 +63,7 @@ class Rollout:
             "message": self.message,
             "started_at": self.started_at,
             "failed_version": self.failed_version,
+            "reason": self.reason,
         }
 
     @classmethod
@@ -78,6 +81,7 @@ class Rollout:
             message=str(data.get("message", "")),
             started_at=float(data.get("started_at", 0.0)),  # type: ignore[arg-type]
             failed_version=int(failed) if isinstance(failed, int) else None,
+            reason=str(data.get("reason", "")),
         )
 
     def with_counts(self, desired: int, updated: int, healthy: int) -> Rollout:

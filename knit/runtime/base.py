@@ -52,6 +52,32 @@ class Mount:
     read_only: bool = True
 
 
+HEALTH_NONE = "none"
+"""``ContainerState.health`` of a container without a health check, or not running."""
+HEALTH_STATUSES = frozenset({"starting", "healthy", "unhealthy"})
+"""Docker's health statuses of a running container with a health check."""
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A command the runtime runs in the container to tell whether it is healthy.
+
+    Attributes:
+        command: run as is (exec form); ``("CMD-SHELL", "line")`` runs a shell line, and a
+            leading ``"CMD"`` is accepted (Docker's ``Healthcheck.Test`` forms).
+        interval: seconds between two checks (the first one runs after ``interval``).
+        timeout: seconds a check may take before it counts as failed.
+        retries: consecutive failures that make the container unhealthy.
+        start_period: seconds after the start during which failures do not count.
+    """
+
+    command: tuple[str, ...]
+    interval: float = 10.0
+    timeout: float = 5.0
+    retries: int = 3
+    start_period: float = 0.0
+
+
 @dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to create one container.
@@ -67,6 +93,7 @@ class ContainerSpec:
         network_mode: "host" to share the host's network stack (then ``networks`` and
             ``ports`` must be empty); None for bridge networking.
         ports: ports to publish.
+        healthcheck: the health check to run; None keeps the image's own (if it has one).
     """
 
     name: str
@@ -78,6 +105,7 @@ class ContainerSpec:
     networks: list[str] = field(default_factory=list)
     network_mode: Literal["host"] | None = None
     ports: list[PortBinding] = field(default_factory=list)
+    healthcheck: HealthCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +130,10 @@ class ContainerState:
         exit_code: the last exit code once the container has exited; None before.
         image: the image reference it was created from.
         ports: the ports published now (empty unless running).
+        health: while it runs, its health check's status ("starting", "healthy",
+            "unhealthy"); "none" without a health check (neither its spec's nor its image's)
+            and whenever it does not run (Docker keeps a stopped container's last status,
+            but its list shows none: the two views agree this way).
     """
 
     id: str
@@ -111,6 +143,7 @@ class ContainerState:
     exit_code: int | None
     image: str
     ports: list[PublishedPort] = field(default_factory=list)
+    health: str = HEALTH_NONE
 
 
 @dataclass(frozen=True)
@@ -119,11 +152,15 @@ class RuntimeEvent:
 
     Attributes:
         container_id: the container it is about.
-        action: "create", "start", "die", "stop", "kill", "oom", "destroy", ... (Docker's
-            action, without details after a colon: "exec_start: sh" becomes "exec_start").
+        action: "create", "start", "die", "stop", "kill", "oom", "destroy",
+            "health_status", ... (Docker's action, without the detail after a colon).
         labels: the container's labels.
         exit_code: set on "die".
         name: the container's name.
+        detail: what follows the colon in Docker's action: the new status of a
+            "health_status" event ("healthy", "unhealthy"); "" for most actions.
+
+    Health checks run as execs; their ``exec_*`` events are not reported.
     """
 
     container_id: str
@@ -131,6 +168,7 @@ class RuntimeEvent:
     labels: dict[str, str]
     exit_code: int | None = None
     name: str = ""
+    detail: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,11 @@ import anyio
 
 from knit.errors import RuntimeFailure, RuntimeUnavailable
 from knit.runtime.base import (
+    HEALTH_NONE,
+    HEALTH_STATUSES,
     ContainerSpec,
     ContainerState,
+    HealthCheck,
     PortProtocol,
     PublishedPort,
     RegistryAuth,
@@ -49,6 +52,12 @@ _AUTH_FAILURE = re.compile(
     r"unauthorized|authentication required|no basic auth credentials|denied", re.IGNORECASE
 )
 _EXITED_STATUS = re.compile(r"^Exited \((-?\d+)\)")
+# A running container's list status ends with its health: "Up 3 seconds (healthy)",
+# "(unhealthy)", "(health: starting)".
+_HEALTH_STATUS = re.compile(r"\((?:health: )?(starting|healthy|unhealthy)\)$")
+# Health checks run as execs: three events a check that nothing in Knit reads.
+_IGNORED_ACTIONS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach"})
+_NANOSECONDS = 1_000_000_000
 _LIST_KEYS = ("Id", "Names", "Image", "Labels", "State", "Status", "Ports")
 
 
@@ -368,14 +377,14 @@ class DockerRuntime:
             if _status(exc) == 404:
                 return None
             raise
-        return _state_from_inspect(data)
+        return state_from_inspect(data)
 
     async def list(self, labels: Mapping[str, str] | None = None) -> builtins.list[ContainerState]:
         """Return every container, in any state, carrying all of ``labels``."""
         filters = json.dumps({"label": [f"{k}={v}" for k, v in (labels or {}).items()]})
         with self._call("list"):
             containers = await self._client().containers.list(all=True, filters=filters)
-        return [_state_from_list({k: c[k] for k in _LIST_KEYS if k in c}) for c in containers]
+        return [state_from_list({k: c[k] for k in _LIST_KEYS if k in c}) for c in containers]
 
     # -- events ----------------------------------------------------------------------------
 
@@ -427,12 +436,13 @@ class _EventStream:
                 raise self._runtime._unavailable(exc) from exc
             if not line:
                 raise StopAsyncIteration
-            event = _event_from_json(line)
+            event = event_from_json(line)
             if event is not None:
                 return event
 
 
 # -- translation between Knit's data and the Engine's JSON --------------------------------
+# Pure functions; the public ones are tested without an Engine (tests/runtime).
 
 
 def _status(exc: RuntimeFailure) -> int | None:
@@ -486,7 +496,33 @@ def _container_config(spec: ContainerSpec) -> dict[str, Any]:
     }
     if spec.command is not None:
         config["Cmd"] = list(spec.command)
+    if spec.healthcheck is not None:
+        config["Healthcheck"] = healthcheck_config(spec.healthcheck)
     return config
+
+
+def healthcheck_config(check: HealthCheck) -> dict[str, Any]:
+    """Docker's ``Healthcheck``: ``Test`` is the command if it starts with ``CMD`` or
+    ``CMD-SHELL``, else ``["CMD", *command]``; times in nanoseconds."""
+    command = list(check.command)
+    test = command if command[0] in ("CMD", "CMD-SHELL") else ["CMD", *command]
+    return {
+        "Test": test,
+        "Interval": _ns(check.interval),
+        "Timeout": _ns(check.timeout),
+        "Retries": check.retries,
+        "StartPeriod": _ns(check.start_period),
+    }
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * _NANOSECONDS)
+
+
+def _health(value: object, running: bool) -> str:
+    """A running container's health status as Knit names it ("none" when not running)."""
+    status = str(value)
+    return status if running and status in HEALTH_STATUSES else HEALTH_NONE
 
 
 def _published(ports: Mapping[str, Any] | None) -> list[PublishedPort]:
@@ -510,7 +546,8 @@ def _protocol(value: str) -> PortProtocol:
     return "udp" if value == "udp" else "tcp"
 
 
-def _state_from_inspect(data: Mapping[str, Any]) -> ContainerState:
+def state_from_inspect(data: Mapping[str, Any]) -> ContainerState:
+    """A container's state from ``GET /containers/{id}/json``."""
     state = data.get("State") or {}
     status = str(state.get("Status", "unknown"))
     config = data.get("Config") or {}
@@ -522,12 +559,19 @@ def _state_from_inspect(data: Mapping[str, Any]) -> ContainerState:
         exit_code=int(state.get("ExitCode", 0)) if status in ("exited", "dead") else None,
         image=str(config.get("Image", "")),
         ports=_published((data.get("NetworkSettings") or {}).get("Ports")),
+        health=_health((state.get("Health") or {}).get("Status"), status == "running"),
     )
 
 
-def _state_from_list(data: Mapping[str, Any]) -> ContainerState:
+def state_from_list(data: Mapping[str, Any]) -> ContainerState:
+    """A container's state from one entry of ``GET /containers/json``: the exit code and the
+    health are read from its ``Status`` text ("Exited (3) 2 seconds ago", "Up 1 second
+    (healthy)")."""
     names = data.get("Names") or [""]
-    exited = _EXITED_STATUS.match(str(data.get("Status", "")))
+    text = str(data.get("Status", ""))
+    exited = _EXITED_STATUS.match(text)
+    health = _HEALTH_STATUS.search(text)
+    state = str(data.get("State", "unknown"))
     ports = [
         PublishedPort(
             container_port=int(p["PrivatePort"]),
@@ -542,14 +586,17 @@ def _state_from_list(data: Mapping[str, Any]) -> ContainerState:
         id=str(data["Id"]),
         name=str(names[0]).lstrip("/"),
         labels=dict(data.get("Labels") or {}),
-        state=str(data.get("State", "unknown")),
+        state=state,
         exit_code=int(exited.group(1)) if exited else None,
         image=str(data.get("Image", "")),
         ports=ports,
+        health=_health(health.group(1) if health else None, state == "running"),
     )
 
 
-def _event_from_json(line: bytes) -> RuntimeEvent | None:
+def event_from_json(line: bytes) -> RuntimeEvent | None:
+    """One line of ``GET /events`` as a container event; None for an unreadable line, another
+    type of event, or an exec (health checks run as execs)."""
     try:
         data = json.loads(line)
     except ValueError:
@@ -560,10 +607,15 @@ def _event_from_json(line: bytes) -> RuntimeEvent | None:
     actor = data.get("Actor") or {}
     attributes: dict[str, str] = dict(actor.get("Attributes") or {})
     exit_code = attributes.get("exitCode", "")
+    # "health_status: healthy": the action, then its detail.
+    action, _, detail = str(data.get("Action") or data.get("status", "")).partition(":")
+    if action in _IGNORED_ACTIONS:
+        return None
     return RuntimeEvent(
         container_id=str(actor.get("ID") or data.get("id", "")),
-        action=str(data.get("Action") or data.get("status", "")).split(":", 1)[0],
+        action=action,
         labels={k: v for k, v in attributes.items() if k not in _EVENT_NON_LABEL_KEYS},
         exit_code=int(exit_code) if exit_code.lstrip("-").isdigit() else None,
         name=attributes.get("name", ""),
+        detail=detail.strip(),
     )

@@ -138,9 +138,11 @@ class ServerContext:
         sealed_env = None
         if record.secret_env:  # (a deployment without any reads nothing more)
             sealed_env = await self.sealed_env(record.id, inst.node_id, task_id)
-        # One validated part per deployment spec and networks, shared by all its tasks.
+        # One validated part per deployment spec (and version) and networks, shared by all
+        # its tasks.
         key = (
             record.id,
+            record.version,
             record.generation,
             tuple((n.name, n.driver, n.subnet) for n in networks),
         )
@@ -159,6 +161,9 @@ class ServerContext:
                         {"name": n.name, "driver": n.driver, "subnet": n.subnet} for n in networks
                     ],
                     "restart_policy": dict(record.restart_policy),
+                    "health_check": (
+                        None if record.health_check is None else dict(record.health_check)
+                    ),
                 }
             )
             if len(self._task_deployments) >= TASK_DEPLOYMENT_CACHE:

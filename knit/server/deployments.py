@@ -17,17 +17,33 @@ import logging
 import random
 import time
 from collections.abc import Iterable
+from typing import Any, cast
 
 from actors import Actor, ActorError, Deadline
 from knit.domain.mesh import MESH_HOST_IP
 from knit.domain.placement import PlacementRequest
-from knit.domain.specs import NetworkDriver
+from knit.domain.plan import (
+    Abandon,
+    Create,
+    Deploy,
+    Lose,
+    MarkUnknown,
+    NoteStopped,
+    Plan,
+    Restart,
+    Retire,
+    Stop,
+)
+from knit.domain.reconcile import LIVE, Desired, Restarts, node_drained, node_lost, reconcile
+from knit.domain.rollout import Rollout, Update, is_healthy
+from knit.domain.specs import Health, NetworkDriver
 from knit.errors import KnitError
 from knit.server.context import ServerContext
 from knit.server.messages import (
     Audit,
     DeleteDeployment,
     DeploymentGone,
+    DeploymentUpdated,
     ForwardReports,
     InstancesObserved,
     NodeDown,
@@ -39,10 +55,9 @@ from knit.server.messages import (
     TaskEnded,
 )
 from knit.server.records import DeploymentState, Inflight, InstanceState
-from knit.server.restarts import restart_wait
 from knit.server.tasks import TaskRun
-from knit.store.records import DeploymentRecord, new_id
-from knit.wire.messages import InstanceReport
+from knit.store.records import DeploymentRecord, DeploymentVersionRecord, new_id
+from knit.wire.messages import DeployTask, InstanceReport
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +71,8 @@ DeploymentMessage = (
     | NodeDown
     | NodeDrained
     | DeleteDeployment
+    | DeploymentUpdated
 )
-LIVE = frozenset({"pending", "running", "unknown", "error", "stopped"})
-"""Statuses of a desired instance that hold one of the ``replicas`` slots."""
 RECONCILE_EVERY = 10.0
 """Seconds between two audits (each deployment's first one at a random point of the first
 interval, so that deployments loaded together do not audit together)."""
@@ -84,6 +98,8 @@ class DeploymentActor(Actor[DeploymentMessage]):
         self.loaded = False
         self.unsaved: list[str] = []
         self.auditing = False
+        self.stable: set[int] = set()
+        self.versions: dict[int, DeploymentRecord] = {}  # older versions' specs, for tasks
 
     async def started(self) -> None:
         """Ask for a reconciliation now and periodically.
@@ -109,11 +125,14 @@ class DeploymentActor(Actor[DeploymentMessage]):
             return
         instances = await self.repo.instances_of(self.deployment_id)
         self.state = DeploymentState(record=record, instances={i.id: i for i in instances})
+        self.stable = {v.version for v in await self.versions_of() if v.stable}
         # An instance still unknown was so since its last save. Its node gets the restart
         # grace to be heard again before the instance can be lost, like any node deadline.
         not_before = time.time() + self.ctx.node_ttl + self.ctx.restart_grace
+        loaded_at = time.time()
         for inst in instances:
             self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id)
+            inst.running_since = loaded_at  # (not stored: min_healthy_time counts again)
             if inst.status == "unknown":
                 inst.unknown_since = max(inst.updated_at, not_before - record.lost_after)
                 self.after(inst.unknown_since + record.lost_after - time.time(), Reconcile())
@@ -138,8 +157,11 @@ class DeploymentActor(Actor[DeploymentMessage]):
             ended = await self.follow_task(state, message)
             if ended is None:
                 return None
-            self.dirty |= not (ended.kind == "deploy" and ended.succeeded)
+            started = ended.kind == "deploy" and ended.succeeded
+            self.dirty |= not started
             self.task_ended(state, ended)
+            if started:
+                self.started_in_rollout(state)
         elif isinstance(message, InstancesObserved):
             writes = self.writes
             await self.observed(
@@ -155,9 +177,22 @@ class DeploymentActor(Actor[DeploymentMessage]):
         else:
             self.dirty = True
         if isinstance(message, NodeDown):
-            await self.node_down(state, message.node_id, removed=message.removed)
+            tasks = {i: inflight.kind for i, inflight in state.tasks.items()}
+            plan = node_lost(
+                state.instances.values(),
+                tasks,
+                message.node_id,
+                removed=message.removed,
+                lost_after=state.record.lost_after,
+                now=time.time(),
+            )
+            await self.apply(state, plan, time.time())
         elif isinstance(message, NodeDrained):
-            self.node_drained(state, message.node_id)
+            await self.apply(state, node_drained(state.instances.values(), message.node_id), 0.0)
+        elif isinstance(message, DeploymentUpdated):
+            state.record = dataclasses.replace(message.record, rollout=state.record.rollout)
+            state.host_network = None
+            self.ctx.forget_secret_env(self.deployment_id)
         elif isinstance(message, NodeUp):
             await self.audit(state, message.node_id)
         elif isinstance(message, DeleteDeployment):
@@ -222,6 +257,9 @@ class DeploymentActor(Actor[DeploymentMessage]):
         if ended.succeeded:
             inst.status, inst.container_id, inst.error = "running", ended.container_id, None
             inst.node_id = ended.node_id or inst.node_id
+            inst.running_since = time.time()
+            checked = state.record.health_check is not None
+            inst.health = ended.health or (Health.STARTING if checked else Health.NONE)
             self.save(inst, "instance.running", f"instance {inst.index} running")
         elif ended.unaccepted:
             # The node never answered: place the instance again, avoiding that node.
@@ -233,6 +271,14 @@ class DeploymentActor(Actor[DeploymentMessage]):
         else:
             inst.status, inst.error = "error", ended.error
             self.save(inst, "instance.error", f"instance {inst.index} failed: {ended.error}")
+
+    def started_in_rollout(self, state: DeploymentState) -> None:
+        """An instance started: while a rollout waits for it to be healthy, look again when
+        it can be (a health check's result is a report, which reconciles anyway)."""
+        rollout = Rollout.from_json(state.record.rollout)
+        if rollout is not None and rollout.active and state.record.health_check is None:
+            wait = Update.from_json(state.record.update).min_healthy_time
+            self.after(wait + 0.01, Reconcile())
 
     def forward_reports(self, node_id: str, after: float, instance_id: str) -> None:
         """Ask ``node_id``'s NodeActor for its reports of ``instance_id`` until one taken
@@ -301,7 +347,15 @@ class DeploymentActor(Actor[DeploymentMessage]):
                 )
             elif report.status == "running" and inst.status != "running":
                 inst.node_id, inst.status, inst.error = node_id, "running", None
+                inst.running_since, inst.health = time.time(), report.health
                 self.save(inst, "instance.running", f"instance {inst.index} seen running")
+            elif report.status == "running" and report.health != inst.health:
+                inst.health = report.health
+                if report.health == Health.UNHEALTHY.value:
+                    inst.stopped_at = 0.0  # (its restart's backoff counts from now)
+                self.save(
+                    inst, f"instance.{report.health}", f"instance {inst.index} is {report.health}"
+                )
             elif report.status != "running" and inst.status in ("running", "unknown", "lost"):
                 inst.node_id, inst.status, inst.exit_code = node_id, "stopped", report.exit_code
                 self.save(
@@ -331,41 +385,13 @@ class DeploymentActor(Actor[DeploymentMessage]):
             else:
                 self.forget(state, inst, f"instance {inst.index} is gone")
 
-    async def node_down(self, state: DeploymentState, node_id: str, *, removed: bool) -> None:
-        lost_after = state.record.lost_after
-        for inst in list(state.instances.values()):
-            if inst.node_id != node_id or (inst.status == "lost" and not removed):
-                continue
-            inflight = state.tasks.pop(inst.id, None)
-            if inflight is not None:
-                # Nobody there to run it: its instance is unknown or lost like the others,
-                # rather than waiting for the task's deadlines (up to a minute). The task
-                # ends failed with the reason (its report is ignored: no longer in flight).
-                inflight.run.abandon(f"node {node_id} was {'removed' if removed else 'lost'}")
-                self.ctx.task_owners.pop(inflight.task_id, None)
-                if inflight.kind == "stop":
-                    self.forget(state, inst, f"instance {inst.index} left with node {node_id}")
-                    continue
-            if removed:
-                # The node will not come back, nor report its containers: nothing to wait
-                # for, nothing to stop later. Its slot is free at once.
-                self.forget(state, inst, f"instance {inst.index} lost: node {node_id} was removed")
-            elif lost_after > 0 and inst.desired:
-                inst.status, inst.unknown_since = "unknown", time.time()
-                self.save(
-                    inst,
-                    "instance.unknown",
-                    f"instance {inst.index}: node {node_id} unreachable, waiting {lost_after:g} s",
-                )
-                self.after(lost_after, Reconcile())
-            else:
-                self.lose(inst, f"instance {inst.index} lost with node {node_id}")
-
-    def node_drained(self, state: DeploymentState, node_id: str) -> None:
-        for inst in state.instances.values():
-            if inst.node_id == node_id and inst.desired:
-                inst.desired = False
-                self.save(inst, "instance.draining", f"instance {inst.index} leaves drained node")
+    def abandon(self, state: DeploymentState, inst: InstanceState, reason: str) -> None:
+        """End the task in flight for ``inst`` failed with ``reason``: nobody will run it
+        (its late report is ignored: no longer in flight)."""
+        inflight = state.tasks.pop(inst.id, None)
+        if inflight is not None:
+            inflight.run.abandon(reason)
+            self.ctx.task_owners.pop(inflight.task_id, None)
 
     def lose(self, inst: InstanceState, message: str) -> None:
         """Mark an instance lost: its slot is free, its container is stopped if it comes back."""
@@ -375,84 +401,113 @@ class DeploymentActor(Actor[DeploymentMessage]):
 
     # --- reconciliation --------------------------------------------------------------------
 
+    def desired(self, state: DeploymentState) -> Desired:
+        """What the pure reconciler reads of the deployment's record."""
+        record = state.record
+        return Desired(
+            replicas=record.replicas,
+            version=record.version,
+            deleted=record.deleted,
+            lost_after=record.lost_after,
+            restarts=Restarts.from_json(record.restart_policy),
+            update=Update.from_json(record.update),
+            checked=record.health_check is not None,
+            rollout=Rollout.from_json(record.rollout),
+            stable=frozenset(self.stable),
+        )
+
     async def reconcile(self) -> None:
-        """Ask for the tasks that bring actual to desired."""
+        """Ask ``knit.domain.reconcile`` what brings actual to desired, and do it."""
         state = self.state
         if state is None:
             return
         self.dirty = False
-        record = state.record
         now = time.time()
-        for inst in list(state.instances.values()):
-            if record.deleted and inst.desired:
-                inst.desired = False
-                self.save(inst, "instance.unwanted", f"instance {inst.index}: deployment deleted")
-            if inst.status == "unknown" and now - inst.unknown_since >= record.lost_after:
-                self.lose(inst, f"instance {inst.index} lost after {record.lost_after:g} s")
-        live = [i for i in state.instances.values() if i.desired and i.status in LIVE]
-        missing = 0 if record.deleted else record.replicas - len(live)
-        if missing > 0:
-            self.add_instances(state, missing)
-        elif missing < 0:
-            self.retire(live, -missing)
-        await self.restart_exited(state, now)
-        await self.place_pending(state)
-        await self.stop_unwanted(state)
-        if record.deleted and not state.instances:
+        desired = self.desired(state)
+        update = desired.update
+        for inst in state.instances.values():
+            if not inst.ever_healthy and is_healthy(
+                inst, desired.checked, update.min_healthy_time, now
+            ):
+                inst.ever_healthy = True
+        tasks = {instance_id: inflight.kind for instance_id, inflight in state.tasks.items()}
+        plan = reconcile(desired, state.instances.values(), tasks, now)
+        await self.apply(state, plan, now)
+        if plan.revert_to is not None and self.state is not None:
+            record = await self.repo.revert(self.deployment_id, plan.revert_to)
+            state.record = dataclasses.replace(record, rollout=state.record.rollout)
+            state.host_network = None
+            self.dirty = True
+        if plan.purge:
             await self.repo.purge_deployment(self.deployment_id)
-            self.event("deployment.purged", f"deployment {record.name} removed")
+            self.event("deployment.purged", f"deployment {state.record.name} removed")
             await self.stopping()
             self.state = None
             self.ctx.deployments.tell_nowait(DeploymentGone(self.deployment_id))
+        elif self.dirty and self.ref.mailbox_depth == 0:
+            await self.reconcile()  # (a revert: the rolled back spec is the desired state now)
 
-    def add_instances(self, state: DeploymentState, count: int) -> None:
-        used = {i.index for i in state.instances.values() if i.desired}
-        index = 0
-        for _ in range(count):
-            while index in used:
-                index += 1
-            used.add(index)
-            inst = InstanceState(
-                id=new_id(),
-                deployment_id=self.deployment_id,
-                index=index,
-                status="pending",
-                created_at=time.time(),
-            )
-            state.instances[inst.id] = inst
-            self.unsaved.append(inst.id)  # saved once placed (or found unplaceable), below
+    async def apply(self, state: DeploymentState, plan: Plan, now: float) -> None:
+        """Do what ``plan`` says, in its order."""
+        for action in plan.actions:
+            if isinstance(action, Create):
+                self.add_instance(state, action, now)
+                continue
+            inst = state.instances.get(action.instance_id)
+            if inst is None:
+                continue
+            if isinstance(action, Retire):
+                inst.desired = False
+                self.save(inst, action.kind, action.message)
+            elif isinstance(action, Lose):
+                self.lose(inst, action.message)
+            elif isinstance(action, MarkUnknown):
+                inst.status, inst.unknown_since = "unknown", now
+                self.save(inst, "instance.unknown", action.message)
+            elif isinstance(action, Abandon):
+                self.abandon(state, inst, action.reason)
+            elif isinstance(action, NoteStopped):
+                inst.stopped_at = now
+            elif isinstance(action, Restart):
+                inst.restarts += 1
+                inst.stopped_at = 0.0
+                inst.ever_healthy = False
+                self.save(inst, "instance.restarting", action.message)
+                await self.start_task(state, inst, "deploy", restart=action.running)
+            elif isinstance(action, Deploy):
+                await self.start_task(state, inst, "deploy")
+            elif isinstance(action, Stop):
+                await self.start_task(state, inst, "stop")
+            else:
+                self.forget(state, inst, action.message)
+        if plan.place:
+            await self.place_pending(state)
+        else:
+            self.save_created(state)
+            self.set_pending_reason(None)
+        if plan.wake_at is not None:
+            self.after(max(0.0, plan.wake_at - now), Reconcile())
+        for kind, message in plan.events:
+            self.event(kind, message)
+        if plan.stable is not None and plan.stable not in self.stable:
+            self.stable.add(plan.stable)
+            self.repo.mark_stable(self.deployment_id, plan.stable)
+        if plan.rollout is not None:
+            rollout = plan.rollout.to_json()
+            state.record = dataclasses.replace(state.record, rollout=rollout)
+            self.repo.set_rollout(self.deployment_id, rollout)
 
-    def retire(self, live: list[InstanceState], count: int) -> None:
-        # Unplaced and not-yet-running instances go first, then the newest: originals stay.
-        live.sort(key=lambda i: (i.status == "running", i.node_id is not None, -i.created_at))
-        for inst in live[:count]:
-            inst.desired = False
-            self.save(inst, "instance.surplus", f"instance {inst.index} is surplus")
-
-    async def restart_exited(self, state: DeploymentState, now: float) -> None:
-        """Start exited and failed instances again as the restart policy says
-        (``knit.server.restarts``); both count as restarts."""
-        for inst in state.instances.values():
-            if not inst.desired or inst.status not in ("stopped", "error"):
-                continue
-            if inst.id in state.tasks:
-                continue
-            wait = restart_wait(inst, state.record.restart_policy, now)
-            if wait is None:
-                continue
-            if wait > 0:
-                self.after(wait, Reconcile())
-                continue
-            inst.restarts += 1
-            inst.stopped_at = 0.0
-            why = "after an error" if inst.status == "error" else "after an exit"
-            self.event(
-                "instance.restarting",
-                f"instance {inst.index}: restart {inst.restarts} {why}",
-                instance_id=inst.id,
-                node_id=inst.node_id,
-            )
-            await self.start_task(state, inst, "deploy")
+    def add_instance(self, state: DeploymentState, create: Create, now: float) -> None:
+        inst = InstanceState(
+            id=new_id(),
+            deployment_id=self.deployment_id,
+            index=create.index,
+            status="pending",
+            created_at=now,
+            version=create.version,
+        )
+        state.instances[inst.id] = inst
+        self.unsaved.append(inst.id)  # saved once placed (or found unplaceable)
 
     async def place_pending(self, state: DeploymentState) -> None:
         waiting = [
@@ -460,8 +515,6 @@ class DeploymentActor(Actor[DeploymentMessage]):
             for i in state.instances.values()
             if i.desired and i.status == "pending" and i.id not in state.tasks
         ]
-        for inst in [i for i in waiting if i.node_id is not None]:
-            await self.start_task(state, inst, "deploy")  # placed before a server restart
         unplaced = [i for i in waiting if i.node_id is None]
         if not unplaced:
             self.save_created(state)
@@ -511,13 +564,18 @@ class DeploymentActor(Actor[DeploymentMessage]):
             else:
                 await self.start_task(state, inst, "stop")
 
-    async def start_task(self, state: DeploymentState, inst: InstanceState, kind: str) -> None:
+    async def start_task(
+        self, state: DeploymentState, inst: InstanceState, kind: str, *, restart: bool = False
+    ) -> None:
         previous = state.tasks.pop(inst.id, None)
         if previous is not None:
             previous.run.cancel()
             self.ctx.task_owners.pop(previous.task_id, None)
         try:
-            task = await self.ctx.build_task(state.record, inst, kind)
+            record = await self.spec_of(state, inst)
+            task = await self.ctx.build_task(record, inst, kind)
+            if restart and isinstance(task, DeployTask):
+                task = task.model_copy(update={"restart": True})
             message = self.ctx.task_message(inst.node_id, task)
         except KnitError as exc:
             inst.status, inst.error = "error", str(exc)
@@ -541,6 +599,28 @@ class DeploymentActor(Actor[DeploymentMessage]):
         state.tasks[inst.id] = Inflight(run=run, task_id=task_id, kind=kind)
         self.ctx.task_owners[task_id] = self.ref
         await run.start()
+
+    async def spec_of(self, state: DeploymentState, inst: InstanceState) -> DeploymentRecord:
+        """The record of the version ``inst`` runs: the deployment's, or an older version's
+        spec on it (an old instance restarted during a rollout keeps its version)."""
+        record = state.record
+        if inst.version == record.version:
+            return record
+        older = self.versions.get(inst.version)
+        if older is None or older.generation != record.generation:
+            found = await self.repo.get_version(self.deployment_id, inst.version)
+            if found is None:
+                return record  # (a version that was never stored: the current spec)
+            older = with_version(record, found)
+            self.versions[inst.version] = older
+        return older
+
+    async def versions_of(self) -> list[DeploymentVersionRecord]:
+        """The deployment's stored versions (none once it is being deleted)."""
+        try:
+            return await self.repo.deployment_versions(self.deployment_id)
+        except KnitError:
+            return []
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -592,3 +672,22 @@ class DeploymentActor(Actor[DeploymentMessage]):
             self.repo.deployment_status(self.deployment_id, reason)
             if reason:
                 self.event("deployment.pending", reason)
+
+
+def with_version(record: DeploymentRecord, version: DeploymentVersionRecord) -> DeploymentRecord:
+    """``record`` with the spec of an older ``version`` (for that version's instances)."""
+    spec = cast(dict[str, Any], version.spec)
+    command = spec.get("command")
+    return dataclasses.replace(
+        record,
+        version=version.version,
+        image=str(spec.get("image", record.image)),
+        registry_credentials_id=spec.get("registry_credentials_id"),
+        network_attachments=tuple(spec.get("network_attachments") or ()),
+        templates=tuple(spec.get("templates") or ()),
+        env=dict(spec.get("env") or {}),
+        command=tuple(command) if isinstance(command, list) else None,
+        ports=tuple(spec.get("ports") or ()),
+        restart_policy=dict(spec.get("restart_policy") or {}),
+        health_check=spec.get("health_check"),
+    )

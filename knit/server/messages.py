@@ -175,6 +175,8 @@ class TaskEnded:
     unaccepted: bool = False
     at: float | None = None
     """When the agent sent the final status, on its own clock (None: the server gave up)."""
+    health: str | None = None
+    """The container's health when a deploy succeeded (None: not reported)."""
 
 
 # --- tasks --------------------------------------------------------------------------------

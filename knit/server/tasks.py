@@ -223,6 +223,7 @@ class TaskRun:
                 container_id=status.container_id,
                 error=_describe(status.step, status.error),
                 at=status.at,
+                health=status.health,
             )
         )
 

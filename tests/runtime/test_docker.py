@@ -14,7 +14,15 @@ import httpx
 import pytest
 
 from knit.errors import RuntimeFailure, RuntimeUnavailable
-from knit.runtime import ContainerRuntime, ContainerSpec, Mount, PortBinding, RegistryAuth
+from knit.runtime import (
+    ContainerRuntime,
+    ContainerSpec,
+    HealthCheck,
+    Mount,
+    PortBinding,
+    RegistryAuth,
+    RuntimeEvent,
+)
 from knit.runtime.docker import DockerRuntime
 from tests.support.docker import docker, remove_containers, remove_networks
 from tests.support.registry import Registry, untag
@@ -346,3 +354,76 @@ async def test_cancelling_a_wait_for_events_leaves_the_stream_usable(
         with anyio.fail_after(10):
             event = await events.__anext__()
     assert (event.container_id, event.action) == (mine, "create")
+
+
+# -- health checks -------------------------------------------------------------------------
+
+
+async def _health_events(events: AsyncIterator[RuntimeEvent], container_id: str) -> str:
+    """The detail of the next ``health_status`` event of ``container_id``."""
+    async for event in events:
+        if event.container_id == container_id and event.action == "health_status":
+            return event.detail
+    raise AssertionError("the event stream ended")
+
+
+async def test_a_health_check_is_configured_and_its_status_is_read_and_evented(
+    runtime: DockerRuntime, busybox_image: str, labels: dict[str, str], docker_host: str
+) -> None:
+    check = HealthCheck(("true",), interval=0.3, timeout=2.0, retries=2, start_period=0.1)
+    spec = ContainerSpec(
+        name=_name(), image=busybox_image, command=["sleep", "60"], labels=labels, healthcheck=check
+    )
+    async with runtime.open_events(labels) as events:
+        container_id = await runtime.create(spec)
+        shown = json.loads(docker("inspect", container_id, docker_host=docker_host))[0]
+        assert shown["Config"]["Healthcheck"] == {
+            "Test": ["CMD", "true"],
+            "Interval": 300_000_000,
+            "Timeout": 2_000_000_000,
+            "StartPeriod": 100_000_000,
+            "Retries": 2,
+        }
+        created = await runtime.inspect(container_id)
+        assert created is not None and created.health == "none"
+        await runtime.start(container_id)
+        started = await runtime.inspect(container_id)
+        assert started is not None and started.health == "starting"
+        with anyio.fail_after(10):
+            assert await _health_events(events, container_id) == "healthy"
+    running = await runtime.inspect(container_id)
+    [listed] = await runtime.list(labels)
+    assert running is not None and (running.health, listed.health) == ("healthy", "healthy")
+    await runtime.stop(container_id, grace=0)
+    stopped = await runtime.inspect(container_id)
+    [listed] = await runtime.list(labels)
+    assert stopped is not None and (stopped.health, listed.health) == ("none", "none")
+
+
+async def test_a_failing_health_check_turns_the_container_unhealthy(
+    runtime: DockerRuntime, busybox_image: str, labels: dict[str, str]
+) -> None:
+    check = HealthCheck(("CMD", "false"), interval=0.3, timeout=2.0, retries=1)
+    spec = ContainerSpec(
+        name=_name(), image=busybox_image, command=["sleep", "60"], labels=labels, healthcheck=check
+    )
+    async with runtime.open_events(labels) as events:
+        container_id = await runtime.create(spec)
+        await runtime.start(container_id)
+        with anyio.fail_after(10):
+            assert await _health_events(events, container_id) == "unhealthy"
+    [listed] = await runtime.list(labels)
+    assert (listed.state, listed.health) == ("running", "unhealthy")
+
+
+async def test_without_a_health_check_none_is_configured(
+    runtime: DockerRuntime, busybox_image: str, labels: dict[str, str], docker_host: str
+) -> None:
+    spec = ContainerSpec(name=_name(), image=busybox_image, command=["sleep", "60"], labels=labels)
+    container_id = await runtime.create(spec)
+    await runtime.start(container_id)
+    shown = json.loads(docker("inspect", container_id, docker_host=docker_host))[0]
+    assert shown["Config"].get("Healthcheck") is None
+    running = await runtime.inspect(container_id)
+    [listed] = await runtime.list(labels)
+    assert running is not None and (running.health, listed.health) == ("none", "none")

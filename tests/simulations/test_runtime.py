@@ -21,7 +21,14 @@ import trio
 import trio.testing
 
 from knit.errors import RuntimeFailure, RuntimeUnavailable
-from knit.runtime.base import ContainerRuntime, ContainerSpec, Mount, PortBinding, RegistryAuth
+from knit.runtime.base import (
+    ContainerRuntime,
+    ContainerSpec,
+    HealthCheck,
+    Mount,
+    PortBinding,
+    RegistryAuth,
+)
 from simulations.profile import SimProfile, normalize_image, registry_of
 from simulations.runtime import SimRuntime
 
@@ -543,6 +550,76 @@ class TestLatency:
             with pytest.raises(RuntimeUnavailable):
                 await runtime.pull(IMAGE)
         assert not await _has_image_after_recovery(runtime)
+
+
+class TestHealthChecks:
+    """Health checks as Docker runs them (tests/runtime/test_docker.py), in simulated time."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> tuple[str, dict[str, Any]]:
+        return "trio", {"clock": trio.testing.MockClock(autojump_threshold=0)}
+
+    async def test_a_passing_check_turns_starting_then_healthy_after_an_interval(self) -> None:
+        runtime = await ready()
+        check = HealthCheck(("CMD-SHELL", "curl -f localhost"), interval=2.0, retries=3)
+        seen: list[tuple[str, str, float]] = []
+        async with runtime.open_events(LABELS) as events:
+            container_id = await runtime.create(spec(healthcheck=check))
+            created = await runtime.inspect(container_id)
+            assert created is not None and created.health == "none"
+            began = trio.current_time()
+            await runtime.start(container_id)
+            started = await runtime.inspect(container_id)
+            assert started is not None and started.health == "starting"
+            async for event in events:
+                seen.append((event.action, event.detail, trio.current_time() - began))
+                if event.action == "health_status":
+                    break
+        assert seen == [("create", "", 0.0), ("start", "", 0.0), ("health_status", "healthy", 2.0)]
+        [listed] = await runtime.list(LABELS)
+        assert listed.health == "healthy"
+
+    @pytest.mark.parametrize("command", [("false",), ("CMD", "false")])
+    async def test_a_false_check_turns_unhealthy_once_its_retries_failed(
+        self, command: tuple[str, ...]
+    ) -> None:
+        runtime = await ready()
+        check = HealthCheck(command, interval=1.0, retries=3, start_period=1.5)
+        async with runtime.open_events(LABELS) as events:
+            container_id = await runtime.create(spec(healthcheck=check))
+            began = trio.current_time()
+            await runtime.start(container_id)
+            async for event in events:
+                if event.action == "health_status":
+                    break
+        # Checks at 1, 2, 3, 4 s: the first is within the start period, 2, 3, 4 fail.
+        assert (event.detail, trio.current_time() - began) == ("unhealthy", 4.0)
+        state = await runtime.inspect(container_id)
+        assert state is not None and state.health == "unhealthy"
+
+    async def test_health_changes_without_a_subscriber_and_restarts_with_each_run(self) -> None:
+        runtime = await ready()
+        container_id = await runtime.create(spec(healthcheck=HealthCheck(("true",), interval=1.0)))
+        await runtime.start(container_id)
+        await anyio.sleep(0.5)
+        await runtime.stop(container_id)  # before the first check: no change is left behind
+        stopped = await runtime.inspect(container_id)
+        assert stopped is not None and stopped.health == "none"
+        await anyio.sleep(5)
+        await runtime.start(container_id)
+        again = await runtime.inspect(container_id)
+        assert again is not None and again.health == "starting"
+        await anyio.sleep(1)
+        healthy = await runtime.inspect(container_id)
+        assert healthy is not None and healthy.health == "healthy"
+
+    async def test_without_a_check_the_health_is_none(self) -> None:
+        runtime = await ready()
+        container_id = await runtime.create(spec())
+        await runtime.start(container_id)
+        await anyio.sleep(60)
+        [listed] = await runtime.list(LABELS)
+        assert listed.health == "none"
 
 
 async def _has_image_after_recovery(runtime: SimRuntime) -> bool:
