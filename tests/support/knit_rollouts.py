@@ -315,12 +315,12 @@ class PagePoller:
     expect: Callable[[JSON], str | None] = lambda _instance: None
     interval: float = 0.1
     max_seconds: float = 90.0
-    samples: list[Sample] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    api_errors: list[str] = field(default_factory=list)
-    _ports: dict[str, int] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _error: BaseException | None = None
+    samples: list[Sample] = field(default_factory=list, init=False)
+    failures: list[Failure] = field(default_factory=list, init=False)
+    api_errors: list[str] = field(default_factory=list, init=False)
+    _ports: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _error: BaseException | None = field(default=None, init=False)
 
     @contextmanager
     def running(self) -> Iterator[PagePoller]:
