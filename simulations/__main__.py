@@ -2,9 +2,11 @@
 
 Layer: simulations (the command line). Runs one scenario (a file's path, or a name under
 ``simulations/scenarios/``) with the harness, prints progress while it runs and, as its last
-line, the report as one JSON object. The report (``report.json``, ``report.png``) and the
-logs of nats-server and the server go to ``--out`` (default
-``simulations/reports/<name>-<timestamp>/``, which git ignores).
+line, the report as one JSON object (before it, a line ``rollouts: [...]`` with the figures
+of each rollout when the scenario updates deployments). The report (``report.json``,
+``report.png``; ``rollouts.json`` and ``rollouts.png`` for updates) and the logs of
+nats-server and the server go to ``--out`` (default ``simulations/reports/<name>-<timestamp>/``,
+which git ignores).
 
 SIGINT (^C) or SIGTERM stops a run early: it shuts down and still writes its report.
 
@@ -96,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     result = anyio.run(run, backend="asyncio")
     print(f"checks: {json.dumps(result.checks)}", flush=True)
+    if result.rollouts:
+        print(f"rollouts: {json.dumps(result.rollouts)}", flush=True)
     for failure in result.failures:
         print(f"FAILED {failure}", flush=True)
     print(f"report: {out / 'report.json'}, plot: {out / 'report.png'}", flush=True)

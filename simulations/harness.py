@@ -13,17 +13,21 @@ A run goes through the phases of ``simulations.scenario``:
    healthy;
 3. **placement**: the initial deployments over HTTP until the server shows every replica
    running;
-4. **steady**: ``duration_s`` of churn, API clients and faults; after a kill or a partition
-   the run waits (up to ``timeouts.replace_s``) for the replicas to run elsewhere;
+4. **steady**: ``duration_s`` of churn, API clients, faults and updates; after a kill or a
+   partition the run waits (up to ``timeouts.replace_s``) for the replicas to run elsewhere,
+   and it lasts until every update's rollout ended (each within ``timeouts.rollout_s``:
+   ``simulations.rollouts``);
 5. **shutdown**: agents, then the server (SIGTERM; it stops its nats-server).
 
 A phase past its deadline is a failure: the run goes on to shut down and still reports.
 The monitor (``simulations.monitor``) samples the server throughout; the report is built by
-``simulations.report``.
+``simulations.report``, the rollouts' figures by ``simulations.rollouts`` (``rollouts.json``,
+``rollouts.png``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -48,6 +52,14 @@ from simulations.fleet import Fleet, FleetSpec, agent_specs, freeze_heap, open_f
 from simulations.load import MAX_IN_FLIGHT, ApiLatencies, DeployTracker, api_client, churn
 from simulations.monitor import Monitor
 from simulations.report import Recorder, Report, build_report, percentile, write_report
+from simulations.rollout_plot import plot_rollouts
+from simulations.rollouts import (
+    RolloutTrace,
+    Updater,
+    failures_of,
+    instances_at_end,
+    rollout_figures,
+)
 from simulations.scenario import Fault, Scenario
 from simulations.services import ServerProcess, get_json, make_join_token
 from simulations.workers import WorkerPool, open_workers
@@ -60,12 +72,14 @@ PROGRESS_EVERY = 2.0
 
 @dataclass
 class RunResult:
-    """What a run produced: the report, where it went, and what went wrong."""
+    """What a run produced: the report, where it went, what went wrong, and the figures of
+    each rollout (``simulations.rollouts.FIGURE_KEYS``; none without updates)."""
 
     report: Report
     out: Path
     failures: list[str] = field(default_factory=list)
     checks: dict[str, Any] = field(default_factory=dict)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,6 +94,7 @@ class _Run:
     replaced: anyio.Event = field(default_factory=anyio.Event)
     gc: GcWatch = field(default_factory=GcWatch)
     api: ApiLatencies = field(default_factory=ApiLatencies)
+    rollouts: list[RolloutTrace] = field(default_factory=list)
 
 
 async def run_scenario(
@@ -91,7 +106,8 @@ async def run_scenario(
     max_in_flight: int = MAX_IN_FLIGHT,
     interrupt: anyio.Event | None = None,
 ) -> RunResult:
-    """Run ``scenario``; write ``report.json``, ``report.png`` and the logs into ``out``.
+    """Run ``scenario``; write ``report.json``, ``report.png`` and the logs into ``out``, and
+    ``rollouts.json`` and ``rollouts.png`` when it updates deployments.
 
     Args:
         scenario: what to run.
@@ -143,12 +159,17 @@ async def run_scenario(
         shutil.rmtree(workdir, ignore_errors=True)
     running = monitor.view.running if monitor is not None else 0
     report = build_report(run.recorder, agents=scenario.agents, containers=running)
-    write_report(report, run.recorder, out, title=f"{scenario.name}: {scenario.description}")
+    title = f"{scenario.name}: {scenario.description}"
+    write_report(report, run.recorder, out, title=title)
+    rollouts = [rollout_figures(trace) for trace in run.rollouts]
+    if rollouts:
+        (out / "rollouts.json").write_text(json.dumps(rollouts, indent=2) + "\n", encoding="utf-8")
+        plot_rollouts(run.rollouts, out / "rollouts.png", title=title)
     run.gc.uninstall()
     checks["loop_lag_p99_ms"] = _ms(percentile(run.loop_lag, 99))
     checks["harness_gc"] = run.gc.to_json()
     checks["api_latency"] = run.api.summary()
-    return RunResult(report, out, run.failures, checks)
+    return RunResult(report, out, run.failures, checks, rollouts)
 
 
 async def _phases(
@@ -250,6 +271,9 @@ async def _steady(
     rng = random.Random(scenario.profile.seed)
     deployment_ids = list(tracker.deployments)
     latencies = run.api
+    updater = Updater(
+        http, tracker, recorder, latencies, run.progress, scenario.timeouts.rollout_s, run.rollouts
+    )
     async with anyio.create_task_group() as tg:
         if scenario.churn.deploy_per_s or scenario.churn.delete_per_s:
             churn_rng = random.Random(rng.random())
@@ -268,7 +292,10 @@ async def _steady(
             )
         for fault in scenario.faults:
             tg.start_soon(_fault, run, fault, steady_began, server, monitor, agents, node_ids, rng)
-        await anyio.sleep(scenario.duration_s)
+        async with anyio.create_task_group() as phase:  # the duration, and every rollout
+            phase.start_soon(anyio.sleep, scenario.duration_s)
+            if scenario.updates:
+                phase.start_soon(_updates, run, updater, steady_began)
         recorder.mark(marks.END)
         if marks.FAULT in recorder.marks and marks.REPLACED not in recorder.marks:
             fault_at = steady_began + min(f.at_s for f in scenario.faults)
@@ -279,6 +306,14 @@ async def _steady(
             if marks.REPLACED not in recorder.marks:
                 run.failures.append("fault: replicas not replaced in time")
         tg.cancel_scope.cancel()
+
+
+async def _updates(run: _Run, updater: Updater, steady_began: float) -> None:
+    """The scenario's updates; a rollout that did not complete with exactly its replicas is a
+    failure of the run."""
+    await updater.run(run.scenario.updates, steady_began)
+    run.recorder.mark(marks.ROLLED_OUT)
+    run.failures.extend(failures_of(rollout_figures(trace) for trace in updater.traces))
 
 
 async def _fault(
@@ -355,6 +390,14 @@ async def _final_checks(
         "harness_cpu_s": round(sum(psutil.Process().cpu_times()[:2]), 1),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
+    if run.rollouts:
+        at_end = await instances_at_end(http, run.rollouts)
+        checks.update(at_end)
+        if at_end["deployments_exact_at_end"] != at_end["deployments_updated"]:
+            run.failures.append(
+                "rollouts: at the end, not every updated deployment runs exactly its replicas "
+                "of its latest version and none of another"
+            )
     run.progress(
         f"end: {view.running} running per the server, {containers} on the agents, "
         f"{len(unhealthy)} unhealthy nodes ({len(run.killed)} killed)"

@@ -48,12 +48,19 @@ REQUEST_TIMEOUT = 60.0
 
 @dataclass
 class Submitted:
-    """A deployment the harness created."""
+    """A deployment the harness created; ``spec`` is the body of its POST (then of its
+    latest PUT: ``simulations.rollouts``)."""
 
     id: str
     replicas: int
     began: float  # time.monotonic() when the POST began
     confirmed: bool = False
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The deployment's name."""
+        return str(self.spec.get("name", ""))
 
 
 @dataclass
@@ -90,7 +97,7 @@ class DeployTracker:
             log.warning("POST /deployments %s: %s", body["name"], response.text[:200])
             return None
         deployment_id = response.json()["id"]
-        sub = Submitted(deployment_id, int(body.get("replicas", 1)), began)
+        sub = Submitted(deployment_id, int(body.get("replicas", 1)), began, spec=body)
         self.deployments[deployment_id] = sub
         return sub
 
@@ -98,17 +105,7 @@ class DeployTracker:
         """Create every deployment of ``groups``, ``SUBMIT_CONCURRENCY`` at a time, and
         with at most ``max_in_flight`` of their containers not yet running."""
         bodies = iter(
-            (
-                {
-                    "name": f"{group.name_prefix}-{i}",
-                    "image": group.image,
-                    "replicas": group.replicas,
-                    "node_selector": dict(group.node_selector),
-                },
-                group.replicas,
-            )
-            for group in groups
-            for i in range(group.count)
+            (_body(group, i), group.replicas) for group in groups for i in range(group.count)
         )
 
         async def submitter() -> None:
@@ -155,6 +152,19 @@ class DeployTracker:
                 self._landed(sub.replicas)
         self._polled.set()
         self._polled = anyio.Event()
+
+
+def _body(group: DeploymentGroup, number: int) -> dict[str, Any]:
+    """The spec of the group's deployment ``number``."""
+    body: dict[str, Any] = {
+        "name": f"{group.name_prefix}-{number}",
+        "image": group.image,
+        "replicas": group.replicas,
+        "node_selector": dict(group.node_selector),
+    }
+    if group.update is not None:
+        body["update"] = group.update.model_dump(mode="json")
+    return body
 
 
 @dataclass

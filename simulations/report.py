@@ -55,6 +55,8 @@ STEADY = "steady"  # the steady phase began
 FAULT = "fault"  # the first fault fired
 DETECTED = "detected"  # the server marked every killed node unhealthy
 REPLACED = "replaced"  # every lost replica runs elsewhere
+UPDATE = "update"  # the first update was sent (simulations.rollouts)
+ROLLED_OUT = "rolled_out"  # every rollout ended
 END = "end"  # the steady phase ended
 
 
@@ -332,7 +334,7 @@ def _lag_buckets(series: Series, buckets: int = 300) -> tuple[np.ndarray, np.nda
 
 
 def _draw_marks(axes: Axes, marks: Mapping[str, float]) -> None:
-    for name in (REGISTERED, PLACED, FAULT, DETECTED, REPLACED):
+    for name in (REGISTERED, PLACED, FAULT, DETECTED, REPLACED, UPDATE, ROLLED_OUT):
         if name in marks:
             axes.axvline(marks[name], color="grey", linestyle="--", linewidth=0.8)
             axes.annotate(

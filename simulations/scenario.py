@@ -1,15 +1,17 @@
 """Scenarios: what a simulation run does, read from small TOML files.
 
 Layer: simulations. Imports the standard library, pydantic (validation only), ``knit.config``
-(the default heartbeat interval and node TTL), ``knit.errors`` and ``simulations.runtime``
-(``SimProfile``, the ``[profile]`` table).
+(the default heartbeat interval and node TTL), ``knit.errors``, ``knit.domain.specs``
+(``UpdatePolicy``, an update's ``policy``) and ``simulations.profile`` (``SimProfile``, the
+``[profile]`` table).
 
 A run goes through phases: start nats-server and ``knit server``; start ``agents`` simulated
 agents and wait until all registered (``timeouts.registration_s``); create ``deployments`` and
 wait until every replica runs (``timeouts.placement_s``); then the steady phase of
 ``duration_s`` seconds, during which ``churn`` deploys and deletes, ``api_clients`` query the
-API and ``faults`` fire ``at_s`` seconds after the steady phase began; then shut down
-(``timeouts.shutdown_s``). A file looks like::
+API, ``faults`` fire and ``updates`` change deployments ``at_s`` seconds after the steady phase
+began (the phase lasts until the last rollout ended, each within ``timeouts.rollout_s``); then
+shut down (``timeouts.shutdown_s``). A file looks like::
 
     description = "100 agents, 1,000 containers"
     agents = 100
@@ -26,6 +28,12 @@ API and ``faults`` fire ``at_s`` seconds after the steady phase began; then shut
     [[faults]]
     at_s = 5
     kill_agents_percent = 10
+
+    [[updates]]              # a rolling update of every deployment of a group
+    at_s = 2
+    name_prefix = "smoke"
+    env = { VERSION = "2" }
+    policy = { max_parallel = 10, order = "start_first", min_healthy_time = 1 }
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from pydantic import (
 )
 
 from knit.config import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_NODE_TTL
+from knit.domain.specs import UpdatePolicy
 from knit.errors import KnitError
 from simulations.profile import SimProfile
 
@@ -70,6 +79,8 @@ class DeploymentGroup:
     """``count`` deployments named ``{name_prefix}-{i}``, each of ``replicas`` containers.
 
     ``node_selector`` restricts them to agents carrying those labels (see ``AgentLabels``).
+    ``update``, their update policy (``knit.domain.specs.UpdatePolicy``; None: the server's
+    default), governs their first rollout already: an ``[[updates]]`` entry waits for it.
     """
 
     __pydantic_config__ = _FORBID_UNKNOWN
@@ -79,6 +90,7 @@ class DeploymentGroup:
     name_prefix: NamePrefix = "app"
     image: str = "knit-sim/app:1"
     node_selector: dict[str, str] = field(default_factory=dict)
+    update: UpdatePolicy | None = None
 
     @property
     def containers(self) -> int:
@@ -157,8 +169,44 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class DeploymentUpdate:
+    """A rolling update: ``at_s`` seconds into the steady phase, every deployment of the group
+    ``name_prefix`` gets its spec again (``PUT /deployments/{id}``) with ``env`` merged into
+    its environment, ``image`` if set, and ``policy`` as its update policy.
+
+    Updates of the same group run one after the other: a deployment's update is sent at
+    ``at_s`` or once the deployment's rollout before it ended (the first one too: creating a
+    deployment rolls out its version 1), whichever comes later.
+
+    Attributes:
+        at_s: the earliest moment it is sent.
+        name_prefix: the ``[[deployments]]`` group it changes.
+        env: environment variables set (the change that makes a new version).
+        image: a new image (None: the same).
+        policy: the update policy (``knit.domain.specs.UpdatePolicy``: ``max_parallel``,
+            ``order``, ``min_healthy_time``, ``healthy_deadline``, ``on_failure``).
+    """
+
+    __pydantic_config__ = _FORBID_UNKNOWN
+
+    at_s: NonNegativeFloat
+    name_prefix: NamePrefix
+    env: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
+    policy: UpdatePolicy = field(default_factory=UpdatePolicy)
+
+    def __post_init__(self) -> None:
+        if not self.env and self.image is None:
+            raise ValueError("an update changes env or image (an identical spec rolls nothing)")
+
+
+@dataclass(frozen=True)
 class Timeouts:
-    """Deadlines, in seconds, of the phases; a run past one stops and reports failure."""
+    """Deadlines, in seconds, of the phases; a run past one stops and reports failure.
+
+    ``rollout_s`` counts from an update's ``PUT`` to its rollout's end (complete, paused or
+    rolled back).
+    """
 
     __pydantic_config__ = _FORBID_UNKNOWN
 
@@ -166,6 +214,7 @@ class Timeouts:
     registration_s: PositiveFloat = 60.0
     placement_s: PositiveFloat = 120.0
     replace_s: PositiveFloat = 120.0
+    rollout_s: PositiveFloat = 300.0
     shutdown_s: PositiveFloat = 30.0
 
 
@@ -192,6 +241,7 @@ class Scenario:
         deployments: created before the steady phase.
         churn: deploys and deletes during the steady phase.
         faults: fired during the steady phase.
+        updates: rolling updates during the steady phase.
         api_clients: concurrent HTTP API clients during the steady phase.
         timeouts: phase deadlines.
     """
@@ -211,6 +261,7 @@ class Scenario:
     deployments: tuple[DeploymentGroup, ...] = ()
     churn: Churn = field(default_factory=Churn)
     faults: tuple[Fault, ...] = ()
+    updates: tuple[DeploymentUpdate, ...] = ()
     api_clients: NonNegativeInt = 0
     timeouts: Timeouts = field(default_factory=Timeouts)
 
@@ -227,6 +278,14 @@ class Scenario:
         for fault in self.faults:
             if fault.at_s >= self.duration_s:
                 raise ValueError(f"a fault at {fault.at_s:g} s falls after duration_s")
+        groups = {g.name_prefix for g in self.deployments}
+        for update in self.updates:
+            if update.at_s >= self.duration_s:
+                raise ValueError(f"an update at {update.at_s:g} s falls after duration_s")
+            if update.name_prefix not in groups:
+                raise ValueError(
+                    f"an update names {update.name_prefix!r}, which no [[deployments]] group is"
+                )
 
     @property
     def containers(self) -> int:
@@ -237,6 +296,7 @@ class Scenario:
 _ADAPTER: TypeAdapter[Scenario] = TypeAdapter(Scenario)
 _MESSAGES = {
     "unexpected_keyword_argument": "unknown setting",
+    "extra_forbidden": "unknown setting",  # in a pydantic model (an update's ``policy``)
     "missing_argument": "required setting is missing",
     "missing": "required setting is missing",
 }

@@ -234,10 +234,12 @@ def _roll(desired: Desired, rollout: Rollout, table: _Table, now: float) -> list
     current = [i for i in live if i.version == version]
     old = [i for i in live if i.version != version]
     unready = _unready(desired, current, now)
-    # Scaled down meanwhile: old ones first, then new ones not ready (start_first may hold
-    # a new instance not healthy yet beyond ``replicas``: that is its surge, not a surplus).
-    surge = len(unready) if update.order == UpdateOrder.START_FIRST else 0
-    surplus = len(current) + len(old) - replicas - surge
+    # Scaled down meanwhile: old ones first, then new ones not ready. (With start_first, old
+    # ones beyond ``replicas`` are the surge: they are retired as new ones become healthy.)
+    if update.order == UpdateOrder.START_FIRST:
+        surplus = len(current) - replicas
+    else:
+        surplus = len(current) + len(old) - replicas
     if surplus > 0:
         ready_ids = {i.id for i in current} - {i.id for i in unready}
         old.sort(key=_old_order)
@@ -275,7 +277,10 @@ def _roll(desired: Desired, rollout: Rollout, table: _Table, now: float) -> list
         left = len(old) - min(room, len(old))
         created = _create(desired, table, replicas - len(current) - left - stopping)
     else:
-        room = max(0, update.max_parallel - len(unready))
+        # The surge is at most ``max_parallel``: new ones not healthy yet and old ones still
+        # stopping.
+        stopping = sum(1 for i in table.instances if _stopping(table, i, version))
+        room = max(0, update.max_parallel - len(unready) - stopping)
         done = {i.index for i in healthy}
         old.sort(key=lambda i: (i.index not in done, *_old_order(i)))
         retiring = max(0, min(len(old), len(healthy) + len(old) - replicas))

@@ -9,12 +9,13 @@ batches. Writes whose result the caller needs (creating a deployment) are awaite
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from knit.domain.specs import (
     DeploymentSpec,
@@ -146,6 +147,27 @@ def version_json(record: DeploymentVersionRecord) -> dict[str, Any]:
         "created_at": iso(record.created_at),
         "stable": record.stable,
     }
+
+
+def record_at_version(
+    record: DeploymentRecord, version: DeploymentVersionRecord
+) -> DeploymentRecord:
+    """``record`` with the spec of an older ``version`` (for that version's instances)."""
+    spec = cast(dict[str, Any], version.spec)
+    command = spec.get("command")
+    return dataclasses.replace(
+        record,
+        version=version.version,
+        image=str(spec.get("image", record.image)),
+        registry_credentials_id=spec.get("registry_credentials_id"),
+        network_attachments=tuple(spec.get("network_attachments") or ()),
+        templates=tuple(spec.get("templates") or ()),
+        env=dict(spec.get("env") or {}),
+        command=tuple(command) if isinstance(command, list) else None,
+        ports=tuple(spec.get("ports") or ()),
+        restart_policy=dict(spec.get("restart_policy") or {}),
+        health_check=spec.get("health_check"),
+    )
 
 
 def registry_json(record: RegistryCredentialsRecord) -> dict[str, Any]:

@@ -406,6 +406,16 @@ def test_start_first_creates_first_and_retires_once_the_new_one_is_healthy() -> 
     assert of(plan, Create) == [Create(1, 2)]
 
 
+def test_start_first_surges_by_max_parallel_at_most() -> None:
+    desired = rolling(order=UpdateOrder.START_FIRST)
+    # new-0 is healthy and v1-0 is being stopped: the next batch waits until it is gone.
+    stopping = [new(0, healthy=True), Inst("v1-0", desired=False), *running(3)[1:]]
+    plan = run(desired, stopping, tasks={"v1-0": "stop"})
+    assert not of(plan, Create) and not of(plan, Retire)
+    gone = [new(0, healthy=True), *running(3)[1:]]
+    assert of(run(desired, gone), Create) == [Create(1, 2)]
+
+
 def test_start_first_fills_a_slot_an_old_instance_lost() -> None:
     desired = rolling(order=UpdateOrder.START_FIRST)
     starting = [new(0, healthy=False), *running(3)[1:]]  # v1-0 gone meanwhile

@@ -20,7 +20,7 @@ from simulations.scenario import (
 
 pytestmark = pytest.mark.unit
 
-SHIPPED = ("smoke", "c10k", "nodes10k", "failover", "api")
+SHIPPED = ("smoke", "c10k", "nodes10k", "failover", "api", "rollout")
 
 
 def minimal(**settings: Any) -> dict[str, Any]:
@@ -59,6 +59,21 @@ def test_shipped_scenarios_have_the_numbers_of_the_issue() -> None:
         10_000,
         50,
     )
+
+
+def test_the_rollout_scenario_updates_100_instances_over_10_agents_10_at_a_time() -> None:
+    rollout = load_scenario("rollout")
+    assert (rollout.agents, rollout.containers) == (10, 100)
+    assert [(u.policy.order, u.policy.max_parallel) for u in rollout.updates] == [
+        ("stop_first", 10),
+        ("start_first", 10),
+    ]
+    assert {u.name_prefix for u in rollout.updates} == {rollout.deployments[0].name_prefix}
+    assert all(u.policy.min_healthy_time in (1, 2) for u in rollout.updates)
+    assert rollout.updates[0].env != rollout.updates[1].env  # two versions, two rollouts
+    group_policy = rollout.deployments[0].update  # version 1's own rollout
+    assert group_policy is not None and group_policy.min_healthy_time == 1
+    assert load_scenario("smoke").deployments[0].update is None  # the server's default
 
 
 def test_the_smoke_scenario_fits_the_ci_budget_even_at_every_deadline() -> None:
@@ -173,6 +188,29 @@ def test_errors_name_the_file_and_every_offending_setting(tmp_path: Path) -> Non
         ({"faults": [{"at_s": 1, "restart_nats": True, "heal_after_s": 3}]}, "heal_after_s"),
         ({"churn": {"deploy_per_s": -1}}, "churn.deploy_per_s: Input should be greater"),
         ({"timeouts": {"placement": 10}}, "timeouts.placement: unknown setting"),
+        (
+            {"updates": [{"at_s": 1, "name_prefix": "app", "env": {"V": "2"}}]},
+            "names 'app', which no [[deployments]] group is",
+        ),
+        (
+            {
+                "deployments": [{"count": 1, "name_prefix": "app"}],
+                "updates": [{"at_s": 30, "name_prefix": "app", "env": {"V": "2"}}],
+            },
+            "an update at 30 s falls after duration_s",
+        ),
+        (
+            {"updates": [{"at_s": 1, "name_prefix": "app"}]},
+            "updates[0]: an update changes env or image",
+        ),
+        (
+            {"updates": [{"at_s": 1, "name_prefix": "app", "policy": {"parallel": 2}}]},
+            "updates[0].policy.parallel: unknown setting",
+        ),
+        (
+            {"updates": [{"at_s": 1, "name_prefix": "app", "policy": {"order": "sideways"}}]},
+            "updates[0].policy.order: Input should be 'stop_first' or 'start_first'",
+        ),
     ],
 )
 def test_a_broken_rule_is_reported_clearly(settings: dict[str, Any], expected: str) -> None:
