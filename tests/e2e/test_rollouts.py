@@ -425,7 +425,7 @@ def test_a_server_killed_mid_rollout_resumes_it_without_duplicates(
             what="the agent healthy again after the server restarted",
         )
         # Until the rollout completes: never two containers for one instance, nor more than
-        # a batch of start_first allows (an old one stopping, its replacement, the next one).
+        # start_first's surge: a new instance starting, and an old one still stopping.
         most = REPLICAS + 2
 
         def resumed() -> bool:
