@@ -1,25 +1,21 @@
 """The ``knit`` command: run a server, an agent or a dev cluster, and talk to the API.
 
 Layer: the top. Parses arguments and hands over to ``knit.server``, ``knit.agent``,
-``knit.dev`` or the API client; the heavy modules are imported only by the subcommand that
-needs them, so ``knit ps`` starts fast.
+``knit.dev`` or the API's commands (``knit.commands``); the heavy modules are imported only
+by the subcommand that needs them, so ``knit ps`` starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from knit.commands import add_access_commands, add_deployment_commands, run_client_command
 from knit.config import (
-    DEFAULT_API,
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HISTORY_RETENTION,
     DEFAULT_HTTP,
@@ -32,11 +28,6 @@ from knit.config import (
     ServerConfig,
 )
 from knit.errors import KnitError
-
-if TYPE_CHECKING:
-    from knit.client import ApiClient
-
-CA_FILE_ENV = "KNIT_CA_FILE"
 
 
 def parse_labels(items: Sequence[str]) -> dict[str, str]:
@@ -73,37 +64,6 @@ def non_negative_seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more seconds")
     return value
-
-
-def positive_seconds(text: str) -> float:
-    """A number of seconds above 0 (for argparse)."""
-    value = non_negative_seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0 seconds")
-    return value
-
-
-def client_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
-) -> argparse.ArgumentParser:
-    """A subcommand that talks to the API: ``--api``, ``--token``, ``--ca-file``, ``--json``."""
-    cmd = sub.add_parser(name, help=help_text)
-    cmd.add_argument(
-        "--api", default=os.environ.get("KNIT_API", DEFAULT_API), help="the server's API URL"
-    )
-    cmd.add_argument(
-        "--token",
-        default=None,
-        help="API token (else KNIT_TOKEN, else the file KNIT_TOKEN_FILE, else .knit/admin.token)",
-    )
-    cmd.add_argument(
-        "--ca-file",
-        default=os.environ.get(CA_FILE_ENV) or None,
-        metavar="FILE",
-        help="PEM CA to trust for an https API (KNIT_CA_FILE)",
-    )
-    cmd.add_argument("--json", action="store_true", help="print JSON")
-    return cmd
 
 
 def positive_int(text: str) -> int:
@@ -271,41 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-key", type=Path, default=None, metavar="FILE", help="the certificate's PEM key"
     )
 
-    for name, help_text in (
-        ("ps", "list instances"),
-        ("nodes", "list nodes"),
-        ("mesh", "list the WireGuard mesh's members"),
-        ("deploy", "submit a deployment"),
-        ("rm", "delete a deployment"),
-    ):
-        cmd = client_parser(sub, name, help_text)
-        if name == "deploy":
-            cmd.add_argument("-f", "--file", required=True, help="YAML or JSON spec ('-': stdin)")
-        if name == "rm":
-            cmd.add_argument("target", metavar="NAME|ID")
-
-    token = sub.add_parser("token", help="API tokens (admin)").add_subparsers(
-        dest="action", required=True
-    )
-    create = client_parser(token, "create", "make an API token; prints it (shown only once)")
-    create.add_argument("--name", required=True, help="1-63 of [a-z0-9-], unique")
-    create.add_argument("--role", required=True, choices=["read", "deploy", "admin"])
-    create.add_argument("--ttl", type=positive_seconds, default=None, metavar="SECONDS")
-    client_parser(token, "ls", "list API tokens (never their secrets)")
-    client_parser(token, "rm", "revoke an API token").add_argument("id", metavar="ID")
-
-    node = sub.add_parser("node", help="nodes (admin)").add_subparsers(dest="action", required=True)
-    client_parser(node, "rm", "remove a node: its credentials stop working at once").add_argument(
-        "id", metavar="ID"
-    )
-
-    join = sub.add_parser("join-token", help="join tokens for new agents (admin)")
-    join_sub = join.add_subparsers(dest="action", required=True)
-    create = client_parser(join_sub, "create", "make a join token; prints it (shown only once)")
-    create.add_argument("--ttl", type=positive_seconds, default=None, metavar="SECONDS")
-    create.add_argument("--uses", type=int, default=None, metavar="N", help="nodes it admits")
-    client_parser(join_sub, "ls", "list join tokens (never their secrets)")
-    client_parser(join_sub, "rm", "revoke a join token").add_argument("id", metavar="ID")
+    add_deployment_commands(sub)
+    add_access_commands(sub)
     return parser
 
 
@@ -406,124 +333,6 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     return run_client_command(args)
-
-
-def run_client_command(args: argparse.Namespace) -> int:
-    """``ps``, ``nodes``, ``mesh``, ``deploy``, ``rm``, ``token ...``, ``join-token ...``
-    and ``node rm``: one or two API calls each, printed."""
-    from knit.client import ApiClient, find_token
-
-    client = ApiClient(args.api, token=find_token(args.token), ca_file=args.ca_file)
-    try:
-        if args.command == "nodes":
-            nodes = client.nodes()
-            emit(args, nodes, ["id", "hostname", "status", "eligible", "address", "last_heartbeat"])
-        elif args.command == "mesh":
-            members = client.call("GET", "/mesh")
-            for member in members:
-                member["node_id"] = member["node_id"] or "(server)"
-            emit(
-                args, members, ["node_id", "address", "endpoint", "latest_handshake", "public_key"]
-            )
-        elif args.command == "ps":
-            instances = client.instances()
-            emit(args, instances, ["id", "deployment_id", "node_id", "status", "error"])
-        elif args.command == "deploy":
-            created = client.create_deployment(load_spec(args.file))
-            if args.json:
-                print(json.dumps(created, indent=2))
-            else:
-                print(f"deployment {created['name']} created: {created['id']}")
-        elif args.command == "rm":
-            deployment = client.resolve_deployment(args.target)
-            client.delete_deployment(deployment["id"])
-            print(f"deployment {deployment['name']} deleted")
-        elif args.command == "token":
-            run_token_command(args, client)
-        elif args.command == "join-token":
-            run_join_token_command(args, client)
-        elif args.command == "node":  # (rm, its only action)
-            client.call("DELETE", f"/nodes/{args.id}")
-            print(f"node {args.id} removed: its credentials no longer work")
-    finally:
-        client.close()
-    return 0
-
-
-def run_token_command(args: argparse.Namespace, client: ApiClient) -> None:
-    """``knit token create|ls|rm``."""
-    if args.action == "create":
-        body: dict[str, Any] = {"name": args.name, "role": args.role}
-        if args.ttl is not None:
-            body["ttl"] = args.ttl
-        created = client.call("POST", "/tokens", body)
-        print_secret(args, created, f"token {created['name']} ({created['role']})")
-    elif args.action == "ls":
-        rows = client.call("GET", "/tokens")
-        emit(args, rows, ["id", "name", "role", "created_at", "expires_at", "expired"])
-    elif args.action == "rm":
-        client.call("DELETE", f"/tokens/{args.id}")
-        print(f"token {args.id} revoked")
-
-
-def run_join_token_command(args: argparse.Namespace, client: ApiClient) -> None:
-    """``knit join-token create|ls|rm``."""
-    if args.action == "create":
-        body: dict[str, Any] = {}
-        if args.ttl is not None:
-            body["ttl"] = args.ttl
-        if args.uses is not None:
-            body["uses"] = args.uses
-        created = client.call("POST", "/join-tokens", body)
-        print_secret(args, created, f"join token for {created['uses']} node(s)")
-    elif args.action == "ls":
-        rows = client.call("GET", "/join-tokens")
-        emit(args, rows, ["id", "uses", "used", "created_at", "expires_at", "revoked"])
-    elif args.action == "rm":
-        client.call("DELETE", f"/join-tokens/{args.id}")
-        print(f"join token {args.id} revoked")
-
-
-def print_secret(args: argparse.Namespace, created: dict[str, Any], what: str) -> None:
-    """Print a new token's secret alone on standard output (``T=$(knit token create ...)``
-    captures it), what it is on standard error; or the whole reply with ``--json``."""
-    if args.json:
-        print(json.dumps(created, indent=2))
-        return
-    expires = created.get("expires_at") or "never"
-    print(f"{what} {created['id']} created, expires {expires}", file=sys.stderr)
-    print(created["token"])
-
-
-def load_spec(path: str) -> dict[str, Any]:
-    """Read a deployment spec from a YAML or JSON file (``-`` reads standard input).
-
-    Raises:
-        ValueError: the file cannot be read or does not hold a mapping.
-    """
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is neither valid YAML nor JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold one deployment (a mapping)")
-    return data
-
-
-def emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """Print rows as JSON (``--json``) or as an aligned table of ``columns``."""
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    table = [[c.upper() for c in columns]]
-    table += [["" if row.get(c) is None else str(row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    for r in table:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip())
 
 
 if __name__ == "__main__":

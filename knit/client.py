@@ -100,6 +100,10 @@ class ApiError(KnitError):
         self.body = body
 
 
+class ApiUnreachable(ApiError):
+    """No answer from the API: nothing listens there, or the connection failed."""
+
+
 class ApiClient:
     """Talks to one Knit server. Every call raises :class:`ApiError` on failure.
 
@@ -139,7 +143,7 @@ class ApiClient:
                     f"the Knit API at {self.base_url} has a certificate this machine does "
                     "not trust: give its CA with --ca-file FILE (or KNIT_CA_FILE)"
                 ) from exc
-            raise ApiError(
+            raise ApiUnreachable(
                 f"cannot reach the Knit API at {self.base_url} ({type(exc).__name__}): "
                 "is `knit dev` or `knit server` running? (--api URL or KNIT_API set it)"
             ) from exc
@@ -198,6 +202,25 @@ class ApiClient:
         """``POST /deployments``."""
         return cast(JSON, self._call("POST", "/deployments", spec))
 
+    def update_deployment(self, deployment_id: str, spec: JSON) -> JSON:
+        """``PUT /deployments/{id}``: a full spec; a changed one makes a new version."""
+        return cast(JSON, self._call("PUT", f"/deployments/{deployment_id}", spec))
+
+    def scale_deployment(self, deployment_id: str, replicas: int) -> JSON:
+        """``POST /deployments/{id}/scale``."""
+        body = {"replicas": replicas}
+        return cast(JSON, self._call("POST", f"/deployments/{deployment_id}/scale", body))
+
+    def deployment_versions(self, deployment_id: str) -> list[JSON]:
+        """``GET /deployments/{id}/versions``: newest first."""
+        return cast(list[JSON], self._call("GET", f"/deployments/{deployment_id}/versions"))
+
+    def rollback_deployment(self, deployment_id: str, version: int | None = None) -> JSON:
+        """``POST /deployments/{id}/rollback``: to ``version``, or (None) to the latest
+        stable version before the current one. Answers the deployment at its new version."""
+        body = None if version is None else {"version": version}
+        return cast(JSON, self._call("POST", f"/deployments/{deployment_id}/rollback", body))
+
     def delete_deployment(self, deployment_id: str) -> None:
         """``DELETE /deployments/{id}``."""
         self._call("DELETE", f"/deployments/{deployment_id}")
@@ -205,6 +228,10 @@ class ApiClient:
     def instances(self) -> list[JSON]:
         """``GET /instances``."""
         return cast(list[JSON], self._call("GET", "/instances"))
+
+    def find_deployment(self, name: str) -> JSON | None:
+        """The live deployment named ``name`` (one being deleted is not), or None."""
+        return next((d for d in self.deployments() if d.get("name") == name), None)
 
     def resolve_deployment(self, name_or_id: str) -> JSON:
         """Find a deployment by id, or else by name.

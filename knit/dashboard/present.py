@@ -21,6 +21,10 @@ JSONDict = dict[str, Any]
 NODE_STATUSES = ("healthy", "unhealthy")
 DEPLOYMENT_STATUSES = ("active", "pending", "deleting")
 INSTANCE_STATUSES = ("pending", "running", "stopped", "error", "lost", "unknown")
+HEALTHS = ("none", "starting", "healthy", "unhealthy")
+"""An instance's ``health`` (``knit.domain.specs.Health``); anything else shows as ``none``."""
+ROLLOUT_STATES = ("running", "complete", "paused", "rolling_back", "rolled_back")
+"""A rollout's ``state`` (``knit.domain.specs.RolloutState``)."""
 MASK = "•••"
 SHORT_ID = 12
 
@@ -75,9 +79,12 @@ def _node_row(n: Mapping[str, Any]) -> str:
 
 
 def _deployment_row(d: Mapping[str, Any]) -> str:
+    r = d.get("rollout") or {}
     return (
         f"{d.get('id')}\x1f{d.get('name')}\x1f{d.get('image')}\x1f{d.get('replicas')}"
         f"\x1f{d.get('status')}\x1f{d.get('pending_reason')}\x1f{d.get('updated_at')}"
+        f"\x1f{d.get('version')}\x1f{r.get('version')}\x1f{r.get('state')}"
+        f"\x1f{r.get('updated')}\x1f{r.get('healthy')}\x1f{r.get('desired')}\x1f{r.get('message')}"
     )
 
 
@@ -85,7 +92,8 @@ def _instance_row(i: Mapping[str, Any]) -> str:
     return (
         f"{i.get('instance_id')}\x1f{i.get('deployment_id')}\x1f{i.get('node_id')}"
         f"\x1f{i.get('status')}\x1f{i.get('error')}\x1f{i.get('container_id')}"
-        f"\x1f{i.get('exit_code')}"
+        f"\x1f{i.get('exit_code')}\x1f{i.get('version')}\x1f{i.get('health')}"
+        f"\x1f{i.get('restarts')}\x1f{i.get('desired')}"
     )
 
 
@@ -112,6 +120,83 @@ def digest(
         h.update("\x1e".join(rows).encode())
         h.update(b"\x1d")
     return h.hexdigest()[:16]
+
+
+def health(value: object) -> str:
+    """An instance's ``health`` as the pages show it: one of :data:`HEALTHS` (the CSS class
+    ``h-<health>`` styles each)."""
+    return str(value) if value in HEALTHS else "none"
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """A deployment's rollout as its page shows it.
+
+    Attributes:
+        version: the version rolled out (after an automatic rollback: the stable one).
+        state: one of :data:`ROLLOUT_STATES` (anything else is shown as is).
+        desired, updated, healthy: the counts (``updated``/``desired`` draws the bar).
+        message: the rollout's message (the reason of a pause or a rollback).
+        failed_version: the version whose failure caused an automatic rollback, or None.
+    """
+
+    version: int
+    state: str
+    desired: int
+    updated: int
+    healthy: int
+    message: str
+    failed_version: int | None
+
+    @property
+    def active(self) -> bool:
+        """Whether it still replaces instances."""
+        return self.state in ("running", "rolling_back")
+
+    @property
+    def settled(self) -> bool:
+        """Whether it completed (nothing worth a look on the lists)."""
+        return self.state == "complete"
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def rollout_view(deployment: Mapping[str, Any]) -> RolloutView | None:
+    """The deployment's ``rollout`` for its page (None: it never had one)."""
+    r = deployment.get("rollout")
+    if not isinstance(r, Mapping):
+        return None
+    desired = _count(r.get("desired"))
+    failed = r.get("failed_version")
+    return RolloutView(
+        version=_count(r.get("version")),
+        state=str(r.get("state")),
+        desired=desired,
+        updated=min(_count(r.get("updated")), desired) if desired else _count(r.get("updated")),
+        healthy=_count(r.get("healthy")),
+        message=str(r.get("message") or ""),
+        failed_version=failed if isinstance(failed, int) and not isinstance(failed, bool) else None,
+    )
+
+
+def version_rows(versions: Sequence[Mapping[str, Any]], current: object) -> list[JSONDict]:
+    """The rows of a deployment's versions table (newest first, as the API lists them):
+    ``version``, ``created_at``, ``stable``, ``image``, ``current``."""
+    rows = []
+    for v in versions:
+        spec = v.get("spec")
+        rows.append(
+            {
+                "version": v.get("version"),
+                "created_at": v.get("created_at"),
+                "stable": bool(v.get("stable")),
+                "image": spec.get("image") if isinstance(spec, Mapping) else None,
+                "current": v.get("version") == current,
+            }
+        )
+    return rows
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,15 @@ from knit.dashboard.present import (
     JSONDict,
     ago,
     count,
+    health,
     human_bytes,
     masked_env,
     paginate,
     parse_page,
+    rollout_view,
     running_by_deployment,
     short,
+    version_rows,
 )
 from knit.dashboard.signin import add_sign_in
 from knit.dashboard.stream import (
@@ -61,6 +64,8 @@ RECENT_EVENTS = 50
 """Events shown on a deployment's or a node's page."""
 EVENTS_PAGE = 200
 """Events shown on the events page."""
+VERSION_ROWS = 50
+"""Rows per page of a deployment's versions table (newest first)."""
 MAX_FILTER = 128
 """Longest id accepted as an events filter."""
 
@@ -155,6 +160,7 @@ class Dashboard:
         bp.add_app_template_filter(short, "short")
         bp.add_app_template_filter(ago, "ago")
         bp.add_app_template_filter(human_bytes, "human_bytes")
+        bp.add_app_template_filter(health, "health")
         bp.add_app_template_global(page_url, "page_url")
         add_sign_in(bp, self.control, self.sessions)
 
@@ -256,8 +262,12 @@ class Dashboard:
         )
 
     async def deployment(self, deployment_id: str) -> Response:
-        """One deployment: its spec (env values masked), instances and recent events."""
+        """One deployment: its spec (env values masked), rollout, versions, instances and
+        recent events."""
         data = dict(await self.control.get_deployment(deployment_id))
+        versions = version_rows(
+            await self.control.deployment_versions(deployment_id), data.get("version")
+        )
         instances = sorted(
             data.pop("instances", []), key=lambda i: (i.get("index", 0), str(i.get("instance_id")))
         )
@@ -273,6 +283,13 @@ class Dashboard:
             deployment=data,
             env=env,
             running=running,
+            rollout=rollout_view(data),
+            versions=paginate(
+                versions,
+                parse_page(request.args.get("versions_page")),
+                per_page=VERSION_ROWS,
+                param="versions_page",
+            ),
             nodes=nodes,
             instances=paginate(
                 instances,

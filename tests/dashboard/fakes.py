@@ -50,6 +50,8 @@ class FakeControl:
     deployments: list[JSONDict] = field(default_factory=list)
     instances: list[JSONDict] = field(default_factory=list)
     events: list[JSONDict] = field(default_factory=list)
+    versions: dict[str, list[JSONDict]] = field(default_factory=dict)
+    """Each deployment's versions, newest first (by deployment id)."""
     reads: int = 0
     fail: Exception | None = None
     tokens: dict[str, Principal] = field(default_factory=fake_tokens)
@@ -82,6 +84,12 @@ class FakeControl:
                 mine = [i for i in self.instances if i["deployment_id"] == deployment_id]
                 return {**d, "instances": mine}
         raise NotFound("deployment", deployment_id)
+
+    async def deployment_versions(self, deployment_id: str) -> list[JSONDict]:
+        self._check()
+        if not any(d["id"] == deployment_id for d in self.deployments):
+            raise NotFound("deployment", deployment_id)
+        return [dict(v) for v in self.versions.get(deployment_id, [])]
 
     async def list_instances(self) -> list[JSONDict]:
         self._check()
@@ -144,10 +152,6 @@ class FakeControl:
 
     async def rollback_deployment(self, deployment_id: str, version: int | None) -> JSONDict:
         raise NotImplementedError
-
-    async def deployment_versions(self, deployment_id: str) -> list[JSONDict]:
-        await self.get_deployment(deployment_id)  # NotFound as the server answers
-        return []
 
     async def create_token(self, spec: Any) -> JSONDict:
         raise NotImplementedError
@@ -223,6 +227,16 @@ def deployment(name: str, replicas: int, **extra: Any) -> JSONDict:
         "node_selector": {},
         "lost_after": 0.0,
         "restart_policy": {"mode": "always", "backoff": 1.0, "max_restarts": None},
+        "update": {
+            "max_parallel": 1,
+            "order": "stop_first",
+            "min_healthy_time": 10.0,
+            "healthy_deadline": 300.0,
+            "on_failure": "pause",
+        },
+        "health_check": None,
+        "version": 1,
+        "rollout": None,
         "status": "active",
         "pending_reason": None,
         "created_at": ISO,
@@ -231,7 +245,9 @@ def deployment(name: str, replicas: int, **extra: Any) -> JSONDict:
     }
 
 
-def instance(deployment_id: str, node_id: str, index: int, status: str = "running") -> JSONDict:
+def instance(
+    deployment_id: str, node_id: str, index: int, status: str = "running", **extra: Any
+) -> JSONDict:
     """An instance as ``GET /instances`` shows it."""
     container = uuid.uuid4().hex * 2
     return {
@@ -246,7 +262,16 @@ def instance(deployment_id: str, node_id: str, index: int, status: str = "runnin
         "exit_code": None,
         "desired": True,
         "created_at": ISO,
+        "version": 1,
+        "health": "none",
+        "restarts": 0,
+        **extra,
     }
+
+
+def version(number: int, spec: JSONDict, stable: bool = True) -> JSONDict:
+    """A version as ``GET /deployments/{id}/versions`` lists it."""
+    return {"version": number, "spec": spec, "created_at": ISO, "stable": stable}
 
 
 def big_cluster(nodes: int = 1000, deployments: int = 100, replicas: int = 100) -> FakeControl:

@@ -124,6 +124,43 @@ async def test_env_values_are_masked_and_only_keys_shown(nats_url: str, tmp_path
         assert "DB_PASSWORD=•••" in html and "PORT=•••" in html
 
 
+async def test_deployment_page_shows_the_rollout_versions_and_instance_health(
+    nats_url: str, tmp_path: Path
+) -> None:
+    async with web_scene(nats_url, tmp_path) as scene:
+        api = scene.cluster.api
+        spec = await scene.cluster.deployment(scene.deployment_id)
+        body = {
+            "name": "web",
+            "image": "knit-test/app:2",
+            "replicas": 2,
+            "env": {"DB_PASSWORD": SECRET, "PORT": "8080"},
+            "templates": spec["templates"],
+            "update": {"min_healthy_time": 0.2, "max_parallel": 2},
+        }
+        updated = await api.put(f"/deployments/{scene.deployment_id}", json=body)
+        assert updated.status_code == 200, updated.text
+
+        async def complete() -> bool:
+            rollout = (await scene.cluster.deployment(scene.deployment_id))["rollout"]
+            return bool(rollout) and rollout["version"] == 2 and rollout["state"] == "complete"
+
+        await scene.cluster.wait_for(complete, timeout=20, what="the rollout of version 2")
+        html = await scene.page(f"/ui/deployments/{scene.deployment_id}")
+        assert '<span class="version" title="version">v2</span>' in html
+        assert "Rollout of version 2" in html and 'class="badge r-complete">complete' in html
+        assert '<progress class="updated" max="2" value="2">' in html
+        versions = html.split('<table class="versions">', 1)[1].split("</table>", 1)[0]
+        assert versions.index("knit-test/app:2") < versions.index(IMAGE)  # newest first
+        assert '<tr class="current">' in versions
+        # 2 completed its rollout; 1 was replaced within its first min_healthy_time (10 s)
+        assert versions.index("<td>yes</td>") < versions.index("<td>no</td>")
+        assert html.count('<span class="health h-none"') == 2  # no health check: none
+        assert SECRET not in html  # the versions' specs hold env values
+        overview = await scene.page("/ui/")
+        assert '<td class="num">2</td>' in overview  # the version column
+
+
 async def test_node_page_shows_the_node_its_instances_and_events(
     nats_url: str, tmp_path: Path
 ) -> None:

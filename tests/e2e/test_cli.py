@@ -143,3 +143,52 @@ def test_rm_by_id_deletes_the_deployment(
         timeout=30,
         what="knit rm ID removing the containers",
     )
+
+
+def running_containers(docker_host: str, deployment_id: str) -> list[str]:
+    return sorted(
+        container_ids(docker_host, {"knit.deployment": deployment_id}, include_stopped=False)
+    )
+
+
+def test_deploy_again_updates_then_history_scale_and_rollback(
+    knit: KnitCluster, e2e_docker: str, tmp_path: Path
+) -> None:
+    name = unique_name("cli-life")
+    path = tmp_path / "deployment.yaml"
+    fast = {"min_healthy_time": 0.5, "healthy_deadline": 30}
+    body = {**spec(name), "replicas": 2, "update": fast}
+    path.write_text(yaml.safe_dump(body))
+    deployment_id = deploy_file(knit, path)
+
+    body["env"] = {"WHO": "cli v2"}  # the template renders it: a new version
+    path.write_text(yaml.safe_dump(body))
+    api = ["--api", knit.server.api_url]
+    updated = run_cli("deploy", "-f", str(path), *api, timeout=120)
+    assert updated.returncode == 0, f"{updated.stdout}{updated.stderr}{knit.logs()}"
+    assert f"deployment {name} updated: version 2 (was 1)" in updated.stdout
+    assert updated.stdout.rstrip().endswith("rollout complete: version 2")
+    running = knit.api.wait_instances(deployment_id, "running", count=2, timeout=60)
+    assert {i["version"] for i in running} == {2}
+    ids = running_containers(e2e_docker, deployment_id)
+    assert len(ids) == 2
+
+    same = run_cli("deploy", "-f", str(path), *api)
+    assert same.returncode == 0 and "unchanged (version 2)" in same.stdout, same.stderr
+    assert running_containers(e2e_docker, deployment_id) == ids
+
+    scaled = run_cli("scale", name, "3", *api, timeout=120)
+    assert scaled.returncode == 0, f"{scaled.stdout}{scaled.stderr}"
+    after = running_containers(e2e_docker, deployment_id)
+    assert set(ids) < set(after) and len(after) == 3  # the two running ones kept
+
+    history = run_cli("history", name, *api)
+    assert history.returncode == 0, history.stderr
+    rows = history.stdout.splitlines()[1:]
+    assert [r.split()[0] for r in rows] == ["2", "1"] and "env" in rows[0]
+
+    back = run_cli("rollback", name, "--version", "1", *api, timeout=120)
+    assert back.returncode == 0, f"{back.stdout}{back.stderr}{knit.logs()}"
+    assert back.stdout.rstrip().endswith("rollout complete: version 3")
+    data = knit.api.deployment(deployment_id)
+    assert (data["version"], data["env"], data["replicas"]) == (3, {"WHO": "cli"}, 3)
