@@ -137,6 +137,18 @@ class KnitProcess:
         self.process = None
         return code
 
+    def kill(self) -> int | None:
+        """SIGKILL the process (no goodbye: a crash) and reap it; return its exit code (None
+        if it was not running)."""
+        process = self.process
+        if process is None:
+            return None
+        process.kill()
+        code = process.wait(10)
+        self.exit_codes.append(code)
+        self.process = None
+        return code
+
     def problem(self) -> str | None:
         """A message if the process was started and has exited since."""
         if self.process is not None and self.process.poll() is not None:
