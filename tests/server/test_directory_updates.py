@@ -1,5 +1,5 @@
 """The DeploymentDirectory hands a stored change (``DeploymentUpdated``) to the deployment's
-actor and answers None, whether the actor takes it, is slow, is gone or never existed."""
+actor and answers the actor's rollout, or None when the actor is slow, gone or never existed."""
 
 from __future__ import annotations
 
@@ -63,10 +63,10 @@ class Taker(Actor[Any]):
     async def handle(self, message: Any) -> object:
         await anyio.sleep(self.delay)
         self.seen.append(message)
-        return "ignored"
+        return {"version": 2, "state": "running"}
 
 
-async def test_an_update_reaches_the_deployments_actor_and_answers_none(
+async def test_an_update_reaches_the_deployments_actor_and_answers_its_rollout(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(directories, "UPDATE_TIMEOUT", 0.2)
@@ -89,7 +89,7 @@ async def test_an_update_reaches_the_deployments_actor_and_answers_none(
             directory.actors[key] = actor
 
         update = DeploymentUpdated("d1", RECORD)
-        assert await ref.ask(update, timeout=5) is None
+        assert await ref.ask(update, timeout=5) == {"version": 2, "state": "running"}
         assert seen == [update]
         with anyio.fail_after(5):  # the slow actor, the stopped one, an unknown deployment
             for deployment_id in ("d2", "d3", "nope"):
