@@ -17,40 +17,20 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from knit.domain.reconcile import Desired, node_lost, reconcile
 from knit.domain.rollout import Rollout, Update
 from knit.domain.specs import RolloutState, UpdateOrder
+from tests.support.observed import Inst
 
 INSTANCES = 1_000
-ROUNDS = 50
+ROUNDS = 200
 NOW = 10_000.0
-
-
-@dataclass(frozen=True, slots=True)
-class Inst:
-    """An instance as the reconciler reads it."""
-
-    id: str
-    index: int
-    version: int = 1
-    status: str = "running"
-    desired: bool = True
-    node_id: str | None = "n0"
-    health: str = "healthy"
-    created_at: float = 0.0
-    running_since: float = 0.0
-    ever_healthy: bool = True
-    restarts: int = 0
-    stopped_at: float = 0.0
-    unknown_since: float = 0.0
-    exit_code: int | None = None
 
 
 def fleet(count: int, version: int = 1, start: int = 0) -> list[Inst]:
     return [
-        Inst(id=f"{version}-{i}", index=i, version=version, node_id=f"n{i % 10}")
+        Inst(id=f"{version}-{i}", index=i, version=version, node_id=f"n{i % 10}", health="healthy")
         for i in range(start, start + count)
     ]
 

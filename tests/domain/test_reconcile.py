@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
@@ -35,32 +34,13 @@ from knit.domain.reconcile import (
 )
 from knit.domain.rollout import Rollout, Update, is_healthy
 from knit.domain.specs import OnFailure, RolloutState, UpdateOrder
+from tests.support.observed import Inst
 
 pytestmark = pytest.mark.unit
 
 A = TypeVar("A", bound=Action)
 NOW = 1_000.0
 DONE = Rollout(version=1, state=RolloutState.COMPLETE)
-
-
-@dataclass(frozen=True)
-class Inst:
-    """An instance as observed (the reconciler's ``Observed``)."""
-
-    id: str
-    index: int = 0
-    version: int = 1
-    status: str = "running"
-    desired: bool = True
-    node_id: str | None = "n1"
-    health: str = "none"
-    created_at: float = 0.0
-    running_since: float = 0.0
-    ever_healthy: bool = True
-    restarts: int = 0
-    stopped_at: float = 0.0
-    unknown_since: float = 0.0
-    exit_code: int | None = None
 
 
 def running(n: int, version: int = 1, **kw: object) -> list[Inst]:
