@@ -131,7 +131,7 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
         not_before = time.time() + self.ctx.node_ttl + self.ctx.restart_grace
         loaded_at = time.time()
         for inst in instances:
-            self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id)
+            self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id, inst.health)
             inst.running_since = loaded_at  # (not stored: min_healthy_time counts again)
             if inst.status == "unknown":
                 inst.unknown_since = max(inst.updated_at, not_before - record.lost_after)

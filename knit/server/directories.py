@@ -152,6 +152,7 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
             mailbox_size=4096,
         )
         self.actors[deployment_id] = ref
+        self.ctx.metrics.deployments = len(self.actors)
         return ref
 
     async def handle(self, message: DirectoryMessage) -> object:
@@ -176,6 +177,7 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
             return None
         if isinstance(message, DeploymentGone):
             gone = self.actors.pop(message.deployment_id, None)
+            self.ctx.metrics.deployments = len(self.actors)
             if gone is not None:
                 await self.system.stop(gone)
             return None

@@ -40,6 +40,8 @@ class InstanceFacts:
         raise NotImplementedError
 
     def task_ended(self, state: DeploymentState, ended: TaskEnded) -> None:
+        result = "succeeded" if ended.succeeded else "unaccepted" if ended.unaccepted else "failed"
+        self.ctx.metrics.task_ended(ended.kind, result)
         inflight = state.tasks.get(ended.instance_id)
         if inflight is None or inflight.task_id != ended.task_id:
             return  # a task that was replaced meanwhile
@@ -208,7 +210,7 @@ class InstanceFacts:
     def save(self, inst: InstanceState, kind: str, message: str) -> None:
         self.writes += 1
         self.repo.save_instance(inst)
-        self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id)
+        self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id, inst.health)
         self.event(kind, message, instance_id=inst.id, node_id=inst.node_id)
 
     def event(

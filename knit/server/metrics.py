@@ -13,6 +13,12 @@ the server's heartbeat lag, node health and placements without a subscriber of i
   ``running_by_deployment`` gives the running instances of each deployment whose count
   changed in the last 10 s (a client watching deployments converge reads only those).
 - **Garbage collection**: collections and the time they took, per generation.
+- **Deployments, tasks and health** (read by ``GET /metrics`` only): the deployments the
+  server runs, the tasks that ended by kind and result, and the instances by status and
+  health.
+
+``knit.server.prometheus`` turns all of this into Prometheus metrics at scrape time: the
+actors only ever bump these plain counters.
 """
 
 from __future__ import annotations
@@ -40,18 +46,20 @@ RUNNING_CHANGES_S = 10.0
 class LagHistogram:
     """Counts of lags per bucket (``LAG_BOUNDS_MS``), plus their count and maximum."""
 
-    __slots__ = ("counts", "max_ms", "total")
+    __slots__ = ("counts", "max_ms", "sum_ms", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (LAG_BUCKETS + 1)
         self.total = 0
         self.max_ms = 0.0
+        self.sum_ms = 0.0
 
     def add(self, lag_s: float) -> None:
         """Count one lag (a negative one, from clock skew, counts as 0)."""
         ms = max(lag_s * 1000.0, 0.0)
         self.counts[bisect.bisect_left(LAG_BOUNDS_MS, ms)] += 1
         self.total += 1
+        self.sum_ms += ms
         if ms > self.max_ms:
             self.max_ms = ms
 
@@ -123,8 +131,12 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.heartbeat_lag = LagHistogram()
         self.node_status: dict[str, str] = {}
-        self.instance_status: dict[str, tuple[str, str]] = {}  # id -> (status, deployment)
+        # id -> (status, deployment, health)
+        self.instance_status: dict[str, tuple[str, str, str]] = {}
         self.instance_counts: Counter[str] = Counter()
+        self.instance_health: Counter[tuple[str, str]] = Counter()  # (status, health)
+        self.deployments = 0
+        self.tasks_ended: Counter[tuple[str, str]] = Counter()  # (kind, result)
         self.placed_total = 0
         self.running_by_deployment: Counter[str] = Counter()
         self.running_changed: OrderedDict[str, float] = OrderedDict()  # oldest change first
@@ -142,16 +154,22 @@ class ServerMetrics:
         """``node_id`` was removed from the cluster."""
         self.node_status.pop(node_id, None)
 
-    def instance(self, instance_id: str, status: str, deployment_id: str) -> None:
-        """``instance_id`` (of ``deployment_id``) is now ``status``."""
+    def instance(
+        self, instance_id: str, status: str, deployment_id: str, health: str = "none"
+    ) -> None:
+        """``instance_id`` (of ``deployment_id``) is now ``status``, its health ``health``."""
         before = self.instance_status.get(instance_id)
-        if before is not None and before[0] == status:
+        if before is not None and before[0] == status and before[2] == health:
             return
+        self.instance_status[instance_id] = (status, deployment_id, health)
+        self.instance_health[status, health] += 1
         if before is not None:
+            self.instance_health[before[0], before[2]] -= 1
+            if before[0] == status:
+                return  # only its health changed
             self.instance_counts[before[0]] -= 1
             if before[0] == "running":
                 self._running(deployment_id, -1)
-        self.instance_status[instance_id] = (status, deployment_id)
         self.instance_counts[status] += 1
         if status == "running":
             self.placed_total += 1
@@ -162,8 +180,13 @@ class ServerMetrics:
         before = self.instance_status.pop(instance_id, None)
         if before is not None:
             self.instance_counts[before[0]] -= 1
+            self.instance_health[before[0], before[2]] -= 1
             if before[0] == "running":
                 self._running(before[1], -1)
+
+    def task_ended(self, kind: str, result: str) -> None:
+        """A ``kind`` task ended with ``result`` (succeeded, failed or unaccepted)."""
+        self.tasks_ended[kind, result] += 1
 
     def _running(self, deployment_id: str, change: int) -> None:
         count = self.running_by_deployment[deployment_id] + change
