@@ -20,12 +20,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pydantic
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from knit.api import reads
 from knit.api.gate import MAX_BODY_BYTES, Gate
+from knit.api.metrics import ApiMetrics
 from knit.api.openapi import openapi_document
 from knit.api.ports import ControlPlane
 from knit.api.sessions import Sessions
@@ -101,6 +103,7 @@ class KnitApp(Quart):
 
     gate: Gate | None = None
     reads: reads.ReadRoutes | None = None
+    metrics: ApiMetrics | None = None
 
     async def asgi_app(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -110,26 +113,49 @@ class KnitApp(Quart):
             # No route speaks WebSocket: refuse the handshake before anything reads it.
             await send({"type": "websocket.close", "code": 1008, "reason": ""})
             return
-        if scope["type"] == "http":
-            if self.gate is None:
-                raise RuntimeError("KnitApp has no gate: build it with create_app")
-            refusal = self.gate.check(scope)
-            if refusal is not None:
-                await refusal.send(send)
-                return
-            if self.reads is not None and await self.reads.answer(scope, send):
-                return
+        if scope["type"] != "http":
+            await super().asgi_app(scope, receive, send)
+            return
+        if self.gate is None:
+            raise RuntimeError("KnitApp has no gate: build it with create_app")
+        if self.metrics is None:
+            await self._serve_http(scope, receive, send, self.gate)
+            return
+        send, done = self.metrics.wrap(scope, send)
+        try:
+            await self._serve_http(scope, receive, send, self.gate)
+        finally:
+            done()
+
+    async def _serve_http(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable, gate: Gate
+    ) -> None:
+        refusal = gate.check(scope)
+        if refusal is not None:
+            await refusal.send(send)
+            return
+        if self.reads is not None and await self.reads.answer(scope, send):
+            return
         await super().asgi_app(scope, receive, send)
 
 
-def create_app(control: ControlPlane, *, sessions: Sessions | None = None) -> KnitApp:
+def create_app(
+    control: ControlPlane,
+    *,
+    sessions: Sessions | None = None,
+    registry: CollectorRegistry | None = None,
+) -> KnitApp:
     """Build the Quart application serving Knit's REST API on top of ``control``.
 
     Args:
         control: the control plane.
         sessions: the dashboard's session cookies (default: a fresh random signing key).
+        registry: the Prometheus metrics ``GET /metrics`` serves, to which the API adds its
+            own (default: a fresh registry with the API's metrics only).
     """
     app = KnitApp("knit")
+    registry = registry if registry is not None else CollectorRegistry()
+    app.metrics = ApiMetrics(registry, app.url_map)
     sessions = sessions if sessions is not None else Sessions()
     app.gate = Gate(control, sessions)
     app.reads = reads.ReadRoutes(control)
@@ -186,6 +212,11 @@ def create_app(control: ControlPlane, *, sessions: Sessions | None = None) -> Kn
     @route("/status", ["GET"])
     async def status() -> Response:
         return json_response(control.status())
+
+    @route("/metrics", ["GET"])
+    async def metrics() -> Response:
+        # Needs a read token, like every API read (knit.domain.auth.required_access).
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @route("/openapi.json", ["GET"])
     async def openapi() -> Response:

@@ -351,7 +351,7 @@ async def serve_http(
     if tls is not None:
         config.certfile, config.keyfile = str(tls[0]), str(tls[1])
     scheme = "https" if tls is not None else "http"
-    app = create_app(plane)
+    app = create_app(plane, registry=plane.metrics_registry)
     shutdown = anyio.Event()
     stopped = anyio.Event()
 

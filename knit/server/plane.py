@@ -43,6 +43,7 @@ from knit.server.messages import (
     DeploymentUpdated,
     SetEligible,
 )
+from knit.server.prometheus import server_registry
 from knit.server.records import NodeState
 from knit.server.repo import deployment_json, version_json
 from knit.store.records import DeploymentRecord
@@ -82,6 +83,10 @@ class ServerPlane:
         self._references: tuple[dict[str, str], dict[str, str]] | None = None
         self._references_token: object = None
         self._syntax_checks = anyio.CapacityLimiter(SYNTAX_CHECKS)
+        self.metrics_registry = server_registry(
+            ctx.metrics, ctx.bus, bridge, self.repo.store.writer
+        )
+        """This server's Prometheus metrics (``GET /metrics``)."""
 
     @staticmethod
     def _raise_if_error(result: object) -> Any:
