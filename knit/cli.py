@@ -213,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the mesh's WireGuard interface (default knit0; unique on the machine)",
     )
 
+    agent.add_argument(
+        "--metrics",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the agent's Prometheus metrics at http://HOST:PORT/metrics (no token: "
+        "bind an address only the scraper reaches)",
+    )
+
     dev = sub.add_parser("dev", help="nats-server, server and one agent in one process tree")
     dev.add_argument("--http", default=DEFAULT_HTTP)
     dev.add_argument("--data-dir", type=Path, default=Path(".knit"))
@@ -316,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
                 allow_host_network=args.allow_host_network,
                 mesh_endpoint=args.mesh_endpoint,
                 mesh_interface=args.mesh_interface,
+                metrics_listen=args.metrics,
             )
         )
     if args.command == "dev":

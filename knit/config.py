@@ -110,6 +110,8 @@ class AgentConfig:
             it joined with).
         mesh_interface: the WireGuard interface's name (unique per machine: wireguard-go's
             sockets are shared by every network namespace).
+        metrics_listen: ``HOST:PORT`` where the agent serves its Prometheus metrics
+            (``GET /metrics``; None: not served).
     """
 
     nats_url: str | None = None
@@ -126,6 +128,7 @@ class AgentConfig:
     allow_host_network: bool = False
     mesh_endpoint: str | None = None
     mesh_interface: str = "knit0"
+    metrics_listen: str | None = None
 
 
 def default_docker_host() -> str | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from knit.agent.files import TemplateFiles
+from knit.agent.metrics import AgentMetrics
 from knit.agent.trust import AgentTrust
 from knit.bus import Bus
 from knit.runtime.base import ContainerRuntime
@@ -89,6 +90,7 @@ class AgentContext:
     in_flight: dict[str, DeployTask | StopTask] = field(default_factory=dict)
     trust: AgentTrust | None = None
     mesh: MeshNode | None = None
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)
 
     @property
     def mesh_address(self) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections import OrderedDict
 
 import anyio
@@ -154,6 +155,7 @@ class TaskIntake:
 
     async def run(self, task: Task) -> None:
         """Run one task and remember its final status."""
+        started = time.perf_counter()
         try:
             final = await run_task(self.ctx, task)
         except Exception as exc:  # a bug: report it rather than lose the agent or the task
@@ -166,6 +168,7 @@ class TaskIntake:
             self.running.discard(task.task_id)
             if self.ctx.in_flight.get(task.instance_id) is task:
                 del self.ctx.in_flight[task.instance_id]
+        self.ctx.metrics.task_ended(task.kind, final.state, time.perf_counter() - started)
         self.done[task.task_id] = encode(final)
         while len(self.done) > REMEMBERED_TASKS:
             self.done.popitem(last=False)

@@ -41,6 +41,7 @@ from knit.agent.mesh import (
     PeersIntake,
     mesh_join,
 )
+from knit.agent.metrics import AgentMetrics, serve_metrics
 from knit.agent.reconciler import Reconciler, ReconcilerMessage, pump_events
 from knit.agent.trust import AgentTrust
 from knit.bus import BusCredentials, connect_bus
@@ -182,7 +183,8 @@ async def serve_agent(
         )
     mesh = mesh_node(config, identity, data_dir)
     refused = Refusal()
-    runtime = DockerRuntime(config.docker_host)
+    metrics = AgentMetrics(process=True)
+    runtime = DockerRuntime(config.docker_host, on_call=metrics.docker_called)
     try:
         await runtime.version()
         if mesh is not None:
@@ -207,9 +209,12 @@ async def serve_agent(
                 data_dir=data_dir,
                 trust=trust,
                 mesh=mesh,
+                metrics=metrics,
             )
             async with anyio.create_task_group() as tg:
                 tg.start_soon(refused.watch)
+                if config.metrics_listen is not None:
+                    await tg.start(serve_metrics, metrics, config.metrics_listen)
                 await tg.start(run_agent_actors, ctx)
                 task_status.started(node_id)
         finally:
@@ -286,6 +291,9 @@ async def _run_actors(ctx: AgentContext, task_status: TaskStatus[str]) -> None:
             return await current[0].refresh(instance_id, container_id, deployment_id, has_check)
 
         ctx.refresh = refresh
+        ctx.metrics.count_containers(
+            lambda: [report.status for report in current[0].instances.values()]
+        )
         if ctx.mesh is not None:
             node, publish, stats = ctx.mesh, ctx.publish, ctx.bus.stats
             updater: ActorRef[MeshMessage] = await system.spawn(

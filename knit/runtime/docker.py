@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any
@@ -74,6 +74,8 @@ class DockerRuntime:
         api_timeout: deadline in seconds of each ordinary API call.
         pull_timeout: deadline in seconds of a whole image pull.
         connect_timeout: deadline in seconds to open a connection to the Engine.
+        on_call: told each call's step, its duration in seconds and whether it succeeded
+            (the agent's metrics); never of the events stream, which waits by design.
     """
 
     def __init__(
@@ -83,11 +85,13 @@ class DockerRuntime:
         api_timeout: float = 30.0,
         pull_timeout: float = 600.0,
         connect_timeout: float = 5.0,
+        on_call: Callable[[str, float, bool], None] | None = None,
     ) -> None:
         self.host = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self.api_timeout = api_timeout
         self.pull_timeout = pull_timeout
         self.connect_timeout = connect_timeout
+        self.on_call = on_call
         self._docker: aiodocker.Docker | None = None
         self._network_locks: dict[str, anyio.Lock] = {}
 
@@ -137,9 +141,12 @@ class DockerRuntime:
         A pull past its deadline may just be a slow registry: ``RuntimeFailure("pull")``.
         """
         limit = self.api_timeout if timeout is None else timeout
+        started = time.perf_counter()
+        ok = False
         try:
             with anyio.fail_after(limit):
                 yield
+            ok = True
         except TimeoutError as exc:
             if step == "pull":
                 raise RuntimeFailure(step, f"not finished after {limit:g} s") from exc
@@ -154,6 +161,9 @@ class DockerRuntime:
             raise self._unavailable(exc) from exc
         except aiohttp.ClientError as exc:
             raise RuntimeFailure(step, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if self.on_call is not None and step != "events":
+                self.on_call(step, time.perf_counter() - started, ok)
 
     # -- engine ----------------------------------------------------------------------------
 
