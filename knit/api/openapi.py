@@ -489,6 +489,17 @@ def openapi_document() -> Schema:
             }
         },
         "/status": {"get": _op("The server's counters and actors", (200, {"type": "object"}))},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (text format; docs/operations.md lists them)",
+                "responses": {
+                    "200": {
+                        "description": "success",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/healthz": {"get": _op("Liveness (no token needed)", (200, {"type": "object"}))},
         "/openapi.json": {"get": _op("This document", (200, {"type": "object"}))},
         "/tokens": {

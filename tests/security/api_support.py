@@ -67,6 +67,7 @@ ROUTES = [
     Route("GET", "/instances", "read"),
     Route("GET", "/events", "read"),
     Route("GET", "/status", "read"),
+    Route("GET", "/metrics", "read"),
     Route("GET", "/openapi.json", "read"),
     Route("GET", "/tokens", "admin"),
     Route("POST", "/tokens", "admin", {}),
