@@ -375,6 +375,7 @@ async def _final_checks(
         run.recorder.false_unhealthy(node_id)
     containers = await agents.containers()
     view = monitor.view
+    scrape = await time_metrics_scrape(http)
     checks = {
         "nodes": len(nodes),
         "unhealthy_at_end": len(unhealthy),
@@ -387,6 +388,7 @@ async def _final_checks(
         "initial_containers_placed": marks.PLACED in run.recorder.marks,
         "monitor_errors": monitor.errors,
         "server_gc": view.gc,
+        "metrics_scrape": scrape,
         "harness_cpu_s": round(sum(psutil.Process().cpu_times()[:2]), 1),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
@@ -403,6 +405,28 @@ async def _final_checks(
         f"{len(unhealthy)} unhealthy nodes ({len(run.killed)} killed)"
     )
     return checks
+
+
+METRICS_SCRAPES = 20
+
+
+async def time_metrics_scrape(http: httpx.AsyncClient) -> dict[str, Any]:
+    """``GET /metrics`` ``METRICS_SCRAPES`` times in a row, as Prometheus would scrape the
+    server at the end of the run: round trips in ms (p50, max) and the reply's size."""
+    took: list[float] = []
+    size = 0
+    for _ in range(METRICS_SCRAPES):
+        began = time.perf_counter()
+        response = await http.get("/metrics")
+        took.append(time.perf_counter() - began)
+        if response.status_code != 200:
+            return {"error": response.status_code}
+        size = len(response.content)
+    return {
+        "p50_ms": _ms(percentile(took, 50)),
+        "max_ms": _ms(max(took)),
+        "bytes": size,
+    }
 
 
 async def _stop_when(interrupt: anyio.Event, scope: anyio.CancelScope, run: _Run) -> None:
