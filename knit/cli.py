@@ -55,6 +55,17 @@ def mesh_endpoint(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def metrics_listen(text: str) -> str:
+    """An address to serve metrics on, ``HOST:PORT`` (for argparse)."""
+    from knit.agent.metrics import parse_listen
+
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def non_negative_seconds(text: str) -> float:
     """A number of seconds, 0 or more (for argparse)."""
     try:
@@ -215,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     agent.add_argument(
         "--metrics",
+        type=metrics_listen,
         default=None,
         metavar="HOST:PORT",
         help="serve the agent's Prometheus metrics at http://HOST:PORT/metrics (no token: "

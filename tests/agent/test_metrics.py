@@ -17,6 +17,7 @@ from knit.agent.metrics import (
     parse_listen,
     serve_metrics,
 )
+from knit.cli import build_parser
 from knit.errors import RuntimeUnavailable
 from knit.runtime.docker import DockerRuntime
 
@@ -44,6 +45,16 @@ def test_listen_addresses_are_host_and_port() -> None:
     for bad in ("9101", "host:", ":9101", "host:99999", "host:http"):
         with pytest.raises(ValueError):
             parse_listen(bad)
+
+
+def test_knit_agent_takes_metrics_host_and_port(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(["agent"]).metrics is None
+    assert parser.parse_args(["agent", "--metrics", "127.0.0.1:9101"]).metrics == "127.0.0.1:9101"
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args(["agent", "--metrics", "9101"])
+    assert exited.value.code == 2
+    assert "--metrics" in capsys.readouterr().err
 
 
 def test_containers_tasks_and_docker_calls_are_exported() -> None:
