@@ -135,3 +135,16 @@ async def test_scrapes_beyond_the_limit_are_closed_at_once() -> None:
                     assert response.status_code == 200
                     break
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.e2e
+async def test_calls_to_a_real_engine_are_timed_by_operation(docker_host: str) -> None:
+    metrics = AgentMetrics()
+    async with DockerRuntime(docker_host, on_call=metrics.docker_called) as runtime:
+        await runtime.version()
+        await runtime.list({"knit.test": "no-such-container"})
+    found = samples(metrics.render().decode())
+    for operation in ("version", "list"):
+        labels = (("operation", operation), ("outcome", "ok"))
+        assert found["knit_agent_docker_call_duration_seconds_count", labels] == 1
+        assert 0 < found["knit_agent_docker_call_duration_seconds_sum", labels] < 30
