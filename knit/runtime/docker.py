@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any
@@ -32,6 +32,7 @@ from knit.runtime.base import (
     ContainerSpec,
     ContainerState,
     HealthCheck,
+    LogOptions,
     PortProtocol,
     PublishedPort,
     RegistryAuth,
@@ -416,6 +417,65 @@ class DockerRuntime:
                 )
             stack.callback(response.close)
             yield _EventStream(response, self)
+
+    # -- logs ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def open_logs(
+        self, container_id: str, options: LogOptions
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """Read a container's log lines (see ``ContainerRuntime.open_logs``).
+
+        aiodocker splits the Engine's multiplexed stream into frames (a frame is what one
+        write of the container gave, not a line); the lines are cut here, stdout and stderr
+        each keeping its own partial line would need the frame's stream, which aiodocker
+        does not expose: a line written in two pieces by both streams at once can mix.
+        """
+        params: dict[str, Any] = {"timestamps": options.timestamps}
+        params["tail"] = "all" if options.tail is None else str(options.tail)
+        if options.since is not None:
+            params["since"] = f"{options.since:.6f}"
+        with self._call("logs"):
+            container = await self._client().containers.get(container_id)
+        if options.follow:
+            frames: AsyncIterator[str] = container.log(
+                stdout=True, stderr=True, follow=True, **params
+            )
+        else:
+            with self._call("logs"):
+                listed = await container.log(stdout=True, stderr=True, follow=False, **params)
+            frames = _iterate(listed)
+        lines = _lines(frames, self)
+        try:
+            yield lines
+        finally:
+            with anyio.CancelScope(shield=True):
+                await lines.aclose()
+                aclose = getattr(frames, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+
+async def _iterate(items: builtins.list[str]) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def _lines(frames: AsyncIterator[str], runtime: DockerRuntime) -> AsyncGenerator[str, None]:
+    """Whole lines out of frames (the last one even without its newline)."""
+    partial = ""
+    try:
+        async for frame in frames:
+            pieces = (partial + frame).split("\n")
+            partial = pieces.pop()
+            for line in pieces:
+                yield line
+    except aiodocker.DockerError as exc:
+        raise RuntimeFailure("logs", str(exc.message)) from exc
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        raise runtime._unavailable(exc) from exc
+    if partial:
+        yield partial
 
 
 class _EventStream:
