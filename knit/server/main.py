@@ -36,6 +36,7 @@ from knit.server.bridge import open_bridge
 from knit.server.context import ServerContext
 from knit.server.directories import DeploymentDirectory, NodeDirectory
 from knit.server.history import keep_history
+from knit.server.logs import LogHub
 from knit.server.membership import Membership, load_trust
 from knit.server.mesh import MeshConfig, MeshCoordinator, server_mesh_key
 from knit.server.plane import ServerPlane
@@ -236,8 +237,17 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                 )
                 if mesh is not None:
                     tg.start_soon(mesh.run, bus)
+                logs = LogHub(bus, trust)
+                await tg.start(logs.run)
                 plane = ServerPlane(
-                    ctx, system, nodes, deployments, bridge, access, membership=membership
+                    ctx,
+                    system,
+                    nodes,
+                    deployments,
+                    bridge,
+                    access,
+                    membership=membership,
+                    logs=logs,
                 )
                 url = await tg.start(serve_http, plane, config.http, tls)
                 if config.history_retention > 0:
@@ -351,7 +361,7 @@ async def serve_http(
     if tls is not None:
         config.certfile, config.keyfile = str(tls[0]), str(tls[1])
     scheme = "https" if tls is not None else "http"
-    app = create_app(plane)
+    app = create_app(plane, logs=plane)
     shutdown = anyio.Event()
     stopped = anyio.Event()
 

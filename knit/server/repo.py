@@ -397,6 +397,10 @@ class Repo:
         rows = await self.store.read(instances.list_instances, deployment_id=deployment_id)
         return [instance_state(r) for r in rows]
 
+    async def get_instance(self, instance_id: str) -> InstanceState | None:
+        record = await self.store.read(instances.find_instance, instance_id)
+        return None if record is None else instance_state(record)
+
     async def list_instances(self) -> list[dict[str, Any]]:
         rows = await self.store.read(instances.list_instances)
         return [instance_state(r).to_json() for r in rows]
