@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from knit.commands import add_access_commands, add_deployment_commands, run_client_command
+from knit.commands.logs import add_logs_command
 from knit.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HISTORY_RETENTION,
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_deployment_commands(sub)
     add_access_commands(sub)
+    add_logs_command(sub)
     return parser
 
 

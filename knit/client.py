@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -228,6 +228,32 @@ class ApiClient:
     def instances(self) -> list[JSON]:
         """``GET /instances``."""
         return cast(list[JSON], self._call("GET", "/instances"))
+
+    def stream_text(self, path: str, params: Mapping[str, str]) -> Iterator[str]:
+        """``GET path`` answered as a text stream: its pieces as they arrive, without a
+        read deadline (a followed stream is quiet as long as its source is).
+
+        Raises:
+            ApiError: the API refused it or could not be reached (also mid-stream).
+        """
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        try:
+            with self._http.stream("GET", path, params=dict(params), timeout=timeout) as response:
+                if response.is_error:
+                    response.read()
+                    try:
+                        body: Any = response.json()
+                    except ValueError:
+                        body = response.text
+                    message = describe_error(body, response.status_code)
+                    raise ApiError(
+                        message + self._advice(response.status_code), response.status_code, body
+                    )
+                yield from response.iter_text()
+        except httpx.HTTPError as exc:
+            raise ApiUnreachable(
+                f"the log stream from {self.base_url} broke ({type(exc).__name__})"
+            ) from exc
 
     def find_deployment(self, name: str) -> JSON | None:
         """The live deployment named ``name`` (one being deleted is not), or None."""

@@ -7,6 +7,7 @@ commands' modules are imported when one of them runs:
 - :mod:`knit.commands.deployments`: ``deploy``, ``scale``, ``rollback``, ``history``, ``rm``,
   ``ps``; :mod:`knit.commands.follow` and :mod:`knit.commands.progress` follow a rollout;
 - :mod:`knit.commands.access`: ``nodes``, ``mesh``, ``node rm``, ``token``, ``join-token``;
+- :mod:`knit.commands.logs`: ``logs``;
 - :mod:`knit.commands.output`: tables and JSON.
 """
 
@@ -172,7 +173,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         ValueError: a file could not be read.
     """
     from knit.client import ApiClient, find_token
-    from knit.commands import access, deployments
+    from knit.commands import access, deployments, logs
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # httpx logs every request at INFO: a rollout followed would print two a second.
@@ -190,6 +191,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         "node": access.run_node,
         "token": access.run_token,
         "join-token": access.run_join_token,
+        "logs": logs.run_logs,
     }
     client = ApiClient(args.api, token=find_token(args.token), ca_file=args.ca_file)
     try:
