@@ -188,13 +188,14 @@ class LogHub:
         ended = False
         try:
             with part.scope:
-                async with out, part.receive:
-                    ended = await self._relay(part, query, out)
+                ended = await self._relay(part, query, out)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass  # the client left
         finally:
             self.parts.pop(part.stream_id, None)
             part.send.close()
+            part.receive.close()
+            out.close()
             if not ended:  # the node may still be sending: tell it to stop
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await self._tell(part, LogClose(stream_id=part.stream_id))

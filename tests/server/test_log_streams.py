@@ -13,7 +13,7 @@ import pytest
 from knit.domain.logs import LogQuery, LogTarget
 from knit.server.logs import OUTPUT, WINDOW
 from knit.wire import subjects
-from knit.wire.logs import LogOpen
+from knit.wire.logs import LogChunk, LogOpen
 from knit.wire.messages import encode
 from tests.support.log_streams import INSTANCE, NODE, open_ends
 
@@ -141,3 +141,28 @@ async def test_a_request_the_server_did_not_prove_is_refused(tmp_path: Path) -> 
         assert ends.server.streams == {}
         assert subjects.logs_from(NODE) not in ends.bus.counts
         assert ends.server.refusals.count == 1
+
+
+async def test_a_node_that_sends_past_its_credit_has_its_stream_cut(tmp_path: Path) -> None:
+    async with open_ends(tmp_path) as ends:
+        stream = ends.hub.stream([TARGET], LogQuery(follow=True, tail=0))
+        injected = anyio.Event()
+        lines: list[str] = []
+
+        async def read_later() -> None:
+            text = b""
+            async for chunk in stream:  # the first step opens the stream; then it waits
+                text += chunk
+                await injected.wait()
+            lines.extend(text.decode().splitlines())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_later)
+            await until(lambda: bool(ends.hub.parts), 2)
+            [stream_id] = ends.hub.parts
+            for seq in range(WINDOW + OUTPUT + 10):
+                chunk = LogChunk(stream_id=stream_id, seq=seq, lines=[f"flood {seq}"])
+                await ends.server.ctx.publish(subjects.logs_from(NODE), encode(chunk))
+            injected.set()
+        assert lines[-1] == f"[0] -- node {NODE} sent past its credit"
+        assert len(lines) < WINDOW + OUTPUT + 10
