@@ -398,7 +398,11 @@ class Repo:
         return [instance_state(r) for r in rows]
 
     async def get_instance(self, instance_id: str) -> InstanceState | None:
+        """The instance with that id, or else whose container has that id (the API's
+        ``id`` of an instance is its container's, spec 4)."""
         record = await self.store.read(instances.find_instance, instance_id)
+        if record is None:
+            record = await self.store.read(instances.find_by_container, instance_id)
         return None if record is None else instance_state(record)
 
     async def list_instances(self) -> list[dict[str, Any]]:
