@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -53,8 +54,10 @@ BUFFERED_LINES = 2 * MAX_LINES
 """Lines read ahead of the sender, per stream."""
 MAX_CHUNK_BYTES = 64 * 1024
 """A chunk is sent once its lines reach this many characters (or ``MAX_LINES``)."""
+BATCH_TURNS = 4
+"""Turns of the event loop without a new line after which a chunk is sent."""
 BATCH_WAIT = 0.005
-"""Seconds a chunk waits for more lines before it is sent."""
+"""Seconds at most a chunk waits for more lines."""
 INBOX = 1024
 """Requests and credits waiting for the dispatcher; more are dropped (the bus's handler
 must never wait)."""
@@ -243,18 +246,26 @@ class LogServer:
                     await self._publish(LogChunk(stream_id=stream.stream_id, seq=seq, lines=[]))
                     continue
                 size = len(lines[0])
-                # A short wait for more lines: one chunk of many costs the bus and both
-                # ends far less than many chunks of one (BATCH_WAIT of latency at most).
-                with anyio.move_on_after(BATCH_WAIT):
-                    while len(lines) < MAX_LINES and size < MAX_CHUNK_BYTES:
-                        try:
-                            lines.append(receive.receive_nowait())
-                        except anyio.WouldBlock:
-                            lines.append(await receive.receive())
-                        except anyio.EndOfStream:
-                            ended = True
+                # Let the reader add what the runtime has already sent, as long as it keeps
+                # coming (until BATCH_TURNS turns of the event loop bring nothing, or for
+                # BATCH_WAIT at most): one chunk of many lines costs the bus and both ends
+                # far less than many chunks of one, and a lone line waits for next to nothing.
+                turns, until = 0, time.monotonic() + BATCH_WAIT
+                while len(lines) < MAX_LINES and size < MAX_CHUNK_BYTES:
+                    try:
+                        line = receive.receive_nowait()
+                    except anyio.WouldBlock:
+                        if turns == BATCH_TURNS or time.monotonic() > until:
                             break
-                        size += len(lines[-1])
+                        turns += 1
+                        await anyio.lowlevel.checkpoint()
+                        continue
+                    except anyio.EndOfStream:
+                        ended = True
+                        break
+                    lines.append(line)
+                    size += len(line)
+                    turns = 0
                 await self._wait_credit(stream)
                 stream.credit -= 1
                 await self._publish(LogChunk(stream_id=stream.stream_id, seq=seq, lines=lines))
