@@ -43,6 +43,8 @@ from knit.runtime.base import (
 log = logging.getLogger(__name__)
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+LISTED_TAIL = 10_000
+"""Past this many lines (or all of them), logs not followed are streamed, not listed."""
 
 # Keys Docker adds to a container event's attributes beside the container's labels.
 _EVENT_NON_LABEL_KEYS = frozenset(
@@ -437,7 +439,11 @@ class DockerRuntime:
             params["since"] = f"{options.since:.6f}"
         with self._call("logs"):
             container = await self._client().containers.get(container_id)
-        if options.follow:
+        if options.follow or options.tail is None or options.tail > LISTED_TAIL:
+            if not options.follow:
+                # Streamed up to now rather than listed: a long log is not held whole in
+                # memory (the Engine ends a followed stream at ``until``, ~0.5 s later).
+                params["until"] = f"{time.time():.9f}"
             frames: AsyncIterator[str] = container.log(
                 stdout=True, stderr=True, follow=True, **params
             )
