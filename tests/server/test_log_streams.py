@@ -166,3 +166,9 @@ async def test_a_node_that_sends_past_its_credit_has_its_stream_cut(tmp_path: Pa
             injected.set()
         assert lines[-1] == f"[0] -- node {NODE} sent past its credit"
         assert len(lines) < WINDOW + OUTPUT + 10
+
+
+async def test_logs_stream_on_an_open_bus_too(tmp_path: Path) -> None:
+    async with open_ends(tmp_path, insecure=True) as ends:
+        ends.runtime.write_log(ends.container_id, "plain")
+        assert await read_all(ends.hub.stream([TARGET], LogQuery())) == ["[0] plain"]
