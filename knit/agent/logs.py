@@ -191,6 +191,11 @@ class LogServer:
                 error = await self._stream(request, stream)
             if stream.scope.cancelled_caught:
                 return  # the server closed it: it wants nothing more, not even an end
+        except anyio.get_cancelled_exc_class():  # the agent is stopping: say so, briefly
+            self.streams.pop(request.stream_id, None)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await self._end(request.stream_id, f"the agent of node {self.ctx.node_id} stopped")
+            raise
         except _Silent:
             error = f"the server was silent for {self.silence:g} s"
         except KnitError as exc:

@@ -172,3 +172,13 @@ async def test_logs_stream_on_an_open_bus_too(tmp_path: Path) -> None:
     async with open_ends(tmp_path, insecure=True) as ends:
         ends.runtime.write_log(ends.container_id, "plain")
         assert await read_all(ends.hub.stream([TARGET], LogQuery())) == ["[0] plain"]
+
+
+async def test_an_agent_that_stops_ends_its_streams_with_a_message(tmp_path: Path) -> None:
+    async with open_ends(tmp_path) as ends:
+        stream = ends.hub.stream([TARGET], LogQuery(follow=True))
+        ends.runtime.write_log(ends.container_id, "hello")
+        with anyio.fail_after(2):
+            await anext(stream)
+        ends.server.tg.cancel_scope.cancel()  # the agent's task group: it stops
+        assert await read_all(stream) == [f"[0] -- the agent of node {NODE} stopped"]

@@ -104,8 +104,10 @@ async def open_ends(
     )
     hub = LogHub(cast(Bus, bus), trust, silence=silence, keepalive=keepalive)
     async with anyio.create_task_group() as tg:
-        server = LogServer(ctx, tg, silence=silence, keepalive=keepalive)
-        await server.subscribe()
         await tg.start(hub.run)
-        yield Ends(bus, runtime, hub, server, container_id)
+        async with anyio.create_task_group() as agent:  # (cancel it: the agent stops)
+            server = LogServer(ctx, agent, silence=silence, keepalive=keepalive)
+            await server.subscribe()
+            yield Ends(bus, runtime, hub, server, container_id)
+            agent.cancel_scope.cancel()
         tg.cancel_scope.cancel()
