@@ -16,12 +16,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
-from tests.support.knit import KnitCluster, unique_name
+from knit.wire.logs import SILENCE
+from tests.support.knit import KnitCluster, cluster_for, unique_name
 from tests.support.knit_processes import KNIT_COMMAND, REPO_ROOT, TOKEN_FILES, read_admin_token
 
 pytestmark = pytest.mark.e2e
@@ -153,3 +155,20 @@ def test_a_client_that_stops_reading_does_not_grow_the_servers_memory(knit: Knit
     assert after - before < 20 * 2**20, f"the server grew by {(after - before) / 2**20:.1f} MiB"
     # and it still answers, the stream's parts gone once the client left
     assert knit.api.get("/healthz").status_code == 200
+
+
+def test_an_agent_that_disappears_ends_its_part_with_a_message(
+    e2e_docker: str, tmp_path: Path
+) -> None:
+    with cluster_for(tmp_path, e2e_docker) as knit:
+        deployment_id = deploy(knit, TICKER)
+        lines = stream(knit, f"/deployments/{deployment_id}/logs", {"follow": "1", "tail": "1"})
+        assert next(lines).startswith("[0] tick ")
+        agent = knit.agents[0]
+        knit.watch.processes.remove(agent)
+        agent.kill()  # SIGKILL: it says nothing
+        started = time.monotonic()
+        rest = list(lines)
+        assert time.monotonic() - started < SILENCE + 10
+        node = agent.node_id
+        assert rest[-1] == f"[0] -- node {node} stopped answering; this instance's logs end here"
