@@ -82,7 +82,8 @@ def run_mesh(args: argparse.Namespace, client: ApiClient) -> None:
     members = client.call("GET", "/mesh")
     for member in members:
         member["node_id"] = member["node_id"] or "(server)"
-    emit(args, members, ["node_id", "address", "endpoint", "latest_handshake", "public_key"])
+    columns: list[str | Column] = [Column("node_id", id=True), "address", "endpoint"]
+    emit(args, members, [*columns, "latest_handshake", "public_key"])
 
 
 def run_node(args: argparse.Namespace, client: ApiClient) -> None:
