@@ -21,6 +21,8 @@ from tests.test_cli_lifecycle import Scene, scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 async def deployed(s: Scene, name: str = "web", replicas: int = 2) -> dict[str, object]:
     ran = await s.knit("deploy", "-f", str(s.spec_file(name, replicas=replicas)))
@@ -193,6 +195,7 @@ async def test_errors_for_a_refused_token_and_library_logs_stay_off_stdout(
 ) -> None:
     async with scene(nats_url, tmp_path, capsys) as s:
         env = {k: v for k, v in os.environ.items() if k not in ("KNIT_LOG_LEVEL", "KNIT_TOKEN")}
+        env["PYTHONPATH"] = str(REPO)  # this checkout's knit, run from another folder
 
         def knit(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(

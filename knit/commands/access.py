@@ -53,6 +53,8 @@ def run_nodes(args: argparse.Namespace, client: ApiClient) -> None:
 
 
 def set_eligible(args: argparse.Namespace, client: ApiClient, eligible: bool) -> None:
+    """``knit drain`` (``eligible`` False) or ``knit eligible``: of the node ``args.node``
+    names (id, id prefix or hostname)."""
     node = node_of(client, args.node)
     action = "eligible" if eligible else "drain"
     changed = client.call("POST", f"/nodes/{node['id']}/{action}")
