@@ -118,6 +118,13 @@ async def test_ids_by_prefix_inspect_drain_and_eligible(
         unknown = await s.knit("drain", "nope")
         assert unknown.code == 1 and unknown.err == "knit: no node 'nope'\n"
 
+        made = await s.knit("token", "create", "--role", "read", "--name", "ci", "--json")
+        token_id = json.loads(made.out)["id"]
+        tokens = await s.knit("token", "ls")
+        assert token_id[:12] in tokens.out and token_id not in tokens.out
+        revoked = await s.knit("token", "rm", token_id[:14])
+        assert revoked.code == 0 and revoked.out == f"token {token_id} revoked\n", revoked
+
 
 async def test_events_list_and_filter(
     nats_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
