@@ -258,17 +258,6 @@ class ApiClient:
             query["node_id"] = node_id
         return cast(list[JSON], self._call("GET", "/events", params=query))
 
-    def resolve_deployment(self, name_or_id: str) -> JSON:
-        """Find a deployment by id, or else by name.
-
-        Raises:
-            ApiError: no deployment has that id or name.
-        """
-        for deployment in self.deployments():
-            if name_or_id in (deployment.get("id"), deployment.get("name")):
-                return deployment
-        raise ApiError(f"no deployment named or with id {name_or_id!r}", 404)
-
 
 def describe_error(body: Any, status: int) -> str:
     """Turn an API error body (``{"error": ..., "errors": [{field, message}]}``) into a line."""
