@@ -8,6 +8,7 @@ by the subcommand that needs them, so ``knit ps`` starts fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -258,8 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except BrokenPipeError:
-        # ``knit events -f | head``: the reader left; stop quietly, as ``cat`` does.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # ``knit events -f | head``: the reader left; stop quietly, as ``cat`` does. Standard
+        # output goes to /dev/null so that flushing it at exit does not fail again.
+        # (A standard output that is not a real file, a test's capture, is left alone.)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KnitError as exc:
         print(f"knit: {exc}", file=sys.stderr)

@@ -232,3 +232,16 @@ def test_output_must_be_table_or_json(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit):
         build_parser().parse_args(["ps", "-o", "yaml"])
     assert "invalid choice: 'yaml'" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import knit.cli
+
+    def gone(args: argparse.Namespace) -> int:
+        raise BrokenPipeError
+
+    monkeypatch.setattr(knit.cli, "run_client_command", gone)
+    assert knit.cli.main(["events", "-f", "--api", "http://127.0.0.1:1"]) == 0
+    assert capsys.readouterr().err == ""
