@@ -20,7 +20,12 @@ from knit.errors import NotFound
 from knit.store.models import ContainerInstance, Deployment
 from knit.store.ops import Op, RowsOp
 from knit.store.reads import Read
-from knit.store.records import INSTANCE_STATUSES, InstanceRecord, InstanceStatusUpdate
+from knit.store.records import (
+    INSTANCE_STATUSES,
+    RESERVING_STATUSES,
+    InstanceRecord,
+    InstanceStatusUpdate,
+)
 from knit.store.sql import KEEP, Keep, chunks, now, upsert
 
 LIVE_STATUSES = ("pending", "running", "unknown", "error", "lost")
@@ -134,11 +139,6 @@ def count_by_node(conn: Connection, *, statuses: Sequence[str] = LIVE_STATUSES) 
         .group_by(ContainerInstance.node_id)
     )
     return {str(node): int(count) for node, count in conn.execute(stmt).all()}
-
-
-RESERVING_STATUSES = ("pending", "running", "unknown", "error")
-"""The statuses whose instances hold their resources on their node (a ``lost`` instance's
-were released when it was lost)."""
 
 
 def reserved_by_node(conn: Connection) -> dict[str, tuple[float, int]]:

@@ -19,6 +19,9 @@ from knit.store.models import JSONValue
 
 NODE_STATUSES: Final = ("healthy", "unhealthy")
 INSTANCE_STATUSES: Final = ("pending", "running", "stopped", "error", "lost", "unknown")
+RESERVING_STATUSES: Final = ("pending", "running", "unknown", "error")
+"""The statuses whose placed instances hold their resources on their node (a ``lost``
+instance's were released when it was lost)."""
 TASK_KINDS: Final = ("deploy", "stop")
 TASK_STATES: Final = ("pending", "published", "accepted", "succeeded", "failed")
 UNFINISHED_TASK_STATES: Final = ("pending", "published", "accepted")

@@ -199,7 +199,8 @@ def schema_2_file(path: Path) -> None:
             "'[]', '{}', 0.0, '{}', NULL, 10.0, 20.0, 2, 0, 2, '{}', NULL, NULL)",
             (WEB,),
         )
-        old_spec = {  # a version's spec at schema 2 (deployments.spec_json of then)
+        # A version's spec at schema 2 (deployments.spec_json then).
+        old_spec: dict[str, object] = {
             "name": "web",
             "image": "web:1",
             "registry_credentials_id": None,
