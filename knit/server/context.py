@@ -184,6 +184,7 @@ class ServerContext:
                     "health_check": (
                         None if record.health_check is None else dict(record.health_check)
                     ),
+                    "resources": None if record.resources is None else dict(record.resources),
                 }
             )
             if len(self._task_deployments) >= TASK_DEPLOYMENT_CACHE:
