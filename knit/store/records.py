@@ -19,9 +19,10 @@ from knit.store.models import JSONValue
 
 NODE_STATUSES: Final = ("healthy", "unhealthy")
 INSTANCE_STATUSES: Final = ("pending", "running", "stopped", "error", "lost", "unknown")
-RESERVING_STATUSES: Final = ("pending", "running", "unknown", "error")
-"""The statuses whose placed instances hold their resources on their node (a ``lost``
-instance's were released when it was lost)."""
+RESERVING_STATUSES: Final = ("pending", "running", "stopped", "unknown", "error")
+"""The statuses whose placed instances hold their resources on their node: all but ``lost``
+(released when it was lost). A stopped instance keeps its room until it is removed: its
+container may be started again."""
 TASK_KINDS: Final = ("deploy", "stop")
 TASK_STATES: Final = ("pending", "published", "accepted", "succeeded", "failed")
 UNFINISHED_TASK_STATES: Final = ("pending", "published", "accepted")
