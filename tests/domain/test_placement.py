@@ -319,6 +319,22 @@ def test_never_reserves_more_than_a_node_has(
             assert not (fits_cpu and fits_memory)
 
 
+@pytest.mark.parametrize("strategy", ["spread", "binpack"])
+def test_placing_with_resources_is_fast_at_scale(strategy: str) -> None:
+    view = ClusterView(
+        [
+            NodeView(id=f"node-{i:04d}", instance_count=i % 7, cpus=64, memory_bytes=2**40)
+            for i in range(1000)
+        ]
+    )
+    req = request(100_000, cpu=0.1, memory_bytes=MiB, strategy=strategy)
+    started = time.perf_counter()
+    plan = place(view, req)
+    elapsed = time.perf_counter() - started
+    assert len(plan.placements) == 100_000
+    assert elapsed < 2.0, f"placing 100,000 sized instances took {elapsed:.2f}s"
+
+
 # --- properties ----------------------------------------------------------------------------
 
 ZONES = st.sampled_from(["eu", "us", "ap"])
