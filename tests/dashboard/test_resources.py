@@ -7,7 +7,7 @@ import pytest
 
 from knit.api.app import create_app
 from knit.dashboard.present import digest
-from tests.dashboard.fakes import SESSIONS, SIGNED_IN, FakeControl, node
+from tests.dashboard.fakes import SESSIONS, SIGNED_IN, FakeControl, deployment, node
 
 pytestmark = [pytest.mark.unit]
 
@@ -57,3 +57,14 @@ def test_a_change_of_reservation_changes_the_streamed_view() -> None:
     before = reserved_node()
     after = {**before, "reserved_memory_bytes": 5 * GiB, "free_memory_bytes": 11 * GiB}
     assert digest([before], [], [], None) != digest([after], [], [], None)
+
+
+@pytest.mark.anyio
+async def test_the_deployment_page_shows_its_resources_and_strategy() -> None:
+    sized = deployment("web", 2, resources={"cpu": 0.5, "memory": 256 * 2**20}, strategy="binpack")
+    control = FakeControl(deployments=[sized])
+    html = await page(control, f"/ui/deployments/{sized['id']}")
+    assert "cpu 0.5, memory 256.0 MiB per instance" in html and "binpack" in html
+    plain = deployment("api", 1)
+    html = await page(FakeControl(deployments=[plain]), f"/ui/deployments/{plain['id']}")
+    assert "none (no limits, nothing reserved)" in html
