@@ -20,8 +20,8 @@ class FakeClient:
     def __init__(self) -> None:
         self.asked: list[tuple[str, dict[str, str]]] = []
 
-    def resolve_deployment(self, name_or_id: str) -> dict[str, Any]:
-        return {"id": "d1", "name": name_or_id}
+    def deployments(self) -> list[dict[str, Any]]:
+        return [{"id": "d1", "name": "web"}, {"id": "d2", "name": "db"}]
 
     def stream_text(self, path: str, params: Mapping[str, str]) -> Iterator[str]:
         self.asked.append((path, dict(params)))
@@ -53,6 +53,11 @@ def test_every_option_reaches_the_query() -> None:
         "timestamps": "1",
         "instance": "2",
     }
+
+
+def test_a_deployment_is_found_by_an_id_prefix_too() -> None:
+    client, _ = run("d2")
+    assert client.asked[0][0] == "/deployments/d2/logs"
 
 
 def test_a_negative_tail_is_refused_by_the_parser() -> None:

@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from knit.commands import Subparsers, client_parser, whole_number
+from knit.commands.resolve import deployment_of
 
 if TYPE_CHECKING:  # (``knit server`` parses these arguments too: no HTTP client for it)
     from knit.client import ApiClient
@@ -60,10 +61,12 @@ def run_logs(args: argparse.Namespace, client: ApiClient, out: TextIO | None = N
     """Print the logs until they end (or, following, until Ctrl-C).
 
     Raises:
-        ApiError: no such deployment, a malformed option, the API refused or broke off.
+        ApiError: a malformed option, the API refused or broke off.
+        NoMatch, Ambiguous: no deployment, or several, for ``args.target`` (a name, an id
+            or an id's prefix).
     """
     out = out if out is not None else sys.stdout
-    deployment = client.resolve_deployment(args.target)
+    deployment = deployment_of(client, args.target)
     params = {"tail": args.tail, "follow": "1" if args.follow else "0"}
     if args.since:
         params["since"] = args.since

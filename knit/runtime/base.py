@@ -94,6 +94,9 @@ class ContainerSpec:
             ``ports`` must be empty); None for bridge networking.
         ports: ports to publish.
         healthcheck: the health check to run; None keeps the image's own (if it has one).
+        cpu: the most CPU cores it may use (None: no limit).
+        memory_bytes: the most memory it may use; above it the kernel kills it (None: no
+            limit).
     """
 
     name: str
@@ -106,6 +109,8 @@ class ContainerSpec:
     network_mode: Literal["host"] | None = None
     ports: list[PortBinding] = field(default_factory=list)
     healthcheck: HealthCheck | None = None
+    cpu: float | None = None
+    memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)

@@ -310,7 +310,7 @@ class DockerRuntime:
         Raises:
             RuntimeFailure: "create" (image absent, name taken, unknown network, bad spec).
         """
-        config = _container_config(spec)
+        config = container_config(spec)
         docker = self._client()
         try:
             with self._call("create"):
@@ -529,7 +529,12 @@ def _check_subnet(
     return str(network["Id"])
 
 
-def _container_config(spec: ContainerSpec) -> dict[str, Any]:
+def container_config(spec: ContainerSpec) -> dict[str, Any]:
+    """The Engine's ``POST /containers/create`` body for ``spec``.
+
+    Raises:
+        RuntimeFailure: host networking with networks or ports, or a relative mount source.
+    """
     if spec.network_mode == "host" and (spec.networks or spec.ports):
         raise RuntimeFailure("create", f"{spec.name}: host networking takes no networks or ports")
     binds = []
@@ -564,6 +569,13 @@ def _container_config(spec: ContainerSpec) -> dict[str, Any]:
         config["Cmd"] = list(spec.command)
     if spec.healthcheck is not None:
         config["Healthcheck"] = healthcheck_config(spec.healthcheck)
+    if spec.cpu is not None:
+        config["HostConfig"]["NanoCpus"] = round(spec.cpu * 1e9)
+    if spec.memory_bytes is not None:
+        # No swap on top: above the limit the kernel kills the container (swap equal to
+        # the memory limit; Docker's default would double it with swap).
+        config["HostConfig"]["Memory"] = spec.memory_bytes
+        config["HostConfig"]["MemorySwap"] = spec.memory_bytes
     return config
 
 

@@ -202,7 +202,9 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             ctx.metrics.gc.install()
             stack.callback(ctx.metrics.gc.uninstall)
             async with open_actor_system("server") as system, anyio.create_task_group() as tg:
-                ctx._scheduler = await system.spawn(Scheduler, name="scheduler", mailbox_size=8192)
+                ctx._scheduler = await system.spawn(
+                    lambda: Scheduler(ctx.reserved), name="scheduler", mailbox_size=8192
+                )
                 deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
                 nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
                 # Nodes first: the Scheduler then knows every healthy node before a deployment

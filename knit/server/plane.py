@@ -110,6 +110,7 @@ class ServerPlane:
         if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
             node.last_heartbeat = heard
         node.allow_host_network = node.id in self.ctx.host_network_nodes
+        node.reserved_cpus, node.reserved_memory_bytes = self.ctx.reserved.get(node.id, (0.0, 0))
         mesh = self.membership.mesh if self.membership is not None else None
         if mesh is not None:
             node.address = mesh.address_of(node.id) or node.address
