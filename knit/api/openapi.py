@@ -288,7 +288,7 @@ def _logs_op(summary: str, *, instance: bool = False) -> Schema:
     """A logs route: ``text/plain`` streamed, with the query of ``knit.domain.logs``."""
     op = _op(summary, (200, _STR), errors=(404, 422))
     op["responses"]["200"] = {
-        "description": "one log line per line, streamed (docs/decisions/0019-log-streams.md)",
+        "description": "one log line per line, streamed (docs/decisions/0020-log-streams.md)",
         "content": {"text/plain": {"schema": _STR}},
     }
     flag = {"type": "string", "enum": ["0", "1", "true", "false"]}

@@ -11,7 +11,7 @@ stream goes there). A part writes each chunk, its lines prefixed with the instan
 more credit as it does. Memory per request is therefore bounded by
 ``(WINDOW + OUTPUT) * chunk size * instances``: a client that reads slowly fills the output
 buffer, its parts stop granting credit, and the nodes stop reading the containers' logs
-until it reads again. See docs/decisions/0019-log-streams.md.
+until it reads again. See docs/decisions/0020-log-streams.md.
 
 A part ends with its stream's ``LogEnd`` (an error is written as a line of its own), when
 its node is silent for ``SILENCE`` seconds (``[0] -- node ... stopped answering``), or

@@ -1,6 +1,6 @@
 """The messages of log streams: the server asks a node for an instance's logs and grants it
 credit (``knit.logs.to.{node_id}``); the node sends chunks of lines and an end
-(``knit.logs.from.{node_id}``). See docs/decisions/0019-log-streams.md.
+(``knit.logs.from.{node_id}``). See docs/decisions/0020-log-streams.md.
 
 Each stream has an id the server makes (``stream_id``). The server grants credit in
 chunks: the node sends a :class:`LogChunk` only while it holds credit, so what the server
