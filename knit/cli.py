@@ -8,13 +8,20 @@ by the subcommand that needs them, so ``knit ps`` starts fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from knit.commands import add_access_commands, add_deployment_commands, run_client_command
+from knit.commands import (
+    CLIENT_COMMANDS,
+    add_access_commands,
+    add_deployment_commands,
+    run_client_command,
+)
+from knit.commands.logs import add_logs_command
 from knit.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HISTORY_RETENTION,
@@ -125,7 +132,12 @@ HOST_NETWORK_HELP = (
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="knit", description="A small container orchestrator.")
-    parser.add_argument("--log-level", default=os.environ.get("KNIT_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("KNIT_LOG_LEVEL"),
+        help="DEBUG, INFO, WARNING... (KNIT_LOG_LEVEL; default INFO, WARNING for the "
+        "commands that talk to the API)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     server = sub.add_parser("server", help="run the control plane")
@@ -253,18 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_deployment_commands(sub)
     add_access_commands(sub)
+    add_logs_command(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``knit`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    level = args.log_level or ("WARNING" if args.command in CLIENT_COMMANDS else "INFO")
     logging.basicConfig(
-        level=str(args.log_level).upper(),
+        level=str(level).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,  # standard output is for tables and JSON
     )
     try:
         return run(args)
+    except BrokenPipeError:
+        # ``knit events -f | head``: the reader left; stop quietly, as ``cat`` does. Standard
+        # output goes to /dev/null so that flushing it at exit does not fail again.
+        # (A standard output that is not a real file, a test's capture, is left alone.)
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KnitError as exc:
         print(f"knit: {exc}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -134,9 +134,11 @@ class ApiClient:
         """Close the connection pool."""
         self._http.close()
 
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, params: Mapping[str, Any] | None = None
+    ) -> Any:
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body, params=params)
         except httpx.HTTPError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 raise ApiError(
@@ -160,23 +162,35 @@ class ApiClient:
                 f"{method} {path}: HTTP {response.status_code}, not JSON", response.status_code
             ) from exc
         if response.is_error:
-            message = describe_error(data, response.status_code) + self._advice(
-                response.status_code
+            raise ApiError(
+                self._explain(method, path, response.status_code, data), response.status_code, data
             )
-            raise ApiError(message, response.status_code, data)
         return data
 
-    def _advice(self, status: int) -> str:
-        if status == 401 and self.token is None:
+    def _explain(self, method: str, path: str, status: int, body: Any) -> str:
+        """One line for an error answer: what went wrong and what to do about it."""
+        said = describe_error(body, status)
+        if status == 401:
+            reason = said.removeprefix(f"HTTP {status}: ")
+            if self.token is None:
+                return (
+                    f"the server wants an API token (HTTP 401: {reason}): pass --token, set "
+                    f"KNIT_TOKEN or KNIT_TOKEN_FILE, or run from the folder holding "
+                    f"{DEV_TOKEN_FILE}"
+                )
             return (
-                " (no API token: pass --token, set KNIT_TOKEN or KNIT_TOKEN_FILE, or run "
-                f"from the folder holding {DEV_TOKEN_FILE})"
+                f"the server refused the token from {self.token.source} (HTTP 401: {reason}): "
+                "set --token or KNIT_TOKEN to a valid one"
             )
-        if status == 401 and self.token is not None:
-            return f" (the token from {self.token.source})"
         if status == 403:
-            return " (ask an admin for a token with that role: knit token create)"
-        return ""
+            return f"{said} (ask an admin for a token with that role: knit token create)"
+        if status == 404 and isinstance(body, dict) and "requested URL" in str(body.get("error")):
+            # Quart's own 404: no such route, not an unknown entity.
+            return (
+                f"the server at {self.base_url} has no {method} {path.split('?')[0]} "
+                "(HTTP 404): is it an older Knit than this client?"
+            )
+        return said
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """Any request: the JSON answer (None if empty).
@@ -229,20 +243,44 @@ class ApiClient:
         """``GET /instances``."""
         return cast(list[JSON], self._call("GET", "/instances"))
 
+    def stream_text(self, path: str, params: Mapping[str, str]) -> Iterator[str]:
+        """``GET path`` answered as a text stream: its pieces as they arrive, without a
+        read deadline (a followed stream is quiet as long as its source is).
+
+        Raises:
+            ApiError: the API refused it or could not be reached (also mid-stream).
+        """
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None)
+        try:
+            with self._http.stream("GET", path, params=dict(params), timeout=timeout) as response:
+                if response.is_error:
+                    response.read()
+                    try:
+                        body: Any = response.json()
+                    except ValueError:
+                        body = response.text
+                    status = response.status_code
+                    raise ApiError(self._explain("GET", path, status, body), status, body)
+                yield from response.iter_text()
+        except httpx.HTTPError as exc:
+            raise ApiUnreachable(
+                f"the log stream from {self.base_url} broke ({type(exc).__name__})"
+            ) from exc
+
     def find_deployment(self, name: str) -> JSON | None:
         """The live deployment named ``name`` (one being deleted is not), or None."""
         return next((d for d in self.deployments() if d.get("name") == name), None)
 
-    def resolve_deployment(self, name_or_id: str) -> JSON:
-        """Find a deployment by id, or else by name.
-
-        Raises:
-            ApiError: no deployment has that id or name.
-        """
-        for deployment in self.deployments():
-            if name_or_id in (deployment.get("id"), deployment.get("name")):
-                return deployment
-        raise ApiError(f"no deployment named or with id {name_or_id!r}", 404)
+    def events(
+        self, *, limit: int = 100, deployment_id: str | None = None, node_id: str | None = None
+    ) -> list[JSON]:
+        """``GET /events``: the newest ``limit`` events, newest first."""
+        query: dict[str, str | int] = {"limit": limit}
+        if deployment_id:
+            query["deployment_id"] = deployment_id
+        if node_id:
+            query["node_id"] = node_id
+        return cast(list[JSON], self._call("GET", "/events", params=query))
 
 
 def describe_error(body: Any, status: int) -> str:

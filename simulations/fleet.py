@@ -297,9 +297,10 @@ async def shared_buses(spec: FleetSpec, http: httpx.AsyncClient) -> list[Bus]:
         json={
             "name": f"sim-fleet-{key.public_key[-8:].lower()}",
             "nats_key": key.public_key,
-            "publish": [subjects.HEARTBEAT, subjects.TASK_STATUS],
+            "publish": [subjects.HEARTBEAT, subjects.TASK_STATUS, subjects.LOGS_FROM_ANY],
             "subscribe": [
                 f"{subjects.TASKS_PREFIX}.*",
+                f"{subjects.LOGS_TO_PREFIX}.*",
                 f"{subjects.TASKS_BROADCAST} {subjects.BROADCAST_QUEUE}",
             ],
             "ttl": 86_400,

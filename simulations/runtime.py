@@ -37,9 +37,11 @@ import itertools
 import math
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -50,6 +52,7 @@ from knit.runtime.base import (
     HEALTH_NONE,
     ContainerSpec,
     ContainerState,
+    LogOptions,
     PublishedPort,
     RegistryAuth,
     RuntimeEvent,
@@ -189,6 +192,8 @@ class SimRuntime:
         self._by_label: dict[tuple[str, str], dict[str, None]] = {}
         self._subscriptions: builtins.list[_Subscription] = []
         self._health_changes: builtins.list[_HealthChange] = []  # a heap
+        # container id -> the lines it "wrote" (``write_log``); nothing writes by itself.
+        self._logs: dict[str, builtins.list[tuple[float, str]]] = {}
 
     def __repr__(self) -> str:
         return f"SimRuntime({self.name!r})"
@@ -495,6 +500,42 @@ class SimRuntime:
             if subscription in self._subscriptions:
                 self._subscriptions.remove(subscription)
 
+    # -- logs ------------------------------------------------------------------------------
+
+    def write_log(self, container_id: str, line: str, at: float | None = None) -> None:
+        """Make a container "write" a log line (a test hook: simulated containers are mute)."""
+        self._logs.setdefault(container_id, []).append((time.time() if at is None else at, line))
+
+    @asynccontextmanager
+    async def open_logs(
+        self, container_id: str, options: LogOptions
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """The lines given to ``write_log``; following polls for more every 50 ms until the
+        container no longer runs.
+
+        Raises:
+            RuntimeFailure: no such container.
+            RuntimeUnavailable: the engine is unavailable.
+        """
+        self._check_available()
+        container = self._get("logs", container_id)
+        yield self._log_lines(container, options)
+
+    async def _log_lines(self, container: _Container, options: LogOptions) -> AsyncIterator[str]:
+        written = self._logs.setdefault(container.id, [])
+        since = options.since
+        first = [(at, line) for at, line in written if since is None or at >= since]
+        if options.tail is not None:
+            first = first[len(first) - options.tail :] if options.tail else []
+        for at, line in first:
+            yield f"{_rfc3339(at)} {line}" if options.timestamps else line
+        seen = len(written)
+        while options.follow and container.state == "running":
+            await anyio.sleep(0.05)
+            for at, line in written[seen:]:
+                yield f"{_rfc3339(at)} {line}" if options.timestamps else line
+            seen = len(written)
+
     # -- plumbing --------------------------------------------------------------------------
 
     def _check_available(self) -> None:
@@ -616,6 +657,10 @@ class SimRuntime:
         subscriptions, self._subscriptions = self._subscriptions, []
         for subscription in subscriptions:
             subscription.send.close()
+
+
+def _rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _matches(container: _Container, wanted: Mapping[str, str]) -> bool:

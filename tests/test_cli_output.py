@@ -8,10 +8,9 @@ from knit.commands.deployments import (
     history_rows,
     rollout_note,
     spec_changes,
-    timestamp,
     version_of,
 )
-from knit.commands.output import table
+from knit.commands.output import table, timestamp
 
 pytestmark = pytest.mark.unit
 

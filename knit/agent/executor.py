@@ -170,6 +170,8 @@ async def deploy(ctx: AgentContext, task: DeployTask) -> Deployed:
         network_mode=network_mode,
         ports=port_bindings(spec.ports, ctx.mesh_address),
         healthcheck=health_check(spec.health_check),
+        cpu=spec.resources.cpu if spec.resources else None,
+        memory_bytes=spec.resources.memory if spec.resources else None,
     )
     container_id = await _step(Step.CREATE, ctx.runtime.create(container))
     try:

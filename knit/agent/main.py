@@ -33,6 +33,7 @@ from knit.agent.identity import (
 )
 from knit.agent.intake import TaskIntake
 from knit.agent.join import join
+from knit.agent.logs import LogServer
 from knit.agent.mesh import (
     CheckSync,
     MeshMessage,
@@ -303,6 +304,7 @@ async def _run_actors(ctx: AgentContext, task_status: TaskStatus[str]) -> None:
             updater.tell_nowait(CheckSync())  # subscribed: the answer to this sync is heard
         async with anyio.create_task_group() as tg:
             await TaskIntake(ctx, tg).subscribe()
+            await LogServer(ctx, tg).subscribe()
             tg.start_soon(pump_events, ctx, reconciler)
             heartbeat: ActorRef[HeartbeatMessage] = await system.spawn(
                 lambda: Heartbeater(ctx, reconciler), name="heartbeat"

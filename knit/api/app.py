@@ -29,12 +29,13 @@ from knit.api import reads
 from knit.api.gate import MAX_BODY_BYTES, Gate
 from knit.api.metrics import ApiMetrics
 from knit.api.openapi import openapi_document
-from knit.api.ports import ControlPlane
+from knit.api.ports import ControlPlane, LogSource
 from knit.api.sessions import Sessions
 from knit.dashboard import create_dashboard
 from knit.domain.auth import bearer_token
 from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.domain.lifecycle import RollbackSpec, ScaleSpec
+from knit.domain.logs import parse_log_query
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
@@ -143,6 +144,7 @@ def create_app(
     control: ControlPlane,
     *,
     sessions: Sessions | None = None,
+    logs: LogSource | None = None,
     registry: CollectorRegistry | None = None,
 ) -> KnitApp:
     """Build the Quart application serving Knit's REST API on top of ``control``.
@@ -150,6 +152,7 @@ def create_app(
     Args:
         control: the control plane.
         sessions: the dashboard's session cookies (default: a fresh random signing key).
+        logs: where the logs routes get their streams (None: they answer 503).
         registry: the Prometheus metrics ``GET /metrics`` serves, to which the API adds its
             own (default: a fresh registry with the API's metrics only).
     """
@@ -334,6 +337,29 @@ def create_app(
     @route("/instances", ["GET"])
     async def list_instances() -> Response:
         return json_response(await control.list_instances())
+
+    async def logs_response(**where: str | None) -> Response:
+        query, index = parse_log_query({key: request.args[key] for key in request.args})
+        if logs is None:
+            return error_response(503, "this server does not stream logs")
+        if where.get("instance_id") is not None and index is not None:
+            raise Invalid([{"field": "instance", "message": "only for a deployment's logs"}])
+        body = await logs.open_logs(query, index=index, **where)
+        response = Response(
+            body,
+            mimetype="text/plain",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        response.timeout = None  # a followed stream ends when the client leaves
+        return response
+
+    @route("/deployments/<deployment_id>/logs", ["GET"])
+    async def deployment_logs(deployment_id: str) -> Response:
+        return await logs_response(deployment_id=deployment_id)
+
+    @route("/instances/<instance_id>/logs", ["GET"])
+    async def instance_logs(instance_id: str) -> Response:
+        return await logs_response(instance_id=instance_id)
 
     @route("/events", ["GET"])
     async def list_events() -> Response:

@@ -40,8 +40,12 @@ NODE: Schema = {
         "eligible": {"type": "boolean"},
         "last_heartbeat": _NULL_STR,
         "labels": {"type": "object", "additionalProperties": _STR},
-        "cpus": {"type": "integer"},
+        "cpus": {"type": "number"},
         "memory_bytes": {"type": "integer"},
+        "reserved_cpus": {"type": "number", "description": "reserved by its instances"},
+        "reserved_memory_bytes": {"type": "integer", "description": "reserved by its instances"},
+        "free_cpus": {"type": "number", "description": "cpus - reserved_cpus"},
+        "free_memory_bytes": {"type": "integer", "description": "memory - reserved"},
         "docker_version": _NULL_STR,
         "allow_host_network": {"type": "boolean"},
         "address": {"type": ["string", "null"], "description": "the node's mesh address"},
@@ -280,6 +284,25 @@ def _op(
     return op
 
 
+def _logs_op(summary: str, *, instance: bool = False) -> Schema:
+    """A logs route: ``text/plain`` streamed, with the query of ``knit.domain.logs``."""
+    op = _op(summary, (200, _STR), errors=(404, 422))
+    op["responses"]["200"] = {
+        "description": "one log line per line, streamed (docs/decisions/0020-log-streams.md)",
+        "content": {"text/plain": {"schema": _STR}},
+    }
+    flag = {"type": "string", "enum": ["0", "1", "true", "false"]}
+    op["parameters"] = [
+        {"name": "follow", "in": "query", "schema": flag},
+        {"name": "tail", "in": "query", "schema": _STR, "description": "N or all (100)"},
+        {"name": "since", "in": "query", "schema": _STR, "description": "10m, Unix or RFC 3339"},
+        {"name": "timestamps", "in": "query", "schema": flag},
+    ]
+    if instance:
+        op["parameters"].append({"name": "instance", "in": "query", "schema": {"type": "integer"}})
+    return op
+
+
 def _optional_body(op: Schema) -> Schema:
     """``op`` with its request body optional (none stands for ``{}``)."""
     op["requestBody"]["required"] = False
@@ -477,7 +500,19 @@ def openapi_document() -> Schema:
             ),
             "parameters": _id_param("id"),
         },
+        "/deployments/{id}/logs": {
+            "get": _logs_op(
+                "Stream the stdout and stderr of a deployment's instances, merged, each line "
+                "prefixed with its instance's index ([0] ...)",
+                instance=True,
+            ),
+            "parameters": _id_param("id"),
+        },
         "/instances": {"get": _op("List container instances", (200, _list("Instance")))},
+        "/instances/{id}/logs": {
+            "get": _logs_op("Stream one instance's stdout and stderr ([index] ...)"),
+            "parameters": _id_param("id"),
+        },
         "/events": {
             "get": {
                 **_op("List events, newest first", (200, _list("Event")), errors=(422,)),

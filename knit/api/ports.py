@@ -15,10 +15,12 @@ runs for every request, so it must answer from memory (the server keeps its toke
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from knit.domain.auth import Principal
 from knit.domain.join import BusCredentialSpec, JoinRequest
+from knit.domain.logs import LogQuery
 from knit.domain.specs import DeploymentSpec, NetworkSpec, RegistryCredentialsSpec
 from knit.domain.tokens import JoinTokenSpec, TokenSpec
 
@@ -170,4 +172,27 @@ class ControlPlane(Protocol):
 
     async def consume_join_token(self, secret: str) -> str:
         """Spend one use of a join token; its id. Raises ``Unauthorized`` with the reason."""
+        ...
+
+
+class LogSource(Protocol):
+    """What the logs routes need: the merged text of instances' logs (a port of its own, so
+    that a control plane without logs, as the tests' fakes, stays a ``ControlPlane``)."""
+
+    async def open_logs(
+        self,
+        query: LogQuery,
+        *,
+        deployment_id: str | None = None,
+        instance_id: str | None = None,
+        index: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The logs of a deployment's instances (``index``: only that one) or of one
+        instance, as text chunks of whole lines (``[index] line``). Found before it
+        returns: the iterator only streams.
+
+        Raises:
+            NotFound: no such deployment or instance, or no instance with that index.
+            KnitError: the server cannot stream logs now.
+        """
         ...

@@ -5,9 +5,19 @@ argparse and ``knit.config`` only, so ``knit server`` does not load the HTTP cli
 commands' modules are imported when one of them runs:
 
 - :mod:`knit.commands.deployments`: ``deploy``, ``scale``, ``rollback``, ``history``, ``rm``,
-  ``ps``; :mod:`knit.commands.follow` and :mod:`knit.commands.progress` follow a rollout;
-- :mod:`knit.commands.access`: ``nodes``, ``mesh``, ``node rm``, ``token``, ``join-token``;
-- :mod:`knit.commands.output`: tables and JSON.
+  ``deployments``, ``ps``; :mod:`knit.commands.follow` and :mod:`knit.commands.progress`
+  follow a rollout;
+- :mod:`knit.commands.access`: ``nodes``, ``drain``, ``eligible``, ``mesh``, ``node rm``,
+  ``token``, ``join-token``;
+- :mod:`knit.commands.events`: ``events [-f]``; :mod:`knit.commands.inspect`: ``inspect``;
+- :mod:`knit.commands.logs`: ``logs [-f]``;
+- :mod:`knit.commands.output`: tables (short ids) and JSON; :mod:`knit.commands.resolve`:
+  names, ids and id prefixes.
+
+A new command takes :func:`client_parser` (``--api``, ``--token``, ``-o json``,
+``--no-trunc``), prints with :func:`knit.commands.output.emit`, finds what it is given with
+:mod:`knit.commands.resolve`, and is added to :func:`run_client_command`'s handlers and
+:data:`CLIENT_COMMANDS`.
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def client_parser(sub: Subparsers, name: str, help_text: str) -> argparse.ArgumentParser:
-    """A subcommand that talks to the API: ``--api``, ``--token``, ``--ca-file``, ``--json``."""
+    """A subcommand that talks to the API: ``--api``, ``--token``, ``--ca-file``, ``-o json``
+    (``--json``) and ``--no-trunc``."""
     cmd = sub.add_parser(name, help=help_text)
     cmd.add_argument(
         "--api", default=os.environ.get("KNIT_API", DEFAULT_API), help="the server's API URL"
@@ -44,7 +55,17 @@ def client_parser(sub: Subparsers, name: str, help_text: str) -> argparse.Argume
         metavar="FILE",
         help="PEM CA to trust for an https API (KNIT_CA_FILE)",
     )
-    cmd.add_argument("--json", action="store_true", help="print JSON")
+    cmd.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json"],
+        default="table",
+        help="table (default) or json: the API's answer as it is, whole ids",
+    )
+    cmd.add_argument("--json", action="store_true", help="the same as -o json")
+    cmd.add_argument(
+        "--no-trunc", action="store_true", help="whole ids in tables (default: 12 characters)"
+    )
     return cmd
 
 
@@ -98,8 +119,31 @@ def add_following(cmd: argparse.ArgumentParser) -> None:
 
 
 def add_deployment_commands(sub: Subparsers) -> None:
-    """``ps``, ``deploy``, ``scale``, ``rollback``, ``history``, ``rm``."""
-    client_parser(sub, "ps", "list instances")
+    """``deployments``, ``ps``, ``deploy``, ``scale``, ``rollback``, ``history``, ``rm``,
+    ``events``, ``inspect``."""
+    client_parser(sub, "deployments", "list deployments")
+    client_parser(sub, "ps", "list instances (of one deployment: NAME)").add_argument(
+        "target", nargs="?", default=None, metavar="NAME|ID"
+    )
+    events = client_parser(sub, "events", "list what happened, oldest first; -f: and follow")
+    events.add_argument(
+        "-f", "--follow", action="store_true", help="then print new events until Ctrl-C"
+    )
+    events.add_argument(
+        "-n",
+        "--tail",
+        type=lambda text: whole_number(text, 1),
+        default=50,
+        metavar="N",
+        help="the last N events first (default 50)",
+    )
+    events.add_argument("--deployment", default=None, metavar="NAME|ID")
+    events.add_argument("--node", default=None, metavar="ID")
+    inspect = client_parser(sub, "inspect", "a deployment, node or instance as JSON")
+    inspect.add_argument("target", metavar="NAME|ID")
+    inspect.add_argument(
+        "--type", choices=["deployment", "node", "instance"], default=None, help="only look here"
+    )
     deploy = client_parser(
         sub,
         "deploy",
@@ -132,6 +176,12 @@ def add_deployment_commands(sub: Subparsers) -> None:
 def add_access_commands(sub: Subparsers) -> None:
     """``nodes``, ``mesh``, ``token ...``, ``node rm``, ``join-token ...``."""
     client_parser(sub, "nodes", "list nodes")
+    client_parser(sub, "drain", "make a node ineligible: nothing new is placed on it").add_argument(
+        "node", metavar="NODE"
+    )
+    client_parser(sub, "eligible", "make a drained node eligible again").add_argument(
+        "node", metavar="NODE"
+    )
     client_parser(sub, "mesh", "list the WireGuard mesh's members")
 
     token = sub.add_parser("token", help="API tokens (admin)").add_subparsers(
@@ -172,28 +222,60 @@ def run_client_command(args: argparse.Namespace) -> int:
         ValueError: a file could not be read.
     """
     from knit.client import ApiClient, find_token
-    from knit.commands import access, deployments
+    from knit.commands import access, deployments, events, inspect, logs
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # httpx logs every request at INFO: a rollout followed would print two a second.
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
     handlers = {
+        "deployments": deployments.run_deployments,
         "ps": deployments.run_ps,
         "deploy": deployments.run_deploy,
         "scale": deployments.run_scale,
         "rollback": deployments.run_rollback,
         "history": deployments.run_history,
         "rm": deployments.run_rm,
+        "events": events.run_events,
+        "inspect": inspect.run_inspect,
         "nodes": access.run_nodes,
+        "drain": access.run_drain,
+        "eligible": access.run_eligible,
         "mesh": access.run_mesh,
         "node": access.run_node,
         "token": access.run_token,
         "join-token": access.run_join_token,
+        "logs": logs.run_logs,
     }
+    if args.output == "json":
+        args.json = True  # one flag for the commands to read
     client = ApiClient(args.api, token=find_token(args.token), ca_file=args.ca_file)
     try:
         handlers[args.command](args, client)
     finally:
         client.close()
     return 0
+
+
+CLIENT_COMMANDS = frozenset(
+    {
+        "deployments",
+        "ps",
+        "deploy",
+        "scale",
+        "rollback",
+        "history",
+        "rm",
+        "events",
+        "inspect",
+        "nodes",
+        "drain",
+        "eligible",
+        "mesh",
+        "node",
+        "token",
+        "join-token",
+        "logs",
+    }
+)
+"""The subcommands :func:`run_client_command` runs (their logs default to warnings only)."""

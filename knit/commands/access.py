@@ -1,21 +1,82 @@
-"""``knit nodes``, ``mesh``, ``node rm``, ``token ...`` and ``join-token ...``.
+"""``knit nodes``, ``drain``, ``eligible``, ``mesh``, ``node rm``, ``token ...`` and
+``join-token ...``.
 
-Layer: cli. Imports the API client and :mod:`knit.commands.output`.
+Layer: cli. Imports the API client, :mod:`knit.commands.output` and
+:mod:`knit.commands.resolve` (a node is named by its id, the start of it, or its hostname; a
+token by its id or the start of it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from knit.client import ApiClient
-from knit.commands.output import emit, print_secret
+from knit.commands.output import Column, emit, print_secret, timestamp
+from knit.commands.resolve import NoMatch, node_of, resolve
+
+NODE_COLUMNS = [
+    Column("id", id=True),
+    Column("hostname"),
+    Column("status"),
+    Column("eligible"),
+    Column("instances"),
+    Column("address"),
+    Column("last_heartbeat"),
+]
+
+
+def node_rows(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of ``knit nodes``: each with how many desired instances it holds."""
+    held: dict[object, int] = {}
+    for i in instances:
+        if i.get("desired", True) and i.get("node_id"):
+            held[i["node_id"]] = held.get(i["node_id"], 0) + 1
+    return [
+        {
+            **n,
+            "instances": held.get(n.get("id"), 0),
+            "last_heartbeat": timestamp(n.get("last_heartbeat")),
+        }
+        for n in sorted(nodes, key=lambda n: (str(n.get("hostname")), str(n.get("id"))))
+    ]
 
 
 def run_nodes(args: argparse.Namespace, client: ApiClient) -> None:
     """``knit nodes``."""
     nodes = client.nodes()
-    emit(args, nodes, ["id", "hostname", "status", "eligible", "address", "last_heartbeat"])
+    if args.json:
+        emit(args, nodes, NODE_COLUMNS)
+        return
+    emit(args, node_rows(nodes, client.instances()), NODE_COLUMNS)
+
+
+def set_eligible(args: argparse.Namespace, client: ApiClient, eligible: bool) -> None:
+    """``knit drain`` (``eligible`` False) or ``knit eligible``: of the node ``args.node``
+    names (id, id prefix or hostname)."""
+    node = node_of(client, args.node)
+    action = "eligible" if eligible else "drain"
+    changed = client.call("POST", f"/nodes/{node['id']}/{action}")
+    if args.json:
+        print(json.dumps(changed, indent=2))
+    elif eligible:
+        print(f"node {node['id']} ({node.get('hostname')}) is eligible: new instances may go there")
+    else:
+        print(
+            f"node {node['id']} ({node.get('hostname')}) drained: nothing new is placed on it "
+            "(knit eligible NODE undoes it)"
+        )
+
+
+def run_drain(args: argparse.Namespace, client: ApiClient) -> None:
+    """``knit drain NODE``: ``POST /nodes/{id}/drain``."""
+    set_eligible(args, client, False)
+
+
+def run_eligible(args: argparse.Namespace, client: ApiClient) -> None:
+    """``knit eligible NODE``: ``POST /nodes/{id}/eligible``."""
+    set_eligible(args, client, True)
 
 
 def run_mesh(args: argparse.Namespace, client: ApiClient) -> None:
@@ -23,13 +84,15 @@ def run_mesh(args: argparse.Namespace, client: ApiClient) -> None:
     members = client.call("GET", "/mesh")
     for member in members:
         member["node_id"] = member["node_id"] or "(server)"
-    emit(args, members, ["node_id", "address", "endpoint", "latest_handshake", "public_key"])
+    columns: list[str | Column] = [Column("node_id", id=True), "address", "endpoint"]
+    emit(args, members, [*columns, "latest_handshake", "public_key"])
 
 
 def run_node(args: argparse.Namespace, client: ApiClient) -> None:
     """``knit node rm ID`` (its only action)."""
-    client.call("DELETE", f"/nodes/{args.id}")
-    print(f"node {args.id} removed: its credentials no longer work")
+    node_id = node_of(client, args.id)["id"]
+    client.call("DELETE", f"/nodes/{node_id}")
+    print(f"node {node_id} removed: its credentials no longer work")
 
 
 def run_token(args: argparse.Namespace, client: ApiClient) -> None:
@@ -42,10 +105,15 @@ def run_token(args: argparse.Namespace, client: ApiClient) -> None:
         print_secret(args, created, f"token {created['name']} ({created['role']})")
     elif args.action == "ls":
         rows = client.call("GET", "/tokens")
-        emit(args, rows, ["id", "name", "role", "created_at", "expires_at", "expired"])
+        emit(
+            args,
+            rows,
+            [Column("id", id=True), "name", "role", "created_at", "expires_at", "expired"],
+        )
     elif args.action == "rm":
-        client.call("DELETE", f"/tokens/{args.id}")
-        print(f"token {args.id} revoked")
+        token_id = token_of(client, "/tokens", "token", args.id)
+        client.call("DELETE", f"/tokens/{token_id}")
+        print(f"token {token_id} revoked")
 
 
 def run_join_token(args: argparse.Namespace, client: ApiClient) -> None:
@@ -60,7 +128,22 @@ def run_join_token(args: argparse.Namespace, client: ApiClient) -> None:
         print_secret(args, created, f"join token for {created['uses']} node(s)")
     elif args.action == "ls":
         rows = client.call("GET", "/join-tokens")
-        emit(args, rows, ["id", "uses", "used", "created_at", "expires_at", "revoked"])
+        columns: list[str | Column] = [Column("id", id=True), "uses", "used"]
+        columns += ["created_at", "expires_at", "revoked"]
+        emit(args, rows, columns)
     elif args.action == "rm":
-        client.call("DELETE", f"/join-tokens/{args.id}")
-        print(f"join token {args.id} revoked")
+        token_id = token_of(client, "/join-tokens", "join token", args.id)
+        client.call("DELETE", f"/join-tokens/{token_id}")
+        print(f"join token {token_id} revoked")
+
+
+def token_of(client: ApiClient, path: str, kind: str, text: str) -> str:
+    """The id of the token (at ``path``: ``/tokens`` or ``/join-tokens``) whose id is, or
+    starts with, ``text``; a whole id is sent as it is (a token gone answers 404 itself)."""
+    listed = client.call("GET", path)
+    try:
+        return str(resolve(text, listed, kind, names=("name",))["id"])
+    except NoMatch:
+        if len(text) >= 32:  # a whole id: the API says whether it exists
+            return text
+        raise

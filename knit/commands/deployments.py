@@ -1,8 +1,9 @@
-"""``knit deploy``, ``scale``, ``rollback``, ``history``, ``rm`` and ``ps``.
+"""``knit deploy``, ``scale``, ``rollback``, ``history``, ``rm``, ``deployments`` and ``ps``.
 
 Layer: cli. Imports the API client, PyYAML and the other ``knit.commands`` modules. A
-deployment is named by its name or its id (``ApiClient.resolve_deployment``); ``deploy``
-finds it by the name in the file, like ``nomad job run``.
+deployment is named by its name, its id or the start of its id
+(:func:`knit.commands.resolve.deployment_of`); ``deploy`` finds it by the name in the file,
+like ``nomad job run``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,8 +19,9 @@ import yaml
 
 from knit.client import JSON, ApiClient
 from knit.commands.follow import follow
-from knit.commands.output import emit, table
+from knit.commands.output import Column, emit, table, timestamp
 from knit.commands.progress import Target
+from knit.commands.resolve import deployment_of
 
 
 def load_spec(path: str) -> dict[str, Any]:
@@ -54,22 +55,6 @@ def spec_changes(older: Mapping[str, Any] | None, newer: Mapping[str, Any]) -> s
         return "(first)"
     changed = sorted(k for k in older.keys() | newer.keys() if older.get(k) != newer.get(k))
     return ", ".join(changed) or "(same spec)"
-
-
-def timestamp(value: object) -> object:
-    """A time (ISO 8601, or seconds since the epoch) as ISO 8601 in UTC to the second."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        when = datetime.fromtimestamp(value, tz=UTC)
-    elif isinstance(value, str):
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    else:
-        return value
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC)
-    return when.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def history_rows(versions: Sequence[Mapping[str, Any]], current: int) -> list[dict[str, Any]]:
@@ -157,7 +142,7 @@ def rollout_note(deployment: Mapping[str, Any]) -> str:
 
 def run_scale(args: argparse.Namespace, client: ApiClient) -> None:
     """``knit scale NAME N``: add or remove instances of the current version."""
-    deployment = client.resolve_deployment(args.target)
+    deployment = deployment_of(client, args.target)
     scaled = client.scale_deployment(str(deployment["id"]), args.replicas)
     report = Reporter(args)
     report.result(
@@ -170,7 +155,7 @@ def run_scale(args: argparse.Namespace, client: ApiClient) -> None:
 
 def run_rollback(args: argparse.Namespace, client: ApiClient) -> None:
     """``knit rollback NAME [--version N]``: roll the spec of an older version out again."""
-    deployment = client.resolve_deployment(args.target)
+    deployment = deployment_of(client, args.target)
     before = version_of(deployment)
     made = client.rollback_deployment(str(deployment["id"]), args.version)
     after = version_of(made)
@@ -185,7 +170,7 @@ def run_rollback(args: argparse.Namespace, client: ApiClient) -> None:
 
 def run_history(args: argparse.Namespace, client: ApiClient) -> None:
     """``knit history NAME``: the deployment's versions, newest first."""
-    deployment = client.resolve_deployment(args.target)
+    deployment = deployment_of(client, args.target)
     versions = client.deployment_versions(str(deployment["id"]))
     if args.json:
         print(json.dumps(versions, indent=2))
@@ -197,12 +182,97 @@ def run_history(args: argparse.Namespace, client: ApiClient) -> None:
 
 def run_rm(args: argparse.Namespace, client: ApiClient) -> None:
     """``knit rm NAME|ID``."""
-    deployment = client.resolve_deployment(args.target)
+    deployment = deployment_of(client, args.target)
     client.delete_deployment(deployment["id"])
     print(f"deployment {deployment['name']} deleted")
 
 
+def instance_rows(
+    instances: Sequence[Mapping[str, Any]], deployments: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of ``knit ps``: each instance with its deployment's name, by deployment
+    name then index."""
+    names = {d.get("id"): d.get("name") for d in deployments}
+    rows = [
+        {**i, "deployment": names.get(i.get("deployment_id")) or i.get("deployment_id")}
+        for i in instances
+    ]
+    rows.sort(key=lambda r: (str(r["deployment"] or ""), _index(r), str(r.get("instance_id"))))
+    return rows
+
+
+def _index(row: Mapping[str, Any]) -> int:
+    index = row.get("index")
+    return index if isinstance(index, int) else -1
+
+
+PS_COLUMNS = [
+    Column("instance_id", "INSTANCE", id=True),
+    Column("container_id", "CONTAINER", id=True),
+    Column("deployment"),
+    Column("index"),
+    Column("node_id", "NODE", id=True),
+    Column("status"),
+    Column("version"),
+    Column("health"),
+    Column("restarts"),
+    Column("error"),
+]
+
+
 def run_ps(args: argparse.Namespace, client: ApiClient) -> None:
-    """``knit ps``: every instance."""
-    columns = ["id", "deployment_id", "node_id", "status", "version", "health", "error"]
-    emit(args, client.instances(), columns)
+    """``knit ps [NAME]``: every instance, or those of one deployment."""
+    instances = client.instances()
+    if args.target is not None:
+        wanted = deployment_of(client, args.target)["id"]
+        instances = [i for i in instances if i.get("deployment_id") == wanted]
+    if args.json:
+        emit(args, instances, PS_COLUMNS)  # the API's rows, as they are
+        return
+    emit(args, instance_rows(instances, client.deployments()), PS_COLUMNS)
+
+
+def deployment_rows(
+    deployments: Sequence[Mapping[str, Any]], instances: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of ``knit deployments``: each with ``running`` (``"2/3"``: desired
+    instances running over replicas) and its rollout's state, by name."""
+    running: dict[object, int] = {}
+    for i in instances:
+        if i.get("status") == "running" and i.get("desired", True):
+            running[i.get("deployment_id")] = running.get(i.get("deployment_id"), 0) + 1
+    rows = []
+    for d in sorted(deployments, key=lambda d: str(d.get("name"))):
+        rollout = d.get("rollout")
+        state = rollout.get("state") if isinstance(rollout, Mapping) else None
+        rows.append(
+            {
+                **d,
+                "running": f"{running.get(d.get('id'), 0)}/{d.get('replicas')}",
+                "rollout_state": state,
+                "created_at": timestamp(d.get("created_at")),
+            }
+        )
+    return rows
+
+
+DEPLOYMENT_COLUMNS = [
+    Column("id", id=True),
+    Column("name"),
+    Column("image"),
+    Column("version"),
+    Column("running"),
+    Column("status"),
+    Column("rollout_state", "ROLLOUT"),
+    Column("created_at"),
+    Column("pending_reason", "PENDING"),
+]
+
+
+def run_deployments(args: argparse.Namespace, client: ApiClient) -> None:
+    """``knit deployments``: every deployment, with how many of its instances run."""
+    found = client.deployments()
+    if args.json:
+        emit(args, found, DEPLOYMENT_COLUMNS)
+        return
+    emit(args, deployment_rows(found, client.instances()), DEPLOYMENT_COLUMNS)

@@ -75,6 +75,7 @@ def _node_row(n: Mapping[str, Any]) -> str:
     return (
         f"{n.get('id')}\x1f{n.get('hostname')}\x1f{n.get('status')}\x1f{n.get('eligible')}"
         f"\x1f{labels}\x1f{n.get('cpus')}\x1f{n.get('memory_bytes')}"
+        f"\x1f{n.get('reserved_cpus')}\x1f{n.get('reserved_memory_bytes')}"
     )
 
 

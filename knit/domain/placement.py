@@ -8,12 +8,20 @@ for ``count`` new instances with a :class:`PlacementRequest`, and :func:`place` 
 rejected node was rejected. Nothing is changed or awaited; the caller applies the plan.
 
 Feasibility: a node must be healthy, eligible (not draining), match the request's
-``node_selector``, and allow host networking if the deployment is on a ``host`` network
-(its agent runs with ``--allow-host-network``). Ranking: deployments do not declare
-resources yet, so instances are spread by count: fewest instances of *this* deployment
-first (so replicas land on different nodes), then fewest instances overall, then node id
-(deterministic). Nodes in ``avoid_nodes`` (a task failed there) are used only when no other
-node is feasible, so a one-node cluster does not leave an instance pending forever.
+``node_selector``, allow host networking if the deployment is on a ``host`` network (its
+agent runs with ``--allow-host-network``), and have room: what its instances reserve plus
+the request's ``cpu`` and ``memory_bytes`` must fit in the capacity it reports (a request
+without resources always fits). Each placed instance reserves its share, so a node fills up
+within one plan too; instances that find no room stay unplaced, and the reason counts the
+nodes (``insufficient memory on 3 nodes``).
+
+Ranking, ``spread`` (the default): fewest instances of *this* deployment first (so replicas
+land on different nodes), then fewest instances overall, then node id (deterministic).
+``binpack``: the node with the least free memory (as a fraction of its capacity) first,
+then the least free CPU, then the most instances, then node id: nodes fill one after the
+other and the others stay empty for large requests. Nodes in ``avoid_nodes`` (a task failed
+there) are used only when no other node has room, so a one-node cluster does not leave an
+instance pending forever.
 
 :func:`pick_surplus` is the reverse: which instances to stop when there are too many.
 """
@@ -24,7 +32,10 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from knit.domain.specs import InstanceStatus, NodeStatus
+from knit.domain.specs import InstanceStatus, NodeStatus, PlacementStrategy
+
+CPU_SLACK = 1e-9
+"""Cores forgiven when comparing sums of float CPU shares (``0.1 + 0.2 > 0.3``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +48,11 @@ class NodeView:
         status: ``"healthy"`` or ``"unhealthy"`` (a ``NodeStatus`` or its value).
         eligible: False while the node is drained.
         labels: the node's labels, matched by ``node_selector``.
-        cpus: CPUs reported by the node (not used for ranking yet).
-        memory_bytes: memory reported by the node (not used for ranking yet).
+        cpus: CPUs reported by the node (its capacity).
+        memory_bytes: memory reported by the node (its capacity).
         instance_count: live instances on the node, all deployments together.
+        reserved_cpu: cores its live instances reserve (their deployments' ``resources``).
+        reserved_memory: bytes its live instances reserve.
         allow_host_network: its agent runs deployments on ``host`` networks.
         mesh_member: its agent is a member of the WireGuard mesh (it has a mesh address).
     """
@@ -52,6 +65,8 @@ class NodeView:
     cpus: float = 0
     memory_bytes: int = 0
     instance_count: int = 0
+    reserved_cpu: float = 0.0
+    reserved_memory: int = 0
     allow_host_network: bool = False
     mesh_member: bool = False
 
@@ -75,6 +90,9 @@ class PlacementRequest:
         existing: live instances of this deployment per node id, to spread replicas.
         host_network: the deployment is on a ``host`` network: only nodes that allow it.
         mesh: the deployment publishes a port on the mesh address: only mesh members.
+        cpu: cores each instance reserves (0: none).
+        memory_bytes: bytes each instance reserves (0: none).
+        strategy: ``spread`` or ``binpack`` (a ``PlacementStrategy`` or its value).
     """
 
     deployment_id: str
@@ -84,6 +102,14 @@ class PlacementRequest:
     existing: Mapping[str, int] = field(default_factory=dict)
     host_network: bool = False
     mesh: bool = False
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    strategy: str = PlacementStrategy.SPREAD
+
+    @property
+    def sized(self) -> bool:
+        """Whether each instance reserves CPU or memory."""
+        return self.cpu > 0 or self.memory_bytes > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,19 +120,30 @@ class Plan:
         placements: the node id of each placed instance, in placement order.
         unplaced: how many instances found no node (``len(placements) + unplaced == count``).
         rejections: why each node that took nothing was rejected, by node id.
+        exhausted: the nodes that took instances until they had no room left, and what
+            ran out (``insufficient memory``).
     """
 
     placements: list[str]
     unplaced: int
     rejections: dict[str, str]
+    exhausted: dict[str, str] = field(default_factory=dict)
 
     def describe_unplaced(self) -> str:
         """A readable reason why some instances could not be placed (the deployment's
-        ``pending_reason``)."""
-        if not self.rejections:
+        ``pending_reason``): nodes without room counted by what they lack
+        (``insufficient memory on 3 nodes``), the other rejections node by node."""
+        if not self.rejections and not self.exhausted:
             return f"{self.unplaced} instance(s) not placed: no nodes registered"
-        reasons = "; ".join(f"{node}: {why}" for node, why in sorted(self.rejections.items()))
-        return f"{self.unplaced} instance(s) not placed: {reasons}"
+        short: dict[str, int] = {}
+        others = []
+        for node, why in sorted({**self.rejections, **self.exhausted}.items()):
+            if why.startswith(INSUFFICIENT):
+                short[why] = short.get(why, 0) + 1
+            else:
+                others.append(f"{node}: {why}")
+        counted = [f"{why} on {n} node{'s' if n > 1 else ''}" for why, n in sorted(short.items())]
+        return f"{self.unplaced} instance(s) not placed: {'; '.join(counted + others)}"
 
     def by_node(self) -> dict[str, int]:
         """How many new instances go to each node."""
@@ -121,6 +158,21 @@ HOST_NETWORK_REFUSED = "host networking not allowed (agent without --allow-host-
 
 NOT_IN_MESH = "not a member of the mesh (agent without --mesh-endpoint)"
 """The reason a node is rejected for a deployment publishing on the mesh address."""
+
+INSUFFICIENT = "insufficient "
+"""How the reasons of nodes without room start (``insufficient cpu``, ``insufficient
+memory``, ``insufficient cpu and memory``)."""
+
+
+def shortage(free_cpu: float, free_memory: int, cpu: float, memory_bytes: int) -> str | None:
+    """What a node with ``free_cpu`` cores and ``free_memory`` bytes left lacks for an
+    instance reserving ``cpu`` and ``memory_bytes`` (None: it fits)."""
+    lacks = []
+    if cpu > 0 and cpu > free_cpu + CPU_SLACK:
+        lacks.append("cpu")
+    if memory_bytes > 0 and memory_bytes > free_memory:
+        lacks.append("memory")
+    return INSUFFICIENT + " and ".join(lacks) if lacks else None
 
 
 def rejection(
@@ -160,16 +212,20 @@ def rejection(
 def place(view: ClusterView, request: PlacementRequest) -> Plan:
     """Choose a node for each of ``request.count`` new instances.
 
-    Runs in O(nodes + count · log nodes): a heap of feasible nodes keyed by (instances of
-    this deployment, instances overall, node id), each placement bumping both counts.
+    Runs in O(nodes + count · log nodes): a heap of feasible nodes keyed by their rank
+    (spread: instances of this deployment, instances overall, node id), each placement
+    updating its node's key, or taking it out once it has no room left.
 
     Args:
         view: the nodes, as the server last saw them.
         request: what to place.
 
     Returns:
-        The plan. Either every instance is placed, or none is and ``rejections`` says why.
+        The plan. Every instance is placed, or those that found no room are ``unplaced``
+        and ``rejections`` and ``exhausted`` say why.
     """
+    if request.sized or request.strategy != PlacementStrategy.SPREAD:
+        return _place_with_room(view, request)
     rejections: dict[str, str] = {}
     preferred: list[tuple[int, int, str]] = []
     fallback: list[tuple[int, int, str]] = []
@@ -210,6 +266,91 @@ def place(view: ClusterView, request: PlacementRequest) -> Plan:
         append(node_id)
         replace(candidates, (mine + 1, total + 1, node_id))
     return Plan(placements=placements, unplaced=0, rejections=rejections)
+
+
+@dataclass(slots=True)
+class _Room:
+    """One feasible node during :func:`_place_with_room` (changes as instances land)."""
+
+    node_id: str
+    mine: int
+    total: int
+    free_cpu: float
+    free_memory: int
+    cpus: float
+    memory_bytes: int
+
+    def spread_key(self) -> tuple[int, int, str]:
+        return (self.mine, self.total, self.node_id)
+
+    def binpack_key(self) -> tuple[float, float, int, str]:
+        # Least free share first (a node reporting no capacity counts as empty).
+        memory = self.free_memory / self.memory_bytes if self.memory_bytes > 0 else 1.0
+        cpu = self.free_cpu / self.cpus if self.cpus > 0 else 1.0
+        return (memory, cpu, -self.total, self.node_id)
+
+
+def _place_with_room(view: ClusterView, request: PlacementRequest) -> Plan:
+    """:func:`place` for a request that reserves resources or bin-packs: each node's room
+    is tracked as instances land on it."""
+    rejections: dict[str, str] = {}
+    exhausted: dict[str, str] = {}
+    preferred: list[_Room] = []
+    fallback: list[_Room] = []
+    cpu, memory = request.cpu, request.memory_bytes
+    for node in view.nodes:
+        reason = rejection(
+            node, request.node_selector, host_network=request.host_network, mesh=request.mesh
+        )
+        free_cpu = node.cpus - node.reserved_cpu
+        free_memory = node.memory_bytes - node.reserved_memory
+        reason = reason or shortage(free_cpu, free_memory, cpu, memory)
+        if reason is not None:
+            rejections[node.id] = reason
+            continue
+        room = _Room(
+            node_id=node.id,
+            mine=request.existing.get(node.id, 0),
+            total=node.instance_count,
+            free_cpu=free_cpu,
+            free_memory=free_memory,
+            cpus=node.cpus,
+            memory_bytes=node.memory_bytes,
+        )
+        (fallback if node.id in request.avoid_nodes else preferred).append(room)
+    binpack = request.strategy == PlacementStrategy.BINPACK
+    placements: list[str] = []
+    count = max(request.count, 0)
+    for group in (preferred, fallback):
+        if len(placements) == count:
+            break
+        rooms = {room.node_id: room for room in group}
+        heap = [(r.binpack_key() if binpack else r.spread_key(), r.node_id) for r in group]
+        heapq.heapify(heap)
+        while heap and len(placements) < count:
+            node_id = heap[0][1]
+            room = rooms[node_id]
+            placements.append(node_id)
+            room.mine, room.total = room.mine + 1, room.total + 1
+            room.free_cpu -= cpu
+            room.free_memory -= memory
+            short = shortage(room.free_cpu, room.free_memory, cpu, memory)
+            if short is None:
+                key = room.binpack_key() if binpack else room.spread_key()
+                heapq.heapreplace(heap, (key, node_id))
+            else:
+                heapq.heappop(heap)
+                exhausted[node_id] = short
+    used = set(placements)
+    for room in fallback:
+        if room.node_id not in used:
+            rejections[room.node_id] = "avoided: a task failed there"
+    return Plan(
+        placements=placements,
+        unplaced=count - len(placements),
+        rejections=rejections,
+        exhausted=exhausted,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +424,7 @@ def pick_surplus(
 
 __all__ = [
     "HOST_NETWORK_REFUSED",
+    "INSUFFICIENT",
     "ClusterView",
     "InstanceView",
     "NodeView",
@@ -291,4 +433,5 @@ __all__ = [
     "pick_surplus",
     "place",
     "rejection",
+    "shortage",
 ]

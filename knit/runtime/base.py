@@ -94,6 +94,9 @@ class ContainerSpec:
             ``ports`` must be empty); None for bridge networking.
         ports: ports to publish.
         healthcheck: the health check to run; None keeps the image's own (if it has one).
+        cpu: the most CPU cores it may use (None: no limit).
+        memory_bytes: the most memory it may use; above it the kernel kills it (None: no
+            limit).
     """
 
     name: str
@@ -106,6 +109,8 @@ class ContainerSpec:
     network_mode: Literal["host"] | None = None
     ports: list[PortBinding] = field(default_factory=list)
     healthcheck: HealthCheck | None = None
+    cpu: float | None = None
+    memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,23 @@ class RuntimeInfo:
     cpus: int
     memory_bytes: int
     version: str
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    """Which of a container's log lines to read (stdout and stderr, merged).
+
+    Attributes:
+        follow: after the lines already written, wait for new ones until the container stops.
+        tail: how many of the last lines to start with (None: all of them).
+        since: only lines written from this time on (seconds since the epoch; None: all).
+        timestamps: prefix each line with the runtime's RFC 3339 timestamp and a space.
+    """
+
+    follow: bool = False
+    tail: int | None = 100
+    since: float | None = None
+    timestamps: bool = False
 
 
 @runtime_checkable
@@ -287,6 +309,21 @@ class ContainerRuntime(Protocol):
 
         Raises:
             RuntimeUnavailable: on entry, when nothing answers.
+        """
+        ...
+
+    def open_logs(
+        self, container_id: str, options: LogOptions
+    ) -> AbstractAsyncContextManager[AsyncIterator[str]]:
+        """Read a container's log lines (stdout and stderr merged, without their newline).
+
+        Iterating waits (without deadline, when following) for the next line; the iteration
+        ends when the lines asked for are read, or, following, when the container stops.
+        Cancelling the waiting task stops it; leaving the block closes the stream.
+
+        Raises:
+            RuntimeFailure: on entry, no such container (step ``logs``).
+            RuntimeUnavailable: nothing answers (on entry or while iterating).
         """
         ...
 

@@ -16,7 +16,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any
@@ -32,6 +32,7 @@ from knit.runtime.base import (
     ContainerSpec,
     ContainerState,
     HealthCheck,
+    LogOptions,
     PortProtocol,
     PublishedPort,
     RegistryAuth,
@@ -42,6 +43,8 @@ from knit.runtime.base import (
 log = logging.getLogger(__name__)
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+LISTED_TAIL = 10_000
+"""Past this many lines (or all of them), logs not followed are streamed, not listed."""
 
 # Keys Docker adds to a container event's attributes beside the container's labels.
 _EVENT_NON_LABEL_KEYS = frozenset(
@@ -317,7 +320,7 @@ class DockerRuntime:
         Raises:
             RuntimeFailure: "create" (image absent, name taken, unknown network, bad spec).
         """
-        config = _container_config(spec)
+        config = container_config(spec)
         docker = self._client()
         try:
             with self._call("create"):
@@ -427,6 +430,69 @@ class DockerRuntime:
             stack.callback(response.close)
             yield _EventStream(response, self)
 
+    # -- logs ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def open_logs(
+        self, container_id: str, options: LogOptions
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """Read a container's log lines (see ``ContainerRuntime.open_logs``).
+
+        aiodocker splits the Engine's multiplexed stream into frames (a frame is what one
+        write of the container gave, not a line); the lines are cut here, stdout and stderr
+        each keeping its own partial line would need the frame's stream, which aiodocker
+        does not expose: a line written in two pieces by both streams at once can mix.
+        """
+        params: dict[str, Any] = {"timestamps": options.timestamps}
+        params["tail"] = "all" if options.tail is None else str(options.tail)
+        if options.since is not None:
+            params["since"] = f"{options.since:.6f}"
+        with self._call("logs"):
+            container = await self._client().containers.get(container_id)
+        if options.follow or options.tail is None or options.tail > LISTED_TAIL:
+            if not options.follow:
+                # Streamed up to now rather than listed: a long log is not held whole in
+                # memory (the Engine ends a followed stream at ``until``, ~0.5 s later).
+                params["until"] = f"{time.time():.9f}"
+            frames: AsyncIterator[str] = container.log(
+                stdout=True, stderr=True, follow=True, **params
+            )
+        else:
+            with self._call("logs"):
+                listed = await container.log(stdout=True, stderr=True, follow=False, **params)
+            frames = _iterate(listed)
+        lines = _lines(frames, self)
+        try:
+            yield lines
+        finally:
+            with anyio.CancelScope(shield=True):
+                await lines.aclose()
+                aclose = getattr(frames, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+
+async def _iterate(items: builtins.list[str]) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def _lines(frames: AsyncIterator[str], runtime: DockerRuntime) -> AsyncGenerator[str, None]:
+    """Whole lines out of frames (the last one even without its newline)."""
+    partial = ""
+    try:
+        async for frame in frames:
+            pieces = (partial + frame).split("\n")
+            partial = pieces.pop()
+            for line in pieces:
+                yield line
+    except aiodocker.DockerError as exc:
+        raise RuntimeFailure("logs", str(exc.message)) from exc
+    except (aiohttp.ClientError, ConnectionError) as exc:
+        raise runtime._unavailable(exc) from exc
+    if partial:
+        yield partial
+
 
 class _EventStream:
     """Parse the Engine's newline-delimited JSON event stream into ``RuntimeEvent``s."""
@@ -473,7 +539,12 @@ def _check_subnet(
     return str(network["Id"])
 
 
-def _container_config(spec: ContainerSpec) -> dict[str, Any]:
+def container_config(spec: ContainerSpec) -> dict[str, Any]:
+    """The Engine's ``POST /containers/create`` body for ``spec``.
+
+    Raises:
+        RuntimeFailure: host networking with networks or ports, or a relative mount source.
+    """
     if spec.network_mode == "host" and (spec.networks or spec.ports):
         raise RuntimeFailure("create", f"{spec.name}: host networking takes no networks or ports")
     binds = []
@@ -508,6 +579,13 @@ def _container_config(spec: ContainerSpec) -> dict[str, Any]:
         config["Cmd"] = list(spec.command)
     if spec.healthcheck is not None:
         config["Healthcheck"] = healthcheck_config(spec.healthcheck)
+    if spec.cpu is not None:
+        config["HostConfig"]["NanoCpus"] = round(spec.cpu * 1e9)
+    if spec.memory_bytes is not None:
+        # No swap on top: above the limit the kernel kills the container (swap equal to
+        # the memory limit; Docker's default would double it with swap).
+        config["HostConfig"]["Memory"] = spec.memory_bytes
+        config["HostConfig"]["MemorySwap"] = spec.memory_bytes
     return config
 
 

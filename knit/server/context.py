@@ -23,7 +23,7 @@ from knit.server.messages import NodeReport
 from knit.server.metrics import ServerMetrics
 from knit.server.records import InstanceState
 from knit.server.repo import Repo
-from knit.server.scheduler import Place, Release, SchedulerMessage
+from knit.server.scheduler import Place, Release, Reserve, SchedulerMessage
 from knit.server.tasks import TASK_TTL, TaskTiming
 from knit.server.trust import BusTrust
 from knit.store.records import DeploymentRecord, new_id
@@ -67,6 +67,8 @@ class ServerContext:
         max_replicas: the most replicas a deployment may ask for (``--max-replicas``).
         host_network_nodes: the nodes whose last heartbeat said ``allow_host_network``
             (kept in memory only: a node says it again within one interval).
+        reserved: the cores and bytes reserved on each node, by node id (written by the
+            Scheduler only; read by ``GET /nodes/{id}``).
     """
 
     repo: Repo
@@ -83,6 +85,7 @@ class ServerContext:
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     max_replicas: int = DEFAULT_MAX_REPLICAS
     host_network_nodes: set[str] = field(default_factory=set)
+    reserved: dict[str, tuple[float, int]] = field(default_factory=dict)
     _secret_envs: dict[str, str] = field(default_factory=dict)
     _scheduler: ActorRef[SchedulerMessage] | None = None
     _deployments: ActorRef[Any] | None = None
@@ -104,10 +107,21 @@ class ServerContext:
         """Ask the Scheduler to place instances."""
         return cast(Plan, await self.scheduler.ask(Place(request), timeout=30))
 
-    def release(self, node_id: str | None) -> None:
-        """Tell the Scheduler an instance left ``node_id``."""
-        if node_id is not None:
-            self.scheduler.tell_nowait(Release(node_id))
+    def release(self, inst: InstanceState) -> None:
+        """Tell the Scheduler ``inst`` left its node, with what it reserved there (which
+        it then no longer holds: a second release returns no resources)."""
+        if inst.node_id is not None:
+            self.scheduler.tell_nowait(Release(inst.node_id, inst.cpu, inst.memory_bytes))
+        inst.cpu, inst.memory_bytes = 0.0, 0
+
+    def reserve(self, inst: InstanceState, cpu: float, memory_bytes: int) -> None:
+        """``inst`` holds ``cpu`` and ``memory_bytes`` on its node from now on, without a
+        placement (found running there); nothing if it holds some already."""
+        if inst.node_id is None or inst.cpu > 0 or inst.memory_bytes > 0:
+            return
+        if cpu > 0 or memory_bytes > 0:
+            inst.cpu, inst.memory_bytes = cpu, memory_bytes
+            self.scheduler.tell_nowait(Reserve(inst.node_id, cpu, memory_bytes))
 
     async def build_task(
         self,
@@ -170,6 +184,7 @@ class ServerContext:
                     "health_check": (
                         None if record.health_check is None else dict(record.health_check)
                     ),
+                    "resources": None if record.resources is None else dict(record.resources),
                 }
             )
             if len(self._task_deployments) >= TASK_DEPLOYMENT_CACHE:

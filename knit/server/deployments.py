@@ -57,7 +57,12 @@ from knit.server.messages import (
 from knit.server.records import DeploymentState, Inflight, InstanceState
 from knit.server.repo import record_at_version
 from knit.server.tasks import TaskRun
-from knit.store.records import DeploymentRecord, DeploymentVersionRecord, new_id
+from knit.store.records import (
+    RESERVING_STATUSES,
+    DeploymentRecord,
+    DeploymentVersionRecord,
+    new_id,
+)
 from knit.wire.messages import DeployTask
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,8 @@ RECONCILE_EVERY = 10.0
 """Seconds between two audits (each deployment's first one at a random point of the first
 interval, so that deployments loaded together do not audit together)."""
 AUDIT = Audit()
+RESERVING = frozenset(RESERVING_STATUSES)
+"""Statuses whose instances hold their reservation on their node."""
 
 
 class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
@@ -130,7 +137,11 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
         # grace to be heard again before the instance can be lost, like any node deadline.
         not_before = time.time() + self.ctx.node_ttl + self.ctx.restart_grace
         loaded_at = time.time()
+        cpu, memory = record.reserved_cpu, record.reserved_memory
         for inst in instances:
+            if inst.node_id is not None and inst.status in RESERVING:
+                # What the Scheduler's rebuild counted for it (knit.store.instances).
+                inst.cpu, inst.memory_bytes = cpu, memory
             self.ctx.metrics.instance(inst.id, inst.status, inst.deployment_id, inst.health)
             inst.running_since = loaded_at  # (not stored: min_healthy_time counts again)
             if inst.status == "unknown":
@@ -370,6 +381,9 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
             return
         if state.host_network is None:
             state.host_network = await self.on_host_network(state.record)
+        # Every instance placed here reserves what the current spec asks (an instance of an
+        # older version placed again during a rollout too: its limits are its version's).
+        cpu, memory = state.record.reserved_cpu, state.record.reserved_memory
         plan = await self.ctx.place(
             PlacementRequest(
                 deployment_id=self.deployment_id,
@@ -379,10 +393,14 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
                 existing=self.placed_counts(state),
                 host_network=state.host_network,
                 mesh=any(p.get("host_ip") == MESH_HOST_IP for p in state.record.ports),
+                cpu=cpu,
+                memory_bytes=memory,
+                strategy=state.record.strategy,
             )
         )
         for inst, node_id in zip(unplaced, plan.placements, strict=False):
             inst.node_id, inst.error = node_id, None
+            inst.cpu, inst.memory_bytes = cpu, memory
             self.save(inst, "instance.placed", f"instance {inst.index} placed on {node_id}")
             await self.start_task(state, inst, "deploy")
         self.save_created(state)

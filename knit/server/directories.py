@@ -131,7 +131,8 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
 
     async def started(self) -> None:
         """Reset placement counts and spawn an actor per stored deployment."""
-        self.ctx.scheduler.tell_nowait(SetCounts(await self.ctx.repo.instance_counts_by_node()))
+        counts = await self.ctx.repo.instance_counts_by_node()
+        self.ctx.scheduler.tell_nowait(SetCounts(counts, await self.ctx.repo.reserved_by_node()))
         for deployment_id in await self.ctx.repo.deployment_ids():
             await self.spawn_deployment(deployment_id)
 

@@ -70,7 +70,7 @@ class InstanceFacts:
             # The node never answered: place the instance again, avoiding that node.
             if inst.node_id:
                 inst.avoid = inst.avoid | {inst.node_id}
-            self.ctx.release(inst.node_id)
+            self.ctx.release(inst)
             inst.node_id, inst.status, inst.error = None, "pending", ended.error
             self.save(inst, "task.unaccepted", f"instance {inst.index}: {ended.error}")
         else:
@@ -139,11 +139,13 @@ class InstanceFacts:
                 # Its node is back and it never stopped: keep the original, the surplus
                 # replacement (newest) is retired by the next reconcile.
                 inst.node_id, inst.status, inst.desired, inst.error = node_id, "running", True, None
+                self.ctx.reserve(inst, state.record.reserved_cpu, state.record.reserved_memory)
                 self.save(
                     inst, "instance.recovered", f"instance {inst.index} is back with its node"
                 )
             elif report.status == "running" and inst.status != "running":
                 inst.node_id, inst.status, inst.error = node_id, "running", None
+                self.ctx.reserve(inst, state.record.reserved_cpu, state.record.reserved_memory)
                 inst.running_since, inst.health = time.time(), report.health
                 self.save(inst, "instance.running", f"instance {inst.index} seen running")
             elif report.status == "running" and report.health != inst.health:
@@ -175,7 +177,7 @@ class InstanceFacts:
                 continue
             # The node no longer has its container.
             if inst.desired:
-                self.ctx.release(inst.node_id)
+                self.ctx.release(inst)
                 inst.node_id, inst.status, inst.container_id = None, "pending", None
                 inst.result_at = 0.0
                 self.save(inst, "instance.vanished", f"instance {inst.index}: container is gone")
@@ -193,7 +195,7 @@ class InstanceFacts:
     def lose(self, inst: InstanceState, message: str) -> None:
         """Mark an instance lost: its slot is free, its container is stopped if it comes back."""
         inst.status, inst.desired = "lost", False
-        self.ctx.release(inst.node_id)
+        self.ctx.release(inst)
         self.save(inst, "instance.lost", message)
 
     # --- bookkeeping -----------------------------------------------------------------------
@@ -202,7 +204,7 @@ class InstanceFacts:
         self.writes += 1
         state.instances.pop(inst.id, None)
         if inst.status != "lost":
-            self.ctx.release(inst.node_id)
+            self.ctx.release(inst)
         self.repo.delete_instance(inst.id)
         self.ctx.metrics.instance_gone(inst.id)
         self.event("instance.removed", message, instance_id=inst.id, node_id=inst.node_id)

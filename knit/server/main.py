@@ -36,6 +36,7 @@ from knit.server.bridge import open_bridge
 from knit.server.context import ServerContext
 from knit.server.directories import DeploymentDirectory, NodeDirectory
 from knit.server.history import keep_history
+from knit.server.logs import LogHub
 from knit.server.membership import Membership, load_trust
 from knit.server.mesh import MeshConfig, MeshCoordinator, server_mesh_key
 from knit.server.plane import ServerPlane
@@ -201,7 +202,9 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             ctx.metrics.gc.install()
             stack.callback(ctx.metrics.gc.uninstall)
             async with open_actor_system("server") as system, anyio.create_task_group() as tg:
-                ctx._scheduler = await system.spawn(Scheduler, name="scheduler", mailbox_size=8192)
+                ctx._scheduler = await system.spawn(
+                    lambda: Scheduler(ctx.reserved), name="scheduler", mailbox_size=8192
+                )
                 deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
                 nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
                 # Nodes first: the Scheduler then knows every healthy node before a deployment
@@ -236,8 +239,17 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                 )
                 if mesh is not None:
                     tg.start_soon(mesh.run, bus)
+                logs = LogHub(bus, trust)
+                await tg.start(logs.run)
                 plane = ServerPlane(
-                    ctx, system, nodes, deployments, bridge, access, membership=membership
+                    ctx,
+                    system,
+                    nodes,
+                    deployments,
+                    bridge,
+                    access,
+                    membership=membership,
+                    logs=logs,
                 )
                 url = await tg.start(serve_http, plane, config.http, tls)
                 if config.history_retention > 0:
@@ -351,7 +363,7 @@ async def serve_http(
     if tls is not None:
         config.certfile, config.keyfile = str(tls[0]), str(tls[1])
     scheme = "https" if tls is not None else "http"
-    app = create_app(plane, registry=plane.metrics_registry)
+    app = create_app(plane, logs=plane, registry=plane.metrics_registry)
     shutdown = anyio.Event()
     stopped = anyio.Event()
 

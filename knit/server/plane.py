@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -19,6 +19,7 @@ from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
 from knit.domain.auth import Principal
 from knit.domain.join import BusCredentialSpec, JoinRequest
+from knit.domain.logs import LogQuery, LogTarget
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
@@ -36,6 +37,7 @@ from knit.errors import Invalid, KnitError, NotFound, ValidationError
 from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
+from knit.server.logs import LogHub
 from knit.server.membership import Membership
 from knit.server.messages import (
     DeleteDeployment,
@@ -69,8 +71,10 @@ class ServerPlane:
         access: TokenKeeper,
         *,
         membership: Membership | None = None,
+        logs: LogHub | None = None,
     ) -> None:
         self.ctx = ctx
+        self.logs = logs
         self.access = access
         self.membership = membership
         self.repo = ctx.repo
@@ -111,6 +115,7 @@ class ServerPlane:
         if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
             node.last_heartbeat = heard
         node.allow_host_network = node.id in self.ctx.host_network_nodes
+        node.reserved_cpus, node.reserved_memory_bytes = self.ctx.reserved.get(node.id, (0.0, 0))
         mesh = self.membership.mesh if self.membership is not None else None
         if mesh is not None:
             node.address = mesh.address_of(node.id) or node.address
@@ -323,6 +328,42 @@ class ServerPlane:
     # instances and events
     async def list_instances(self) -> list[JSONDict]:
         return await self.repo.list_instances()
+
+    async def open_logs(
+        self,
+        query: LogQuery,
+        *,
+        deployment_id: str | None = None,
+        instance_id: str | None = None,
+        index: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """``GET /deployments/{id}/logs``, ``GET /instances/{id}/logs`` (see
+        ``knit.api.ports.LogSource``): the instances placed on a node, in index order."""
+        if self.logs is None:
+            raise KnitError("this server does not stream logs")
+        if instance_id is not None:
+            found = await self.repo.get_instance(instance_id)
+            if found is None:
+                raise NotFound("instance", instance_id)
+            instances = [found]
+        else:
+            if (
+                deployment_id is None
+                or await self.repo.get_deployment_record(deployment_id) is None
+            ):
+                raise NotFound("deployment", deployment_id or "")
+            instances = [
+                i
+                for i in await self.repo.instances_of(deployment_id)
+                if i.desired and (index is None or i.index == index)
+            ]
+            if index is not None and not instances:
+                raise NotFound("instance", f"{deployment_id} index {index}")
+        targets = sorted(
+            (LogTarget(i.id, i.node_id, i.index) for i in instances if i.node_id is not None),
+            key=lambda t: t.index,
+        )
+        return self.logs.stream(targets, query)
 
     async def list_events(
         self, *, deployment_id: str | None, node_id: str | None, limit: int

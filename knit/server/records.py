@@ -35,6 +35,8 @@ class NodeState:
     labels: dict[str, str] = field(default_factory=dict)
     cpus: int = 0
     memory_bytes: int = 0
+    reserved_cpus: float = 0.0  # what its instances reserve (the Scheduler's, in memory)
+    reserved_memory_bytes: int = 0
     docker_version: str = ""
     agent_version: str = ""
     public_key: str = ""
@@ -54,6 +56,11 @@ class NodeState:
             "labels": dict(self.labels),
             "cpus": self.cpus,
             "memory_bytes": self.memory_bytes,
+            "reserved_cpus": round(self.reserved_cpus, 6),
+            "reserved_memory_bytes": self.reserved_memory_bytes,
+            # (negative if its capacity shrank below what its instances reserve)
+            "free_cpus": round(self.cpus - self.reserved_cpus, 6),
+            "free_memory_bytes": self.memory_bytes - self.reserved_memory_bytes,
             "docker_version": self.docker_version,
             "agent_version": self.agent_version,
             "address": self.address,
@@ -68,8 +75,9 @@ class InstanceState:
 
     ``avoid`` (nodes that never accepted its task), ``stopped_at``, ``unknown_since``,
     ``running_since`` (the server's clock when it learned the instance runs: for
-    ``min_healthy_time``), ``ever_healthy`` and ``result_at`` (when, on its node's clock, the
-    agent reported the last task's result: reports taken before that are stale) live in
+    ``min_healthy_time``), ``ever_healthy``, ``result_at`` (when, on its node's clock, the
+    agent reported the last task's result: reports taken before that are stale) and ``cpu``
+    and ``memory_bytes`` (what it reserves on its node, given back when it leaves) live in
     memory only; ``version``, ``health`` and ``restarts`` are stored.
     """
 
@@ -93,6 +101,8 @@ class InstanceState:
     health: str = "none"
     running_since: float = 0.0
     ever_healthy: bool = False
+    cpu: float = 0.0  # reserved on its node (in memory: rebuilt from the spec at a start)
+    memory_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The API's view: ``id`` is Docker's container id (spec 4), ``instance_id`` Knit's."""

@@ -127,6 +127,8 @@ def deployment_json(
         "restart_policy": dict(record.restart_policy),
         "update": dict(record.update),
         "health_check": dict(record.health_check) if record.health_check is not None else None,
+        "resources": dict(record.resources) if record.resources is not None else None,
+        "strategy": record.strategy,
         "version": record.version,
         "rollout": dict(record.rollout) if record.rollout is not None else None,
         "status": record.status,
@@ -168,6 +170,7 @@ def record_at_version(
         restart_policy=dict(spec.get("restart_policy") or {}),
         health_check=spec.get("health_check"),
         secret_env=tuple(spec.get("secret_env") or ()),
+        resources=spec.get("resources"),
     )
 
 
@@ -278,6 +281,8 @@ class Repo:
                 restart_policy=data["restart_policy"],
                 update_policy=data["update"],
                 health_check=data["health_check"],
+                resources=data["resources"],
+                strategy=data["strategy"],
                 secret_env_names=sorted(spec.secret_env),
                 secret_env_encrypted=secret_env,
                 deployment_id=deployment_id,
@@ -397,12 +402,24 @@ class Repo:
         rows = await self.store.read(instances.list_instances, deployment_id=deployment_id)
         return [instance_state(r) for r in rows]
 
+    async def get_instance(self, instance_id: str) -> InstanceState | None:
+        """The instance with that id, or else whose container has that id (the API's
+        ``id`` of an instance is its container's, spec 4)."""
+        record = await self.store.read(instances.find_instance, instance_id)
+        if record is None:
+            record = await self.store.read(instances.find_by_container, instance_id)
+        return None if record is None else instance_state(record)
+
     async def list_instances(self) -> list[dict[str, Any]]:
         rows = await self.store.read(instances.list_instances)
         return [instance_state(r).to_json() for r in rows]
 
     async def instance_counts_by_node(self) -> dict[str, int]:
         return await self.store.read(instances.count_by_node)
+
+    async def reserved_by_node(self) -> dict[str, tuple[float, int]]:
+        """The cores and bytes the instances on each node reserve (for the Scheduler)."""
+        return await self.store.read(instances.reserved_by_node)
 
     def save_instance(self, inst: InstanceState) -> None:
         inst.updated_at = time.time()

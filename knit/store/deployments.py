@@ -68,6 +68,8 @@ def record_of(row: Mapping[Any, Any]) -> DeploymentRecord:
     command = row["command"]
     health_check = row["health_check"]
     rollout = row["rollout"]
+    # (``get``: schema 3's columns are absent while a schema 1 file is upgraded to 2.)
+    resources = row.get("resources")
     return DeploymentRecord(
         id=row["id"],
         name=row["name"],
@@ -92,6 +94,8 @@ def record_of(row: Mapping[Any, Any]) -> DeploymentRecord:
         update={**UPDATE_POLICY_DEFAULTS, **_object(row["update"])},
         health_check=None if health_check is None else _object(health_check),
         rollout=None if rollout is None else _object(rollout),
+        resources=None if resources is None else _object(resources),
+        strategy=str(row.get("strategy") or "spread"),
     )
 
 
@@ -116,6 +120,8 @@ def spec_json(record: DeploymentRecord) -> dict[str, JSONValue]:
         "restart_policy": _object(record.restart_policy),
         "update": {**UPDATE_POLICY_DEFAULTS, **_object(record.update)},
         "health_check": None if health_check is None else _object(health_check),
+        "resources": None if record.resources is None else _object(record.resources),
+        "strategy": record.strategy,
     }
 
 
@@ -150,6 +156,8 @@ _SPEC_COLUMNS = (
     "lost_after",
     "restart_policy",
     "health_check",
+    "resources",
+    "strategy",
 )
 
 
@@ -197,6 +205,8 @@ def spec_columns(d: DeploymentRecord) -> dict[str, object]:
         "restart_policy": _object(d.restart_policy),
         "update": {**UPDATE_POLICY_DEFAULTS, **_object(d.update)},
         "health_check": None if d.health_check is None else _object(d.health_check),
+        "resources": None if d.resources is None else _object(d.resources),
+        "strategy": d.strategy,
     }
 
 
@@ -320,6 +330,8 @@ def create(
     restart_policy: Mapping[str, JSONValue] | None = None,
     update_policy: Mapping[str, JSONValue] | None = None,
     health_check: Mapping[str, JSONValue] | None = None,
+    resources: Mapping[str, JSONValue] | None = None,
+    strategy: str = "spread",
     secret_env_names: Sequence[str] = (),
     secret_env_encrypted: str | None = None,
     deployment_id: str | None = None,
@@ -361,6 +373,8 @@ def create(
         version=1,
         update={**UPDATE_POLICY_DEFAULTS, **_object(update_policy)},
         health_check=None if health_check is None else _object(health_check),
+        resources=None if resources is None else _object(resources),
+        strategy=strategy,
     )
     row = {
         "id": record.id,

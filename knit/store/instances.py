@@ -17,10 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Delete, Insert, Update
 
 from knit.errors import NotFound
-from knit.store.models import ContainerInstance
+from knit.store.models import ContainerInstance, Deployment
 from knit.store.ops import Op, RowsOp
 from knit.store.reads import Read
-from knit.store.records import INSTANCE_STATUSES, InstanceRecord, InstanceStatusUpdate
+from knit.store.records import (
+    INSTANCE_STATUSES,
+    RESERVING_STATUSES,
+    InstanceRecord,
+    InstanceStatusUpdate,
+)
 from knit.store.sql import KEEP, Keep, chunks, now, upsert
 
 LIVE_STATUSES = ("pending", "running", "unknown", "error", "lost")
@@ -134,6 +139,31 @@ def count_by_node(conn: Connection, *, statuses: Sequence[str] = LIVE_STATUSES) 
         .group_by(ContainerInstance.node_id)
     )
     return {str(node): int(count) for node, count in conn.execute(stmt).all()}
+
+
+def reserved_by_node(conn: Connection) -> dict[str, tuple[float, int]]:
+    """The cores and bytes that the instances on each node reserve (their deployments'
+    ``resources``; nodes whose instances reserve nothing are absent).
+
+    An instance reserves what its deployment's current spec asks: an instance of an older
+    version that asked for other amounts counts at the new ones until it is replaced.
+    """
+    stmt = (
+        select(ContainerInstance.node_id, Deployment.resources, func.count())
+        .join(Deployment, Deployment.id == ContainerInstance.deployment_id)
+        .where(ContainerInstance.node_id.is_not(None))
+        .where(ContainerInstance.status.in_(RESERVING_STATUSES))
+        .group_by(ContainerInstance.node_id, Deployment.id)
+    )
+    reserved: dict[str, tuple[float, int]] = {}
+    for node_id, resources, count in conn.execute(stmt).all():
+        cpu, memory = (resources or {}).get("cpu"), (resources or {}).get("memory")
+        held = reserved.get(str(node_id), (0.0, 0))
+        reserved[str(node_id)] = (
+            held[0] + count * (float(cpu) if isinstance(cpu, int | float) else 0.0),
+            held[1] + count * (int(memory) if isinstance(memory, int | float) else 0),
+        )
+    return {node: held for node, held in reserved.items() if held != (0.0, 0)}
 
 
 # --- writes (op factories) -----------------------------------------------------------------

@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this code writes; ``schema_version`` in the file must not be newer. A file at
 an older version is upgraded when opened (``knit.store.upgrades``)."""
 
@@ -129,6 +129,10 @@ class Deployment(Base):
     update: Mapped[dict[str, JSONValue]] = mapped_column(_Json, server_default=text("'{}'"))
     health_check: Mapped[dict[str, JSONValue] | None] = mapped_column(_Json)
     rollout: Mapped[dict[str, JSONValue] | None] = mapped_column(_Json)
+    # Schema 3: what each instance reserves (``{"cpu": cores, "memory": bytes}``, either
+    # None; None: nothing) and how placement ranks nodes.
+    resources: Mapped[dict[str, JSONValue] | None] = mapped_column(_Json)
+    strategy: Mapped[str] = mapped_column(String(16), server_default=text("'spread'"))
 
     __table_args__ = (
         Index(

@@ -19,6 +19,10 @@ from knit.store.models import JSONValue
 
 NODE_STATUSES: Final = ("healthy", "unhealthy")
 INSTANCE_STATUSES: Final = ("pending", "running", "stopped", "error", "lost", "unknown")
+RESERVING_STATUSES: Final = ("pending", "running", "stopped", "unknown", "error")
+"""The statuses whose placed instances hold their resources on their node: all but ``lost``
+(released when it was lost). A stopped instance keeps its room until it is removed: its
+container may be started again."""
 TASK_KINDS: Final = ("deploy", "stop")
 TASK_STATES: Final = ("pending", "published", "accepted", "succeeded", "failed")
 UNFINISHED_TASK_STATES: Final = ("pending", "published", "accepted")
@@ -158,6 +162,9 @@ class DeploymentRecord(_JSONMixin):
         health_check: the health check (``knit.domain.specs.HealthCheck`` as JSON) or None.
         rollout: the current (or last) rollout as JSON (``knit.domain.rollout.Rollout``),
             written by the deployment's actor only; None before the first update.
+        resources: what each instance reserves and may use, ``{"cpu": cores, "memory":
+            bytes}`` (``knit.domain.specs.Resources`` as JSON), or None.
+        strategy: how placement ranks nodes: ``spread`` or ``binpack``.
     """
 
     id: str
@@ -183,6 +190,20 @@ class DeploymentRecord(_JSONMixin):
     update: Mapping[str, JSONValue] = field(default_factory=dict)
     health_check: Mapping[str, JSONValue] | None = None
     rollout: Mapping[str, JSONValue] | None = None
+    resources: Mapping[str, JSONValue] | None = None
+    strategy: str = "spread"
+
+    @property
+    def reserved_cpu(self) -> float:
+        """Cores each instance reserves (0: none)."""
+        cpu = (self.resources or {}).get("cpu")
+        return float(cpu) if isinstance(cpu, int | float) else 0.0
+
+    @property
+    def reserved_memory(self) -> int:
+        """Bytes each instance reserves (0: none)."""
+        memory = (self.resources or {}).get("memory")
+        return int(memory) if isinstance(memory, int | float) else 0
 
     @property
     def status(self) -> Literal["deleting", "pending", "active"]:

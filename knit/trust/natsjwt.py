@@ -137,13 +137,22 @@ def account_jwt(
 
 def node_permissions(node_id: str) -> dict[str, Any]:
     """What an agent may do on the bus: publish heartbeats, task statuses and mesh
-    synchronisation requests (and replies to requests it received); subscribe to its own
-    task subject, the broadcast queue and the mesh's membership."""
+    synchronisation requests, the lines of its own log streams (and replies to requests it
+    received); subscribe to its own task subject, its own log requests, the broadcast queue
+    and the mesh's membership."""
     return {
-        "pub": {"allow": [subjects.HEARTBEAT, subjects.TASK_STATUS, subjects.MESH_SYNC]},
+        "pub": {
+            "allow": [
+                subjects.HEARTBEAT,
+                subjects.TASK_STATUS,
+                subjects.MESH_SYNC,
+                subjects.logs_from(node_id),
+            ]
+        },
         "sub": {
             "allow": [
                 subjects.tasks_for(node_id),
+                subjects.logs_to(node_id),
                 f"{subjects.TASKS_BROADCAST} {subjects.BROADCAST_QUEUE}",
                 subjects.MESH_PEERS,
             ]

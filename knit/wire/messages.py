@@ -238,6 +238,14 @@ class TaskHealthCheck(Struct):
     start_period: Seconds = 0.0
 
 
+class TaskResources(Struct):
+    """Limits on the container (see ``knit.domain.specs.Resources``): ``cpu`` cores
+    (Docker's ``NanoCpus``), ``memory`` bytes (``Memory``); None: no limit."""
+
+    cpu: Annotated[float, Field(gt=0)] | None = None
+    memory: Annotated[int, Field(gt=0)] | None = None
+
+
 class TaskDeployment(Struct):
     """The part of a deployment an agent needs to run one of its instances."""
 
@@ -251,6 +259,7 @@ class TaskDeployment(Struct):
     network_attachments: list[NetworkAttachment] = Field(default_factory=list)
     restart_policy: TaskRestartPolicy = Field(default_factory=TaskRestartPolicy)
     health_check: TaskHealthCheck | None = None
+    resources: TaskResources | None = None
 
     @field_validator("env")
     @classmethod
@@ -444,6 +453,7 @@ __all__ = [
     "Task",
     "TaskDeployment",
     "TaskPort",
+    "TaskResources",
     "TaskRestartPolicy",
     "TaskStateName",
     "TaskStatus",

@@ -10,6 +10,8 @@ Layer: wire. Pure: standard library only. Nothing else in Knit spells a subject.
 | ``knit.task.status``     | agent → server       | ``TaskStatus``             |
 | ``knit.mesh.peers``      | server → every agent | ``MeshPeers`` (all members) |
 | ``knit.mesh.sync``       | agent → server       | ``MeshSync``: publish the membership again |
+| ``knit.logs.to.{node_id}``   | server → one agent | ``LogOpen``, ``LogCredit``, ``LogClose`` |
+| ``knit.logs.from.{node_id}`` | one agent → server | ``LogChunk``, ``LogEnd`` |
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ MESH_SYNC = "knit.mesh.sync"
 """An agent asks for the mesh's membership here after a (re)connection; the server publishes
 it again on :data:`MESH_PEERS` (once for many requests close together)."""
 
+LOGS_TO_PREFIX = "knit.logs.to"
+"""Log stream requests and credit go to ``knit.logs.to.{node_id}``."""
+
+LOGS_FROM_PREFIX = "knit.logs.from"
+"""A node sends the lines of its log streams on ``knit.logs.from.{node_id}``."""
+
+LOGS_FROM_ANY = f"{LOGS_FROM_PREFIX}.*"
+"""What the server subscribes to for every node's log streams."""
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -53,13 +64,42 @@ def tasks_for(node_id: str) -> str:
     return f"{TASKS_PREFIX}.{node_id}"
 
 
+def logs_to(node_id: str) -> str:
+    """The subject of log stream requests for one node: ``knit.logs.to.{node_id}``.
+
+    Raises:
+        ValueError: ``node_id`` is not a single subject token.
+    """
+    return f"{LOGS_TO_PREFIX}.{_token(node_id)}"
+
+
+def logs_from(node_id: str) -> str:
+    """The subject one node sends its log streams on: ``knit.logs.from.{node_id}``.
+
+    Raises:
+        ValueError: ``node_id`` is not a single subject token.
+    """
+    return f"{LOGS_FROM_PREFIX}.{_token(node_id)}"
+
+
+def _token(node_id: str) -> str:
+    if not _TOKEN.fullmatch(node_id):
+        raise ValueError(f"{node_id!r} cannot be a node id in a NATS subject")
+    return node_id
+
+
 __all__ = [
     "BROADCAST_QUEUE",
     "HEARTBEAT",
+    "LOGS_FROM_ANY",
+    "LOGS_FROM_PREFIX",
+    "LOGS_TO_PREFIX",
     "MESH_PEERS",
     "MESH_SYNC",
     "TASKS_BROADCAST",
     "TASKS_PREFIX",
     "TASK_STATUS",
+    "logs_from",
+    "logs_to",
     "tasks_for",
 ]

@@ -142,6 +142,199 @@ def test_place_is_fast_at_scale() -> None:
     assert elapsed < 1.0, f"placing 100,000 instances took {elapsed:.2f}s"
 
 
+# --- resources and strategies ----------------------------------------------------------------
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def sized(*nodes: tuple[str, float, int], **reserved: tuple[float, int]) -> ClusterView:
+    """Nodes ``(id, cpus, memory_bytes)``, with ``reserved[id] = (cpu, memory)``."""
+    return ClusterView(
+        [
+            NodeView(
+                id=node_id,
+                cpus=cpus,
+                memory_bytes=memory,
+                reserved_cpu=reserved.get(node_id, (0.0, 0))[0],
+                reserved_memory=reserved.get(node_id, (0.0, 0))[1],
+            )
+            for node_id, cpus, memory in nodes
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("reserved", "cpu", "memory", "placements", "reason"),
+    [
+        # (reserved on a, reserved on b), asked per instance, count 2 → where, pending reason
+        (((0, 0), (0, 0)), 1.0, 512 * MiB, ["a", "b"], None),
+        (((0, 0), (0, 0)), 0.0, GiB, ["a", "b"], None),  # exactly full is full, not over
+        (((0, 512 * MiB), (0, 0)), 0.0, GiB, ["b"], "insufficient memory on 2 nodes"),
+        (((0, 600 * MiB), (0, 600 * MiB)), 0.0, 512 * MiB, [], "insufficient memory on 2 nodes"),
+        (((1.5, 0), (1.5, 0)), 1.0, 0, [], "insufficient cpu on 2 nodes"),
+        (((1.5, GiB), (0, 0)), 1.0, 512 * MiB, ["b", "b"], None),
+        (((1.5, GiB), (1.5, 0)), 1.0, 512 * MiB, [], "insufficient cpu and memory on 1 node"),
+    ],
+)
+def test_a_node_takes_only_what_fits_in_its_free_capacity(
+    reserved: tuple[tuple[float, int], tuple[float, int]],
+    cpu: float,
+    memory: int,
+    placements: list[str],
+    reason: str | None,
+) -> None:
+    view = sized(("a", 2.0, GiB), ("b", 2.0, GiB), a=reserved[0], b=reserved[1])
+    plan = place(view, request(2, cpu=cpu, memory_bytes=memory))
+    assert plan.placements == placements
+    assert plan.unplaced == 2 - len(placements)
+    if reason is None:
+        assert plan.unplaced == 0
+    else:
+        assert reason in plan.describe_unplaced()
+
+
+def test_three_deployments_fill_two_nodes_exactly_and_a_fourth_waits() -> None:
+    view = sized(("a", 2.0, GiB), ("b", 2.0, GiB))
+    reserved = {"a": (0.0, 0), "b": (0.0, 0)}
+    asks = [("web", 2, 1.0, 512 * MiB), ("api", 1, 0.5, 512 * MiB), ("db", 1, 0.5, 512 * MiB)]
+    for deployment_id, count, cpu, memory in asks:
+        view = sized(("a", 2.0, GiB), ("b", 2.0, GiB), **reserved)
+        plan = place(view, PlacementRequest(deployment_id, count, cpu=cpu, memory_bytes=memory))
+        assert plan.unplaced == 0, plan.describe_unplaced()
+        for node_id in plan.placements:
+            used_cpu, used_memory = reserved[node_id]
+            reserved[node_id] = (used_cpu + cpu, used_memory + memory)
+    assert reserved == {"a": (1.5, GiB), "b": (1.5, GiB)}
+    view = sized(("a", 2.0, GiB), ("b", 2.0, GiB), **reserved)
+    fourth = place(view, PlacementRequest("cache", 1, cpu=0.25, memory_bytes=64 * MiB))
+    assert fourth.placements == [] and fourth.unplaced == 1
+    assert fourth.describe_unplaced() == "1 instance(s) not placed: insufficient memory on 2 nodes"
+
+
+def test_a_node_filled_within_one_plan_is_counted_in_the_reason() -> None:
+    view = sized(("a", 4.0, GiB), ("b", 4.0, 256 * MiB))
+    plan = place(view, request(5, memory_bytes=256 * MiB))
+    assert sorted(plan.placements) == ["a", "a", "a", "a", "b"]
+    assert plan.unplaced == 0
+    more = place(view, request(6, memory_bytes=256 * MiB))
+    assert more.unplaced == 1 and more.exhausted == {
+        "a": "insufficient memory",
+        "b": "insufficient memory",
+    }
+    assert more.describe_unplaced() == "1 instance(s) not placed: insufficient memory on 2 nodes"
+
+
+def test_cpu_shares_that_add_up_to_the_capacity_fit() -> None:
+    plan = place(sized(("a", 1.0, GiB)), request(10, cpu=0.1))
+    assert plan.unplaced == 0  # 0.1 * 10 is not quite 1.0 in floating point
+
+
+def test_other_reasons_are_listed_by_node_beside_the_counted_ones() -> None:
+    view = ClusterView(
+        [
+            NodeView(id="full", cpus=1.0, memory_bytes=GiB, reserved_memory=GiB),
+            NodeView(id="sick", status="unhealthy", cpus=1.0, memory_bytes=GiB),
+        ]
+    )
+    plan = place(view, request(1, memory_bytes=MiB))
+    assert plan.describe_unplaced() == (
+        "1 instance(s) not placed: insufficient memory on 1 node; sick: unhealthy"
+    )
+
+
+def test_spread_puts_replicas_on_different_nodes_binpack_fills_one_first() -> None:
+    view = sized(("a", 4.0, 4 * GiB), ("b", 4.0, 4 * GiB), ("c", 4.0, 4 * GiB))
+    spread = place(view, request(3, cpu=1.0, memory_bytes=GiB))
+    assert sorted(spread.placements) == ["a", "b", "c"]
+    binpack = place(view, request(6, cpu=1.0, memory_bytes=GiB, strategy="binpack"))
+    assert binpack.placements == ["a", "a", "a", "a", "b", "b"]
+
+
+def test_binpack_prefers_the_fullest_node_that_still_fits() -> None:
+    view = sized(
+        ("a", 4.0, 4 * GiB),
+        ("b", 4.0, 4 * GiB),
+        ("c", 4.0, 4 * GiB),
+        a=(1.0, GiB),
+        b=(3.0, 3 * GiB),
+        c=(3.5, 3 * GiB + 512 * MiB),
+    )
+    plan = place(view, request(2, cpu=0.5, memory_bytes=512 * MiB, strategy="binpack"))
+    # c has the least room and takes one; then b (a full c is out).
+    assert plan.placements == ["c", "b"]
+    assert plan.exhausted == {"c": "insufficient cpu and memory"}
+
+
+def test_binpack_without_resources_packs_by_instance_count() -> None:
+    plan = place(nodes(1, 3, 0), request(2, strategy="binpack"))
+    assert plan.placements == ["n1", "n1"]
+
+
+def test_an_avoided_node_is_used_once_the_others_are_full() -> None:
+    view = sized(("a", 1.0, GiB), ("b", 1.0, GiB))
+    plan = place(view, request(3, memory_bytes=512 * MiB, avoid_nodes=frozenset({"a"})))
+    assert plan.placements == ["b", "b", "a"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8), st.integers(0, 8)), max_size=8),
+    st.integers(0, 4),
+    st.integers(0, 4),
+    st.integers(0, 30),
+    st.sampled_from(["spread", "binpack"]),
+)
+def test_never_reserves_more_than_a_node_has(
+    node_fields: list[tuple[int, int, int]],
+    cpu_quarters: int,
+    memory_units: int,
+    count: int,
+    strategy: str,
+) -> None:
+    view = ClusterView(
+        [
+            NodeView(id=f"n{i}", cpus=cpus, memory_bytes=memory * MiB, reserved_memory=used * MiB)
+            for i, (cpus, memory, used) in enumerate(node_fields)
+        ]
+    )
+    req = request(count, cpu=cpu_quarters / 4, memory_bytes=memory_units * MiB, strategy=strategy)
+    plan = place(view, req)
+    assert len(plan.placements) + plan.unplaced == count
+    by_id = {n.id: n for n in view.nodes}
+    for node_id, taken in plan.by_node().items():
+        node = by_id[node_id]
+        if req.cpu:
+            assert node.reserved_cpu + taken * req.cpu <= node.cpus + 1e-9
+        if req.memory_bytes:
+            assert node.reserved_memory + taken * req.memory_bytes <= node.memory_bytes
+    if plan.unplaced:  # and nothing left had room for one more
+        for node in view.nodes:
+            taken = plan.by_node().get(node.id, 0)
+            fits_cpu = not req.cpu or node.reserved_cpu + (taken + 1) * req.cpu <= node.cpus + 1e-9
+            fits_memory = (
+                not req.memory_bytes
+                or node.reserved_memory + (taken + 1) * req.memory_bytes <= node.memory_bytes
+            )
+            assert not (fits_cpu and fits_memory)
+
+
+@pytest.mark.parametrize("strategy", ["spread", "binpack"])
+def test_placing_with_resources_is_fast_at_scale(strategy: str) -> None:
+    view = ClusterView(
+        [
+            NodeView(id=f"node-{i:04d}", instance_count=i % 7, cpus=64, memory_bytes=2**40)
+            for i in range(1000)
+        ]
+    )
+    req = request(100_000, cpu=0.1, memory_bytes=MiB, strategy=strategy)
+    started = time.perf_counter()
+    plan = place(view, req)
+    elapsed = time.perf_counter() - started
+    assert len(plan.placements) == 100_000
+    assert elapsed < 2.0, f"placing 100,000 sized instances took {elapsed:.2f}s"
+
+
 # --- properties ----------------------------------------------------------------------------
 
 ZONES = st.sampled_from(["eu", "us", "ap"])

@@ -17,6 +17,8 @@ from knit.domain.specs import (
     NodeStatus,
     RegistryCredentialsSpec,
     TaskState,
+    format_bytes,
+    parse_memory,
     registry_server,
 )
 from knit.domain.templates import MAX_TEMPLATE_BYTES, MAX_TEMPLATES
@@ -46,6 +48,60 @@ def deployment(**fields: Any) -> dict[str, Any]:
 
 
 # --- DeploymentSpec ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("memory", "size"),
+    [
+        ("256MiB", 256 * 2**20),
+        ("1GiB", 2**30),
+        ("512M", 512 * 2**20),
+        ("512mb", 512 * 2**20),
+        ("1.5GiB", 3 * 2**29),
+        ("8192k", 8 * 2**20),
+        ("16 MiB", 16 * 2**20),
+        ("7000000", 7_000_000),
+        (7_000_000, 7_000_000),
+    ],
+)
+def test_memory_is_bytes_or_a_binary_size(memory: object, size: int) -> None:
+    spec = DeploymentSpec.model_validate(deployment(resources={"memory": memory}))
+    assert spec.resources is not None and spec.resources.memory == size
+    assert parse_memory(format_bytes(size)) == size
+
+
+def test_resources_and_strategy_default_to_none_and_spread() -> None:
+    spec = DeploymentSpec.model_validate(deployment())
+    assert spec.resources is None and spec.strategy == "spread"
+    full = DeploymentSpec.model_validate(
+        deployment(resources={"cpu": 0.5, "memory": "256MiB"}, strategy="binpack")
+    )
+    assert full.model_dump(mode="json")["resources"] == {"cpu": 0.5, "memory": 256 * 2**20}
+    assert full.strategy == "binpack"
+    assert DeploymentSpec.model_validate(deployment(resources={"cpu": 2})).resources.cpu == 2.0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("resources", "field", "message"),
+    [
+        ({"cpu": 0}, "resources.cpu", "must be between 0.01 and 4096 cores"),
+        ({"cpu": -1.0}, "resources.cpu", "must be between 0.01 and 4096 cores"),
+        ({"cpu": "half"}, "resources.cpu", "must be a number of CPU cores, e.g. 0.5"),
+        ({"cpu": True}, "resources.cpu", "must be a number of CPU cores, e.g. 0.5"),
+        ({"memory": "lots"}, "resources.memory", "is not a size"),
+        ({"memory": "1.1k"}, "resources.memory", "is not a whole number of bytes"),
+        ({"memory": "1MiB"}, "resources.memory", "must be at least 6MiB"),
+        ({"memory": -5}, "resources.memory", "must be at least 6MiB"),
+        ({"gpu": 1}, "resources.gpu", "is not a known field"),
+    ],
+)
+def test_bad_resources_are_rejected_by_field(resources: object, field: str, message: str) -> None:
+    errors = errors_of(DeploymentSpec, deployment(resources=resources))
+    assert message in errors[field]
+
+
+def test_strategy_is_spread_or_binpack() -> None:
+    assert "strategy" in errors_of(DeploymentSpec, deployment(strategy="pack"))
 
 
 def test_minimal_deployment_gets_defaults() -> None:

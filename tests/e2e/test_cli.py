@@ -69,7 +69,7 @@ def test_ps_nodes_and_rm_by_name(knit: KnitCluster, e2e_docker: str, tmp_path: P
     assert nodes.returncode == 0, nodes.stderr
     node_id = knit.agents[0].node_id
     assert node_id is not None
-    [line] = [x for x in nodes.stdout.splitlines() if node_id in x]
+    [line] = [x for x in nodes.stdout.splitlines() if x.startswith(node_id[:12])]
     assert "healthy" in line.split()
 
     ps = run_cli("ps", "--api", knit.server.api_url)

@@ -18,6 +18,7 @@ from knit.runtime import (
     ContainerRuntime,
     ContainerSpec,
     HealthCheck,
+    LogOptions,
     Mount,
     PortBinding,
     RegistryAuth,
@@ -427,3 +428,30 @@ async def test_without_a_health_check_none_is_configured(
     running = await runtime.inspect(container_id)
     [listed] = await runtime.list(labels)
     assert running is not None and (running.health, listed.health) == ("none", "none")
+
+
+async def test_open_logs_reads_stdout_and_stderr_as_lines_trimmed_as_asked(
+    runtime: DockerRuntime, busybox_image: str, labels: dict[str, str]
+) -> None:
+    script = "for i in 1 2 3 4 5; do echo out $i; echo err $i >&2; done; sleep 0.6; echo late"
+    spec = ContainerSpec(
+        name=_name("logs"), image=busybox_image, labels=labels, command=["sh", "-c", script]
+    )
+    container_id = await runtime.create(spec)
+    await runtime.start(container_id)
+    with anyio.fail_after(10):
+        async with runtime.open_logs(container_id, LogOptions(follow=True, tail=None)) as lines:
+            followed = [line async for line in lines]  # ends when the container stops
+    written = [f"{stream} {i}" for stream in ("out", "err") for i in range(1, 6)]
+    assert sorted(followed[:10]) == sorted(written)
+    assert followed[10:] == ["late"]
+    async with runtime.open_logs(container_id, LogOptions(tail=2)) as lines:
+        assert [line async for line in lines][-1] == "late"
+    async with runtime.open_logs(container_id, LogOptions(tail=None)) as lines:  # streamed
+        assert len([line async for line in lines]) == 11
+    async with runtime.open_logs(container_id, LogOptions(tail=1, timestamps=True)) as lines:
+        [stamped] = [line async for line in lines]
+    assert stamped.endswith(" late") and stamped[:4].isdigit()
+    with pytest.raises(RuntimeFailure):
+        async with runtime.open_logs("no-such-container", LogOptions()):
+            pass

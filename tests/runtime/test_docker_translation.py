@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from knit.runtime.base import HealthCheck
+from knit.runtime.base import ContainerSpec, HealthCheck
 from knit.runtime.docker import (
+    container_config,
     event_from_json,
     healthcheck_config,
     state_from_inspect,
@@ -47,6 +48,15 @@ def test_a_health_checks_times_are_nanoseconds() -> None:
         "Retries": 4,
         "StartPeriod": 1_250_000_000,
     }
+
+
+def test_resources_become_nano_cpus_and_a_memory_limit_without_swap() -> None:
+    spec = ContainerSpec(name="web", image="busybox", cpu=0.5, memory_bytes=16 * 2**20)
+    host = container_config(spec)["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Memory"] == host["MemorySwap"] == 16 * 2**20
+    plain = container_config(ContainerSpec(name="web", image="busybox"))["HostConfig"]
+    assert not {"NanoCpus", "Memory", "MemorySwap"} & set(plain)
 
 
 def _listed(state: str, status: str) -> dict[str, Any]:

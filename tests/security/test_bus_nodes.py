@@ -214,3 +214,39 @@ async def test_bus_credentials_for_a_tool_allow_what_they_list_and_nothing_else(
     assert beats and all(b'"kind":"heartbeat"' in b for b in beats)
     assert sum("permissions violation" in v.lower() for v in violations) == 2, violations
     still_fine(knit, on_b)
+
+
+async def test_a_node_cannot_read_ask_for_or_forge_another_nodes_logs(
+    knit: KnitCluster, on_b: dict[str, Any]
+) -> None:
+    a = Stolen.from_data_dir(knit.agents[0].data_dir)
+    b_id = knit.agents[1].node_id
+    violations: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        violations.append(str(exc))
+
+    client = await a.connect(error_cb=on_error)
+    spied: list[bytes] = []
+
+    async def spy(msg: Any) -> None:
+        spied.append(msg.data)
+
+    try:
+        await client.subscribe(f"knit.logs.to.{b_id}", cb=spy)
+        await client.subscribe(f"knit.logs.from.{b_id}", cb=spy)
+        forged = b'{"v":1,"kind":"log_end","msg_id":"x","stream_id":"s","error":"forged"}'
+        await client.publish(f"knit.logs.from.{b_id}", forged)
+        await client.publish(f"knit.logs.to.{b_id}", forged)
+        await client.flush()
+        # The server streams B's logs meanwhile: the spy must not see the request or lines.
+        response = await anyio.to_thread.run_sync(
+            knit.api.get, f"/instances/{on_b['id']}/logs?tail=5"
+        )
+        await anyio.sleep(0.5)
+    finally:
+        await client.close()
+    assert response.status_code == 200 and "forged" not in response.text
+    assert spied == []
+    assert sum("permissions violation" in v.lower() for v in violations) >= 4, violations
+    still_fine(knit, on_b)

@@ -25,6 +25,7 @@ from knit.runtime.base import (
     ContainerRuntime,
     ContainerSpec,
     HealthCheck,
+    LogOptions,
     Mount,
     PortBinding,
     RegistryAuth,
@@ -74,7 +75,7 @@ async def test_every_method_has_the_protocols_signature(member: str) -> None:
         (p.name, p.kind, p.default) for p in inspect.signature(wanted).parameters.values()
     ]
     hints, wanted_hints = typing.get_type_hints(actual), typing.get_type_hints(wanted)
-    if member == "open_events":  # a decorated generator: its return is checked below
+    if member in ("open_events", "open_logs"):  # decorated generators: returns checked below
         hints.pop("return"), wanted_hints.pop("return")
     assert hints == wanted_hints
 
@@ -641,3 +642,19 @@ def test_ten_thousand_idle_runtimes_fit_in_a_few_megabytes() -> None:
         tracemalloc.stop()
     assert len(runtimes) == 10_000
     assert used / 10_000 < 2_000, f"{used / 10_000:.0f} bytes per idle SimRuntime"
+
+
+async def test_open_logs_gives_the_written_lines_trimmed_as_asked() -> None:
+    runtime = SimRuntime(SimProfile(preloaded_images=frozenset({"app:1"})))
+    container_id = await runtime.create(ContainerSpec(name="app-0", image="app:1"))
+    for n in range(5):
+        runtime.write_log(container_id, f"line {n}", at=1000.0 + n)
+    async with runtime.open_logs(container_id, LogOptions(tail=2)) as lines:
+        assert [line async for line in lines] == ["line 3", "line 4"]
+    async with runtime.open_logs(container_id, LogOptions(tail=None, since=1003.0)) as lines:
+        assert [line async for line in lines] == ["line 3", "line 4"]
+    async with runtime.open_logs(container_id, LogOptions(tail=1, timestamps=True)) as lines:
+        assert [line async for line in lines] == ["1970-01-01T00:16:44.000000Z line 4"]
+    with pytest.raises(RuntimeFailure):
+        async with runtime.open_logs("nope", LogOptions()):
+            pass

@@ -137,3 +137,29 @@ async def test_version_health_and_restarts_are_stored(store: Store) -> None:
     await store.write(instances.insert_many([fresh]))
     stored = await store.read(instances.get_instance, fresh.id)
     assert (stored.version, stored.health, stored.restarts) == (1, "none", 0)
+
+
+async def test_reserved_by_node_sums_what_each_deployment_asks(store: Store) -> None:
+    await store.write(
+        nodes.record_heartbeats([HeartbeatUpsert(f"n{i}", f"h{i}", at=1.0) for i in range(3)])
+    )
+    web = await store.write(
+        deployments.create("web", "web", resources={"cpu": 0.5, "memory": 256 * 2**20})
+    )
+    api = await store.write(deployments.create("api", "api", resources={"memory": 64 * 2**20}))
+    plain = await store.write(deployments.create("plain", "plain"))
+    made = [
+        InstanceRecord.new(web.id, 0, at=1.0, node_id="n0"),
+        InstanceRecord.new(web.id, 1, at=1.0, node_id="n0"),
+        InstanceRecord.new(api.id, 0, at=1.0, node_id="n0"),
+        InstanceRecord.new(web.id, 2, at=1.0, node_id="n1"),
+        InstanceRecord.new(web.id, 3, at=1.0),  # not placed
+        InstanceRecord.new(plain.id, 0, at=1.0, node_id="n2"),
+    ]
+    await store.write(instances.insert_many(made))
+    assert await store.read(instances.reserved_by_node) == {
+        "n0": (1.0, 576 * 2**20),
+        "n1": (0.5, 256 * 2**20),
+    }
+    await store.write(instances.update_status(made[3].id, "lost"))
+    assert "n1" not in await store.read(instances.reserved_by_node)

@@ -1,5 +1,6 @@
-"""A database of schema 1 is upgraded to schema 2 when opened: nothing lost, new columns
-defaulted, a stable version 1 of every live deployment, all or nothing."""
+"""A database of an older schema is upgraded when opened: schema 1 to 2 (nothing lost, new
+columns defaulted, a stable version 1 of every live deployment, all or nothing), schema 2 to
+3 (deployments' resources and strategy)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from knit.store.models import SCHEMA_VERSION
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 SCHEMA_1 = Path(__file__).with_name("schema_v1.sql")
+SCHEMA_2 = Path(__file__).with_name("schema_v2.sql")
 WEB, GONE = "a" * 32, "b" * 32
 
 
@@ -94,7 +96,7 @@ async def test_a_schema_1_database_is_upgraded_without_losing_anything(db_path: 
     async with open_store(db_path) as store:
         async with store.db.read() as conn:
             version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
-        assert version == SCHEMA_VERSION == 2
+        assert version == SCHEMA_VERSION == 3
         web = await store.read(deployments.get_deployment, WEB)
         assert (web.name, web.image, web.registry_credentials_id) == ("web", "reg:5000/web:1", "r1")
         assert web.templates == ({"content": "x={{ x }}", "destination": "/etc/x"},)
@@ -104,6 +106,7 @@ async def test_a_schema_1_database_is_upgraded_without_losing_anything(db_path: 
         assert web.version == 1
         assert web.update == UpdatePolicy().model_dump(mode="json")
         assert web.health_check is None and web.rollout is None
+        assert web.resources is None and web.strategy == "spread"
         assert await store.read(deployments.secret_env_of, WEB) == "box:ciphertext"
         assert (await store.read(deployments.get_deployment, GONE)).deleted
 
@@ -178,3 +181,94 @@ def test_the_added_columns_have_defaults_or_are_nullable(dialect: Dialect) -> No
     for statement in statements:
         assert statement.startswith("ALTER TABLE ")
         assert "DEFAULT" in statement or "NOT NULL" not in statement, statement
+
+
+def schema_2_file(path: Path) -> None:
+    """A database as Knit at schema 2 left it: a deployment with two versions, an instance."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(SCHEMA_2.read_text())
+        db.execute("INSERT INTO schema_version VALUES (2, 1.0)")
+        db.execute(
+            "INSERT INTO nodes VALUES ('n1', 'h1', 'healthy', 5.0, 1, '{}', 4.0, 1024, '27.0', "
+            "'0.1', 'pk', NULL, 1.0)"
+        )
+        db.execute(
+            "INSERT INTO deployments VALUES (?, 'web', 'web:2', NULL, '[]', '[]', '{}', NULL, 2, "
+            "'[]', '{}', 0.0, '{}', NULL, 10.0, 20.0, 2, 0, 2, '{}', NULL, NULL)",
+            (WEB,),
+        )
+        # A version's spec at schema 2 (deployments.spec_json then).
+        old_spec: dict[str, object] = {
+            "name": "web",
+            "image": "web:1",
+            "registry_credentials_id": None,
+            "network_attachments": [],
+            "templates": [],
+            "env": {},
+            "secret_env": [],
+            "command": None,
+            "replicas": 2,
+            "ports": [],
+            "node_selector": {},
+            "lost_after": 0.0,
+            "restart_policy": {},
+            "update": dict(UpdatePolicy().model_dump(mode="json")),
+            "health_check": None,
+        }
+        for version, image in ((1, "web:1"), (2, "web:2")):
+            spec = json.dumps({**old_spec, "image": image})
+            db.execute(
+                "INSERT INTO deployment_versions VALUES (?, ?, ?, 10.0, 1, NULL)",
+                (WEB, version, spec),
+            )
+        db.execute(
+            "INSERT INTO container_instances (id, container_id, node_id, deployment_id, "
+            '"index", status, error, exit_code, desired, created_at, updated_at, version, '
+            "health, restarts) VALUES ('i0', 'c0', 'n1', ?, 0, 'running', NULL, NULL, 1, 11.0, "
+            "12.0, 2, 'none', 0)",
+            (WEB,),
+        )
+        db.commit()
+    finally:
+        db.close()
+
+
+async def test_a_schema_2_database_gets_resources_and_strategy(db_path: Path) -> None:
+    schema_2_file(db_path)
+    async with open_store(db_path) as store:
+        async with store.db.read() as conn:
+            version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
+        assert version == SCHEMA_VERSION == 3
+        web = await store.read(deployments.get_deployment, WEB)
+        assert (web.image, web.version, web.replicas) == ("web:2", 2, 2)
+        assert web.resources is None and web.strategy == "spread"
+        assert (web.reserved_cpu, web.reserved_memory) == (0.0, 0)
+        assert [i.id for i in await store.read(instances.list_instances)] == ["i0"]
+        # A new version with resources; and a rollback to a version without the fields.
+        spec = {
+            **deployments.spec_json(web),
+            "resources": {"cpu": 0.5, "memory": 256 * 2**20},
+            "strategy": "binpack",
+        }
+        same = lambda a, b: a == b  # noqa: E731
+        changed, written = await store.write(versions.change(WEB, spec, None, same_secrets=same))
+        assert written and changed.version == 3
+        assert (changed.reserved_cpu, changed.reserved_memory) == (0.5, 256 * 2**20)
+        assert changed.strategy == "binpack"
+        stored = await store.read(versions.list_versions, WEB)
+        newest = max(stored, key=lambda v: v.version)
+        assert newest.spec["resources"] == {"cpu": 0.5, "memory": 256 * 2**20}
+        back, _ = await store.write(versions.rollback(WEB, 1, same_secrets=same))
+        assert back.image == "web:1" and back.resources is None and back.strategy == "spread"
+    assert {"resources", "strategy"} <= columns(db_path, "deployments")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("dialect", DIALECTS, ids=["pg", "sqlite"])
+def test_schema_3_columns_have_defaults_or_are_nullable(dialect: Dialect) -> None:
+    statements = upgrades.add_column_statements(dialect, upgrades.SCHEMA_3_COLUMNS)
+    assert len(statements) == 2
+    assert "DEFAULT 'spread'" in statements[1]
+    assert "NOT NULL" not in statements[0]

@@ -25,6 +25,7 @@ from knit.wire.messages import (
     StopTask,
     TaskDeployment,
     TaskPort,
+    TaskResources,
     TaskRestartPolicy,
     TaskStatus,
     TaskTemplate,
@@ -84,6 +85,7 @@ def deploy_task() -> DeployTask:
             ports=[TaskPort(container_port=80, host_port=8080, protocol="tcp")],
             network_attachments=[NetworkAttachment(name="backend", subnet="10.9.0.0/24")],
             restart_policy=TaskRestartPolicy(mode="on-failure", max_restarts=3),
+            resources=TaskResources(cpu=0.5, memory=256 * 2**20),
         ),
         credentials=SealedCredentials(
             server="registry.local:5000", username="u", sealed_password="s1.abc"
