@@ -64,6 +64,8 @@ ROUTES = [
     Route("POST", "/deployments/nope/scale", "deploy", {}),
     Route("POST", "/deployments/nope/rollback", "deploy", {}),
     Route("GET", "/deployments/nope/versions", "read"),
+    Route("GET", "/deployments/nope/logs", "read"),
+    Route("GET", "/instances/nope/logs", "read"),
     Route("GET", "/instances", "read"),
     Route("GET", "/events", "read"),
     Route("GET", "/status", "read"),
