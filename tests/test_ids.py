@@ -1,4 +1,5 @@
-"""knit.ids: version 7 UUIDs in hex, time-ordered, unique, never shared by a forked child."""
+"""knit.ids: version 8 UUIDs in hex, time-ordered by the second, unique, told apart by their
+first 12 digits, never shared by a forked child."""
 
 from __future__ import annotations
 
@@ -13,25 +14,34 @@ from knit.ids import new_id
 pytestmark = pytest.mark.unit
 
 
-def test_ids_are_version_7_uuids_in_hex() -> None:
+def test_ids_are_version_8_uuids_in_hex() -> None:
     for _ in range(1000):
         text = new_id()
         parsed = uuid.UUID(hex=text)
         assert parsed.hex == text and len(text) == 32
-        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert parsed.version == 8 and parsed.variant == uuid.RFC_4122
 
 
-def test_ids_begin_with_the_time_in_milliseconds() -> None:
-    before = time.time_ns() // 1_000_000
-    made = int(new_id()[:12], 16)
-    after = time.time_ns() // 1_000_000
+def test_ids_begin_with_the_time_in_seconds() -> None:
+    before = int(time.time())
+    made = int(new_id()[:8], 16)
+    after = int(time.time())
     assert before <= made <= after
 
 
-def test_ids_made_later_sort_after() -> None:
+def test_ids_made_in_a_later_second_sort_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    import knit.ids
+
+    monkeypatch.setattr(knit.ids, "_time", lambda: 1_800_000_000.999)
     first = new_id()
-    time.sleep(0.002)
+    monkeypatch.setattr(knit.ids, "_time", lambda: 1_800_000_001.0)
     assert new_id() > first
+
+
+def test_ids_made_together_differ_in_their_first_12_digits() -> None:
+    # What tables show: the second, then the process's sequence number.
+    made = [new_id() for _ in range(1000)]
+    assert len({i[:12] for i in made}) == 1000
 
 
 def test_ids_do_not_repeat() -> None:

@@ -4,11 +4,11 @@ Layer: cli, pure: imports the standard library only.
 
 Every listing goes through :func:`emit`: a table by default, the API's rows untouched with
 ``-o json`` (``--json``). In a table an id column shows each id's first :data:`SHORT_ID`
-characters, like ``docker ps``, or the whole id with ``--no-trunc``. Knit's ids are
-time-ordered (``knit.ids``: their first 12 hex digits are the millisecond they were made),
-so two ids made in the same millisecond share those 12: :func:`short_ids` then shows as
-many more characters as it takes to tell them apart, so a short id in a table is always
-a prefix that the commands accept (:mod:`knit.commands.resolve`).
+characters, like ``docker ps``, or the whole id with ``--no-trunc``. Knit's ids begin with
+the second they were made and a sequence number (``knit.ids``); where two still share
+those 12 (made by two processes in one second), :func:`short_ids` shows as many more
+characters as it takes to tell them apart, so a short id in a table is always a prefix that the
+commands accept (:mod:`knit.commands.resolve`).
 """
 
 from __future__ import annotations

@@ -251,13 +251,12 @@ def paginate(items: Sequence[Any], number: int, *, per_page: int, param: str) ->
 
 
 def short(value: object, size: int = SHORT_ID) -> str:
-    """An id shortened to ``size`` characters ('' for ``None``): a Knit id (32 characters)
-    to its end, since it begins with the time it was made (ids made together share it);
-    anything longer (Docker's container ids) to its beginning, as Docker shows them."""
+    """An id shortened to its first ``size`` characters ('' for ``None``), as ``docker ps``
+    and Knit's CLI show ids (a Knit id begins with the second it was made and 4 random
+    digits: ``knit.ids``)."""
     if value is None:
         return ""
-    text = str(value)
-    return text[-size:] if len(text) == 32 else text[:size]
+    return str(value)[:size]
 
 
 def masked_env(env: Mapping[str, Any] | None) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ The database is the truth; the server's actors rebuild their state from it after
   one) and write op factories.
 * Records (``NodeRecord``, ``DeploymentRecord``, ...) — frozen, detached results.
 
-Conventions: ids are ``str`` (uuid7 hex, made in Python by :func:`new_id`); timestamps are
+Conventions: ids are ``str`` (time-ordered hex, made in Python by :func:`new_id`); timestamps are
 ``float`` seconds since the Unix epoch (UTC). Library errors become ``knit.errors``:
 ``Conflict``, ``NotFound``, ``StoreError``.
 """

@@ -6,7 +6,7 @@ records of ``knit.store.records``, so no actor ever holds an ORM object or a ses
 
 Conventions (every table):
 
-* ids are ``str`` (uuid7 hex made in Python; node ids come from the agent). No table
+* ids are ``str`` (time-ordered hex made in Python; node ids come from the agent). No table
   has an autoincrement key: Core ``insert()`` of a list is then one fast statement.
 * timestamps are ``float`` seconds since the Unix epoch (UTC), as ``time.time()`` gives.
 * JSON columns hold plain ``dict``/``list`` values (``JSONB`` on PostgreSQL).

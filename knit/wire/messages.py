@@ -3,7 +3,7 @@
 Layer: wire. Pure: imports pydantic, ``knit.wire.errors``, ``knit.ids`` and the standard library
 only.
 
-Every message has ``v`` (the schema version, :data:`SCHEMA_VERSION`), ``msg_id`` (a uuid7 hex,
+Every message has ``v`` (the schema version, :data:`SCHEMA_VERSION`), ``msg_id`` (a hex id,
 new for each message) and ``kind`` (which message it is). Messages are frozen pydantic models
 encoded as JSON by pydantic-core (``encode``) and decoded strictly (``decode_*``): a wrong type
 is an error, never coerced. A message from a newer peer (``v`` > 1) is refused with
@@ -65,7 +65,7 @@ Seconds = Annotated[float, Field(ge=0)]
 
 
 def new_msg_id() -> str:
-    """A fresh message id (uuid7, hex; see ``knit.ids``)."""
+    """A fresh message id (time-ordered hex; see ``knit.ids``)."""
     return new_id()
 
 

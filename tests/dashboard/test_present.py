@@ -111,13 +111,13 @@ async def test_an_unreadable_control_plane_shows_a_503_page() -> None:
     assert "database is gone" not in html  # internal details stay in the logs
 
 
-def test_knit_ids_shorten_to_their_random_end_docker_ids_to_their_beginning() -> None:
+def test_ids_shorten_to_their_beginning_like_the_cli_and_docker() -> None:
     from knit.agent.executor import container_name
     from knit.ids import new_id
 
-    made = [new_id() for _ in range(50)]  # in one millisecond or a few: one time prefix
-    assert len({short(i) for i in made}) == 50
-    assert short(made[0]) == made[0][-12:]
+    made = [new_id() for _ in range(1000)]  # in a second or two: the time digits shared
+    assert len({short(i) for i in made}) == 1000
+    assert short(made[0]) == made[0][:12]
     docker = "f" * 12 + "0" * 52
     assert short(docker) == "f" * 12 and short(None) == ""
-    assert len({container_name("web", 0, i) for i in made}) == 50
+    assert len({container_name("web", 0, i) for i in made}) == 1000
