@@ -171,12 +171,26 @@ def test_the_rows_of_deployments_ps_and_nodes() -> None:
     ]
     ps = instance_rows(instances, deployments)
     assert [(r["deployment"], r["index"]) for r in ps] == [("db", 0), ("web", 0), ("web", 1)]
+    gib = 1024**3
     nodes = node_rows(
-        [{"id": "n2", "hostname": "b"}, {"id": "n1", "hostname": "a", "last_heartbeat": 0}],
+        [
+            {"id": "n2", "hostname": "b"},
+            {
+                "id": "n1",
+                "hostname": "a",
+                "last_heartbeat": 0,
+                "cpus": 2,
+                "reserved_cpus": 0.5,
+                "memory_bytes": 8 * gib,
+                "reserved_memory_bytes": 256 * 1024**2,
+            },
+        ],
         instances,
     )
     assert [(n["id"], n["instances"]) for n in nodes] == [("n1", 1), ("n2", 0)]
     assert nodes[0]["last_heartbeat"] == "1970-01-01T00:00:00Z"
+    assert (nodes[0]["cpu"], nodes[0]["memory"]) == ("0.5/2", "256MiB/8GiB")
+    assert (nodes[1]["cpu"], nodes[1]["memory"]) == ("-/-", "-/-")
 
 
 def explain(status: int, body: Any, token: FoundToken | None = None) -> str:

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from knit.client import ApiClient
-from knit.commands.output import Column, emit, print_secret, timestamp
+from knit.commands.output import Column, emit, print_secret, timestamp, usage
 from knit.commands.resolve import NoMatch, node_of, resolve
 
 NODE_COLUMNS = [
@@ -22,13 +22,16 @@ NODE_COLUMNS = [
     Column("status"),
     Column("eligible"),
     Column("instances"),
+    Column("cpu", "CPU RESERVED"),
+    Column("memory", "MEMORY RESERVED"),
     Column("address"),
     Column("last_heartbeat"),
 ]
 
 
 def node_rows(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of ``knit nodes``: each with how many desired instances it holds."""
+    """The rows of ``knit nodes``: each with how many desired instances it holds and what
+    they reserve of its cpus and memory."""
     held: dict[object, int] = {}
     for i in instances:
         if i.get("desired", True) and i.get("node_id"):
@@ -37,6 +40,8 @@ def node_rows(nodes: list[dict[str, Any]], instances: list[dict[str, Any]]) -> l
         {
             **n,
             "instances": held.get(n.get("id"), 0),
+            "cpu": usage(n.get("reserved_cpus"), n.get("cpus")),
+            "memory": usage(n.get("reserved_memory_bytes"), n.get("memory_bytes"), "bytes"),
             "last_heartbeat": timestamp(n.get("last_heartbeat")),
         }
         for n in sorted(nodes, key=lambda n: (str(n.get("hostname")), str(n.get("id"))))

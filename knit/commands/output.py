@@ -79,6 +79,25 @@ def _common_prefix(a: str, b: str) -> int:
     return n
 
 
+def usage(reserved: object, total: object, unit: str = "") -> str:
+    """What is reserved of a capacity, ``docker stats`` style: ``0.5/2`` cpus,
+    ``256MiB/7.8GiB`` with ``unit="bytes"`` ('-' where a number is missing)."""
+
+    def text(value: object) -> str:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return "-"
+        if unit != "bytes":
+            return f"{value:g}"
+        number, suffix = float(value), "B"
+        for suffix in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if abs(number) < 1024 or suffix == "TiB":
+                break
+            number /= 1024
+        return f"{number:.3g}{suffix}"
+
+    return f"{text(reserved)}/{text(total)}"
+
+
 def timestamp(value: object) -> object:
     """A time (ISO 8601, or seconds since the epoch) as ISO 8601 in UTC to the second;
     anything else as it is."""
