@@ -22,8 +22,8 @@ NODE_COLUMNS = [
     Column("status"),
     Column("eligible"),
     Column("instances"),
-    Column("cpu", "CPU RESERVED"),
-    Column("memory", "MEMORY RESERVED"),
+    Column("cpu", "CPU"),
+    Column("memory", "MEMORY"),
     Column("address"),
     Column("last_heartbeat"),
 ]
