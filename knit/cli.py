@@ -255,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--example", action="store_true", help="submit an example deployment")
     dev.add_argument("--allow-host-network", action="store_true", help=HOST_NETWORK_HELP)
+    dev.add_argument(
+        "--metrics",
+        type=metrics_listen,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the local agent's Prometheus metrics at http://HOST:PORT/metrics "
+        "(the server's are at the API's /metrics)",
+    )
 
     server.add_argument(
         "--tls-cert", type=Path, default=None, metavar="FILE", help="serve HTTPS: PEM certificate"
@@ -373,6 +381,7 @@ def run(args: argparse.Namespace) -> int:
                 heartbeat_interval=args.heartbeat_interval,
                 example=args.example,
                 allow_host_network=args.allow_host_network,
+                metrics_listen=args.metrics,
             )
         )
     return run_client_command(args)

@@ -47,6 +47,7 @@ class DevConfig:
     example: bool = False
     docker_host: str | None = None
     allow_host_network: bool = False
+    metrics_listen: str | None = None  # HOST:PORT of the agent's /metrics (the server's: the API)
 
 
 def run_dev(config: DevConfig) -> int:
@@ -102,6 +103,7 @@ async def dev_main(config: DevConfig) -> int:
             server=api_url,
             join_token=join_token,
             allow_host_network=config.allow_host_network,
+            metrics_listen=config.metrics_listen,
         )
         await tg.start(serve_agent, agent_config)
         print(f"Knit is running. API: {api_url}  (knit ps --api {api_url})", flush=True)
