@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 from knit.domain.reconcile import Desired, node_lost, reconcile
 from knit.domain.rollout import Rollout, Update
-from knit.domain.specs import RolloutState, UpdateOrder
+from knit.domain.specs import RolloutState
+from knit.domain.update_policy import UpdateOrder
 from tests.support.observed import Inst
 
 INSTANCES = 1_000

@@ -1,27 +1,28 @@
 """``SimRuntime``: a memory-only ``ContainerRuntime`` for simulations and agent tests.
 
-Layer: simulations. Imports anyio, the standard library, ``knit.errors`` and
-``knit.runtime.base``. It follows the semantics ``DockerRuntime`` shows against a real Engine
-(tests/runtime/test_docker.py), so the real agent code runs on it unchanged:
+Layer: simulations. Imports anyio, the standard library, ``knit.errors``, ``knit.runtime.base``,
+``simulations.profile`` and its parts: ``simulations.host_addresses``,
+``simulations.health_schedule``, ``simulations.container_logs`` and
+``simulations.event_streams``. It follows the semantics ``DockerRuntime`` shows against a real
+Engine (tests/runtime/test_docker.py), so the real agent code runs on it unchanged:
 
 - images: ``pull`` marks an image present; ``create`` needs it present. "app" and
   "app:latest" are the same image. A registry named in ``SimProfile.auth`` refuses anonymous
   or wrong credentials with ``RuntimeFailure("auth")``.
 - networks: ``ensure_network`` is idempotent; another subnet for an existing name, or a subnet
   overlapping another network's, is ``RuntimeFailure("network")``. Without a subnet one is
-  taken from Docker's default pools (172.18-31.0.0/16, then 192.168.x.0/20).
+  taken from Docker's default pools (``simulations.host_addresses``, as host ports are).
 - containers: states "created", "running", "exited". Starting a running container and
   stopping a stopped one do nothing. A container is found by id, name or unique id prefix.
   The simulated workload exits at once on SIGTERM, with ``SimProfile.stop_exit_code``.
 - events: "create"; "start"; "kill", "die", "stop" for a stop; "kill", "die", "destroy" for
   a forced remove of a running container; "destroy"; "health_status" (detail "healthy" or
-  "unhealthy"). Delivered to every open subscription whose labels match.
+  "unhealthy"). Delivered to every open subscription whose labels match
+  (``simulations.event_streams``).
 - health checks: a container created with one is "starting" from each start, then "healthy"
-  once its first check ran (``interval`` after the start), unless its command is exactly
-  ``["false"]`` or ``["CMD", "false"]``: then "unhealthy" once ``retries`` checks failed
-  after ``start_period``. Each change is a "health_status" event. The change happens when
-  it is due, on the next call to the runtime or in the wait of an event subscription (there
-  is no task of its own). Without one, "none".
+  or "unhealthy" as ``simulations.health_schedule`` plans it; each change is a
+  "health_status" event. Without one, "none".
+- logs: the lines a test gave ``write_log`` (``simulations.container_logs``).
 
 Several runtimes in one process are independent hosts, one per simulated node. Per-instance
 state is a few slots and empty collections; the random generator is made on first use.
@@ -31,21 +32,15 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import heapq
-import ipaddress
 import itertools
-import math
 import random
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import anyio
 from anyio.lowlevel import checkpoint
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from knit.errors import RuntimeFailure, RuntimeUnavailable
 from knit.runtime.base import (
@@ -58,30 +53,14 @@ from knit.runtime.base import (
     RuntimeEvent,
     RuntimeInfo,
 )
+from simulations.container_logs import ContainerLogs
+from simulations.event_streams import Subscriptions
+from simulations.health_schedule import HealthSchedule
+from simulations.host_addresses import Networks, publish
 from simulations.profile import Latency, SimProfile, normalize_image, registry_of
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 _NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-_DEFAULT_POOLS: tuple[IPNetwork, ...] = (
-    *(ipaddress.ip_network(f"172.{n}.0.0/16") for n in range(18, 32)),
-    *(ipaddress.ip_network(f"192.168.{n}.0/20") for n in range(0, 256, 16)),
-)
-_FIRST_EPHEMERAL_PORT = 32768
-_FAILING_CHECKS = (("false",), ("CMD", "false"))
 _instances = itertools.count(1)
-_health_order = itertools.count()
-
-
-@dataclass(frozen=True, order=True)
-class _HealthChange:
-    """A health status a container's run reaches at ``due`` (``anyio.current_time()``)."""
-
-    due: float
-    order: int
-    container_id: str = field(compare=False)
-    run: int = field(compare=False)
-    status: str = field(compare=False)
 
 
 class _Container:
@@ -104,60 +83,6 @@ class _Container:
         return ContainerState(
             self.id, self.name, labels, self.state, self.exit_code, self.spec.image, ports, health
         )
-
-
-@dataclass(frozen=True)
-class _Network:
-    id: str
-    subnet: IPNetwork
-    labels: dict[str, str]
-
-
-@dataclass(frozen=True, eq=False)
-class _Subscription:
-    labels: dict[str, str]
-    send: MemoryObjectSendStream[RuntimeEvent]
-
-
-class _Events:
-    """One subscription's events as an async iterator.
-
-    Buffered events come without a checkpoint, so a reader keeps up with a burst (a host
-    starting tens of containers) in one turn of the event loop instead of one event per
-    turn: on a busy loop the latter left readers seconds behind. Waiting for the next event
-    is a checkpoint, as ``MemoryObjectReceiveStream`` iteration is.
-    """
-
-    __slots__ = ("_receive", "_runtime")
-
-    def __init__(
-        self, receive: MemoryObjectReceiveStream[RuntimeEvent], runtime: SimRuntime
-    ) -> None:
-        self._receive = receive
-        self._runtime = runtime
-
-    def __aiter__(self) -> _Events:
-        return self
-
-    async def __anext__(self) -> RuntimeEvent:
-        while True:
-            try:
-                return self._receive.receive_nowait()
-            except anyio.WouldBlock:
-                pass
-            except anyio.EndOfStream:
-                raise StopAsyncIteration from None
-            # The wait ends at the next health change too: the runtime has no task of its
-            # own, so its readers make the change happen (and hear of it) when it is due.
-            due = self._runtime._next_health_change()
-            try:
-                if due is None:
-                    return await self._receive.receive()
-                with anyio.CancelScope(deadline=due):
-                    return await self._receive.receive()
-            except anyio.EndOfStream:
-                raise StopAsyncIteration from None
-            self._runtime._change_health()
 
 
 class SimRuntime:
@@ -184,16 +109,15 @@ class SimRuntime:
         self._unavailable = False
         self._serial = 0
         self._images: set[str] = set()
-        self._networks: dict[str, _Network] = {}
+        self._networks = Networks()
         self._containers: dict[str, _Container] = {}
         self._names: dict[str, str] = {}
         # (label, value) -> ids of the containers carrying it, oldest first: ``list`` by
         # labels costs what it finds, not every container of the host.
         self._by_label: dict[tuple[str, str], dict[str, None]] = {}
-        self._subscriptions: builtins.list[_Subscription] = []
-        self._health_changes: builtins.list[_HealthChange] = []  # a heap
-        # container id -> the lines it "wrote" (``write_log``); nothing writes by itself.
-        self._logs: dict[str, builtins.list[tuple[float, str]]] = {}
+        self._subscriptions = Subscriptions()
+        self._health = HealthSchedule()
+        self._logs = ContainerLogs()
 
     def __repr__(self) -> str:
         return f"SimRuntime({self.name!r})"
@@ -312,24 +236,7 @@ class SimRuntime:
         """
         self._check_available()
         await checkpoint()
-        try:
-            wanted = None if subnet is None else ipaddress.ip_network(subnet, strict=False)
-        except ValueError as exc:
-            raise RuntimeFailure("network", f"bad subnet {subnet!r}: {exc}") from exc
-        found = self._networks.get(name)
-        if found is not None:
-            if wanted is not None and wanted != found.subnet:
-                raise RuntimeFailure("network", f"{name} exists with subnet {found.subnet}")
-            return found.id
-        taken = [n.subnet for n in self._networks.values()]
-        if wanted is None:
-            wanted = next((p for p in _DEFAULT_POOLS if not _overlaps(p, taken)), None)
-            if wanted is None:
-                raise RuntimeFailure("network", f"{name}: no free address pool is left")
-        elif _overlaps(wanted, taken):
-            raise RuntimeFailure("network", f"{name}: {wanted} overlaps another network's pool")
-        self._networks[name] = _Network(self._new_id("network"), wanted, dict(labels or {}))
-        return self._networks[name].id
+        return self._networks.ensure(name, subnet, labels, self._new_id)
 
     async def remove_network(self, name: str) -> None:
         """Remove the network ``name``; a missing one is not an error.
@@ -342,7 +249,7 @@ class SimRuntime:
         for c in self._containers.values():
             if c.state == "running" and name in c.spec.networks:
                 raise RuntimeFailure("network", f"{name} has active endpoints ({c.name})")
-        self._networks.pop(name, None)
+        self._networks.remove(name)
 
     # -- containers ------------------------------------------------------------------------
 
@@ -404,7 +311,7 @@ class SimRuntime:
         container.run += 1
         if container.spec.healthcheck is not None:
             container.health = "starting"
-            self._plan_health(container)
+            self._health.plan(container.id, container.run, container.spec.healthcheck)
         self._emit(container, "start")
 
     async def stop(self, container_id: str, grace: float = 10) -> None:
@@ -489,22 +396,14 @@ class SimRuntime:
             RuntimeUnavailable: on entry, when the engine is unavailable.
         """
         self._check_available()
-        send, receive = anyio.create_memory_object_stream[RuntimeEvent](math.inf)
-        subscription = _Subscription(dict(labels or {}), send)
-        self._subscriptions.append(subscription)
-        try:
-            with receive:
-                yield _Events(receive, self)
-        finally:
-            send.close()
-            if subscription in self._subscriptions:
-                self._subscriptions.remove(subscription)
+        with self._subscriptions.open(labels, self._health.next_due, self._change_health) as events:
+            yield events
 
     # -- logs ------------------------------------------------------------------------------
 
     def write_log(self, container_id: str, line: str, at: float | None = None) -> None:
         """Make a container "write" a log line (a test hook: simulated containers are mute)."""
-        self._logs.setdefault(container_id, []).append((time.time() if at is None else at, line))
+        self._logs.write(container_id, line, time.time() if at is None else at)
 
     @asynccontextmanager
     async def open_logs(
@@ -519,22 +418,7 @@ class SimRuntime:
         """
         self._check_available()
         container = self._get("logs", container_id)
-        yield self._log_lines(container, options)
-
-    async def _log_lines(self, container: _Container, options: LogOptions) -> AsyncIterator[str]:
-        written = self._logs.setdefault(container.id, [])
-        since = options.since
-        first = [(at, line) for at, line in written if since is None or at >= since]
-        if options.tail is not None:
-            first = first[len(first) - options.tail :] if options.tail else []
-        for at, line in first:
-            yield f"{_rfc3339(at)} {line}" if options.timestamps else line
-        seen = len(written)
-        while options.follow and container.state == "running":
-            await anyio.sleep(0.05)
-            for at, line in written[seen:]:
-                yield f"{_rfc3339(at)} {line}" if options.timestamps else line
-            seen = len(written)
+        yield self._logs.lines(container.id, options, lambda: container.state == "running")
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -588,51 +472,16 @@ class SimRuntime:
         if not container.spec.ports:
             return []
         taken = [p for c in self._containers.values() for p in c.published]
-        published: builtins.list[PublishedPort] = []
-        for binding in container.spec.ports:
-            address, port = binding.host_ip or "0.0.0.0", binding.host_port
-            if port is None:
-                used = {p.host_port for p in taken if p.protocol == binding.protocol}
-                port = next(n for n in itertools.count(_FIRST_EPHEMERAL_PORT) if n not in used)
-            elif any(_clash(p, address, port, binding.protocol) for p in taken):
-                why = f"Bind for {address}:{port} failed: port is already allocated"
-                raise RuntimeFailure("start", f"{container.name}: {why}")
-            published.append(PublishedPort(binding.container_port, binding.protocol, address, port))
-            taken.append(published[-1])
-        return published
+        return publish(container.name, container.spec.ports, taken)
 
     def _exit(self, container: _Container, exit_code: int) -> None:
         container.state, container.exit_code, container.published = "exited", exit_code, []
         container.health = HEALTH_NONE
         self._emit(container, "die", exit_code)
 
-    def _plan_health(self, container: _Container) -> None:
-        """Plan the health change of the run just started (as Docker's checks would go)."""
-        check = container.spec.healthcheck
-        assert check is not None
-        if check.command in _FAILING_CHECKS:
-            # Checks run every interval; those within the start period do not count.
-            first = max(1, math.ceil(check.start_period / check.interval))
-            delay, status = (first + check.retries - 1) * check.interval, "unhealthy"
-        else:
-            delay, status = check.interval, "healthy"
-        change = _HealthChange(
-            anyio.current_time() + delay, next(_health_order), container.id, container.run, status
-        )
-        heapq.heappush(self._health_changes, change)
-
-    def _next_health_change(self) -> float | None:
-        """When the next planned health change is due (None: none is planned)."""
-        return self._health_changes[0].due if self._health_changes else None
-
     def _change_health(self) -> None:
         """Make the health changes that are due (a run that ended has none)."""
-        changes = self._health_changes
-        if not changes:
-            return
-        now = anyio.current_time()
-        while changes and changes[0].due <= now:
-            change = heapq.heappop(changes)
+        for change in self._health.pop_due():
             container = self._containers.get(change.container_id)
             if container is None or container.state != "running" or container.run != change.run:
                 continue
@@ -646,32 +495,12 @@ class SimRuntime:
             return
         labels = dict(container.labels)
         event = RuntimeEvent(container.id, action, labels, exit_code, container.name, detail)
-        for subscription in builtins.list(self._subscriptions):
-            if _matches(container, subscription.labels):
-                try:
-                    subscription.send.send_nowait(event)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    self._subscriptions.remove(subscription)
+        self._subscriptions.deliver(event, container.labels)
 
     def _end_streams(self) -> None:
-        subscriptions, self._subscriptions = self._subscriptions, []
-        for subscription in subscriptions:
-            subscription.send.close()
-
-
-def _rfc3339(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self._subscriptions.end()
 
 
 def _matches(container: _Container, wanted: Mapping[str, str]) -> bool:
     # A subset test of the items (C code, no generator for the garbage collector to count).
     return wanted.items() <= container.labels.items()
-
-
-def _clash(held: PublishedPort, address: str, port: int, protocol: str) -> bool:
-    same_address = held.host_ip == address or "0.0.0.0" in (held.host_ip, address)
-    return held.host_port == port and held.protocol == protocol and same_address
-
-
-def _overlaps(subnet: IPNetwork, others: builtins.list[IPNetwork]) -> bool:
-    return any(subnet.version == other.version and subnet.overlaps(other) for other in others)

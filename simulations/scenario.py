@@ -1,7 +1,7 @@
 """Scenarios: what a simulation run does, read from small TOML files.
 
 Layer: simulations. Imports the standard library, pydantic (validation only), ``knit.config``
-(the default heartbeat interval and node TTL), ``knit.errors``, ``knit.domain.specs``
+(the default heartbeat interval and node TTL), ``knit.errors``, ``knit.domain.update_policy``
 (``UpdatePolicy``, an update's ``policy``) and ``simulations.profile`` (``SimProfile``, the
 ``[profile]`` table).
 
@@ -56,7 +56,7 @@ from pydantic import (
 )
 
 from knit.config import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_NODE_TTL
-from knit.domain.specs import UpdatePolicy
+from knit.domain.update_policy import UpdatePolicy
 from knit.errors import KnitError
 from simulations.profile import SimProfile
 
@@ -79,7 +79,7 @@ class DeploymentGroup:
     """``count`` deployments named ``{name_prefix}-{i}``, each of ``replicas`` containers.
 
     ``node_selector`` restricts them to agents carrying those labels (see ``AgentLabels``).
-    ``update``, their update policy (``knit.domain.specs.UpdatePolicy``; None: the server's
+    ``update``, their update policy (``knit.domain.update_policy.UpdatePolicy``; None: the server's
     default), governs their first rollout already: an ``[[updates]]`` entry waits for it.
     """
 
@@ -183,7 +183,7 @@ class DeploymentUpdate:
         name_prefix: the ``[[deployments]]`` group it changes.
         env: environment variables set (the change that makes a new version).
         image: a new image (None: the same).
-        policy: the update policy (``knit.domain.specs.UpdatePolicy``: ``max_parallel``,
+        policy: the update policy (``knit.domain.update_policy.UpdatePolicy``: ``max_parallel``,
             ``order``, ``min_healthy_time``, ``healthy_deadline``, ``on_failure``).
     """
 

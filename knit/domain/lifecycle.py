@@ -1,6 +1,6 @@
 """What users submit to change a running deployment besides its spec: scale it, roll it back.
 
-Layer: domain. Pure: imports pydantic and ``knit.domain.specs``.
+Layer: domain. Pure: imports pydantic and ``knit.domain.spec_rules``.
 
 - :class:`ScaleSpec` (``POST /deployments/{id}/scale``): the new number of replicas.
 - :class:`RollbackSpec` (``POST /deployments/{id}/rollback``): the version to go back to, or
@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from knit.domain.specs import MAX_REPLICAS
+from knit.domain.spec_rules import MAX_REPLICAS
 
 
 class ScaleSpec(BaseModel):

@@ -48,7 +48,8 @@ from knit.domain.plan import (
     Stop,
 )
 from knit.domain.rollout import Observed, Rollout, Update, healthy_at, is_healthy
-from knit.domain.specs import Health, InstanceStatus, OnFailure, RolloutState, UpdateOrder
+from knit.domain.specs import Health, InstanceStatus, RolloutState
+from knit.domain.update_policy import OnFailure, UpdateOrder
 
 LIVE = frozenset(
     {

@@ -1,6 +1,7 @@
 """Rollouts: the record of a deployment's move to a version, and when an instance is healthy.
 
-Layer: domain. Pure: the standard library and ``knit.domain.specs`` only.
+Layer: domain. Pure: the standard library, ``knit.domain.specs`` and
+``knit.domain.update_policy`` only.
 
 A rollout replaces the instances of older versions with instances of ``version`` in batches
 (``knit.domain.reconcile``); the deployment's actor stores it as JSON on the deployment's row
@@ -14,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from knit.domain.specs import Health, InstanceStatus, OnFailure, RolloutState, UpdateOrder
+from knit.domain.specs import Health, InstanceStatus, RolloutState
+from knit.domain.update_policy import OnFailure, UpdateOrder
 
 ACTIVE = frozenset({RolloutState.RUNNING, RolloutState.ROLLING_BACK})
 """States in which a rollout still replaces instances."""
@@ -93,7 +95,7 @@ class Rollout:
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    """The update policy as the reconciler reads it (``knit.domain.specs.UpdatePolicy``)."""
+    """The update policy as the reconciler reads it (``knit.domain.update_policy.UpdatePolicy``)."""
 
     max_parallel: int = 1
     order: UpdateOrder = UpdateOrder.STOP_FIRST

@@ -1,7 +1,9 @@
 """What users submit: Deployment, Network and RegistryCredentials specs, and their rules.
 
-Layer: domain. Pure: imports pydantic, ``knit.domain.templates``, ``knit.domain.mesh`` and the
-standard library.
+Layer: domain. Pure: imports pydantic, the standard library, ``knit.domain.templates``,
+``knit.domain.mesh``, and the parts of a deployment spec kept in modules of their own:
+``knit.domain.spec_rules`` (the rules they share), ``knit.domain.resources``,
+``knit.domain.health_checks`` and ``knit.domain.update_policy``.
 
 Every model forbids unknown fields and checks its rules when it is built, so the API can
 reject a bad request before anything is stored (decision 0004). Problems become a list of
@@ -33,10 +35,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
+from knit.domain.health_checks import HealthCheck
 from knit.domain.mesh import MESH_HOST_IP
+from knit.domain.resources import Resources
+from knit.domain.spec_rules import INPUT, MAX_REPLICAS, problem
 from knit.domain.templates import MAX_TEMPLATE_BYTES, MAX_TEMPLATES
+from knit.domain.update_policy import UpdateOrder, UpdatePolicy
 
 FieldError = dict[str, str]
 """One problem: ``{"field": dotted path, "message": what is wrong}``."""
@@ -44,8 +49,6 @@ FieldError = dict[str, str]
 NAME_RE = re.compile(r"^[a-z0-9-]{1,63}$")
 SUPPORTED_DRIVERS = ("bridge", "host")
 DOCKER_NETWORK_NAMES = frozenset({"bridge", "host", "none"})
-MAX_REPLICAS = 1_000_000
-"""The most replicas any deployment may ask for; a server allows fewer (``--max-replicas``)."""
 
 
 # --- statuses ----------------------------------------------------------------------------
@@ -102,20 +105,6 @@ class Health(StrEnum):
     UNHEALTHY = "unhealthy"
 
 
-class UpdateOrder(StrEnum):
-    """How a rollout replaces an instance: stop the old one first, or start the new one first."""
-
-    STOP_FIRST = "stop_first"
-    START_FIRST = "start_first"
-
-
-class OnFailure(StrEnum):
-    """What a rollout does when a batch is not healthy within ``healthy_deadline``."""
-
-    PAUSE = "pause"
-    ROLLBACK = "rollback"
-
-
 class PlacementStrategy(StrEnum):
     """How placement ranks the nodes that fit: ``spread`` replicas over the nodes (fewest
     instances first) or ``binpack`` them onto the fullest nodes that still have room."""
@@ -137,31 +126,23 @@ class RolloutState(StrEnum):
 # --- rule helpers ------------------------------------------------------------------------
 
 
-def _problem(message: str, at: str | None = None) -> PydanticCustomError:
-    """A validation problem; ``at`` extends the field path (``"1.destination"``)."""
-    ctx: dict[str, str] = {"reason": message}
-    if at is not None:
-        ctx["at"] = at
-    return PydanticCustomError("knit", "{reason}", ctx)
-
-
 def _name(value: str) -> str:
     if not NAME_RE.fullmatch(value):
-        raise _problem("must be 1 to 63 characters of lowercase letters, digits and '-'")
+        raise problem("must be 1 to 63 characters of lowercase letters, digits and '-'")
     return value
 
 
 def _no_blank(value: str) -> str:
     if not value.strip():
-        raise _problem("must not be empty")
+        raise problem("must not be empty")
     if any(c.isspace() for c in value) or "\x00" in value:
-        raise _problem("must not contain spaces or control characters")
+        raise problem("must not contain spaces or control characters")
     return value
 
 
 def _env_name(key: str) -> None:
     if not key or "=" in key or "\x00" in key:
-        raise _problem(f"variable name {key!r} must be non-empty, without '='")
+        raise problem(f"variable name {key!r} must be non-empty, without '='")
 
 
 def _host_ip(value: str) -> str:
@@ -170,14 +151,14 @@ def _host_ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:
-        raise _problem(
+        raise problem(
             f"{value!r} is not a valid IP address (nor {MESH_HOST_IP!r}: the node's mesh address)"
         ) from None
 
 
 def _driver(value: object) -> object:
     if isinstance(value, str) and value not in SUPPORTED_DRIVERS:
-        raise _problem(f"unsupported driver {value!r}: Knit supports bridge and host")
+        raise problem(f"unsupported driver {value!r}: Knit supports bridge and host")
     return value
 
 
@@ -212,8 +193,6 @@ def parse_subnet(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 # --- models ------------------------------------------------------------------------------
 
-_INPUT = ConfigDict(extra="forbid")
-
 
 class TemplateSpec(BaseModel):
     """A file rendered for each instance and mounted at ``destination`` (spec 5.3).
@@ -222,7 +201,7 @@ class TemplateSpec(BaseModel):
     checked by ``knit.domain.validation.check_template_syntax``.
     """
 
-    model_config = _INPUT
+    model_config = INPUT
 
     content: str
     destination: str
@@ -232,18 +211,18 @@ class TemplateSpec(BaseModel):
     def _size(cls, value: str) -> str:
         # Characters first: four bytes at most each, so most templates need no encoding.
         if len(value) * 4 > MAX_TEMPLATE_BYTES and len(value.encode()) > MAX_TEMPLATE_BYTES:
-            raise _problem(f"a template may hold at most {MAX_TEMPLATE_BYTES // 1024} KiB")
+            raise problem(f"a template may hold at most {MAX_TEMPLATE_BYTES // 1024} KiB")
         return value
 
     @field_validator("destination")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
-            raise _problem(f"{value!r} must be an absolute path (start with '/')")
+            raise problem(f"{value!r} must be an absolute path (start with '/')")
         if value.endswith("/") or "\x00" in value:
-            raise _problem(f"{value!r} must name a file")
+            raise problem(f"{value!r} must name a file")
         if any(part in (".", "..") for part in value.split("/")):
-            raise _problem(f"{value!r} must not contain '.' or '..'")
+            raise problem(f"{value!r} must not contain '.' or '..'")
         return value
 
 
@@ -254,7 +233,7 @@ class PortSpec(BaseModel):
     mesh address, which its agent puts in (only members of the mesh run such a deployment).
     """
 
-    model_config = _INPUT
+    model_config = INPUT
 
     container_port: Port
     host_port: Port | None = None
@@ -271,153 +250,11 @@ class RestartPolicy(BaseModel):
         max_restarts: restarts before giving up (None: no limit).
     """
 
-    model_config = _INPUT
+    model_config = INPUT
 
     mode: Literal["always", "on-failure", "never"] = "always"
     backoff: Annotated[StrictFloat, Field(ge=0, le=86_400)] = 1.0
     max_restarts: Annotated[StrictInt, Field(ge=0)] | None = None
-
-
-MIN_MEMORY_BYTES = 6 * 1024 * 1024
-"""The smallest memory limit Docker accepts (6 MiB)."""
-MIN_CPU = 0.01
-"""The smallest CPU limit Docker accepts (a hundredth of a core)."""
-MAX_CPU = 4096.0
-_MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?$", re.IGNORECASE)
-_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def parse_memory(value: object) -> int:
-    """A memory size in bytes: an integer (bytes), or a string ``"256MiB"``, ``"1GiB"``,
-    ``"512M"``, ``"64k"``, ``"1048576"``.
-
-    Every unit is binary, as Docker's ``--memory`` reads them: ``M``, ``MB`` and ``MiB`` all
-    mean 2^20 bytes (decision 0019).
-
-    Raises:
-        ValueError: with a readable message.
-    """
-    if isinstance(value, bool):
-        raise ValueError("must be a number of bytes or a size such as '256MiB'")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if not isinstance(value, str):
-        raise ValueError("must be a number of bytes or a size such as '256MiB'")
-    match = _MEMORY_RE.fullmatch(value.strip())
-    if match is None:
-        raise ValueError(f"{value!r} is not a size: use bytes or a unit, e.g. '256MiB', '1GiB'")
-    number, unit = match.group(1), (match.group(2) or "").lower()
-    size = float(number) * _MEMORY_UNITS[unit]
-    if not size.is_integer():
-        raise ValueError(f"{value!r} is not a whole number of bytes")
-    return int(size)
-
-
-def format_bytes(size: int) -> str:
-    """``size`` bytes in the largest binary unit that divides it (``"256MiB"``), else bytes."""
-    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor and size % factor == 0:
-            return f"{size // factor}{unit}"
-    return f"{size}B" if size else "0"
-
-
-def _memory(value: object) -> object:
-    try:
-        size = parse_memory(value)
-    except ValueError as exc:
-        raise _problem(str(exc)) from None
-    if size < MIN_MEMORY_BYTES:
-        raise _problem(
-            f"must be at least {format_bytes(MIN_MEMORY_BYTES)} (Docker's smallest limit)"
-        )
-    return size
-
-
-def _cpu(value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _problem("must be a number of CPU cores, e.g. 0.5")
-    if not MIN_CPU <= value <= MAX_CPU:
-        raise _problem(f"must be between {MIN_CPU} and {MAX_CPU:g} cores")
-    return float(value)
-
-
-class Resources(BaseModel):
-    """What each instance of a deployment reserves on its node, and may use at most.
-
-    Attributes:
-        cpu: CPU cores (``0.5``: half a core); Docker's ``NanoCpus``. None: no limit.
-        memory: bytes (given as ``"256MiB"``, ``"1GiB"``, ``"512M"`` or an integer);
-            Docker's ``Memory``: a container above it is killed. None: no limit.
-    """
-
-    model_config = _INPUT
-
-    cpu: Annotated[float, BeforeValidator(_cpu), Field(ge=MIN_CPU, le=MAX_CPU)] | None = None
-    memory: (
-        Annotated[
-            int,
-            BeforeValidator(_memory),
-            Field(
-                ge=MIN_MEMORY_BYTES,
-                json_schema_extra={"description": "bytes, or a size such as '256MiB'"},
-            ),
-        ]
-        | None
-    ) = None
-
-
-Seconds = Annotated[StrictFloat, Field(ge=0, le=86_400)]
-PositiveSeconds = Annotated[StrictFloat, Field(gt=0, le=86_400)]
-
-
-class UpdatePolicy(BaseModel):
-    """How a changed spec is rolled out (Nomad's ``update`` block, Swarm's ``update_config``).
-
-    Attributes:
-        max_parallel: instances replaced at a time (a batch).
-        order: ``stop_first`` (stop an old instance, then start its replacement) or
-            ``start_first`` (start the new one, stop the old one once the new one is healthy).
-        min_healthy_time: seconds an instance without a health check must run to be healthy.
-        healthy_deadline: seconds a batch has to become healthy.
-        on_failure: ``pause`` the rollout, or ``rollback`` to the last stable version.
-    """
-
-    model_config = _INPUT
-
-    max_parallel: Annotated[StrictInt, Field(ge=1, le=MAX_REPLICAS)] = 1
-    order: UpdateOrder = UpdateOrder.STOP_FIRST
-    min_healthy_time: Seconds = 10.0
-    healthy_deadline: PositiveSeconds = 300.0
-    on_failure: OnFailure = OnFailure.PAUSE
-
-
-class HealthCheck(BaseModel):
-    """A health check Docker runs in the container (its ``Healthcheck``).
-
-    ``command`` is run as is (exec form); ``["CMD-SHELL", "..."]`` runs a shell line, and a
-    leading ``"CMD"`` is accepted too. Times are seconds.
-    """
-
-    model_config = _INPUT
-
-    command: Annotated[list[str], Field(min_length=1)]
-    interval: PositiveSeconds = 10.0
-    timeout: PositiveSeconds = 5.0
-    retries: Annotated[StrictInt, Field(ge=1, le=1000)] = 3
-    start_period: Seconds = 0.0
-
-    @field_validator("command")
-    @classmethod
-    def _command(cls, value: list[str]) -> list[str]:
-        if value[0] in ("NONE",):
-            raise _problem("to have no health check, leave health_check out")
-        if value[0] in ("CMD", "CMD-SHELL") and len(value) < 2:
-            raise _problem(f"{value[0]!r} must be followed by the command")
-        if any("\x00" in part for part in value):
-            raise _problem("must not contain NUL characters")
-        return value
 
 
 class DeploymentSpec(BaseModel):
@@ -457,7 +294,7 @@ class DeploymentSpec(BaseModel):
         seen: set[str] = set()
         for i, name in enumerate(value):
             if name in seen:
-                raise _problem(f"network {name!r} is listed twice", at=str(i))
+                raise problem(f"network {name!r} is listed twice", at=str(i))
             seen.add(name)
         return value
 
@@ -465,12 +302,12 @@ class DeploymentSpec(BaseModel):
     @classmethod
     def _unique_destinations(cls, value: list[TemplateSpec]) -> list[TemplateSpec]:
         if len(value) > MAX_TEMPLATES:
-            raise _problem(f"a deployment may have at most {MAX_TEMPLATES} templates")
+            raise problem(f"a deployment may have at most {MAX_TEMPLATES} templates")
         seen: dict[str, int] = {}
         for i, template in enumerate(value):
             first = seen.setdefault(template.destination, i)
             if first != i:
-                raise _problem(
+                raise problem(
                     f"{template.destination!r} is already the destination of templates.{first}",
                     at=f"{i}.destination",
                 )
@@ -482,7 +319,7 @@ class DeploymentSpec(BaseModel):
         for key, item in value.items():
             _env_name(key)
             if "\x00" in item:
-                raise _problem("values must not contain NUL characters", at=key)
+                raise problem("values must not contain NUL characters", at=key)
         return value
 
     @field_validator("secret_env")
@@ -491,14 +328,14 @@ class DeploymentSpec(BaseModel):
         for key, item in value.items():
             _env_name(key)
             if "\x00" in item.get_secret_value():
-                raise _problem("values must not contain NUL characters", at=key)
+                raise problem("values must not contain NUL characters", at=key)
         return value
 
     @model_validator(mode="after")
     def _env_or_secret(self) -> DeploymentSpec:
         both = sorted(set(self.env) & set(self.secret_env))
         if both:
-            raise _problem(
+            raise problem(
                 f"{both[0]!r} is also in env: a variable is either secret or not",
                 at=f"secret_env.{both[0]}",
             )
@@ -509,7 +346,7 @@ class DeploymentSpec(BaseModel):
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
             if not key.strip():
-                raise _problem("label names must not be empty")
+                raise problem("label names must not be empty")
         return value
 
     @field_validator("ports")
@@ -521,7 +358,7 @@ class DeploymentSpec(BaseModel):
                 continue
             first = seen.setdefault((port.host_ip, port.host_port, port.protocol), i)
             if first != i:
-                raise _problem(
+                raise problem(
                     f"host port {port.host_port}/{port.protocol} is already used by ports.{first}",
                     at=f"{i}.host_port",
                 )
@@ -533,7 +370,7 @@ class DeploymentSpec(BaseModel):
             return self
         for i, port in enumerate(self.ports):
             if port.host_port is not None:
-                raise _problem(
+                raise problem(
                     f"host port {port.host_port} is fixed: with update.order start_first an "
                     "old and a new instance would need it on the same node at once; leave "
                     "host_port out (the Engine picks one) or use stop_first",
@@ -545,7 +382,7 @@ class DeploymentSpec(BaseModel):
 class NetworkSpec(BaseModel):
     """A network as submitted to ``POST /networks``: ``bridge`` (subnet optional) or ``host``."""
 
-    model_config = _INPUT
+    model_config = INPUT
 
     name: Name
     driver: Annotated[
@@ -561,16 +398,16 @@ class NetworkSpec(BaseModel):
         if value is None:
             return None
         if info.data.get("driver") == "host":
-            raise _problem("a host network has no subnet: leave it out")
+            raise problem("a host network has no subnet: leave it out")
         try:
             return str(parse_subnet(value))
         except ValueError as exc:
-            raise _problem(str(exc)) from None
+            raise problem(str(exc)) from None
 
     @model_validator(mode="after")
     def _not_docker_default(self) -> NetworkSpec:
         if self.driver == "bridge" and self.name in DOCKER_NETWORK_NAMES:
-            raise _problem(f"{self.name!r} is the name of Docker's own network", at="name")
+            raise problem(f"{self.name!r} is the name of Docker's own network", at="name")
         return self
 
 
@@ -592,7 +429,7 @@ class RegistryCredentialsSpec(BaseModel):
         try:
             registry_server(value)
         except ValueError as exc:
-            raise _problem(str(exc)) from None
+            raise problem(str(exc)) from None
         return value
 
     @property
@@ -622,25 +459,18 @@ __all__ = [
     "DeploymentSpec",
     "FieldError",
     "Health",
-    "HealthCheck",
     "InstanceStatus",
     "NetworkDriver",
     "NetworkSpec",
     "NodeStatus",
-    "OnFailure",
     "PlacementStrategy",
     "PortSpec",
     "RegistryCredentialsSpec",
-    "Resources",
     "RestartMode",
     "RestartPolicy",
     "RolloutState",
     "TaskState",
     "TemplateSpec",
-    "UpdateOrder",
-    "UpdatePolicy",
-    "format_bytes",
-    "parse_memory",
     "parse_subnet",
     "registry_server",
 ]

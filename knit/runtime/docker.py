@@ -1,9 +1,12 @@
 """``DockerRuntime``: the ``ContainerRuntime`` port implemented on the Docker Engine API.
 
 Layer: runtime (adapter). Imports aiodocker, aiohttp and anyio; nothing from Knit but
-``knit.errors`` and ``knit.runtime.base``. Every aiodocker/aiohttp error is translated at this
-boundary into ``RuntimeFailure`` (with the step) or ``RuntimeUnavailable``, and every call is
-bounded by a deadline, so a wedged Engine cannot hang the agent.
+``knit.errors``, ``knit.runtime.base``, ``knit.runtime.docker_translation`` (the pure
+conversions between Knit's runtime data and the Engine's JSON) and ``knit.runtime.docker_streams``
+(the Engine's event and log streams read as iterators). Every aiodocker/aiohttp error
+is translated at this boundary into ``RuntimeFailure`` (with the step) or
+``RuntimeUnavailable``, and every call is bounded by a deadline, so a wedged Engine cannot
+hang the agent.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any
@@ -27,17 +30,19 @@ import anyio
 
 from knit.errors import RuntimeFailure, RuntimeUnavailable
 from knit.runtime.base import (
-    HEALTH_NONE,
-    HEALTH_STATUSES,
     ContainerSpec,
     ContainerState,
-    HealthCheck,
     LogOptions,
-    PortProtocol,
-    PublishedPort,
     RegistryAuth,
     RuntimeEvent,
     RuntimeInfo,
+)
+from knit.runtime.docker_streams import EventStream, listed_frames, log_lines
+from knit.runtime.docker_translation import (
+    container_config,
+    existing_network_id,
+    state_from_inspect,
+    state_from_list,
 )
 
 log = logging.getLogger(__name__)
@@ -46,21 +51,10 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 LISTED_TAIL = 10_000
 """Past this many lines (or all of them), logs not followed are streamed, not listed."""
 
-# Keys Docker adds to a container event's attributes beside the container's labels.
-_EVENT_NON_LABEL_KEYS = frozenset(
-    {"image", "name", "exitCode", "signal", "execID", "oldName", "height", "width"}
-)
 # How the Engine says a registry refused us; it answers 500 with the registry's words.
 _AUTH_FAILURE = re.compile(
     r"unauthorized|authentication required|no basic auth credentials|denied", re.IGNORECASE
 )
-_EXITED_STATUS = re.compile(r"^Exited \((-?\d+)\)")
-# A running container's list status ends with its health: "Up 3 seconds (healthy)",
-# "(unhealthy)", "(health: starting)".
-_HEALTH_STATUS = re.compile(r"\((?:health: )?(starting|healthy|unhealthy)\)$")
-# Health checks run as execs: three events a check that nothing in Knit reads.
-_IGNORED_ACTIONS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach"})
-_NANOSECONDS = 1_000_000_000
 _LIST_KEYS = ("Id", "Names", "Image", "Labels", "State", "Status", "Ports")
 
 
@@ -264,7 +258,7 @@ class DockerRuntime:
         for attempt in range(2):
             found = await self._find_network(name)
             if found is not None:
-                return _check_subnet(name, found, wanted)
+                return existing_network_id(name, found, wanted)
             config: dict[str, Any] = {
                 "Name": name,
                 "Driver": "bridge",
@@ -428,7 +422,7 @@ class DockerRuntime:
                     )
                 )
             stack.callback(response.close)
-            yield _EventStream(response, self)
+            yield EventStream(response, self._unavailable)
 
     # -- logs ------------------------------------------------------------------------------
 
@@ -460,8 +454,8 @@ class DockerRuntime:
         else:
             with self._call("logs"):
                 listed = await container.log(stdout=True, stderr=True, follow=False, **params)
-            frames = _iterate(listed)
-        lines = _lines(frames, self)
+            frames = listed_frames(listed)
+        lines = log_lines(frames, self._unavailable)
         try:
             yield lines
         finally:
@@ -472,238 +466,11 @@ class DockerRuntime:
                     await aclose()
 
 
-async def _iterate(items: builtins.list[str]) -> AsyncIterator[str]:
-    for item in items:
-        yield item
-
-
-async def _lines(frames: AsyncIterator[str], runtime: DockerRuntime) -> AsyncGenerator[str, None]:
-    """Whole lines out of frames (the last one even without its newline)."""
-    partial = ""
-    try:
-        async for frame in frames:
-            pieces = (partial + frame).split("\n")
-            partial = pieces.pop()
-            for line in pieces:
-                yield line
-    except aiodocker.DockerError as exc:
-        raise RuntimeFailure("logs", str(exc.message)) from exc
-    except (aiohttp.ClientError, ConnectionError) as exc:
-        raise runtime._unavailable(exc) from exc
-    if partial:
-        yield partial
-
-
-class _EventStream:
-    """Parse the Engine's newline-delimited JSON event stream into ``RuntimeEvent``s."""
-
-    def __init__(self, response: aiohttp.ClientResponse, runtime: DockerRuntime) -> None:
-        self._response = response
-        self._runtime = runtime
-
-    def __aiter__(self) -> _EventStream:
-        return self
-
-    async def __anext__(self) -> RuntimeEvent:
-        while True:
-            try:
-                line = await self._response.content.readline()
-            except (aiohttp.ClientError, ConnectionError) as exc:
-                raise self._runtime._unavailable(exc) from exc
-            if not line:
-                raise StopAsyncIteration
-            event = event_from_json(line)
-            if event is not None:
-                return event
-
-
-# -- translation between Knit's data and the Engine's JSON --------------------------------
-# Pure functions; the public ones are tested without an Engine (tests/runtime).
+# -- helpers -------------------------------------------------------------------------------
+# The translation of Knit's data to and from the Engine's JSON is in docker_translation, the
+# reading of its event and log streams in docker_streams.
 
 
 def _status(exc: RuntimeFailure) -> int | None:
     cause = exc.__cause__
     return cause.status if isinstance(cause, aiodocker.DockerError) else None
-
-
-def _check_subnet(
-    name: str,
-    network: dict[str, Any],
-    wanted: ipaddress.IPv4Network | ipaddress.IPv6Network | None,
-) -> str:
-    configs = (network.get("IPAM") or {}).get("Config") or []
-    subnets = [ipaddress.ip_network(c["Subnet"], strict=False) for c in configs if c.get("Subnet")]
-    if wanted is not None and wanted not in subnets:
-        have = ", ".join(str(s) for s in subnets) or "none"
-        raise RuntimeFailure("network", f"network {name} exists with subnet {have}, not {wanted}")
-    return str(network["Id"])
-
-
-def container_config(spec: ContainerSpec) -> dict[str, Any]:
-    """The Engine's ``POST /containers/create`` body for ``spec``.
-
-    Raises:
-        RuntimeFailure: host networking with networks or ports, or a relative mount source.
-    """
-    if spec.network_mode == "host" and (spec.networks or spec.ports):
-        raise RuntimeFailure("create", f"{spec.name}: host networking takes no networks or ports")
-    binds = []
-    for mount in spec.mounts:
-        if not os.path.isabs(mount.source):  # a relative source would name a Docker volume
-            raise RuntimeFailure(
-                "create", f"{spec.name}: mount source {mount.source!r} is relative"
-            )
-        binds.append(f"{mount.source}:{mount.target}:{'ro' if mount.read_only else 'rw'}")
-    port_bindings: dict[str, list[dict[str, str]]] = {}
-    for port in spec.ports:
-        port_bindings.setdefault(f"{port.container_port}/{port.protocol}", []).append(
-            {
-                "HostIp": port.host_ip or "",
-                "HostPort": "" if port.host_port is None else str(port.host_port),
-            }
-        )
-    network_mode = spec.network_mode or (spec.networks[0] if spec.networks else "bridge")
-    config: dict[str, Any] = {
-        "Image": spec.image,
-        "Env": [f"{key}={value}" for key, value in spec.env.items()],
-        "Labels": dict(spec.labels),
-        "ExposedPorts": {key: {} for key in port_bindings},
-        "HostConfig": {
-            "Binds": binds,
-            "PortBindings": port_bindings,
-            "NetworkMode": network_mode,
-            "RestartPolicy": {"Name": "no"},  # Knit decides about restarts
-        },
-    }
-    if spec.command is not None:
-        config["Cmd"] = list(spec.command)
-    if spec.healthcheck is not None:
-        config["Healthcheck"] = healthcheck_config(spec.healthcheck)
-    if spec.cpu is not None:
-        config["HostConfig"]["NanoCpus"] = round(spec.cpu * 1e9)
-    if spec.memory_bytes is not None:
-        # No swap on top: above the limit the kernel kills the container (swap equal to
-        # the memory limit; Docker's default would double it with swap).
-        config["HostConfig"]["Memory"] = spec.memory_bytes
-        config["HostConfig"]["MemorySwap"] = spec.memory_bytes
-    return config
-
-
-def healthcheck_config(check: HealthCheck) -> dict[str, Any]:
-    """Docker's ``Healthcheck``: ``Test`` is the command if it starts with ``CMD`` or
-    ``CMD-SHELL``, else ``["CMD", *command]``; times in nanoseconds."""
-    command = list(check.command)
-    test = command if command[0] in ("CMD", "CMD-SHELL") else ["CMD", *command]
-    return {
-        "Test": test,
-        "Interval": _ns(check.interval),
-        "Timeout": _ns(check.timeout),
-        "Retries": check.retries,
-        "StartPeriod": _ns(check.start_period),
-    }
-
-
-def _ns(seconds: float) -> int:
-    return round(seconds * _NANOSECONDS)
-
-
-def _health(value: object, running: bool) -> str:
-    """A running container's health status as Knit names it ("none" when not running)."""
-    status = str(value)
-    return status if running and status in HEALTH_STATUSES else HEALTH_NONE
-
-
-def _published(ports: Mapping[str, Any] | None) -> list[PublishedPort]:
-    """From inspect's ``NetworkSettings.Ports``: {"80/tcp": [{"HostIp", "HostPort"}] | None}."""
-    published = []
-    for key, bindings in (ports or {}).items():
-        number, _, proto = key.partition("/")
-        for binding in bindings or []:
-            published.append(
-                PublishedPort(
-                    container_port=int(number),
-                    protocol=_protocol(proto),
-                    host_ip=str(binding.get("HostIp", "")),
-                    host_port=int(binding["HostPort"]),
-                )
-            )
-    return published
-
-
-def _protocol(value: str) -> PortProtocol:
-    return "udp" if value == "udp" else "tcp"
-
-
-def state_from_inspect(data: Mapping[str, Any]) -> ContainerState:
-    """A container's state from ``GET /containers/{id}/json``."""
-    state = data.get("State") or {}
-    status = str(state.get("Status", "unknown"))
-    config = data.get("Config") or {}
-    return ContainerState(
-        id=str(data["Id"]),
-        name=str(data.get("Name", "")).lstrip("/"),
-        labels=dict(config.get("Labels") or {}),
-        state=status,
-        exit_code=int(state.get("ExitCode", 0)) if status in ("exited", "dead") else None,
-        image=str(config.get("Image", "")),
-        ports=_published((data.get("NetworkSettings") or {}).get("Ports")),
-        health=_health((state.get("Health") or {}).get("Status"), status == "running"),
-    )
-
-
-def state_from_list(data: Mapping[str, Any]) -> ContainerState:
-    """A container's state from one entry of ``GET /containers/json``: the exit code and the
-    health are read from its ``Status`` text ("Exited (3) 2 seconds ago", "Up 1 second
-    (healthy)")."""
-    names = data.get("Names") or [""]
-    text = str(data.get("Status", ""))
-    exited = _EXITED_STATUS.match(text)
-    health = _HEALTH_STATUS.search(text)
-    state = str(data.get("State", "unknown"))
-    ports = [
-        PublishedPort(
-            container_port=int(p["PrivatePort"]),
-            protocol=_protocol(str(p.get("Type", "tcp"))),
-            host_ip=str(p.get("IP", "")),
-            host_port=int(p["PublicPort"]),
-        )
-        for p in data.get("Ports") or []
-        if p.get("PublicPort")
-    ]
-    return ContainerState(
-        id=str(data["Id"]),
-        name=str(names[0]).lstrip("/"),
-        labels=dict(data.get("Labels") or {}),
-        state=state,
-        exit_code=int(exited.group(1)) if exited else None,
-        image=str(data.get("Image", "")),
-        ports=ports,
-        health=_health(health.group(1) if health else None, state == "running"),
-    )
-
-
-def event_from_json(line: bytes) -> RuntimeEvent | None:
-    """One line of ``GET /events`` as a container event; None for an unreadable line, another
-    type of event, or an exec (health checks run as execs)."""
-    try:
-        data = json.loads(line)
-    except ValueError:
-        log.warning("skipping an unreadable Docker event (%d bytes)", len(line))
-        return None
-    if data.get("Type") != "container":
-        return None
-    actor = data.get("Actor") or {}
-    attributes: dict[str, str] = dict(actor.get("Attributes") or {})
-    exit_code = attributes.get("exitCode", "")
-    # "health_status: healthy": the action, then its detail.
-    action, _, detail = str(data.get("Action") or data.get("status", "")).partition(":")
-    if action in _IGNORED_ACTIONS:
-        return None
-    return RuntimeEvent(
-        container_id=str(actor.get("ID") or data.get("id", "")),
-        action=action,
-        labels={k: v for k, v in attributes.items() if k not in _EVENT_NON_LABEL_KEYS},
-        exit_code=int(exit_code) if exit_code.lstrip("-").isdigit() else None,
-        name=attributes.get("name", ""),
-        detail=detail.strip(),
-    )

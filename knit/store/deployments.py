@@ -58,7 +58,7 @@ UPDATE_POLICY_DEFAULTS: Final[Mapping[str, JSONValue]] = {
     "healthy_deadline": 300.0,
     "on_failure": "pause",
 }
-"""``knit.domain.specs.UpdatePolicy()`` as JSON (the store does not import the domain's
+"""``knit.domain.update_policy.UpdatePolicy()`` as JSON (the store does not import the domain's
 models; a test holds the two equal). A record's ``update`` is always complete: a stored
 policy (``{}`` in rows from before schema 2) is merged over these."""
 

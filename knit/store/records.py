@@ -158,12 +158,13 @@ class DeploymentRecord(_JSONMixin):
             ``deployment_secrets``, encrypted; never in a record).
         version: the version of the spec these fields hold (1, 2, ...; see
             ``DeploymentVersionRecord``).
-        update: the update policy (``knit.domain.specs.UpdatePolicy`` as JSON).
-        health_check: the health check (``knit.domain.specs.HealthCheck`` as JSON) or None.
+        update: the update policy (``knit.domain.update_policy.UpdatePolicy`` as JSON).
+        health_check: the health check (``knit.domain.health_checks.HealthCheck`` as JSON) or
+            None.
         rollout: the current (or last) rollout as JSON (``knit.domain.rollout.Rollout``),
             written by the deployment's actor only; None before the first update.
         resources: what each instance reserves and may use, ``{"cpu": cores, "memory":
-            bytes}`` (``knit.domain.specs.Resources`` as JSON), or None.
+            bytes}`` (``knit.domain.resources.Resources`` as JSON), or None.
         strategy: how placement ranks nodes: ``spread`` or ``binpack``.
     """
 

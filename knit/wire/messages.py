@@ -229,7 +229,7 @@ class TaskRestartPolicy(Struct):
 
 class TaskHealthCheck(Struct):
     """A health check for Docker to run in the container (seconds; see
-    ``knit.domain.specs.HealthCheck``)."""
+    ``knit.domain.health_checks.HealthCheck``)."""
 
     command: Annotated[list[str], Field(min_length=1)]
     interval: Annotated[float, Field(gt=0)] = 10.0
@@ -239,7 +239,7 @@ class TaskHealthCheck(Struct):
 
 
 class TaskResources(Struct):
-    """Limits on the container (see ``knit.domain.specs.Resources``): ``cpu`` cores
+    """Limits on the container (see ``knit.domain.resources.Resources``): ``cpu`` cores
     (Docker's ``NanoCpus``), ``memory`` bytes (``Memory``); None: no limit."""
 
     cpu: Annotated[float, Field(gt=0)] | None = None

@@ -18,8 +18,8 @@ from actors import Actor, open_actor_system
 from knit.api.app import create_app
 from knit.bus import Bus
 from knit.domain.auth import Role
-from knit.domain.specs import UpdatePolicy
 from knit.domain.tokens import TokenSpec
+from knit.domain.update_policy import UpdatePolicy
 from knit.secrets import SecretBox
 from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats

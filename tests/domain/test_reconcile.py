@@ -33,7 +33,8 @@ from knit.domain.reconcile import (
     restart_wait,
 )
 from knit.domain.rollout import Rollout, Update, is_healthy
-from knit.domain.specs import OnFailure, RolloutState, UpdateOrder
+from knit.domain.specs import RolloutState
+from knit.domain.update_policy import OnFailure, UpdateOrder
 from tests.support.observed import Inst
 
 pytestmark = pytest.mark.unit

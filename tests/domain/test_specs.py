@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from knit.domain.mesh import MESH_HOST_IP
+from knit.domain.resources import format_bytes, parse_memory
 from knit.domain.specs import (
     DeploymentSpec,
     InstanceStatus,
@@ -17,8 +18,6 @@ from knit.domain.specs import (
     NodeStatus,
     RegistryCredentialsSpec,
     TaskState,
-    format_bytes,
-    parse_memory,
     registry_server,
 )
 from knit.domain.templates import MAX_TEMPLATE_BYTES, MAX_TEMPLATES

@@ -1,5 +1,5 @@
-"""DockerRuntime's translation between Knit's data and the Engine's JSON, without an Engine:
-health checks, health statuses, event details."""
+"""``knit.runtime.docker_translation``: Knit's data to and from the Engine's JSON, without an
+Engine: health checks, health statuses, event details."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from knit.runtime.base import ContainerSpec, HealthCheck
-from knit.runtime.docker import (
+from knit.runtime.docker_translation import (
     container_config,
     event_from_json,
     healthcheck_config,

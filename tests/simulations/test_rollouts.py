@@ -12,7 +12,7 @@ import anyio
 import httpx
 import pytest
 
-from knit.domain.specs import UpdateOrder, UpdatePolicy
+from knit.domain.update_policy import UpdateOrder, UpdatePolicy
 from simulations import rollouts
 from simulations.load import ApiLatencies, DeployTracker, Submitted
 from simulations.report import UPDATE, Recorder

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Dialect
 
-from knit.domain.specs import UpdatePolicy
+from knit.domain.update_policy import UpdatePolicy
 from knit.store import deployments, events, instances, nodes, open_store, upgrades, versions
 from knit.store.models import SCHEMA_VERSION
 

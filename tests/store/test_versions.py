@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from knit.domain.specs import UpdatePolicy
+from knit.domain.update_policy import UpdatePolicy
 from knit.errors import Conflict, NotFound, ValidationError
 from knit.secrets import SecretBox
 from knit.store import DeploymentRecord, Store, deployments, networks, versions
