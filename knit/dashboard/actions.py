@@ -12,6 +12,8 @@ naming what happened; a refused action shows its page again with the errors and 
 status, and changes nothing.
 
 - ``GET|POST /ui/deployments/new``: a deployment from YAML or JSON (``POST /deployments``);
+  when its name is taken, the form offers to update that deployment instead (``update``:
+  its id; ``PUT /deployments/{id}``);
 - ``POST /ui/deployments/<id>/scale`` (``POST /deployments/{id}/scale``);
 - ``GET|POST /ui/deployments/<id>/delete``: a confirmation, then ``DELETE /deployments/{id}``;
 - ``POST /ui/nodes/<id>/drain`` and ``/eligible`` (``POST /nodes/{id}/drain``, ``/eligible``).
@@ -28,7 +30,7 @@ import yaml
 from quart import Blueprint, Response, redirect, request, url_for
 from quart.typing import ResponseReturnValue
 
-from knit.api.ports import ControlPlane
+from knit.api.ports import ControlPlane, JSONDict
 from knit.dashboard.signin import safe_next
 from knit.domain.lifecycle import ScaleSpec
 from knit.domain.specs import DeploymentSpec
@@ -38,7 +40,7 @@ from knit.errors import Conflict, Invalid, ValidationError
 log = logging.getLogger(__name__)
 
 FieldErrors = list[dict[str, str]]
-DONE = frozenset({"created", "scaled", "deleting", "drained", "eligible"})
+DONE = frozenset({"created", "updated", "scaled", "deleting", "drained", "eligible"})
 """What ``?done=`` may say (a page shows its own sentence for each, never the argument)."""
 _WHOLE_NUMBER = re.compile(r"-?\d{1,12}")
 
@@ -112,24 +114,41 @@ def add_actions(
     async def new_deployment_form() -> Response:
         return await render("new_deployment.html", 200, section="deployments", text="")
 
+    async def named(name: str) -> JSONDict | None:
+        found = [d for d in await control.list_deployments() if d.get("name") == name]
+        return {"id": found[0].get("id"), "name": name} if found else None
+
     @bp.route("/ui/deployments/new", methods=["POST"])
     async def new_deployment() -> ResponseReturnValue:
         form = await request.form
         text = form.get("spec") or ""
+        update = (form.get("update") or "").strip()
         errors: FieldErrors
+        existing: JSONDict | None = None
         status = 422
         try:
-            created = await control.create_deployment(parse_deployment(text))
+            spec = parse_deployment(text)
+            if update:
+                done = await control.update_deployment(update, spec)
+            else:
+                done = await control.create_deployment(spec)
         except (Invalid, ValidationError) as exc:
             errors = field_errors(exc)
         except Conflict as exc:
             status, errors = 409, [{"field": "name", "message": str(exc)}]
+            existing = None if update else await named(spec.name)
         else:
-            log.info("dashboard: created deployment %s", created.get("id"))
-            target = url_for("dashboard.deployment", deployment_id=str(created["id"]))
-            return redirect(with_done(target, "created"), 303)
+            verb = "updated" if update else "created"
+            log.info("dashboard: %s deployment %s", verb, done.get("id"))
+            target = url_for("dashboard.deployment", deployment_id=str(done["id"]))
+            return redirect(with_done(target, verb), 303)
         return await render(
-            "new_deployment.html", status, section="deployments", text=text, errors=errors
+            "new_deployment.html",
+            status,
+            section="deployments",
+            text=text,
+            errors=errors,
+            existing=existing,
         )
 
     @bp.route("/ui/deployments/<deployment_id>/scale", methods=["POST"])

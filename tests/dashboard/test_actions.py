@@ -59,6 +59,14 @@ class ActingControl(FakeControl):
         self.calls.append(("create", spec.name))
         return made
 
+    async def update_deployment(self, deployment_id: str, spec: DeploymentSpec) -> JSONDict:
+        found = self._find(deployment_id)
+        if found["name"] != spec.name:
+            raise Conflict(f"a deployment named {spec.name!r} already exists")
+        found.update(image=spec.image, replicas=spec.replicas, version=found["version"] + 1)
+        self.calls.append(("update", spec.name))
+        return found
+
     async def scale_deployment(self, deployment_id: str, replicas: int) -> JSONDict:
         found = self._find(deployment_id)
         if found["status"] == "deleting":
@@ -183,6 +191,24 @@ async def test_a_taken_name_is_a_409_at_the_name_field() -> None:
     assert response.status_code == 409
     assert "name: a deployment named &#39;web&#39; already exists" in await text(response)
     assert len(control.deployments) == 1
+
+
+async def test_a_taken_name_offers_to_update_that_deployment() -> None:
+    control, client = scene()
+    web = control.deployments[0]
+    spec = "name: web\nimage: knit-test/app:2\nreplicas: 3\n"
+    refused = await client.post("/ui/deployments/new", form={"spec": spec}, headers=WRITE)
+    html = await text(refused)
+    assert f'name="update" value="{web["id"]}"' in html and "Update web" in html
+    form = {"spec": spec, "update": web["id"]}
+    response = await client.post("/ui/deployments/new", form=form, headers=WRITE)
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/ui/deployments/{web['id']}?done=updated"
+    assert (web["image"], web["replicas"], web["version"]) == ("knit-test/app:2", 3, 2)
+    other = {"spec": "name: api\nimage: x\n", "update": web["id"]}
+    clash = await client.post("/ui/deployments/new", form=other, headers=WRITE)
+    assert clash.status_code == 409 and 'name="update"' not in await text(clash)
+    assert control.calls == [("update", "web")]
 
 
 async def test_scale_changes_replicas_and_redirects() -> None:
