@@ -88,8 +88,8 @@ def field_errors(exc: Invalid | ValidationError) -> FieldErrors:
 
 
 def with_done(target: str, done: str) -> str:
-    """``target`` with ``done=`` set (replacing any earlier one)."""
-    path, _, query = target.partition("?")
+    """``target`` with ``done=`` set (replacing any earlier one; a ``#fragment`` dropped)."""
+    path, _, query = target.partition("#")[0].partition("?")
     kept = [p for p in query.split("&") if p and not p.startswith(("done=", "fragment="))]
     return f"{path}?{'&'.join([*kept, f'done={done}'])}"
 

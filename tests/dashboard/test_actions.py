@@ -233,6 +233,7 @@ async def test_a_bad_replicas_number_is_shown_next_to_the_field(value: str, mess
     html = await text(response)
     errors = html.split('id="scale-errors"', 1)[1].split("</ul>", 1)[0]
     assert "replicas: " in errors and message in errors
+    assert "data-stream" not in html  # no live refresh: this URL is not a page to refetch
     assert web["replicas"] == 1 and control.calls == []
 
 
@@ -286,6 +287,10 @@ async def test_drain_and_eligible_from_the_node_page_and_the_overview() -> None:
     assert "The node is drained" in page and f'action="/ui/nodes/{n["id"]}/eligible"' in page
     back = await client.post(f"/ui/nodes/{n['id']}/eligible", form={"next": "/ui/"}, headers=WRITE)
     assert back.headers["Location"] == "/ui/?done=eligible" and n["eligible"] is True
+    anchored = await client.post(
+        f"/ui/nodes/{n['id']}/drain", form={"next": "/ui/?nodes_page=2#nodes"}, headers=WRITE
+    )
+    assert anchored.headers["Location"] == "/ui/?nodes_page=2&done=drained"
     evil = await client.post(
         f"/ui/nodes/{n['id']}/drain", form={"next": "https://evil.example/"}, headers=WRITE
     )
