@@ -18,8 +18,8 @@ from the headers alone (the body is never read here), in this order:
    ``Authorization: Bearer <token>`` (never a cookie): missing, unknown, expired or revoked
    is 401 with ``WWW-Authenticate: Bearer``, a weaker role 403. Dashboard pages take only
    the session cookie: without one a page redirects to the sign-in page, the event
-   stream and page fragments answer 401; a role too weak for a dashboard action gets a
-   403 page (HTML, not JSON).
+   stream, a deployment's log stream and page fragments answer 401; a role too weak for
+   a dashboard action gets a 403 page (HTML, not JSON).
 
 What it lets through carries the caller in ``scope["knit.principal"]``. Checking a token
 is one SHA-256 and one dict lookup (the port answers from memory): cheap enough for
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ SESSION_KEY = "knit.session"
 JSON_TYPE = "application/json"
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 STREAM_PATH = "/ui/stream"
+LOGS_PATH = re.compile(r"/ui/deployments/[^/]+/logs")
+"""A deployment's log stream for the dashboard's panel: data a script reads, not a page."""
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ class Gate:
         headers = [("Set-Cookie", clear_cookie_header(secure=secure))] if cleared else []
         query = scope["query_string"].decode("latin-1")
         fragment = "fragment=1" in query.split("&")
-        if scope["path"] == STREAM_PATH or fragment:
+        if scope["path"] == STREAM_PATH or LOGS_PATH.fullmatch(scope["path"]) or fragment:
             return refuse(401, "sign in first", headers)
         target = scope["path"] + (f"?{query}" if query and not fragment else "")
         location = f"{SIGN_IN_PATH}?next={quote(target, safe='/')}"

@@ -1,7 +1,8 @@
 """The dashboard's pages: a Quart Blueprint of server-rendered Jinja2 pages plus an SSE stream.
 
 Layer: dashboard. Imports quart (and through it jinja2), anyio, ``knit.api.ports``,
-``knit.api.gate``, ``knit.api.sessions`` and ``knit.errors``; never actors or the store.
+``knit.api.gate``, ``knit.api.sessions``, ``knit.domain.auth`` and ``knit.errors``; never
+actors or the store.
 Every value shown comes from users, so templates are autoescaped ``.html`` files and
 nothing is marked safe by hand; env values are never handed to a template at all.
 Routes (docs/dashboard.md):
