@@ -29,7 +29,7 @@ die() {
 # kernel image, systemd and apparmor, none of which dockerd needs here.
 PACKAGES=(
     docker.io containerd runc tini iptables
-    docker-registry apache2-utils busybox-static
+    docker-registry apache2-utils busybox-static chromium
     wireguard-go wireguard-tools iproute2 ca-certificates
 )
 VENV_PYTHON=python3

@@ -42,9 +42,7 @@ from knit.domain.specs import (
     RegistryCredentialsSpec,
 )
 from knit.domain.tokens import JoinTokenSpec, TokenSpec
-from knit.domain.validation import (
-    errors_from_pydantic,
-)
+from knit.domain.validation import validate_model
 from knit.errors import Conflict, Invalid, KnitError, NotFound, Unauthorized, ValidationError
 
 log = logging.getLogger(__name__)
@@ -91,9 +89,7 @@ async def read_model(model: type[M], *, empty: bool = False) -> M:
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as exc:
-        raise Invalid(errors_from_pydantic(exc)) from exc
+        return validate_model(model, data)
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None
 
@@ -200,7 +196,7 @@ def create_app(
         log.warning("request failed: %s", type(exc).__name__)
         return error_response(503, str(exc))
 
-    app.register_blueprint(create_dashboard(control, sessions=sessions))
+    app.register_blueprint(create_dashboard(control, sessions=sessions, logs=logs))
 
     def route(rule: str, methods: list[str]) -> Callable[[Callable[..., Awaitable[Response]]], Any]:
         def register(view: Callable[..., Awaitable[Response]]) -> Any:

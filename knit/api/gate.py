@@ -11,14 +11,15 @@ from the headers alone (the body is never read here), in this order:
    application/json``) or no body at all, else 415: a browser can send ``text/plain`` or a
    form to any site, never JSON without asking first. A body announced larger than 1 MiB
    gets 413 (one sent in chunks is cut at 1 MiB by Quart, also 413).
-2. A dashboard request that changes state (sign-in, sign-out) must come from a page of
+2. A dashboard request that changes state (sign-in, sign-out, the actions) must come from a page of
    this server: its ``Origin`` (or ``Referer``) must be the request's own scheme and host,
    else 403. It must carry a form, else 415.
 3. Who: ``knit.domain.auth.required_access`` says what the path needs. The API takes only
    ``Authorization: Bearer <token>`` (never a cookie): missing, unknown, expired or revoked
    is 401 with ``WWW-Authenticate: Bearer``, a weaker role 403. Dashboard pages take only
    the session cookie: without one a page redirects to the sign-in page, the event
-   stream and page fragments answer 401.
+   stream, a deployment's log stream and page fragments answer 401; a role too weak for
+   a dashboard action gets a 403 page (HTML, not JSON).
 
 What it lets through carries the caller in ``scope["knit.principal"]``. Checking a token
 is one SHA-256 and one dict lookup (the port answers from memory): cheap enough for
@@ -27,7 +28,9 @@ every request of the fast reads.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +60,8 @@ SESSION_KEY = "knit.session"
 JSON_TYPE = "application/json"
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 STREAM_PATH = "/ui/stream"
+LOGS_PATH = re.compile(r"/ui/deployments/[^/]+/logs")
+"""A deployment's log stream for the dashboard's panel: data a script reads, not a page."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,27 @@ class Refusal:
 def refuse(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Refusal:
     """A JSON error reply in the API's one shape (``{"error": message}``)."""
     return Refusal(status, json.dumps({"error": message}).encode(), headers=list(headers))
+
+
+FORBIDDEN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Not allowed · Knit</title>
+<link rel="stylesheet" href="/ui/static/dashboard.css"></head>
+<body><header class="top"><a class="brand" href="/ui/">Knit</a></header>
+<main id="main"><h1>Not allowed</h1><p class="reason" role="alert">{message}.</p>
+<p>Sign in with a token of that role to do it. <a href="/ui/">Back to the overview</a></p>
+</main></body></html>
+"""
+"""The dashboard's 403 page (``message`` is the gate's own text, never a user's)."""
+
+
+def forbidden_page(message: str) -> Refusal:
+    """403 for a dashboard request whose session's role is too weak: a page, not JSON."""
+    body = FORBIDDEN_PAGE.format(message=html.escape(message)).encode()
+    headers = [
+        ("Content-Security-Policy", "default-src 'none'; style-src 'self'; base-uri 'none'"),
+        ("Cache-Control", "no-store"),
+    ]
+    return Refusal(403, body, content_type="text/html; charset=utf-8", headers=headers)
 
 
 def unauthorized(message: str) -> Refusal:
@@ -200,9 +226,10 @@ class Gate:
     @staticmethod
     def _allow(scope: HTTPScope, principal: Principal, access: Access) -> Refusal | None:
         if access.role is not None and not principal.role.allows(access.role):
-            return refuse(
-                403, f"a {principal.role} token may not do this: it needs the {access.role} role"
-            )
+            message = f"a {principal.role} token may not do this: it needs the {access.role} role"
+            if access.guard is Guard.SESSION:
+                return forbidden_page(message)
+            return refuse(403, message)
         cast(dict[str, Any], scope)[PRINCIPAL_KEY] = principal
         return None
 
@@ -212,7 +239,7 @@ class Gate:
         headers = [("Set-Cookie", clear_cookie_header(secure=secure))] if cleared else []
         query = scope["query_string"].decode("latin-1")
         fragment = "fragment=1" in query.split("&")
-        if scope["path"] == STREAM_PATH or fragment:
+        if scope["path"] == STREAM_PATH or LOGS_PATH.fullmatch(scope["path"]) or fragment:
             return refuse(401, "sign in first", headers)
         target = scope["path"] + (f"?{query}" if query and not fragment else "")
         location = f"{SIGN_IN_PATH}?next={quote(target, safe='/')}"

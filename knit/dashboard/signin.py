@@ -3,8 +3,8 @@
 Layer: dashboard. Imports quart, ``knit.api.ports``, ``knit.api.gate`` and
 ``knit.api.sessions``; never actors or the store.
 
-- ``GET /ui/sign-in`` shows a form asking for an API token (any role: the dashboard only
-  reads).
+- ``GET /ui/sign-in`` shows a form asking for an API token (any role: a ``read`` token sees
+  every page; the actions need their API route's role).
 - ``POST /ui/sign-in`` (a form: ``token``, ``next``) checks the token and sets the session
   cookie (HttpOnly, SameSite=Strict, Path=/, Secure over TLS; its value names the token,
   never holds it), then sends the browser to ``next`` (a dashboard path) or the overview.

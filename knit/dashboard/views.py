@@ -1,7 +1,8 @@
 """The dashboard's pages: a Quart Blueprint of server-rendered Jinja2 pages plus an SSE stream.
 
 Layer: dashboard. Imports quart (and through it jinja2), anyio, ``knit.api.ports``,
-``knit.api.gate``, ``knit.api.sessions`` and ``knit.errors``; never actors or the store.
+``knit.api.gate``, ``knit.api.sessions``, ``knit.domain.auth`` and ``knit.errors``; never
+actors or the store.
 Every value shown comes from users, so templates are autoescaped ``.html`` files and
 nothing is marked safe by hand; env values are never handed to a template at all.
 Routes (docs/dashboard.md):
@@ -10,7 +11,9 @@ Routes (docs/dashboard.md):
 - ``GET /ui/deployments/<id>``, ``GET /ui/nodes/<id>``, ``GET /ui/events?deployment=&node=``;
 - any page with ``?fragment=1`` renders only its ``<main>`` content (what the script swaps in);
 - ``GET /ui/stream`` is the live-update event stream (503 past ``max_streams``);
-- ``GET|POST /ui/sign-in`` and ``POST /ui/sign-out`` (:mod:`knit.dashboard.signin`).
+- ``GET|POST /ui/sign-in`` and ``POST /ui/sign-out`` (:mod:`knit.dashboard.signin`);
+- the actions (submit, scale, delete a deployment; drain a node, make it eligible):
+  :mod:`knit.dashboard.actions`; a deployment's logs: :mod:`knit.dashboard.logs`.
 
 Every page but the sign-in form needs a signed-in browser: the API's gate
 (:mod:`knit.api.gate`) sends others to the sign-in page before any route here runs.
@@ -27,8 +30,10 @@ from quart.blueprints import BlueprintSetupState
 from quart.typing import ResponseReturnValue
 
 from knit.api.gate import principal_of
-from knit.api.ports import ControlPlane
+from knit.api.ports import ControlPlane, LogSource
 from knit.api.sessions import Sessions
+from knit.dashboard.actions import DONE, add_actions
+from knit.dashboard.logs import PANEL_TAIL, add_logs
 from knit.dashboard.present import (
     JSONDict,
     ago,
@@ -52,7 +57,8 @@ from knit.dashboard.stream import (
     StreamLimiter,
     summary_events,
 )
-from knit.errors import KnitError, NotFound
+from knit.domain.auth import Role
+from knit.errors import Conflict, Invalid, KnitError, NotFound, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +128,7 @@ class Dashboard:
     Args:
         control: the control plane the pages read (and that checks tokens at sign-in).
         sessions: the session cookies (shared with the gate that checks them).
+        logs: where a deployment's log panel reads (None: it answers 503).
         max_streams: live streams allowed at once; more are answered 503.
         poll_interval: seconds between reads of the cluster view for the live stream.
         heartbeat_interval: seconds of silence after which a stream sends a comment.
@@ -132,12 +139,14 @@ class Dashboard:
         control: ControlPlane,
         *,
         sessions: Sessions | None = None,
+        logs: LogSource | None = None,
         max_streams: int = MAX_STREAMS,
         poll_interval: float = POLL_INTERVAL,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
     ) -> None:
         self.control = control
         self.sessions = sessions if sessions is not None else Sessions()
+        self.logs = logs
         self.streams = StreamLimiter(max_streams)
         self.watch = ClusterWatch(control, max_age=poll_interval)
         self.poll_interval = poll_interval
@@ -163,10 +172,19 @@ class Dashboard:
         bp.add_app_template_filter(health, "health")
         bp.add_app_template_global(page_url, "page_url")
         add_sign_in(bp, self.control, self.sessions)
+        add_actions(bp, self.control, render=render_page, deployment_page=self.deployment)
+        add_logs(bp, self.logs, self.closing)
 
         @bp.context_processor
         def signed_in() -> dict[str, Any]:
-            return {"principal": principal_of(request.scope)}
+            principal = principal_of(request.scope)
+
+            def can(role: str) -> bool:
+                # Only to hide the forms a role may not use: the gate refuses them anyway.
+                return principal is not None and principal.role.allows(Role(role))
+
+            done = request.args.get("done")
+            return {"principal": principal, "can": can, "done": done if done in DONE else None}
 
         @bp.before_request
         async def gated() -> Response | None:
@@ -193,6 +211,19 @@ class Dashboard:
         @bp.errorhandler(NotFound)
         async def not_found(exc: NotFound) -> Response:
             return await render_page("not_found.html", 404, kind=exc.kind, key=exc.key)
+
+        @bp.errorhandler(Conflict)
+        async def conflict(exc: Conflict) -> Response:
+            return await render_page("refused.html", 409, errors=[{"message": str(exc)}])
+
+        @bp.errorhandler(Invalid)
+        async def invalid(exc: Invalid) -> Response:
+            return await render_page("refused.html", 422, errors=exc.errors)
+
+        @bp.errorhandler(ValidationError)
+        async def invalid_field(exc: ValidationError) -> Response:
+            errors = [{"field": exc.field, "message": exc.message}]
+            return await render_page("refused.html", 422, errors=errors)
 
         @bp.errorhandler(KnitError)
         async def unavailable(exc: KnitError) -> Response:
@@ -261,9 +292,10 @@ class Dashboard:
             ),
         )
 
-    async def deployment(self, deployment_id: str) -> Response:
+    async def deployment(self, deployment_id: str, status: int = 200, **extra: Any) -> Response:
         """One deployment: its spec (env values masked), rollout, versions, instances and
-        recent events."""
+        recent events; ``extra`` (an action's errors) goes to the template, with ``status``.
+        """
         data = dict(await self.control.get_deployment(deployment_id))
         versions = version_rows(
             await self.control.deployment_versions(deployment_id), data.get("version")
@@ -279,7 +311,10 @@ class Dashboard:
         running = sum(i.get("status") == "running" for i in instances)
         return await render_page(
             "deployment.html",
+            status,
             section="deployments",
+            log_tail=PANEL_TAIL,
+            **extra,
             deployment=data,
             env=env,
             running=running,

@@ -99,6 +99,14 @@ _WRITES: tuple[tuple[str, re.Pattern[str], Role], ...] = (
 )
 """Writes weaker than ``admin``; every other write (registries, networks, nodes, tokens,
 join tokens, and paths nobody routes) needs ``admin``."""
+_DASHBOARD_ACTIONS: tuple[tuple[frozenset[str], re.Pattern[str], Role], ...] = (
+    (frozenset({"GET", "POST"}), re.compile(r"/ui/deployments/new"), Role.DEPLOY),
+    (frozenset({"GET", "POST"}), re.compile(rf"/ui/deployments/{_SEGMENT}/delete"), Role.DEPLOY),
+    (frozenset({"POST"}), re.compile(rf"/ui/deployments/{_SEGMENT}/scale"), Role.DEPLOY),
+    (frozenset({"POST"}), re.compile(rf"/ui/nodes/{_SEGMENT}/(drain|eligible)"), Role.ADMIN),
+)
+"""The dashboard's actions and the role of the API route each one stands for (the form that
+leads to an action needs its role too); every other dashboard path needs ``read``."""
 
 
 def required_access(method: str, path: str) -> Access:
@@ -133,7 +141,11 @@ def _dashboard_access(method: str, path: str) -> Access:
         return Access(Guard.PUBLIC, browser_write=not reading)
     if reading and path.startswith(STATIC_PREFIX):
         return PUBLIC
-    return Access(Guard.SESSION, Role.READ, browser_write=not reading)
+    role = Role.READ
+    for methods, pattern, action_role in _DASHBOARD_ACTIONS:
+        if method in methods and pattern.fullmatch(path):
+            role = action_role
+    return Access(Guard.SESSION, role, browser_write=not reading)
 
 
 # --- secrets -------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Turning problems into the API's error list, and the rules that need stored state.
 
-Layer: domain. Pure: imports pydantic, ``knit.domain.specs``, ``knit.domain.images`` and
-``knit.domain.templates``. The store's knowledge (which credentials and networks exist,
-which subnets are taken) and the server's settings come in as arguments, so these run inside
-the API's request handling or the writer's transaction alike.
+Layer: domain. Pure: imports pydantic, ``knit.errors``, ``knit.domain.specs``,
+``knit.domain.images`` and ``knit.domain.templates``. The store's knowledge (which
+credentials and networks exist, which subnets are taken) and the server's settings come in
+as arguments, so these run inside the API's request handling or the writer's transaction
+alike.
 :func:`check_template_syntax` is the one that costs real work (parsing and compiling up to
 16 templates of 64 KiB): the server runs it in a thread.
 """
@@ -12,12 +13,16 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Mapping
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from knit.domain.images import registry_mismatch
 from knit.domain.specs import DeploymentSpec, FieldError, parse_subnet, registry_server
 from knit.domain.templates import TemplateSyntaxProblem, check_syntax
+from knit.errors import Invalid
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
@@ -42,6 +47,20 @@ def errors_from_pydantic(exc: ValidationError) -> list[FieldError]:
             message = message.removeprefix("Value error, ")
         out.append({"field": ".".join(parts) or "body", "message": message})
     return out
+
+
+def validate_model(model: type[M], data: dict[str, Any]) -> M:
+    """``data`` (a decoded JSON or YAML object) as ``model``: what the API does with a body,
+    and the dashboard with a form, so both answer the same errors.
+
+    Raises:
+        Invalid: ``data`` breaks the model's rules (:func:`errors_from_pydantic`).
+        RecursionError: ``data`` is nested too deeply to validate.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Invalid(errors_from_pydantic(exc)) from exc
 
 
 def check_references(

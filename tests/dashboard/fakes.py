@@ -116,7 +116,7 @@ class FakeControl:
     def token_principal(self, token_id: str) -> Principal | None:
         return next((p for p in self.tokens.values() if p.token_id == token_id), None)
 
-    # Writes are not the dashboard's business.
+    # Writes: tests/dashboard/test_actions.py (ActingControl) fakes those the actions call.
     async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:
         raise NotImplementedError
 

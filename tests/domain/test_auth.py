@@ -112,6 +112,16 @@ ACCESS_TABLE: list[tuple[str, str, Access]] = [
     ("POST", "/ui/sign-out", SESSION_WRITE),
     ("POST", "/ui/", SESSION_WRITE),
     ("POST", "/ui/static/dashboard.css", SESSION_WRITE),
+    # the dashboard's actions need the role of the API route they stand for
+    ("GET", "/ui/deployments/new", Access(Guard.SESSION, Role.DEPLOY)),
+    ("POST", "/ui/deployments/new", Access(Guard.SESSION, Role.DEPLOY, browser_write=True)),
+    ("POST", "/ui/deployments/d1/scale", Access(Guard.SESSION, Role.DEPLOY, browser_write=True)),
+    ("GET", "/ui/deployments/d1/delete", Access(Guard.SESSION, Role.DEPLOY)),
+    ("POST", "/ui/deployments/d1/delete", Access(Guard.SESSION, Role.DEPLOY, browser_write=True)),
+    ("POST", "/ui/nodes/n1/drain", Access(Guard.SESSION, Role.ADMIN, browser_write=True)),
+    ("POST", "/ui/nodes/n1/eligible", Access(Guard.SESSION, Role.ADMIN, browser_write=True)),
+    ("GET", "/ui/deployments/d1/logs", SESSION),
+    ("GET", "/ui/deployments/d1/scale", SESSION),
 ]
 
 

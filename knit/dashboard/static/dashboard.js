@@ -5,6 +5,7 @@
   const main = document.getElementById("main");
   const live = document.getElementById("live");
   const streamUrl = document.body.dataset.stream;
+  followLogs();
   if (!main || !streamUrl || !window.EventSource) return;
 
   let lastHash = null;
@@ -18,8 +19,16 @@
     live.textContent = text;
   };
 
+  // Someone typing in a form of <main> (the replicas field): swapping <main> would lose it;
+  // refresh once the field is left.
+  const editing = () => {
+    const active = document.activeElement;
+    return active && main.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName);
+  };
+
   const refresh = async () => {
     if (document.hidden) { stale = true; return; }
+    if (editing()) { stale = true; return; }
     if (busy) { again = true; return; }
     busy = true;
     try {
@@ -41,6 +50,9 @@
 
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && stale) { stale = false; refresh(); }
+  });
+  main.addEventListener("focusout", () => {
+    setTimeout(() => { if (stale && !editing()) { stale = false; refresh(); } }, 0);
   });
 
   const connect = () => {
@@ -65,4 +77,50 @@
     };
   };
   connect();
+
+  // A deployment's log panel: read its followed text stream with fetch and append lines,
+  // keeping at most MAX_LINES; reconnect (with a fresh tail) when the stream ends.
+  function followLogs() {
+    const pre = document.getElementById("log-lines");
+    const state = document.getElementById("log-state");
+    if (!pre || !pre.dataset.src || !window.fetch || !window.TextDecoder) return;
+    const MAX_LINES = 1000;
+    const say = (text) => { if (state) state.textContent = text; };
+    const append = (lines) => {
+      if (!lines.length) return;
+      const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      const all = (pre.textContent ? pre.textContent.split("\n") : []).concat(lines);
+      pre.textContent = all.slice(-MAX_LINES).join("\n");
+      if (stick) pre.scrollTop = pre.scrollHeight;
+    };
+    const run = async () => {
+      try {
+        const response = await fetch(pre.dataset.src, { credentials: "same-origin" });
+        if (response.status === 401) { window.location.reload(); return; }
+        if (!response.ok || !response.body) {
+          say("logs unavailable (" + response.status + ")");
+          setTimeout(run, 10000);
+          return;
+        }
+        pre.textContent = "";
+        say("following");
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let rest = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          rest += decoder.decode(value, { stream: true });
+          const lines = rest.split("\n");
+          rest = lines.pop();
+          append(lines);
+        }
+        say("ended; reconnecting…");
+      } catch (error) {
+        say("disconnected; reconnecting…");
+      }
+      setTimeout(run, 3000);
+    };
+    run();
+  }
 })();
