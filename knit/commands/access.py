@@ -70,7 +70,7 @@ def set_eligible(args: argparse.Namespace, client: ApiClient, eligible: bool) ->
     else:
         print(
             f"node {node['id']} ({node.get('hostname')}) drained: nothing new is placed on it "
-            "(knit eligible NODE undoes it)"
+            "and its instances move elsewhere (knit eligible NODE makes it eligible again)"
         )
 
 
