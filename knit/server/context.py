@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -69,6 +70,8 @@ class ServerContext:
             (kept in memory only: a node says it again within one interval).
         reserved: the cores and bytes reserved on each node, by node id (written by the
             Scheduler only; read by ``GET /nodes/{id}``).
+        node_down_listeners: told the id of each node declared unhealthy, at once (the log
+            streams from it end); they must not wait.
     """
 
     repo: Repo
@@ -86,6 +89,7 @@ class ServerContext:
     max_replicas: int = DEFAULT_MAX_REPLICAS
     host_network_nodes: set[str] = field(default_factory=set)
     reserved: dict[str, tuple[float, int]] = field(default_factory=dict)
+    node_down_listeners: list[Callable[[str], None]] = field(default_factory=list)
     _secret_envs: dict[str, str] = field(default_factory=dict)
     _scheduler: ActorRef[SchedulerMessage] | None = None
     _deployments: ActorRef[Any] | None = None

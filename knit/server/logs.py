@@ -14,8 +14,9 @@ buffer, its parts stop granting credit, and the nodes stop reading the container
 until it reads again. See docs/decisions/0020-log-streams.md.
 
 A part ends with its stream's ``LogEnd`` (an error is written as a line of its own), when
-its node is silent for ``SILENCE`` seconds (``[0] -- node ... stopped answering``), or
-when the client leaves (the output buffer is closed: ``LogClose`` tells the node).
+its node is silent for ``SILENCE`` seconds or is declared unhealthy (:meth:`LogHub.node_down`,
+whichever comes first: ``[0] -- node ... stopped answering``), or when the client leaves
+(the output buffer is closed: ``LogClose`` tells the node).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class _Part:
     receive: MemoryObjectReceiveStream[LogChunk | LogEnd]
     heard: float = field(default_factory=time.monotonic)
     overrun: bool = False
+    down: bool = False  # its node was declared unhealthy
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
@@ -159,6 +161,14 @@ class LogHub:
 
         await self.bus.subscribe(subject, on_message)
 
+    def node_down(self, node_id: str) -> None:
+        """``node_id`` missed its heartbeats: end its parts (after what they hold) now rather
+        than after ``silence`` (never waits)."""
+        for part in list(self.parts.values()):
+            if part.target.node_id == node_id:
+                part.down = True
+                part.send.close()
+
     def take(self, node_id: str, subject: str, payload: bytes) -> None:
         """Bus handler: hand a node's chunk to its part (never waits)."""
         proved = self.trust.check_up(subject, payload)
@@ -233,11 +243,12 @@ class LogHub:
             with anyio.move_on_after(self.keepalive):
                 try:
                     message = await part.receive.receive()
-                except anyio.EndOfStream:  # (take closed it: the node overran its credit)
-                    await out.send(f"{prefix}-- node {node} sent past its credit\n".encode())
-                    return False
+                except anyio.EndOfStream:  # (take closed it: overrun; or node_down)
+                    if not part.down:
+                        await out.send(f"{prefix}-- node {node} sent past its credit\n".encode())
+                        return False
             if message is None:
-                if time.monotonic() - part.heard > self.silence:
+                if part.down or time.monotonic() - part.heard > self.silence:
                     await out.send(
                         f"{prefix}-- node {node} stopped answering; "
                         "this instance's logs end here\n".encode()

@@ -241,6 +241,7 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                     tg.start_soon(mesh.run, bus)
                 logs = LogHub(bus, trust)
                 await tg.start(logs.run)
+                ctx.node_down_listeners.append(logs.node_down)
                 plane = ServerPlane(
                     ctx,
                     system,

@@ -311,6 +311,8 @@ class NodeActor(Actor[NodeMessage]):
         )
         self.ctx.scheduler.tell_nowait(UpdateNode(self.view()))
         self.ctx.deployments.tell_nowait(NodeDown(self.node_id, since=time.time()))
+        for listener in self.ctx.node_down_listeners:
+            listener(self.node_id)
 
     async def set_eligible(self, eligible: bool) -> object:
         """Drain or un-drain; answers the node's JSON."""

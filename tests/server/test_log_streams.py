@@ -113,6 +113,21 @@ async def test_a_node_that_goes_silent_ends_its_part_with_a_message(tmp_path: Pa
         assert lines == [f"[0] -- node {NODE} stopped answering; this instance's logs end here"]
 
 
+async def test_a_node_declared_unhealthy_ends_its_part_at_once(tmp_path: Path) -> None:
+    # Its lines so far first, then the message: long before the silence would end it.
+    async with open_ends(tmp_path, silence=60, keepalive=0.1) as ends:
+        stream = ends.hub.stream([TARGET], LogQuery(follow=True))
+        ends.runtime.write_log(ends.container_id, "hello")
+        with anyio.fail_after(2):
+            assert await anext(stream) == b"[0] hello\n"
+        ends.bus.dropped.add(subjects.logs_from(NODE))
+        ends.hub.node_down("another-node")
+        ends.hub.node_down(NODE)
+        lines = await read_all(stream, seconds=2)
+        assert lines == [f"[0] -- node {NODE} stopped answering; this instance's logs end here"]
+        await until(lambda: not ends.hub.parts, 2)
+
+
 async def test_a_node_ends_a_stream_whose_server_went_silent(tmp_path: Path) -> None:
     async with open_ends(tmp_path, silence=0.5, keepalive=0.1) as ends:
         stream = ends.hub.stream([TARGET], LogQuery(follow=True))
