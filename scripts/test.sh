@@ -11,4 +11,6 @@ echo "== ruff" >&2
 echo "== mypy" >&2
 .venv/bin/mypy
 echo "== pytest" >&2
-exec .venv/bin/pytest "$@"
+# Two workers: the tests that use the Docker Engine one after another on one (tests/conftest.py,
+# ENGINE_DIRS), the rest beside them on the other. "-n 0" among the arguments runs serially.
+exec .venv/bin/pytest -n 2 --dist loadgroup "$@"

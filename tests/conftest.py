@@ -34,6 +34,32 @@ from tests.support.registry import (
     remove_registry_tags,
 )
 
+ENGINE_DIRS = frozenset(
+    {"agent", "browser", "e2e", "faults", "mesh", "multihost", "runtime", "security"}
+)
+"""Folders of tests that use the machine's Docker Engine, registry or network namespaces."""
+ENGINE_FIXTURES = frozenset(
+    {"docker_host", "busybox_image", "docker_test_labels", "cleanup_containers", "registry"}
+)
+"""Fixtures that give a test the Docker Engine or the registry, wherever it is."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Puts every test of the machine's Engine (in :data:`ENGINE_DIRS`, marked ``e2e``, or
+    using one of :data:`ENGINE_FIXTURES`) in one ``xdist_group``: under ``pytest -n 2 --dist
+    loadgroup`` (scripts/test.sh) they run one after another on one worker (one of them
+    restarts the Engine), everything else beside them on the other. No effect without xdist.
+    """
+    root = Path(__file__).parent
+    for item in items:
+        try:
+            top = item.path.relative_to(root).parts[0]
+        except ValueError:
+            top = ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if top in ENGINE_DIRS or item.get_closest_marker("e2e") or fixtures & ENGINE_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group("engine"))
+
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(
