@@ -164,8 +164,8 @@ async def test_a_newer_revision_is_refused_and_the_file_left_as_it_was(db_path: 
         async with open_database(db_path):
             pass
     assert str(refused.value) == (
-        "the database's schema (revision 0042, schema version 3) is newer than this Knit "
-        "knows (head 0003): upgrade Knit"
+        "the database's schema (revision 0042) is newer than this Knit knows (head 0003): "
+        "upgrade Knit"
     )
     assert db_path.read_bytes() == before
     assert rows(db_path, "SELECT version_num FROM alembic_version") == [("0042",)]
@@ -244,8 +244,18 @@ def test_knit_server_refuses_a_newer_database_and_exits(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert server.returncode != 0
-    assert "knit: the database's schema (revision 0042, schema version 3) is newer" in (
-        server.stderr
-    )
+    assert "knit: the database's schema (revision 0042) is newer than this Knit" in (server.stderr)
     assert (data_dir / "knit.db").read_bytes() == before
     assert sorted(p.name for p in data_dir.iterdir()) == ["knit.db"]  # no key, no token
+
+
+async def test_a_newer_schema_version_from_before_alembic_is_refused(db_path: Path) -> None:
+    schema_1_file(db_path)
+    execute(db_path, "UPDATE schema_version SET version = 4")
+    before = db_path.read_bytes()
+    with pytest.raises(StoreError, match=r"\(schema version 4\) is newer .*: upgrade Knit"):
+        async with open_database(db_path):
+            pass
+    assert rows(db_path, "SELECT version FROM schema_version") == [(4,)]
+    assert "alembic_version" not in tables(db_path)
+    assert len(db_path.read_bytes()) == len(before)  # (WAL mode set: a header byte differs)

@@ -83,14 +83,15 @@ class SchemaState:
         return self.revision is None or self.revision in revisions()
 
     def describe(self) -> str:
-        """The revision, and the schema version where it says more."""
+        """``revision X``; ``schema version N`` for a database from before Alembic, or where
+        the integer says more than a revision this code knows."""
+        if self.legacy_version is not None:
+            return f"schema version {self.legacy_version}"
         if self.revision is None:
-            return "none"
-        if self.schema_version is None or self.revision == LEGACY_REVISIONS.get(
-            self.schema_version
-        ):
-            return f"revision {self.revision}"
-        return f"revision {self.revision}, schema version {self.schema_version}"
+            return "empty"
+        if self.revision in revisions() and not self.known:
+            return f"revision {self.revision}, schema version {self.schema_version}"
+        return f"revision {self.revision}"
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """Alembic's environment for Knit's store: how a revision reaches the database.
 
 Layer: store (adapter). Loaded by Alembic, never imported. Imports alembic, sqlalchemy and
-``knit.store``'s models.
+``knit.store``'s models and URL handling.
 
 Knit runs it through :mod:`knit.store.migrations` with the connection it opened
 (``config.attributes["connection"]``: the synchronous face of the store's async write
 connection, inside ``AsyncConnection.run_sync``, in the transaction that opens the
-database). Without one (``alembic -x url=... upgrade head`` by hand, or
-``sqlalchemy.url`` in a config), it opens the URL with SQLAlchemy's async engine itself.
+database). Without one (``alembic -x url=... upgrade head`` by hand, with the repository's
+``alembic.ini``; or ``sqlalchemy.url`` in a config), it opens the URL with SQLAlchemy's
+async engine itself: the store's SQLite settings (WAL, ``BEGIN IMMEDIATE``) are not applied
+then, which is fine for a file no server has open.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ async def run_on_url(url: str) -> None:
 
 
 def main() -> None:
+    """Run on Knit's connection, or open the URL given to the ``alembic`` command."""
     connection = config.attributes.get("connection")
     if connection is not None:
         run_migrations(connection)
@@ -63,15 +66,10 @@ def main() -> None:
     if not url:
         raise SystemExit("no database: pass -x url=URL (or set sqlalchemy.url)")
     if context.is_offline_mode():
-        context.configure(
-            url=str(database_url(url)),
-            target_metadata=Base.metadata,
-            render_as_batch=True,
-            literal_binds=True,
+        # The revisions read the database (which tables exist, the rows 0002 copies).
+        raise SystemExit(
+            "offline (--sql) mode is not supported: Knit's revisions read the database"
         )
-        with context.begin_transaction():
-            context.run_migrations()
-        return
     asyncio.run(run_on_url(url))
 
 
