@@ -223,8 +223,9 @@ async def open_database(
     """Open (and create if needed) the store; close it when the block ends.
 
     Brings the schema to this code's head revision with Alembic (:mod:`knit.store.migrations`:
-    every revision on an empty database; an older one, including one from before Alembic,
-    is upgraded), in one transaction (what was done: :attr:`Database.schema_upgrade`). A SQLite
+    an empty database gets the head's tables; an older one, including one from before
+    Alembic, is upgraded revision by revision), in one transaction (what was done:
+    :attr:`Database.schema_upgrade`). A SQLite
     file's parent folder is created if missing; the file is put in WAL mode with
     ``synchronous=NORMAL`` (a commit survives a crash of Knit; the last commits may be lost
     on power failure).
