@@ -65,18 +65,20 @@ async def upgrade(url: str) -> str:
     if not done.changed:
         return f"{done.after} (head): nothing to upgrade"
     if done.before.revision is None:
-        return f"empty -> {done.after} (head): created"
+        return f"none -> {done.after} (head): created"
     legacy = done.before.legacy_version
-    before = done.before.revision if legacy is None else f"schema {legacy} ({done.before.revision})"
-    return f"{before} -> {done.after} (head): upgraded"
+    since = "" if legacy is None else f" (schema {legacy}, from before Alembic)"
+    return f"{done.before.revision} -> {done.after} (head): upgraded{since}"
 
 
 async def current(url: str) -> str:
     """The revision of the database at ``url`` and whether it is the head (reads only)."""
     import anyio
+    from sqlalchemy import exc as sa_exc
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from knit.store import database_url, migrations
+    from knit.errors import StoreError
+    from knit.store import database_url, migrations, translate_error
 
     parsed = database_url(url)
     head = migrations.head()
@@ -85,10 +87,17 @@ async def current(url: str) -> str:
         and not await anyio.Path(parsed.database or "").exists()
     ):
         return f"none: no database at {parsed.database} (head {head})"
-    engine = create_async_engine(parsed)
+    try:
+        engine = create_async_engine(parsed)
+    except ImportError as exc:  # the URL's driver is not installed
+        raise StoreError(f"cannot open {parsed.get_backend_name()}: {exc}") from exc
     try:
         async with engine.connect() as conn:
             state = await conn.run_sync(migrations.current)
+    except sa_exc.SQLAlchemyError as exc:
+        raise translate_error(exc) from exc
+    except OSError as exc:  # asyncpg's connection errors are not wrapped
+        raise StoreError(f"cannot reach the database: {exc}") from exc
     finally:
         await engine.dispose()
     if state.revision is None:

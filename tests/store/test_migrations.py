@@ -203,7 +203,8 @@ def test_knit_db_current_and_upgrade(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out.startswith("0001: schema 1 from before Alembic") and "head 0003" in out
 
     assert main(["db", "upgrade", "--data-dir", str(data_dir)]) == 0
-    assert capsys.readouterr().out == "schema 1 (0001) -> 0003 (head): upgraded\n"
+    out = capsys.readouterr().out
+    assert out == "0001 -> 0003 (head): upgraded (schema 1, from before Alembic)\n"
     assert main(["db", "current", "--data-dir", str(data_dir)]) == 0
     assert capsys.readouterr().out == "0003 (head)\n"
     assert main(["db", "upgrade", "--database-url", f"sqlite:///{db_path}"]) == 0
