@@ -260,3 +260,21 @@ async def test_a_newer_schema_version_from_before_alembic_is_refused(db_path: Pa
     assert rows(db_path, "SELECT version FROM schema_version") == [(4,)]
     assert "alembic_version" not in tables(db_path)
     assert len(db_path.read_bytes()) == len(before)  # (WAL mode set: a header byte differs)
+
+
+def test_alembic_runs_on_a_url_without_knit_opening_the_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As ``alembic -x url=... upgrade`` by hand does: env.py opens the URL itself.
+    path = tmp_path / "by-hand.db"
+    config = migrations.alembic_config()
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{path}")
+    command.upgrade(config, "0002")
+    assert rows(path, "SELECT version_num FROM alembic_version") == [("0002",)]
+    assert main(["db", "current", "--database-url", str(path)]) == 0
+    assert capsys.readouterr().out == (
+        "0002: behind the head 0003 (`knit db upgrade` upgrades it)\n"
+    )
+    assert main(["db", "upgrade", "--database-url", str(path)]) == 0
+    assert capsys.readouterr().out == "0002 -> 0003 (head): upgraded\n"
+    assert schema_differences(path) == []
