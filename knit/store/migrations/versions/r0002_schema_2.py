@@ -91,6 +91,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Knit never runs this; by hand (``alembic ... downgrade``) on SQLite, keep foreign keys
+    # off (the ``alembic`` command's own connection does): the batches copy the tables, and
+    # with them on, dropping the old ``deployments`` would cascade to the rows referring to it.
     op.drop_table("deployment_versions")
     with op.batch_alter_table("container_instances") as batch:
         for name in ("restarts", "health", "version"):

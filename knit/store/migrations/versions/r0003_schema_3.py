@@ -34,6 +34,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Knit never runs this; by hand (``alembic ... downgrade``) on SQLite, keep foreign keys
+    # off (the ``alembic`` command's own connection does): the batch copies deployments,
+    # and with them on, dropping the old table would cascade to the rows that refer to it.
     with op.batch_alter_table("deployments") as batch:
         batch.drop_column("strategy")
         batch.drop_column("resources")
