@@ -21,6 +21,7 @@ from knit.commands import (
     add_deployment_commands,
     run_client_command,
 )
+from knit.commands.database import add_db_command
 from knit.commands.logs import add_logs_command
 from knit.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -31,6 +32,7 @@ from knit.config import (
     DEFAULT_MESH_PORT,
     DEFAULT_NATS_LISTEN,
     DEFAULT_NODE_TTL,
+    DEFAULT_SERVER_DATA_DIR,
     AgentConfig,
     ServerConfig,
 )
@@ -142,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     server = sub.add_parser("server", help="run the control plane")
     server.add_argument("--http", default=DEFAULT_HTTP, help="API listen address HOST:PORT")
-    server.add_argument("--data-dir", type=Path, default=Path(".knit/server"))
+    server.add_argument("--data-dir", type=Path, default=DEFAULT_SERVER_DATA_DIR)
     server.add_argument("--nats", default=None, help="NATS URL; omitted: start an embedded one")
     server.add_argument("--nats-listen", default=DEFAULT_NATS_LISTEN)
     server.add_argument("--node-ttl", type=float, default=DEFAULT_NODE_TTL, metavar="SECONDS")
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deployment_commands(sub)
     add_access_commands(sub)
     add_logs_command(sub)
+    add_db_command(sub)
     return parser
 
 
@@ -286,6 +289,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,  # standard output is for tables and JSON
     )
+    # Alembic's INFO lines (plugins set up; "non-transactional DDL", untrue inside the
+    # store's own transaction) are noise at every start: knit.store.migrations logs what
+    # it changes.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return run(args)
     except BrokenPipeError:
@@ -384,6 +391,10 @@ def run(args: argparse.Namespace) -> int:
                 metrics_listen=args.metrics,
             )
         )
+    if args.command == "db":
+        from knit.commands.database import run_db
+
+        return run_db(args)
     return run_client_command(args)
 
 

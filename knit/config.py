@@ -21,6 +21,10 @@ DEFAULT_MESH_PORT = 51820
 """The WireGuard UDP port (``--mesh-port``)."""
 DEFAULT_MESH_INTERFACE = "knit0"
 """The WireGuard interface's name (``--mesh-interface``)."""
+DEFAULT_SERVER_DATA_DIR = Path(".knit/server")
+"""Where ``knit server`` keeps its state (``--data-dir``)."""
+DATABASE_FILENAME = "knit.db"
+"""The server's SQLite file in its data dir."""
 DEFAULT_MAX_REPLICAS = 1_000
 """The most replicas one deployment may ask for (``knit server --max-replicas``)."""
 
@@ -59,7 +63,7 @@ class ServerConfig:
     """
 
     http: str = DEFAULT_HTTP
-    data_dir: Path = Path(".knit/server")
+    data_dir: Path = DEFAULT_SERVER_DATA_DIR
     nats_url: str | None = None
     nats_listen: str = DEFAULT_NATS_LISTEN
     node_ttl: float = DEFAULT_NODE_TTL
@@ -83,6 +87,13 @@ class ServerConfig:
     mesh_port: int = DEFAULT_MESH_PORT
     mesh_endpoint: str | None = None
     mesh_interface: str = DEFAULT_MESH_INTERFACE
+
+
+def server_database_url(data_dir: Path, database_url: str | None = None) -> str:
+    """The server's SQLAlchemy URL: ``database_url``, or the SQLite file in ``data_dir``."""
+    if database_url:
+        return database_url
+    return f"sqlite+aiosqlite:///{(data_dir / DATABASE_FILENAME).resolve()}"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from actors import open_actor_system
 from knit.api.app import create_app
 from knit.bus import Bus, BusCredentials, connect_bus
-from knit.config import ServerConfig
+from knit.config import ServerConfig, server_database_url
 from knit.domain.mesh import parse_cidr
 from knit.errors import KnitError
 from knit.mesh import WireGuardInterface
@@ -97,9 +97,7 @@ def run_server(config: ServerConfig) -> int:
 
 def database_url(config: ServerConfig) -> str:
     """The SQLAlchemy URL: ``--database-url``, or ``knit.db`` in the data dir."""
-    if config.database_url:
-        return config.database_url
-    return f"sqlite+aiosqlite:///{(config.data_dir / 'knit.db').resolve()}"
+    return server_database_url(config.data_dir, config.database_url)
 
 
 def prepare_data_dir(path: Path) -> Path:
@@ -166,7 +164,6 @@ async def open_bus(
 async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskStatus[str]) -> None:
     tls = tls_files(config.tls_cert, config.tls_key)
     data_dir = prepare_data_dir(config.data_dir)
-    secrets = SecretBox.from_data_dir(data_dir)
     restart_grace = (
         config.restart_grace if config.restart_grace is not None else min(config.node_ttl, 10.0)
     )
@@ -178,7 +175,10 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
     embedded: EmbeddedNats | None = None
     try:
         async with AsyncExitStack() as stack:
+            # The store first: a database newer than this Knit stops the start before
+            # anything (a secret key, an admin token) is written.
             repo = await stack.enter_async_context(open_repo(database_url(config)))
+            secrets = SecretBox.from_data_dir(data_dir)
             access = TokenKeeper(repo.store)
             await access.ensure_admin_token(config.admin_token_path)
             trust = await load_trust(repo, secrets, insecure=config.insecure_bus)

@@ -11,6 +11,8 @@ The database is the truth; the server's actors rebuild their state from it after
   failing write does not fail its batch).
 * :func:`open_database` / :class:`Database` / :class:`StoreWriter` — the parts, for
   wrapping the writer into an actor.
+* :mod:`knit.store.migrations` — the schema's Alembic revisions; :func:`open_database`
+  brings a database to the head with them (``knit db upgrade`` / ``knit db current``).
 * ``nodes``, ``deployments`` (and their ``versions``), ``instances``, ``networks``,
   ``credentials``, ``tasks``, ``events``, ``tokens`` — per entity: read functions
   (:class:`Read`: ``f(conn, ...)`` on a synchronous connection, also awaitable on an async

@@ -1,7 +1,7 @@
 """Opening the state store: engines, SQLite settings, schema, read and write connections.
 
 Layer: store (adapter). Imports sqlalchemy, anyio, ``knit.errors`` and ``knit.store``'s own
-modules (models, read threads, upgrades).
+modules (migrations, read threads).
 
 One file in the server's data dir (SQLite in WAL mode) by default; any SQLAlchemy async URL
 is accepted, PostgreSQL via asyncpg being the scale-out path. The SQL is portable: the only
@@ -40,22 +40,21 @@ import contextlib
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
-from sqlalchemy import create_engine, event, insert, inspect, select
+from sqlalchemy import create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from knit.errors import Conflict, KnitError, StoreError
-from knit.store.models import SCHEMA_VERSION, Base, SchemaVersion
+from knit.store import migrations
+from knit.store.migrations import SchemaUpgrade
 from knit.store.read_threads import ReadThreads
-from knit.store.upgrades import UPGRADES
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +132,8 @@ class Database:
         self.write_engine = write_engine
         self.read_engine = read_engine
         self.read_threads = read_threads
+        self.schema_upgrade: SchemaUpgrade | None = None
+        """What :func:`open_database` did to the schema (None until it has run)."""
 
     @property
     def dialect_name(self) -> str:
@@ -221,8 +222,10 @@ async def open_database(
 ) -> AsyncIterator[Database]:
     """Open (and create if needed) the store; close it when the block ends.
 
-    Creates missing tables and the ``schema_version`` row; a database of an older schema is
-    upgraded in place first (``knit.store.upgrades``), in the same transaction. A SQLite
+    Brings the schema to this code's head revision with Alembic (:mod:`knit.store.migrations`:
+    an empty database gets the head's tables; an older one, including one from before
+    Alembic, is upgraded revision by revision), in one transaction (what was done:
+    :attr:`Database.schema_upgrade`). A SQLite
     file's parent folder is created if missing; the file is put in WAL mode with
     ``synchronous=NORMAL`` (a commit survives a crash of Knit; the last commits may be lost
     on power failure).
@@ -264,7 +267,7 @@ async def open_database(
             threads = ReadThreads(engine, read_pool_size)
     db = Database(url, write_engine, read_engine, threads)
     try:
-        await _create_schema(db)
+        db.schema_upgrade = await _upgrade_schema(db)
         yield db
     finally:
         await db.aclose()
@@ -286,34 +289,15 @@ def _sync_read_engine(
     return engine
 
 
-async def _create_schema(db: Database) -> None:
-    """Create what is missing, or upgrade an older schema in place (one transaction)."""
+async def _upgrade_schema(db: Database) -> SchemaUpgrade:
+    """Bring the schema to this code's head revision, in one write transaction.
+
+    On SQLite the transaction begins with ``BEGIN IMMEDIATE`` (the write lock from the
+    first statement, as every write of the store), and SQLite's DDL is transactional, as
+    PostgreSQL's is: a failing revision leaves the database as it was.
+    """
     async with db.transaction() as conn:
-        stored = await conn.run_sync(_stored_version)
-        if stored is not None and stored > SCHEMA_VERSION:
-            raise StoreError(
-                f"the database has schema version {stored}; this Knit knows up to "
-                f"{SCHEMA_VERSION}: upgrade Knit"
-            )
-        while stored is not None and stored < SCHEMA_VERSION:
-            step = UPGRADES.get(stored)
-            if step is None:
-                raise StoreError(f"no upgrade from schema version {stored} to {SCHEMA_VERSION}")
-            await step(conn)
-            stored += 1
-        await conn.run_sync(Base.metadata.create_all)
-        if stored is None:
-            await conn.execute(
-                insert(SchemaVersion).values(version=SCHEMA_VERSION, applied_at=time.time())
-            )
-
-
-def _stored_version(conn: Connection) -> int | None:
-    """The file's schema version; None for a new database (no ``schema_version`` row)."""
-    if not inspect(conn).has_table(SchemaVersion.__tablename__):
-        return None
-    versions = conn.execute(select(SchemaVersion.version)).scalars().all()
-    return max(versions, default=None)
+        return await conn.run_sync(migrations.upgrade)
 
 
 WAL_AUTOCHECKPOINT_PAGES = 10_000

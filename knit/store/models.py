@@ -35,8 +35,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 3
-"""The schema this code writes; ``schema_version`` in the file must not be newer. A file at
-an older version is upgraded when opened (``knit.store.upgrades``)."""
+"""The integer schema version of the head revision (``knit.store.migrations``), kept in the
+``schema_version`` table for Knit releases from before Alembic, which refuse a file newer
+than themselves. A revision that changes the schema raises it by one."""
 
 JSONValue: TypeAlias = str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
 """Any value a JSON column can hold."""
@@ -50,7 +51,8 @@ class Base(DeclarativeBase):
 
 
 class SchemaVersion(Base):
-    """One row: the schema version of the file, for future migrations."""
+    """One row: the integer schema version (:data:`SCHEMA_VERSION`), which Knit before
+    Alembic reads; the revision itself is in Alembic's ``alembic_version``."""
 
     __tablename__ = "schema_version"
 
@@ -123,8 +125,8 @@ class Deployment(Base):
     updated_at: Mapped[float] = mapped_column(Double)
     generation: Mapped[int] = mapped_column(Integer)
     deleted: Mapped[bool] = mapped_column(Boolean)
-    # Schema 2 (columns added to existing files by ``knit.store.upgrades``: hence the
-    # server defaults, which fill the rows written before).
+    # Schema 2 (columns added to existing files by revision 0002: hence the server
+    # defaults, which fill the rows written before).
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     update: Mapped[dict[str, JSONValue]] = mapped_column(_Json, server_default=text("'{}'"))
     health_check: Mapped[dict[str, JSONValue] | None] = mapped_column(_Json)

@@ -1,21 +1,35 @@
 """A database of an older schema is upgraded when opened: schema 1 to 2 (nothing lost, new
 columns defaulted, a stable version 1 of every live deployment, all or nothing), schema 2 to
-3 (deployments' resources and strategy)."""
+3 (deployments' resources and strategy). Schema 1 files are made both ways: by the Knit
+before Alembic (``schema_v1.sql``, a ``schema_version`` row) and by revision 0001."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql.base import PGDialect
-from sqlalchemy.dialects.sqlite.base import SQLiteDialect
-from sqlalchemy.engine import Dialect
+from alembic import command
+from sqlalchemy import create_engine, text
 
 from knit.domain.update_policy import UpdatePolicy
-from knit.store import deployments, events, instances, nodes, open_store, upgrades, versions
+from knit.store import (
+    credentials,
+    deployments,
+    events,
+    instances,
+    mesh,
+    migrations,
+    networks,
+    nodes,
+    open_store,
+    tasks,
+    tokens,
+    trust,
+    versions,
+)
 from knit.store.models import SCHEMA_VERSION
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -26,61 +40,103 @@ WEB, GONE = "a" * 32, "b" * 32
 
 
 def schema_1_file(path: Path) -> None:
-    """A database as Knit at schema 1 left it: a node, credentials, a live deployment with
-    secret variables and two instances, a deleted one, an event."""
+    """A database as Knit at schema 1 left it (before Alembic), with :func:`schema_1_rows`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path)
     try:
         db.executescript(SCHEMA_1.read_text())
         db.execute("INSERT INTO schema_version VALUES (1, 1.0)")
-        db.execute(
-            "INSERT INTO nodes VALUES ('n1', 'h1', 'healthy', 5.0, 1, '{\"zone\": \"a\"}', "
-            "4.0, 1024, '27.0', '0.1', 'pk', NULL, 1.0)"
-        )
-        db.execute(
-            "INSERT INTO registry_credentials VALUES ('r1', 'reg:5000', 'bob', 'box:x', 1.0, 1.0)"
-        )
-        for deployment_id, name, deleted in ((WEB, "web", 0), (GONE, "old", 1)):
-            db.execute(
-                "INSERT INTO deployments VALUES (?, ?, 'reg:5000/web:1', 'r1', '[]', ?, ?, "
-                "'[\"web\", \"-v\"]', 3, ?, '{}', 30.0, ?, NULL, 10.0, 20.0, 2, ?)",
-                (
-                    deployment_id,
-                    name,
-                    json.dumps([{"content": "x={{ x }}", "destination": "/etc/x"}]),
-                    json.dumps({"MODE": "prod"}),
-                    json.dumps(
-                        [
-                            {
-                                "container_port": 80,
-                                "host_port": None,
-                                "host_ip": None,
-                                "protocol": "tcp",
-                            }
-                        ]
-                    ),
-                    json.dumps({"mode": "always", "backoff": 1.0, "max_restarts": None}),
-                    deleted,
-                ),
-            )
-        db.execute(
-            "INSERT INTO deployment_secrets VALUES (?, '[\"TOKEN\"]', 'box:ciphertext', 10.0)",
-            (WEB,),
-        )
-        for i in range(2):
-            db.execute(
-                "INSERT INTO container_instances VALUES (?, ?, 'n1', ?, ?, 'running', NULL, "
-                "NULL, 1, 11.0, 12.0)",
-                (f"i{i}", f"c{i}", WEB, i),
-            )
-        db.execute(
-            "INSERT INTO events VALUES ('e1', 13.0, 'instance.running', 'n1', ?, 'i0', NULL, "
-            "'running')",
-            (WEB,),
-        )
+        schema_1_rows(db)
         db.commit()
     finally:
         db.close()
+
+
+def upgrade_to(path: Path, revision: str) -> None:
+    """Make or upgrade the SQLite file ``path`` with Alembic, up to ``revision`` only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            command.upgrade(migrations.alembic_config(conn), revision)
+    finally:
+        engine.dispose()
+
+
+def revision_1_file(path: Path) -> None:
+    """A database made by revision 0001 (the baseline), with :func:`schema_1_rows`."""
+    upgrade_to(path, "0001")
+    db = sqlite3.connect(path)
+    try:
+        schema_1_rows(db)
+        db.commit()
+    finally:
+        db.close()
+
+
+def schema_1_rows(db: sqlite3.Connection) -> None:
+    """A row in every table of schema 1: a node, credentials, a live deployment with
+    variables, secret variables and two instances, a deleted one, a task, an event, a
+    network, tokens, a node's keys, a revoked node, a mesh member, a cluster secret."""
+    db.execute(
+        "INSERT INTO nodes VALUES ('n1', 'h1', 'healthy', 5.0, 1, '{\"zone\": \"a\"}', "
+        "4.0, 1024, '27.0', '0.1', 'pk', NULL, 1.0)"
+    )
+    db.execute(
+        "INSERT INTO registry_credentials VALUES ('r1', 'reg:5000', 'bob', 'box:x', 1.0, 1.0)"
+    )
+    for deployment_id, name, deleted in ((WEB, "web", 0), (GONE, "old", 1)):
+        db.execute(
+            "INSERT INTO deployments VALUES (?, ?, 'reg:5000/web:1', 'r1', '[]', ?, ?, "
+            "'[\"web\", \"-v\"]', 3, ?, '{}', 30.0, ?, NULL, 10.0, 20.0, 2, ?)",
+            (
+                deployment_id,
+                name,
+                json.dumps([{"content": "x={{ x }}", "destination": "/etc/x"}]),
+                json.dumps({"MODE": "prod"}),
+                json.dumps(
+                    [{"container_port": 80, "host_port": None, "host_ip": None, "protocol": "tcp"}]
+                ),
+                json.dumps({"mode": "always", "backoff": 1.0, "max_restarts": None}),
+                deleted,
+            ),
+        )
+    db.execute(
+        "INSERT INTO deployment_secrets VALUES (?, '[\"TOKEN\"]', 'box:ciphertext', 10.0)",
+        (WEB,),
+    )
+    for i in range(2):
+        db.execute(
+            "INSERT INTO container_instances VALUES (?, ?, 'n1', ?, ?, 'running', NULL, "
+            "NULL, 1, 11.0, 12.0)",
+            (f"i{i}", f"c{i}", WEB, i),
+        )
+    db.execute(
+        "INSERT INTO tasks VALUES ('t1', 'deploy', 'i0', ?, 'n1', 'succeeded', 1, NULL, 11.0, "
+        "12.0)",
+        (WEB,),
+    )
+    db.execute(
+        "INSERT INTO events VALUES ('e1', 13.0, 'instance.running', 'n1', ?, 'i0', NULL, "
+        "'running')",
+        (WEB,),
+    )
+    db.execute("INSERT INTO networks VALUES ('net1', 'backend', 'bridge', '10.1.0.0/24', 1.0)")
+    db.execute("INSERT INTO node_networks VALUES ('n1', 'net1', 'docker-net', 2.0)")
+    db.execute(f"INSERT INTO api_tokens VALUES ('a1', 'ci', 'deploy', '{'h' * 64}', 1.0, NULL)")
+    db.execute(f"INSERT INTO join_tokens VALUES ('j1', '{'k' * 64}', 3, 1, 99.0, 1.0, 0)")
+    db.execute("INSERT INTO node_keys VALUES ('n1', 'pk', 'UNODE1', 'j1', 2.0)")
+    db.execute("INSERT INTO revoked_nodes VALUES ('UNODE0', 'n0', 3.0)")
+    db.execute(
+        f"INSERT INTO mesh_members VALUES ('n1', '10.99.0.2', '{'w' * 44}', 'h1:51820', 2.0, NULL)"
+    )
+    db.execute("INSERT INTO cluster_secrets VALUES ('server.seed', 'box:seed', 1.0)")
+
+
+SCHEMA_1_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "before-alembic": schema_1_file,
+    "revision-0001": revision_1_file,
+}
 
 
 def columns(path: Path, table: str) -> set[str]:
@@ -91,12 +147,17 @@ def columns(path: Path, table: str) -> set[str]:
         db.close()
 
 
-async def test_a_schema_1_database_is_upgraded_without_losing_anything(db_path: Path) -> None:
-    schema_1_file(db_path)
+@pytest.mark.parametrize("made_by", SCHEMA_1_BUILDERS)
+async def test_a_schema_1_database_is_upgraded_without_losing_anything(
+    db_path: Path, made_by: str
+) -> None:
+    SCHEMA_1_BUILDERS[made_by](db_path)
     async with open_store(db_path) as store:
         async with store.db.read() as conn:
             version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
+            revision = (await conn.execute(text("SELECT * FROM alembic_version"))).scalar()
         assert version == SCHEMA_VERSION == 3
+        assert revision == migrations.head() == "0003"
         web = await store.read(deployments.get_deployment, WEB)
         assert (web.name, web.image, web.registry_credentials_id) == ("web", "reg:5000/web:1", "r1")
         assert web.templates == ({"content": "x={{ x }}", "destination": "/etc/x"},)
@@ -118,6 +179,23 @@ async def test_a_schema_1_database_is_upgraded_without_losing_anything(db_path: 
         assert {(i.version, i.health, i.restarts) for i in rows} == {(1, "none", 0)}
         assert (await store.read(nodes.get_node, "n1")).labels == {"zone": "a"}
         assert [e.id for e in await store.read(events.list_events)] == ["e1"]
+        assert (await store.read(credentials.get_credentials, "r1")).username == "bob"
+        task = await store.read(tasks.get_task, "t1")
+        assert (task.state, task.instance_id, task.deployment_id) == ("succeeded", "i0", WEB)
+        (network,) = await store.read(networks.list_networks)
+        assert (network.id, network.name, network.subnet) == ("net1", "backend", "10.1.0.0/24")
+        (attached,) = await store.read(networks.list_node_networks, node_id="n1")
+        assert attached.docker_id == "docker-net"
+        (api_token,) = await store.read(tokens.list_api_tokens)
+        assert (api_token.id, api_token.name, api_token.role) == ("a1", "ci", "deploy")
+        (join_token,) = await store.read(tokens.list_join_tokens)
+        assert (join_token.id, join_token.uses, join_token.used) == ("j1", 3, 1)
+        (key,) = await store.read(trust.all_node_keys)
+        assert (key.node_id, key.nats_key, key.join_token_id) == ("n1", "UNODE1", "j1")
+        assert await store.read(trust.revocations) == {"UNODE0": 3.0}
+        assert await store.read(trust.find_secret, "server.seed") == "box:seed"
+        (member,) = await store.read(mesh.all_members)
+        assert (member.node_id, member.address, member.endpoint) == ("n1", "10.99.0.2", "h1:51820")
 
         (first,) = await store.read(versions.list_versions, WEB)
         assert (first.version, first.stable, first.created_at) == (1, True, 20.0)
@@ -143,17 +221,16 @@ async def test_a_schema_1_database_is_upgraded_without_losing_anything(db_path: 
         assert len(await store.read(versions.list_versions, WEB)) == 1
 
 
-async def test_a_failing_upgrade_leaves_schema_1_as_it_was(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_failing_upgrade_leaves_schema_1_as_it_was(db_path: Path) -> None:
     schema_1_file(db_path)
+    db = sqlite3.connect(db_path)
+    try:  # ports that are not objects: revision 0002 cannot make the deployment's version 1
+        db.execute("UPDATE deployments SET ports = '[1]' WHERE id = ?", (WEB,))
+        db.commit()
+    finally:
+        db.close()
     before = columns(db_path, "deployments")
-
-    def broken(record: object) -> object:
-        raise RuntimeError("broken upgrade")
-
-    monkeypatch.setattr(deployments, "spec_json", broken)
-    with pytest.raises(RuntimeError, match="broken upgrade"):
+    with pytest.raises(TypeError):
         async with open_store(db_path):
             pass
     assert columns(db_path, "deployments") == before
@@ -161,35 +238,26 @@ async def test_a_failing_upgrade_leaves_schema_1_as_it_was(
     try:
         assert db.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-        assert "deployment_versions" not in tables
+        assert not {"deployment_versions", "alembic_version"} & tables
+        db.execute("UPDATE deployments SET ports = '[]' WHERE id = ?", (WEB,))
+        db.commit()
     finally:
         db.close()
-    monkeypatch.undo()
     async with open_store(db_path) as store:  # and it upgrades once it can
         assert len(await store.read(versions.list_versions, WEB)) == 1
 
 
-# PGDialect's constructor has no annotations; mypy --strict refuses to call it untyped.
-DIALECTS: list[Dialect] = [PGDialect(), SQLiteDialect()]  # type: ignore[no-untyped-call]
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("dialect", DIALECTS, ids=["pg", "sqlite"])
-def test_the_added_columns_have_defaults_or_are_nullable(dialect: Dialect) -> None:
-    statements = upgrades.add_column_statements(dialect)
-    assert len(statements) == len(upgrades.SCHEMA_2_COLUMNS)
-    for statement in statements:
-        assert statement.startswith("ALTER TABLE ")
-        assert "DEFAULT" in statement or "NOT NULL" not in statement, statement
-
-
-def schema_2_file(path: Path) -> None:
-    """A database as Knit at schema 2 left it: a deployment with two versions, an instance."""
+def schema_2_file(path: Path, *, alembic: bool = False) -> None:
+    """A database as Knit at schema 2 left it: a deployment with two versions, an instance.
+    Made as Knit before Alembic did, or (``alembic``) by revisions 0001 and 0002."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if alembic:
+        upgrade_to(path, "0002")
     db = sqlite3.connect(path)
     try:
-        db.executescript(SCHEMA_2.read_text())
-        db.execute("INSERT INTO schema_version VALUES (2, 1.0)")
+        if not alembic:
+            db.executescript(SCHEMA_2.read_text())
+            db.execute("INSERT INTO schema_version VALUES (2, 1.0)")
         db.execute(
             "INSERT INTO nodes VALUES ('n1', 'h1', 'healthy', 5.0, 1, '{}', 4.0, 1024, '27.0', "
             "'0.1', 'pk', NULL, 1.0)"
@@ -235,12 +303,17 @@ def schema_2_file(path: Path) -> None:
         db.close()
 
 
-async def test_a_schema_2_database_gets_resources_and_strategy(db_path: Path) -> None:
-    schema_2_file(db_path)
+@pytest.mark.parametrize("alembic", [False, True], ids=["before-alembic", "revision-0002"])
+async def test_a_schema_2_database_gets_resources_and_strategy(
+    db_path: Path, alembic: bool
+) -> None:
+    schema_2_file(db_path, alembic=alembic)
     async with open_store(db_path) as store:
         async with store.db.read() as conn:
             version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
+            revision = (await conn.execute(text("SELECT * FROM alembic_version"))).scalar()
         assert version == SCHEMA_VERSION == 3
+        assert revision == "0003"
         web = await store.read(deployments.get_deployment, WEB)
         assert (web.image, web.version, web.replicas) == ("web:2", 2, 2)
         assert web.resources is None and web.strategy == "spread"
@@ -263,12 +336,3 @@ async def test_a_schema_2_database_gets_resources_and_strategy(db_path: Path) ->
         back, _ = await store.write(versions.rollback(WEB, 1, same_secrets=same))
         assert back.image == "web:1" and back.resources is None and back.strategy == "spread"
     assert {"resources", "strategy"} <= columns(db_path, "deployments")
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("dialect", DIALECTS, ids=["pg", "sqlite"])
-def test_schema_3_columns_have_defaults_or_are_nullable(dialect: Dialect) -> None:
-    statements = upgrades.add_column_statements(dialect, upgrades.SCHEMA_3_COLUMNS)
-    assert len(statements) == 2
-    assert "DEFAULT 'spread'" in statements[1]
-    assert "NOT NULL" not in statements[0]
