@@ -64,6 +64,15 @@ def mesh_endpoint(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def nats_urls(given: list[str] | None) -> str | None:
+    """The ``--nats`` URLs given (repeated, or comma-separated) as one comma-separated list
+    (None: none given)."""
+    if not given:
+        return None
+    urls = [u.strip() for text in given for u in text.split(",") if u.strip()]
+    return ",".join(urls) or None
+
+
 def metrics_listen(text: str) -> str:
     """An address to serve metrics on, ``HOST:PORT`` (for argparse)."""
     from knit.agent.metrics import parse_listen
@@ -145,7 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="run the control plane")
     server.add_argument("--http", default=DEFAULT_HTTP, help="API listen address HOST:PORT")
     server.add_argument("--data-dir", type=Path, default=DEFAULT_SERVER_DATA_DIR)
-    server.add_argument("--nats", default=None, help="NATS URL; omitted: start an embedded one")
+    server.add_argument(
+        "--nats",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="NATS URL; several (repeated or comma-separated) for the members of a NATS "
+        "cluster; omitted: start an embedded one",
+    )
     server.add_argument("--nats-listen", default=DEFAULT_NATS_LISTEN)
     server.add_argument("--node-ttl", type=float, default=DEFAULT_NODE_TTL, metavar="SECONDS")
     server.add_argument("--database-url", default=None, help="SQLAlchemy URL (default SQLite)")
@@ -210,7 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a join token (first start only; default $KNIT_JOIN_TOKEN)",
     )
     agent.add_argument("--ca-file", type=Path, default=None, metavar="FILE")
-    agent.add_argument("--nats", default=None, help="NATS URL (default: the one received at join)")
+    agent.add_argument(
+        "--nats",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="NATS URL, repeated or comma-separated for a cluster (default: those received at "
+        "join)",
+    )
     agent.add_argument("--nats-creds", type=Path, default=None, metavar="FILE")
     agent.add_argument(
         "--insecure-bus", action="store_true", help="run on an open lab bus without joining"
@@ -337,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
             ServerConfig(
                 http=args.http,
                 data_dir=args.data_dir,
-                nats_url=args.nats,
+                nats_url=nats_urls(args.nats),
                 nats_listen=args.nats_listen,
                 node_ttl=args.node_ttl,
                 database_url=args.database_url,
@@ -359,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_agent(
             AgentConfig(
-                nats_url=args.nats,
+                nats_url=nats_urls(args.nats),
                 data_dir=args.data_dir,
                 labels=parse_labels(args.label),
                 heartbeat_interval=args.heartbeat_interval,

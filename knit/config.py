@@ -36,7 +36,8 @@ class ServerConfig:
     Attributes:
         http: the API's listen address, ``HOST:PORT``.
         data_dir: where the SQLite file and the secret key live.
-        nats_url: an external NATS to connect to; ``None`` starts an embedded nats-server.
+        nats_url: an external NATS to connect to (comma-separated: the members of a NATS
+            cluster, failed over between); ``None`` starts an embedded nats-server.
         nats_listen: where the embedded nats-server listens (``HOST:PORT``, port 0 = any).
         node_ttl: seconds without a heartbeat before a node is marked unhealthy.
         database_url: an SQLAlchemy URL overriding the SQLite file in ``data_dir``.

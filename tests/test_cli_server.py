@@ -48,3 +48,15 @@ def test_host_networking_is_off_unless_asked_for(command: str) -> None:
     parser = build_parser()
     assert parser.parse_args([command]).allow_host_network is False
     assert parser.parse_args([command, "--allow-host-network"]).allow_host_network is True
+
+
+def test_nats_urls_repeated_or_comma_separated_make_one_list() -> None:
+    from knit.cli import build_parser, nats_urls
+
+    args = build_parser().parse_args(
+        ["server", "--nats", "nats://a:4222", "--nats", "nats://b:4222, nats://c:4222"]
+    )
+    assert nats_urls(args.nats) == "nats://a:4222,nats://b:4222,nats://c:4222"
+    assert nats_urls(build_parser().parse_args(["server"]).nats) is None
+    agent = build_parser().parse_args(["agent", "--nats", "nats://a:4222,nats://b:4222"])
+    assert nats_urls(agent.nats) == "nats://a:4222,nats://b:4222"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from knit.store.trust import NodeKeyRecord
 from knit.trust.keys import ServerKeys
 from knit.trust.nkeys import KeyKind, NKey
 from knit.wire import subjects
+from tests.support.nats import NatsServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -156,3 +157,33 @@ async def test_a_dead_nats_server_is_started_again_with_the_same_users(tmp_path:
             await node.flush()
         finally:
             await node.close()
+
+
+async def test_a_bus_given_several_urls_fails_over_to_another_member(
+    nats_server_factory: Callable[[], NatsServer],
+) -> None:
+    # Two plain nats-servers (not a cluster): what matters here is the client, which
+    # reconnects to the other URL and subscribes there again by itself.
+    first, second = nats_server_factory(), nats_server_factory()
+    first.start()
+    second.start()
+    bus = await connect_bus(f"{first.url}, {second.url}", name="failover")
+    try:
+        got: list[bytes] = []
+
+        async def handler(payload: bytes, reply: str | None, headers: object) -> None:
+            got.append(payload)
+
+        await bus.subscribe("knit.test.failover", handler)
+        await bus.flush()
+        first.stop()
+        with anyio.fail_after(15):
+            while bus.stats.reconnects == 0:  # noqa: ASYNC110 (nats-py's counter)
+                await anyio.sleep(0.05)
+            while not got:  # the subscription was made again on the other server
+                await bus.publish("knit.test.failover", b"after")
+                await bus.flush()
+                await anyio.sleep(0.05)
+        assert got[0] == b"after"
+    finally:
+        await bus.close()
