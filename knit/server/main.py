@@ -233,8 +233,7 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                     trust,
                     nodes,
                     embedded,
-                    config.nats_advertise
-                    or ([embedded.url] if embedded else bus.url.split(",")),
+                    config.nats_advertise or ([embedded.url] if embedded else bus.url.split(",")),
                     issue_credentials=embedded is not None,
                     mesh=mesh,
                 )
