@@ -253,11 +253,32 @@ async def open_database(
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     # Parameters stay out of error messages (they may hold ciphertext) unless debugging.
     common: dict[str, Any] = {"echo": echo, "hide_parameters": not echo}
-    write_engine = create_async_engine(url, pool_size=1, max_overflow=2, **common)
-    read_engine = create_async_engine(
-        url, pool_size=read_pool_size, max_overflow=read_pool_size, **common
-    )
+    write_options: dict[str, Any] = {}
+    read_options: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        # One snapshot per read transaction (as a SQLite read sees), and no write around the
+        # writer (as SQLite's ``query_only``). Read-only REPEATABLE READ transactions never
+        # fail to serialise.
+        read_options["isolation_level"] = "REPEATABLE READ"
+        if url.get_driver_name() == "asyncpg":
+            write_options["connect_args"] = {"server_settings": dict(POSTGRESQL_SETTINGS)}
+            settings = {**POSTGRESQL_SETTINGS, "default_transaction_read_only": "on"}
+            read_options["connect_args"] = {"server_settings": settings}
+    try:
+        write_engine = create_async_engine(
+            url, pool_size=1, max_overflow=2, **common, **write_options
+        )
+        read_engine = create_async_engine(
+            url, pool_size=read_pool_size, max_overflow=read_pool_size, **common, **read_options
+        )
+    except ImportError as exc:
+        driver = url.get_driver_name()
+        raise StoreError(
+            f"the {url.get_backend_name()} driver {driver} is not installed: pip install {driver}"
+        ) from exc
     threads: ReadThreads | None = None
+    if url.get_backend_name() == "postgresql":
+        _install_postgresql_hooks(write_engine.sync_engine)
     if sqlite:
         timeout_ms = int(busy_timeout * 1000)
         _install_sqlite_hooks(write_engine.sync_engine, writer=True, busy_timeout_ms=timeout_ms)
@@ -267,10 +288,36 @@ async def open_database(
             threads = ReadThreads(engine, read_pool_size)
     db = Database(url, write_engine, read_engine, threads)
     try:
-        db.schema_upgrade = await _upgrade_schema(db)
+        db.schema_upgrade = await _open_schema(db)
         yield db
     finally:
         await db.aclose()
+
+
+async def _open_schema(db: Database) -> SchemaUpgrade:
+    """:func:`_upgrade_schema`, with a failure to reach the database told in one line.
+
+    A server that refuses the connection or the password does not always surface as a
+    ``SQLAlchemyError``: asyncpg's connect raises ``OSError`` (refused, unreachable) and
+    its own errors, which SQLAlchemy passes through as they are.
+    """
+    try:
+        return await _upgrade_schema(db)
+    except KnitError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, OSError | sa_exc.SQLAlchemyError) and not _from_driver(exc):
+            raise
+        where = db.url.render_as_string(hide_password=True)
+        reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+        text = str(reason).strip()
+        message = text.splitlines()[0] if text else type(reason).__name__
+        raise StoreError(f"cannot open the database {where}: {message}") from exc
+
+
+def _from_driver(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of a database driver's own exceptions (asyncpg's)."""
+    return type(exc).__module__.split(".")[0] in ("asyncpg",)
 
 
 def _sync_read_engine(
@@ -298,6 +345,35 @@ async def _upgrade_schema(db: Database) -> SchemaUpgrade:
     """
     async with db.transaction() as conn:
         return await conn.run_sync(migrations.upgrade)
+
+
+POSTGRESQL_SETTINGS = {"client_connection_check_interval": "500ms"}
+"""Session settings of every PostgreSQL connection. A cancelled query's connection is
+closed by the pool, but the server only notices a gone client when it next writes to it:
+without the check a cancelled ``pg_sleep(60)`` (or a long scan) would run to its end, as
+a cancelled aiosqlite query would without the interrupt (PostgreSQL 14 or newer)."""
+
+WRITE_LOCK_KEY = 0x6B6E6974  # "knit"
+"""The PostgreSQL advisory lock every write transaction takes first (see
+:func:`_install_postgresql_hooks`)."""
+
+
+def _install_postgresql_hooks(sync_engine: Engine) -> None:
+    """Every write transaction on PostgreSQL first takes one transaction-level advisory
+    lock: PostgreSQL's stand-in for SQLite's ``BEGIN IMMEDIATE``.
+
+    The writer is the one writer of a server, but setup, ``knit db upgrade`` and tools
+    write through :meth:`Database.transaction` beside it, and READ COMMITTED (the default
+    isolation) lets two read-then-write transactions lose an update. Holding the lock from
+    the first statement makes every write transaction see all those committed before it,
+    and run alone: what SQLite gives. It is released at commit or rollback; reads never
+    take it (docs/decisions/0023-postgresql.md).
+    """
+
+    def on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+
+    event.listen(sync_engine, "begin", on_begin)
 
 
 WAL_AUTOCHECKPOINT_PAGES = 10_000
