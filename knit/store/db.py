@@ -3,10 +3,10 @@
 Layer: store (adapter). Imports sqlalchemy, anyio, ``knit.errors`` and ``knit.store``'s own
 modules (migrations, read threads).
 
-One file in the server's data dir (SQLite in WAL mode) by default; any SQLAlchemy async URL
-is accepted, PostgreSQL via asyncpg being the scale-out path. The SQL is portable: the only
-SQLite-specific statements are the PRAGMAs and ``BEGIN`` forms installed by
-:func:`_install_sqlite_hooks`, and only on SQLite.
+One file in the server's data dir (SQLite in WAL mode) by default; PostgreSQL (asyncpg)
+with a ``postgresql://`` URL. The SQL is portable: the only backend-specific statements are
+SQLite's PRAGMAs and ``BEGIN`` forms (:func:`_install_sqlite_hooks`) and PostgreSQL's write
+lock (:func:`_install_postgresql_hooks`), each on its own backend only.
 
 Two engines share the file:
 
@@ -26,6 +26,12 @@ Two engines share the file:
   :meth:`Database.run_read` runs the same synchronous read functions on it through
   SQLAlchemy's greenlet bridge (``AsyncConnection.run_sync``); a synchronous driver engine
   (psycopg) in read threads would be the next step if reads there need the same treatment.
+
+On PostgreSQL the same rules hold by other means (docs/decisions/0023-postgresql.md): every
+write transaction first takes one advisory lock (``pg_advisory_xact_lock``, the stand-in for
+``BEGIN IMMEDIATE``), reads run in read-only ``REPEATABLE READ`` transactions (one snapshot
+each, nothing written around the writer), and the server drops a query whose client left
+(``client_connection_check_interval``), as the interrupt below does on SQLite.
 
 Cancellation: aiosqlite runs each query in a thread that cancelling the awaiting task does
 not stop. A ``handle_error`` hook sees the cancellation (SQLAlchemy reports it there before
@@ -303,16 +309,28 @@ async def _open_schema(db: Database) -> SchemaUpgrade:
     """
     try:
         return await _upgrade_schema(db)
+    except StoreError as exc:
+        # ``translate_error``'s "database error: ..." of a driver error (a refused
+        # password): say which database. Knit's own (a newer schema) pass as they are.
+        cause = exc.__cause__
+        if not isinstance(cause, sa_exc.DBAPIError):
+            raise
+        raise _cannot_open(db.url, cause.orig or cause) from cause
     except KnitError:
         raise
     except Exception as exc:
         if not isinstance(exc, OSError | sa_exc.SQLAlchemyError) and not _from_driver(exc):
             raise
-        where = db.url.render_as_string(hide_password=True)
-        reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
-        text = str(reason).strip()
-        message = text.splitlines()[0] if text else type(reason).__name__
-        raise StoreError(f"cannot open the database {where}: {message}") from exc
+        reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+        raise _cannot_open(db.url, reason or exc) from exc
+
+
+def _cannot_open(url: URL, reason: BaseException) -> StoreError:
+    """``cannot open the database URL: REASON`` in one line, without the password."""
+    where = url.render_as_string(hide_password=True)
+    text = str(reason).strip()
+    message = text.splitlines()[0] if text else type(reason).__name__
+    return StoreError(f"cannot open the database {where}: {message}")
 
 
 def _from_driver(exc: BaseException) -> bool:

@@ -1,6 +1,10 @@
 """Schema migrations with Alembic: the revisions make the models' schema, databases from
 before Alembic are stamped and upgraded, a newer database is refused untouched, and
-``knit db current`` / ``knit db upgrade``."""
+``knit db current`` / ``knit db upgrade``.
+
+Most of these work on SQLite files (made, altered and compared byte for byte with sqlite3:
+SQLite-only by nature); the revisions, the shortcut for an empty database and the
+downgrades are checked on PostgreSQL too, at the end."""
 
 from __future__ import annotations
 

@@ -95,6 +95,10 @@ def write_ops(deployment_id: str) -> list[tuple[Table, Sequence[RowsOp[Any]]]]:
     ]
 
 
+# SQLite-only below (tmp_path files): the prepared and direct write paths run on SQLite only;
+# PostgreSQL runs every op through Core.
+
+
 async def test_prepared_row_ops_store_what_core_stores(tmp_path: Path) -> None:
     deployments_table = Base.metadata.tables["deployments"]
     async with (
