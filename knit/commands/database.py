@@ -83,7 +83,10 @@ async def current(url: str) -> str:
     from knit.errors import StoreError
     from knit.store import database_url, migrations, translate_error
 
-    parsed = database_url(url)
+    try:
+        parsed = database_url(url)
+    except sa_exc.ArgumentError as exc:  # its message does not repeat the URL (a password)
+        raise StoreError(f"not a database URL: {exc}") from exc
     head = migrations.head()
     if (
         parsed.get_backend_name() == "sqlite"

@@ -68,13 +68,16 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_FILENAME = "knit.db"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+"""The databases the store runs on (its upserts and migrations are written for these)."""
 
 
 def database_url(url_or_path: str | os.PathLike[str]) -> URL:
     """The async SQLAlchemy URL for a URL string or a SQLite file path.
 
     ``"sqlite://"`` and ``"postgresql://"`` URLs get their async drivers (aiosqlite,
-    asyncpg) when none is named. A path (anything without ``://``) is a SQLite file.
+    asyncpg) when none is named; ``"postgres://"`` (libpq's other spelling) is
+    ``"postgresql://"``. A path (anything without ``://``) is a SQLite file.
 
     Raises:
         ValueError: an in-memory SQLite database (the read and write engines would each
@@ -86,6 +89,8 @@ def database_url(url_or_path: str | os.PathLike[str]) -> URL:
     else:
         path = Path(text).expanduser().resolve()
         url = URL.create("sqlite+aiosqlite", database=str(path))
+    if url.drivername.split("+")[0] == "postgres":
+        url = url.set(drivername="postgresql" + url.drivername[len("postgres") :])
     backend = url.get_backend_name()
     named_driver = "+" in url.drivername
     if backend == "sqlite":
@@ -247,11 +252,18 @@ async def open_database(
             False runs it on the async read engine, as on other databases.
 
     Raises:
-        StoreError: the database cannot be opened, or its schema is newer than this code.
+        StoreError: the database cannot be opened (not a URL, neither SQLite nor
+            PostgreSQL, its driver missing, unreachable, a refused password), or its
+            schema is newer than this code.
         ValueError: the URL names an in-memory SQLite database, or asks for read threads
             on another database.
     """
-    url = database_url(url_or_path)
+    try:
+        url = database_url(url_or_path)
+    except sa_exc.ArgumentError as exc:  # its message does not repeat the URL (a password)
+        raise StoreError(f"not a database URL: {exc}") from exc
+    if url.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise StoreError(f"Knit's store runs on SQLite or PostgreSQL, not {url.get_backend_name()}")
     sqlite = url.get_backend_name() == "sqlite"
     if read_threads and not sqlite:
         raise ValueError(f"read threads need SQLite, not {url.get_backend_name()}")
@@ -282,6 +294,8 @@ async def open_database(
         raise StoreError(
             f"the {url.get_backend_name()} driver {driver} is not installed: pip install {driver}"
         ) from exc
+    except sa_exc.ArgumentError as exc:  # an unknown driver name
+        raise StoreError(f"not a database URL Knit can use: {exc}") from exc
     threads: ReadThreads | None = None
     if url.get_backend_name() == "postgresql":
         _install_postgresql_hooks(write_engine.sync_engine)

@@ -214,3 +214,21 @@ async def test_a_missing_driver_is_a_store_error() -> None:
     with pytest.raises(StoreError, match="not installed: pip install psycopg"):
         async with open_database("postgresql+psycopg://knit:x@127.0.0.1/knit"):
             pass
+
+
+async def test_urls_knit_cannot_use_are_one_line_store_errors() -> None:
+    for url, message in (
+        ("mysql://knit:x@127.0.0.1/knit", "SQLite or PostgreSQL, not mysql"),
+        ("nonsense://", "not nonsense"),
+        ("not a url://", "not a database URL"),
+        ("postgresql+nodriver://knit:x@127.0.0.1/knit", "not a database URL Knit can use"),
+    ):
+        with pytest.raises(StoreError, match=message) as caught:
+            async with open_database(url):
+                pass
+        assert "\n" not in str(caught.value) and ":x@" not in str(caught.value)
+
+
+def test_postgres_is_postgresql() -> None:
+    assert database_url("postgres://k@h/d").drivername == "postgresql+asyncpg"
+    assert database_url("postgres+asyncpg://k@h/d").drivername == "postgresql+asyncpg"
