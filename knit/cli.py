@@ -164,7 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--nats-listen", default=DEFAULT_NATS_LISTEN)
     server.add_argument("--node-ttl", type=float, default=DEFAULT_NODE_TTL, metavar="SECONDS")
-    server.add_argument("--database-url", default=None, help="SQLAlchemy URL (default SQLite)")
+    server.add_argument(
+        "--database-url",
+        default=os.environ.get("KNIT_DATABASE_URL"),
+        help="SQLAlchemy URL, e.g. postgresql://USER:PASS@HOST/DB (default $KNIT_DATABASE_URL, "
+        "else SQLite in --data-dir)",
+    )
     server.add_argument(
         "--history-retention",
         type=non_negative_seconds,

@@ -31,6 +31,7 @@ PACKAGES=(
     docker.io containerd runc tini iptables
     docker-registry apache2-utils busybox-static chromium
     wireguard-go wireguard-tools iproute2 ca-certificates
+    postgresql
 )
 VENV_PYTHON=python3
 if [ ! -x .venv/bin/python ] && ! command -v python3 >/dev/null 2>&1; then
@@ -54,6 +55,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     say "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Tests start throwaway PostgreSQL clusters of their own (tests/support/postgres.py):
+    # the package must not create (nor, where services start, run) its "main" cluster.
+    # (postgresql-common reads createcluster.d/*.conf; README.Debian)
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/knit.conf
     apt-get update -qq >&2
     apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >&2
 else

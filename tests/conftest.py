@@ -1,4 +1,5 @@
-"""Fixtures for tests that use real services: nats-server, the Docker Engine, a registry.
+"""Fixtures for tests that use real services: nats-server, PostgreSQL, the Docker Engine, a
+registry.
 
 Each service fixture calls ``require``: when the service cannot be had, the test fails under
 ``CI=true`` and is skipped elsewhere. Services run on free 127.0.0.1 ports, keep their files in
@@ -8,6 +9,7 @@ pytest's temporary folders and are stopped by PID.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
@@ -26,6 +28,7 @@ from tests.support.docker import (
 )
 from tests.support.nats import NatsServer, find_nats_server
 from tests.support.outcome import FAILED
+from tests.support.postgres import PostgresCluster, postgres_problem
 from tests.support.registry import (
     Registry,
     RegistryServer,
@@ -191,3 +194,63 @@ def registry(
         with contextlib.suppress(DockerCLIError):  # best effort: the Engine may be gone
             remove_registry_tags(server.url, docker_host)
         server.stop()
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+POSTGRES_TEMPLATE = "knit_template"
+"""The database migrated to head once per session; each test's database is a copy of it."""
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster shared by the session (one per xdist worker), with a
+    ``knit_template`` database at the store's head revision."""
+    problem = postgres_problem()
+    require(problem is None, f"{problem}; run scripts/setup.sh")
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        url = cluster.create_database(POSTGRES_TEMPLATE)
+        _migrate(url)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _migrate(url: str) -> None:
+    import anyio
+
+    from knit.store import open_database
+
+    async def upgrade() -> None:
+        async with open_database(url):
+            pass
+
+    anyio.run(upgrade)
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh database at the store's head revision (a copy of the template), dropped
+    after the test: ``postgresql://knit:PASSWORD@127.0.0.1:PORT/tN``."""
+    name = f"t{next(_databases)}"
+    url = postgres_cluster.create_database(name, template=POSTGRES_TEMPLATE)
+    try:
+        yield url
+    finally:
+        postgres_cluster.drop_database(name)
+
+
+@pytest.fixture
+def empty_postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh, empty database (no tables), dropped after the test."""
+    name = f"e{next(_databases)}"
+    url = postgres_cluster.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres_cluster.drop_database(name)

@@ -10,6 +10,7 @@ They find the database as ``knit server`` does: ``--database-url``, or ``knit.db
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TypeAlias
 
@@ -34,7 +35,9 @@ def add_db_command(sub: Subparsers) -> None:
             help=f"the server's data dir, with knit.db (default {DEFAULT_SERVER_DATA_DIR})",
         )
         action.add_argument(
-            "--database-url", default=None, help="SQLAlchemy URL (default: knit.db in --data-dir)"
+            "--database-url",
+            default=os.environ.get("KNIT_DATABASE_URL"),
+            help="SQLAlchemy URL (default $KNIT_DATABASE_URL, else knit.db in --data-dir)",
         )
 
 
@@ -80,7 +83,10 @@ async def current(url: str) -> str:
     from knit.errors import StoreError
     from knit.store import database_url, migrations, translate_error
 
-    parsed = database_url(url)
+    try:
+        parsed = database_url(url)
+    except sa_exc.ArgumentError as exc:  # its message does not repeat the URL (a password)
+        raise StoreError(f"not a database URL: {exc}") from exc
     head = migrations.head()
     if (
         parsed.get_backend_name() == "sqlite"

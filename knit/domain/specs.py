@@ -419,8 +419,9 @@ class RegistryCredentialsSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    url: Token
-    username: Annotated[str, Field(min_length=1)]
+    # The lengths of the store's columns (PostgreSQL refuses longer values).
+    url: Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_no_blank)]
+    username: Annotated[str, Field(min_length=1, max_length=255)]
     password: Annotated[SecretStr, Field(min_length=1)]
 
     @field_validator("url")

@@ -3,10 +3,10 @@
 Layer: store (adapter). Imports sqlalchemy, anyio, ``knit.errors`` and ``knit.store``'s own
 modules (migrations, read threads).
 
-One file in the server's data dir (SQLite in WAL mode) by default; any SQLAlchemy async URL
-is accepted, PostgreSQL via asyncpg being the scale-out path. The SQL is portable: the only
-SQLite-specific statements are the PRAGMAs and ``BEGIN`` forms installed by
-:func:`_install_sqlite_hooks`, and only on SQLite.
+One file in the server's data dir (SQLite in WAL mode) by default; PostgreSQL (asyncpg)
+with a ``postgresql://`` URL. The SQL is portable: the only backend-specific statements are
+SQLite's PRAGMAs and ``BEGIN`` forms (:func:`_install_sqlite_hooks`) and PostgreSQL's write
+lock (:func:`_install_postgresql_hooks`), each on its own backend only.
 
 Two engines share the file:
 
@@ -26,6 +26,12 @@ Two engines share the file:
   :meth:`Database.run_read` runs the same synchronous read functions on it through
   SQLAlchemy's greenlet bridge (``AsyncConnection.run_sync``); a synchronous driver engine
   (psycopg) in read threads would be the next step if reads there need the same treatment.
+
+On PostgreSQL the same rules hold by other means (docs/decisions/0023-postgresql.md): every
+write transaction first takes one advisory lock (``pg_advisory_xact_lock``, the stand-in for
+``BEGIN IMMEDIATE``), reads run in read-only ``REPEATABLE READ`` transactions (one snapshot
+each, nothing written around the writer), and the server drops a query whose client left
+(``client_connection_check_interval``), as the interrupt below does on SQLite.
 
 Cancellation: aiosqlite runs each query in a thread that cancelling the awaiting task does
 not stop. A ``handle_error`` hook sees the cancellation (SQLAlchemy reports it there before
@@ -62,13 +68,16 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_FILENAME = "knit.db"
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+"""The databases the store runs on (its upserts and migrations are written for these)."""
 
 
 def database_url(url_or_path: str | os.PathLike[str]) -> URL:
     """The async SQLAlchemy URL for a URL string or a SQLite file path.
 
     ``"sqlite://"`` and ``"postgresql://"`` URLs get their async drivers (aiosqlite,
-    asyncpg) when none is named. A path (anything without ``://``) is a SQLite file.
+    asyncpg) when none is named; ``"postgres://"`` (libpq's other spelling) is
+    ``"postgresql://"``. A path (anything without ``://``) is a SQLite file.
 
     Raises:
         ValueError: an in-memory SQLite database (the read and write engines would each
@@ -80,6 +89,8 @@ def database_url(url_or_path: str | os.PathLike[str]) -> URL:
     else:
         path = Path(text).expanduser().resolve()
         url = URL.create("sqlite+aiosqlite", database=str(path))
+    if url.drivername.split("+")[0] == "postgres":
+        url = url.set(drivername="postgresql" + url.drivername[len("postgres") :])
     backend = url.get_backend_name()
     named_driver = "+" in url.drivername
     if backend == "sqlite":
@@ -241,11 +252,18 @@ async def open_database(
             False runs it on the async read engine, as on other databases.
 
     Raises:
-        StoreError: the database cannot be opened, or its schema is newer than this code.
+        StoreError: the database cannot be opened (not a URL, neither SQLite nor
+            PostgreSQL, its driver missing, unreachable, a refused password), or its
+            schema is newer than this code.
         ValueError: the URL names an in-memory SQLite database, or asks for read threads
             on another database.
     """
-    url = database_url(url_or_path)
+    try:
+        url = database_url(url_or_path)
+    except sa_exc.ArgumentError as exc:  # its message does not repeat the URL (a password)
+        raise StoreError(f"not a database URL: {exc}") from exc
+    if url.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise StoreError(f"Knit's store runs on SQLite or PostgreSQL, not {url.get_backend_name()}")
     sqlite = url.get_backend_name() == "sqlite"
     if read_threads and not sqlite:
         raise ValueError(f"read threads need SQLite, not {url.get_backend_name()}")
@@ -253,11 +271,34 @@ async def open_database(
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     # Parameters stay out of error messages (they may hold ciphertext) unless debugging.
     common: dict[str, Any] = {"echo": echo, "hide_parameters": not echo}
-    write_engine = create_async_engine(url, pool_size=1, max_overflow=2, **common)
-    read_engine = create_async_engine(
-        url, pool_size=read_pool_size, max_overflow=read_pool_size, **common
-    )
+    write_options: dict[str, Any] = {}
+    read_options: dict[str, Any] = {}
+    if url.get_backend_name() == "postgresql":
+        # One snapshot per read transaction (as a SQLite read sees), and no write around the
+        # writer (as SQLite's ``query_only``). Read-only REPEATABLE READ transactions never
+        # fail to serialise.
+        read_options["isolation_level"] = "REPEATABLE READ"
+        if url.get_driver_name() == "asyncpg":
+            write_options["connect_args"] = {"server_settings": dict(POSTGRESQL_SETTINGS)}
+            settings = {**POSTGRESQL_SETTINGS, "default_transaction_read_only": "on"}
+            read_options["connect_args"] = {"server_settings": settings}
+    try:
+        write_engine = create_async_engine(
+            url, pool_size=1, max_overflow=2, **common, **write_options
+        )
+        read_engine = create_async_engine(
+            url, pool_size=read_pool_size, max_overflow=read_pool_size, **common, **read_options
+        )
+    except ImportError as exc:
+        driver = url.get_driver_name()
+        raise StoreError(
+            f"the {url.get_backend_name()} driver {driver} is not installed: pip install {driver}"
+        ) from exc
+    except sa_exc.ArgumentError as exc:  # an unknown driver name
+        raise StoreError(f"not a database URL Knit can use: {exc}") from exc
     threads: ReadThreads | None = None
+    if url.get_backend_name() == "postgresql":
+        _install_postgresql_hooks(write_engine.sync_engine)
     if sqlite:
         timeout_ms = int(busy_timeout * 1000)
         _install_sqlite_hooks(write_engine.sync_engine, writer=True, busy_timeout_ms=timeout_ms)
@@ -267,10 +308,48 @@ async def open_database(
             threads = ReadThreads(engine, read_pool_size)
     db = Database(url, write_engine, read_engine, threads)
     try:
-        db.schema_upgrade = await _upgrade_schema(db)
+        db.schema_upgrade = await _open_schema(db)
         yield db
     finally:
         await db.aclose()
+
+
+async def _open_schema(db: Database) -> SchemaUpgrade:
+    """:func:`_upgrade_schema`, with a failure to reach the database told in one line.
+
+    A server that refuses the connection or the password does not always surface as a
+    ``SQLAlchemyError``: asyncpg's connect raises ``OSError`` (refused, unreachable) and
+    its own errors, which SQLAlchemy passes through as they are.
+    """
+    try:
+        return await _upgrade_schema(db)
+    except StoreError as exc:
+        # ``translate_error``'s "database error: ..." of a driver error (a refused
+        # password): say which database. Knit's own (a newer schema) pass as they are.
+        cause = exc.__cause__
+        if not isinstance(cause, sa_exc.DBAPIError):
+            raise
+        raise _cannot_open(db.url, cause.orig or cause) from cause
+    except KnitError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, OSError | sa_exc.SQLAlchemyError) and not _from_driver(exc):
+            raise
+        reason = exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+        raise _cannot_open(db.url, reason or exc) from exc
+
+
+def _cannot_open(url: URL, reason: BaseException) -> StoreError:
+    """``cannot open the database URL: REASON`` in one line, without the password."""
+    where = url.render_as_string(hide_password=True)
+    text = str(reason).strip()
+    message = text.splitlines()[0] if text else type(reason).__name__
+    return StoreError(f"cannot open the database {where}: {message}")
+
+
+def _from_driver(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of a database driver's own exceptions (asyncpg's)."""
+    return type(exc).__module__.split(".")[0] in ("asyncpg",)
 
 
 def _sync_read_engine(
@@ -298,6 +377,35 @@ async def _upgrade_schema(db: Database) -> SchemaUpgrade:
     """
     async with db.transaction() as conn:
         return await conn.run_sync(migrations.upgrade)
+
+
+POSTGRESQL_SETTINGS = {"client_connection_check_interval": "500ms"}
+"""Session settings of every PostgreSQL connection. A cancelled query's connection is
+closed by the pool, but the server only notices a gone client when it next writes to it:
+without the check a cancelled ``pg_sleep(60)`` (or a long scan) would run to its end, as
+a cancelled aiosqlite query would without the interrupt (PostgreSQL 14 or newer)."""
+
+WRITE_LOCK_KEY = 0x6B6E6974  # "knit"
+"""The PostgreSQL advisory lock every write transaction takes first (see
+:func:`_install_postgresql_hooks`)."""
+
+
+def _install_postgresql_hooks(sync_engine: Engine) -> None:
+    """Every write transaction on PostgreSQL first takes one transaction-level advisory
+    lock: PostgreSQL's stand-in for SQLite's ``BEGIN IMMEDIATE``.
+
+    The writer is the one writer of a server, but setup, ``knit db upgrade`` and tools
+    write through :meth:`Database.transaction` beside it, and READ COMMITTED (the default
+    isolation) lets two read-then-write transactions lose an update. Holding the lock from
+    the first statement makes every write transaction see all those committed before it,
+    and run alone: what SQLite gives. It is released at commit or rollback; reads never
+    take it (docs/decisions/0023-postgresql.md).
+    """
+
+    def on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+
+    event.listen(sync_engine, "begin", on_begin)
 
 
 WAL_AUTOCHECKPOINT_PAGES = 10_000

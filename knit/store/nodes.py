@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy import RowMapping, String, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
@@ -118,7 +118,9 @@ def record_heartbeats(beats: Iterable[HeartbeatUpsert]) -> RowsOp[int]:
     Each node becomes "healthy" with ``last_heartbeat`` set; new nodes are registered
     (eligible, ``registered_at`` = the heartbeat's time); a known node keeps ``eligible``,
     ``registered_at``, and its ``address`` unless the heartbeat names one. When one node
-    appears several times, its newest heartbeat wins.
+    appears several times, its newest heartbeat wins. The hostname and the versions an
+    agent reports are cut to their columns' lengths: PostgreSQL refuses a longer value
+    (SQLite would store it whole), and a heartbeat must not fail for a long name.
     """
     newest: dict[str, HeartbeatUpsert] = {}
     for beat in beats:
@@ -128,15 +130,15 @@ def record_heartbeats(beats: Iterable[HeartbeatUpsert]) -> RowsOp[int]:
     rows = [
         {
             "id": b.node_id,
-            "hostname": b.hostname,
+            "hostname": b.hostname[:_HOSTNAME_LENGTH],
             "status": "healthy",
             "last_heartbeat": b.at,
             "eligible": True,
             "labels": str_map(b.labels),
             "cpus": float(b.cpus),
             "memory_bytes": int(b.memory_bytes),
-            "docker_version": b.docker_version,
-            "agent_version": b.agent_version,
+            "docker_version": b.docker_version[:_VERSION_LENGTH],
+            "agent_version": b.agent_version[:_VERSION_LENGTH],
             "public_key": b.public_key,
             "address": b.address,
             "registered_at": b.at,
@@ -145,6 +147,17 @@ def record_heartbeats(beats: Iterable[HeartbeatUpsert]) -> RowsOp[int]:
     ]
 
     return RowsOp("nodes.record_heartbeats", _heartbeat_statement, rows, len(rows))
+
+
+def _length(column: str) -> int:
+    """The declared length of a ``VARCHAR`` column of ``nodes``."""
+    kind = Node.__table__.c[column].type
+    assert isinstance(kind, String) and kind.length is not None, column
+    return kind.length
+
+
+_HOSTNAME_LENGTH = _length("hostname")
+_VERSION_LENGTH = min(_length("docker_version"), _length("agent_version"))
 
 
 def _keep_address(excluded: Excluded) -> Mapping[str, object]:

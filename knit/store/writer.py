@@ -17,7 +17,9 @@ rows; never across a plain op), so the batch means what the queue order meant.
 
 A batch of nothing but such ops (the common case under load) runs as one call to SQLite's
 thread, its rows as multi-row statements (``knit.store.direct``): no round trip through the
-busy event loop per statement, no take-back of Python's lock per row.
+busy event loop per statement, no take-back of Python's lock per row. On PostgreSQL every
+batch runs through Core, in one transaction that first takes the store's advisory write
+lock (``knit.store.db``), the stand-in for ``BEGIN IMMEDIATE``.
 
 A failing op does not cost the others: the batch is rolled back and run again with a
 SAVEPOINT around each op; the failing op's savepoint is rolled back, its error goes to its

@@ -428,6 +428,18 @@ def test_registry_password_never_shows() -> None:
     assert spec.server == "127.0.0.1:5000"
 
 
+def test_registry_url_and_username_fit_the_stores_columns() -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        RegistryCredentialsSpec.model_validate(
+            {"url": "r.example/" + "a" * 510, "username": "u" * 256, "password": "p"}
+        )
+    fields = {e["field"] for e in errors_from_pydantic(info.value)}
+    assert fields == {"url", "username"}
+    RegistryCredentialsSpec.model_validate(
+        {"url": "r.example/" + "a" * 502, "username": "u" * 255, "password": "p"}
+    )
+
+
 def test_registry_errors_never_echo_the_input() -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         RegistryCredentialsSpec.model_validate({"url": "x", "username": "", "password": ""})

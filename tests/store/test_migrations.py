@@ -1,6 +1,10 @@
 """Schema migrations with Alembic: the revisions make the models' schema, databases from
 before Alembic are stamped and upgraded, a newer database is refused untouched, and
-``knit db current`` / ``knit db upgrade``."""
+``knit db current`` / ``knit db upgrade``.
+
+Most of these work on SQLite files (made, altered and compared byte for byte with sqlite3:
+SQLite-only by nature); the revisions, the shortcut for an empty database and the
+downgrades are checked on PostgreSQL too, at the end."""
 
 from __future__ import annotations
 
@@ -8,18 +12,21 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from knit.cli import main
 from knit.errors import StoreError
-from knit.store import migrations, open_database, open_store, versions
+from knit.store import database_url, migrations, open_database, open_store, versions
 from knit.store.models import SCHEMA_VERSION, Base
 from tests.store.test_upgrade import WEB, schema_1_file, upgrade_to
 
@@ -278,3 +285,75 @@ def test_alembic_runs_on_a_url_without_knit_opening_the_database(
     assert main(["db", "upgrade", "--database-url", str(path)]) == 0
     assert capsys.readouterr().out == "0002 -> 0003 (head): upgraded\n"
     assert schema_differences(path) == []
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+async def postgresql_schema_differences(url: str) -> list[object]:
+    """:func:`schema_differences` of a PostgreSQL database (asyncpg, through ``run_sync``)."""
+
+    def compare(conn: Connection) -> list[object]:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+    engine = create_async_engine(database_url(url))
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(compare)
+    finally:
+        await engine.dispose()
+
+
+async def alembic_on_postgresql(url: str, step: Callable[[Config], None]) -> None:
+    """``step(config)`` in one transaction on the PostgreSQL database ``url``."""
+    engine = create_async_engine(database_url(url))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: step(migrations.alembic_config(sync)))
+    finally:
+        await engine.dispose()
+
+
+async def postgresql_tables(url: str) -> set[str]:
+    """The tables of a PostgreSQL database (read without opening the store, which would
+    upgrade it)."""
+    engine = create_async_engine(database_url(url))
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            )
+            return {str(name) for (name,) in result}
+    finally:
+        await engine.dispose()
+
+
+async def test_the_revisions_make_the_schema_of_the_models_on_postgresql(
+    empty_postgres_url: str,
+) -> None:
+    await alembic_on_postgresql(empty_postgres_url, lambda c: command.upgrade(c, "head"))
+    assert await postgresql_schema_differences(empty_postgres_url) == []
+
+
+async def test_a_new_postgresql_database_is_made_from_the_models_with_the_same_schema(
+    empty_postgres_url: str,
+) -> None:
+    async with open_database(empty_postgres_url) as db:
+        assert db.schema_upgrade is not None
+        assert db.schema_upgrade.before.revision is None
+        assert db.schema_upgrade.after == migrations.head()
+    assert await postgresql_schema_differences(empty_postgres_url) == []
+
+
+async def test_the_downgrades_run_back_to_an_empty_postgresql_database(
+    empty_postgres_url: str,
+) -> None:
+    url = empty_postgres_url
+    await alembic_on_postgresql(url, lambda c: command.upgrade(c, "head"))
+    await alembic_on_postgresql(url, lambda c: command.downgrade(c, "0001"))
+    assert "deployment_versions" not in await postgresql_tables(url)
+    await alembic_on_postgresql(url, lambda c: command.downgrade(c, "base"))
+    assert await postgresql_tables(url) == {"alembic_version"}

@@ -126,3 +126,18 @@ async def test_upsert_node_stores_a_whole_record(store: Store) -> None:
 async def test_unknown_statuses_are_refused_at_once() -> None:
     with pytest.raises(ValueError, match="status"):
         nodes.set_status(["n"], "sleepy")
+
+
+async def test_overlong_reported_names_and_versions_are_cut_to_their_columns(
+    store: Store,
+) -> None:
+    # An agent reports these freely; PostgreSQL enforces VARCHAR lengths (SQLite does not):
+    # a heartbeat must not fail on either backend for a long hostname or version string.
+    beat = HeartbeatUpsert(
+        "n1", "h" * 300, at=1.0, docker_version="2" * 100, agent_version="3" * 100
+    )
+    await store.write(nodes.record_heartbeat(beat))
+    node = await store.read(nodes.get_node, "n1")
+    assert node.hostname == "h" * 255
+    assert node.docker_version == "2" * 64
+    assert node.agent_version == "3" * 64

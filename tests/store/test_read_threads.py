@@ -1,4 +1,7 @@
-"""Reads in read threads: one thread hop per read, snapshots, query_only, cancellation."""
+"""Reads in read threads: one thread hop per read, snapshots, query_only, cancellation.
+
+SQLite-only: read threads exist on SQLite only (PostgreSQL reads run on the async read
+engine; its snapshot and read-only tests are in test_db.py)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from knit.store import (
@@ -23,8 +21,8 @@ from knit.store import (
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-async def test_everything_written_is_there_after_reopening(db_path: Path) -> None:
-    async with open_store(db_path) as store:
+async def test_everything_written_is_there_after_reopening(db_url: str) -> None:
+    async with open_store(db_url) as store:
         # Fire-and-forget writes queued just before closing must be committed too.
         store.write_nowait(nodes.record_heartbeat(HeartbeatUpsert("n1", "h1", at=1.0)))
         creds = await store.write(credentials.create("registry.local", "u", "ct"))
@@ -42,7 +40,7 @@ async def test_everything_written_is_there_after_reopening(db_path: Path) -> Non
         store.write_nowait(events.append_many([EventRecord.new("instance.created", "i0", at=3.0)]))
         store.write_nowait(instances.update_status(inst.id, "running", container_id="c1"))
 
-    async with open_store(db_path) as store:
+    async with open_store(db_url) as store:
         assert (await store.read(nodes.get_node, "n1")).hostname == "h1"
         assert await store.read(credentials.get_credentials, creds.id) == creds
         assert await store.read(networks.get_network, net.id) == net

@@ -1,7 +1,10 @@
 """A database of an older schema is upgraded when opened: schema 1 to 2 (nothing lost, new
 columns defaulted, a stable version 1 of every live deployment, all or nothing), schema 2 to
 3 (deployments' resources and strategy). Schema 1 files are made both ways: by the Knit
-before Alembic (``schema_v1.sql``, a ``schema_version`` row) and by revision 0001."""
+before Alembic (``schema_v1.sql``, a ``schema_version`` row) and by revision 0001.
+
+SQLite-only: these are SQLite files of older releases, made and inspected with sqlite3
+(the revisions themselves run on PostgreSQL in test_migrations.py)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import anyio
 import pytest
@@ -79,8 +78,8 @@ async def test_no_lost_updates_under_200_concurrent_submitters(store: Store) -> 
     assert store.writer.stats.largest_batch > 1  # concurrent submissions were coalesced
 
 
-async def test_a_failing_op_does_not_lose_the_rest_of_its_batch(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_a_failing_op_does_not_lose_the_rest_of_its_batch(db_url: str) -> None:
+    async with open_database(db_url) as db:
         writer = StoreWriter(db)
         # Queue everything before the writer runs, so it all lands in one batch.
         writer.submit_nowait(networks.create("a"))
@@ -129,7 +128,7 @@ async def test_integrity_errors_become_conflicts(store: Store) -> None:
     from knit.store import InstanceRecord, instances
 
     orphan = InstanceRecord.new("no-such-deployment", 0, at=1.0)
-    with pytest.raises(Conflict, match="FOREIGN KEY"):
+    with pytest.raises(Conflict, match=r"(?i)foreign key"):
         await store.write(instances.insert_many([orphan]))
 
 
@@ -143,8 +142,8 @@ async def test_fire_and_forget_failures_are_logged_not_raised(
     assert any("boom.<locals>.op" in r.getMessage() for r in caplog.records)
 
 
-async def test_a_cancelled_caller_does_not_withdraw_a_queued_op(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_a_cancelled_caller_does_not_withdraw_a_queued_op(db_url: str) -> None:
+    async with open_database(db_url) as db:
         writer = StoreWriter(db)
         async with anyio.create_task_group() as tg:
             with anyio.move_on_after(0.05):
@@ -155,8 +154,8 @@ async def test_a_cancelled_caller_does_not_withdraw_a_queued_op(db_path: Path) -
             assert [n.name for n in await networks.list_networks(conn)] == ["kept"]
 
 
-async def test_aclose_commits_everything_queued_then_refuses(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_aclose_commits_everything_queued_then_refuses(db_url: str) -> None:
+    async with open_database(db_url) as db:
         writer = StoreWriter(db, max_batch=7)
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
@@ -173,9 +172,9 @@ async def test_aclose_commits_everything_queued_then_refuses(db_path: Path) -> N
 
 
 async def test_cancelling_the_writer_finishes_its_batch_and_fails_queued_ops(
-    db_path: Path,
+    db_url: str,
 ) -> None:
-    async with open_database(db_path) as db:
+    async with open_database(db_url) as db:
         writer = StoreWriter(db, max_batch=1)
         entered, release = anyio.Event(), anyio.Event()
         outcomes: dict[str, object] = {}
@@ -217,8 +216,8 @@ async def test_cancelling_the_writer_finishes_its_batch_and_fails_queued_ops(
             assert [n.name for n in await networks.list_networks(conn)] == ["in-flight"]
 
 
-async def test_a_full_queue_refuses_fire_and_forget_ops(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_a_full_queue_refuses_fire_and_forget_ops(db_url: str) -> None:
+    async with open_database(db_url) as db:
         writer = StoreWriter(db, buffer=2)
         writer.submit_nowait(networks.create("a"))
         writer.submit_nowait(networks.create("b"))
@@ -230,8 +229,8 @@ async def test_a_full_queue_refuses_fire_and_forget_ops(db_path: Path) -> None:
             assert await networks.list_networks(conn) == []
 
 
-async def test_linger_gathers_ops_into_one_batch(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_linger_gathers_ops_into_one_batch(db_url: str) -> None:
+    async with open_database(db_url) as db:
         writer = StoreWriter(db, linger=0.2)
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
@@ -247,10 +246,10 @@ async def test_linger_gathers_ops_into_one_batch(db_path: Path) -> None:
         assert writer.stats.batches == 1
 
 
-async def test_a_bad_op_in_a_merged_statement_fails_alone(db_path: Path) -> None:
+async def test_a_bad_op_in_a_merged_statement_fails_alone(db_url: str) -> None:
     from knit.store import InstanceRecord, instances
 
-    async with open_database(db_path) as db:
+    async with open_database(db_url) as db:
         writer = StoreWriter(db)
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
@@ -292,12 +291,12 @@ class Meltdown(BaseException):
 
 
 async def test_an_op_raising_a_base_exception_crashes_the_writer_but_no_caller_hangs(
-    db_path: Path,
+    db_url: str,
 ) -> None:
     async def melt(conn: AsyncConnection) -> None:
         raise Meltdown
 
-    async with open_database(db_path) as db:
+    async with open_database(db_url) as db:
         writer = StoreWriter(db)
         errors: list[Exception] = []
 
@@ -331,11 +330,11 @@ async def run_in_one_batch(db: Database, ops: list[Op[object]]) -> StoreWriter:
 
 
 async def test_interleaved_row_ops_of_two_kinds_merge_into_two_statements(
-    db_path: Path,
+    db_url: str,
 ) -> None:
     from knit.store import EventRecord, InstanceRecord, events, instances
 
-    async with open_database(db_path) as db:
+    async with open_database(db_url) as db:
         async with anyio.create_task_group() as tg:
             setup = StoreWriter(db)
             await tg.start(setup.run)
@@ -348,18 +347,20 @@ async def test_interleaved_row_ops_of_two_kinds_merge_into_two_statements(
         writer = await run_in_one_batch(db, ops)
         assert writer.stats.batches == 1
         assert writer.stats.statements_saved == 18  # twenty ops, two statements
-        assert writer.stats.direct_batches == 1  # row statements only: one call to SQLite
+        # Row statements only: one call to SQLite's thread (PostgreSQL runs them through
+        # Core: asyncpg pipelines an executemany on its own).
+        assert writer.stats.direct_batches == (1 if db.dialect_name == "sqlite" else 0)
         async with db.read() as conn:
             assert len(await instances.list_instances(conn)) == 10
             assert len(await events.list_events(conn, limit=100)) == 10
 
 
 async def test_a_row_op_never_moves_ahead_of_another_write_of_the_same_row(
-    db_path: Path,
+    db_url: str,
 ) -> None:
     from knit.store import InstanceRecord, instances
 
-    async with open_database(db_path) as db:
+    async with open_database(db_url) as db:
         async with anyio.create_task_group() as tg:
             setup = StoreWriter(db)
             await tg.start(setup.run)
@@ -382,11 +383,11 @@ async def test_a_row_op_never_moves_ahead_of_another_write_of_the_same_row(
 
 
 async def test_a_child_row_never_moves_ahead_of_a_write_of_its_parent_table(
-    db_path: Path,
+    db_url: str,
 ) -> None:
     from knit.store import InstanceRecord, NodeRecord, instances, nodes
 
-    async with open_database(db_path) as db:
+    async with open_database(db_url) as db:
         async with anyio.create_task_group() as tg:
             setup = StoreWriter(db)
             await tg.start(setup.run)
@@ -420,10 +421,10 @@ async def test_a_child_row_never_moves_ahead_of_a_write_of_its_parent_table(
             assert len(await instances.list_instances(conn)) == 2
 
 
-async def test_merged_full_upserts_of_one_row_write_its_last_version(db_path: Path) -> None:
+async def test_merged_full_upserts_of_one_row_write_its_last_version(db_url: str) -> None:
     from knit.store import InstanceRecord, instances
 
-    async with open_database(db_path) as db:
+    async with open_database(db_url) as db:
         async with anyio.create_task_group() as tg:
             setup = StoreWriter(db)
             await tg.start(setup.run)
@@ -446,11 +447,11 @@ async def test_merged_full_upserts_of_one_row_write_its_last_version(db_path: Pa
 
 
 async def test_a_direct_batch_past_its_timeout_is_interrupted_and_the_writer_goes_on(
-    db_path: Path,
+    db_url: str,
 ) -> None:
     from knit.store import EventRecord, events
 
-    async with open_database(db_path) as db:
+    async with open_database(db_url) as db:
         rows = [EventRecord.new("instance.created", f"{i}", at=1.0) for i in range(50_000)]
         writer = StoreWriter(db, batch_timeout=0.001)
         async with anyio.create_task_group() as tg:

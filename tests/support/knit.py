@@ -53,11 +53,18 @@ class KnitCluster:
     """
 
     def __init__(
-        self, workdir: Path, docker_host: str, *, external_nats: str | None = None
+        self,
+        workdir: Path,
+        docker_host: str,
+        *,
+        external_nats: str | None = None,
+        server_args: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.docker_host = docker_host
-        self.server = KnitServer(workdir, docker_host, nats_url=external_nats)
+        self.server = KnitServer(
+            workdir, docker_host, nats_url=external_nats, extra_args=server_args
+        )
         self.agents: list[KnitAgent] = []
         self.watch = ProcessWatch([self.server])
         self.api = KnitApi(self.server.api_url, self.watch, token_file=self.server.token_file)
@@ -224,9 +231,13 @@ def cluster_for(
     docker_host: str,
     agents: Sequence[Mapping[str, str]] = ({},),
     external_nats: str | None = None,
+    server_args: Sequence[str] = (),
 ) -> Iterator[KnitCluster]:
-    """A started ``KnitCluster``, closed on exit (even when starting it failed)."""
-    cluster = KnitCluster(workdir, docker_host, external_nats=external_nats)
+    """A started ``KnitCluster``, closed on exit (even when starting it failed);
+    ``server_args`` go to ``knit server`` after the usual ones (``--database-url ...``)."""
+    cluster = KnitCluster(
+        workdir, docker_host, external_nats=external_nats, server_args=server_args
+    )
     try:
         yield cluster.start(agents)
     finally:
