@@ -80,7 +80,13 @@ async def until_health(agent: DockerAgent, instance_id: str, health: str) -> Non
     once the agent's event stream is open, tells what it changed.)
     """
     await agent.bus.until(lambda: agent.bus.healths(instance_id)[-1:] == [health], seconds=20)
-    assert agent.bus.healths(instance_id) in ([health], ["starting", health])
+    allowed: list[list[str]] = [[health], ["starting", health]]
+    if health != "none":
+        # Known race (closing note of 2026-12-04): a re-list that reports while a task's
+        # container has started but the task's refresh has not inspected it yet shows the
+        # ``start`` event's guess, ``none``, for a check that only the image declares.
+        allowed += [["none", health], ["none", "starting", health]]
+    assert agent.bus.healths(instance_id) in allowed
 
 
 def started_at(container_id: str, docker_host: str) -> str:
