@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
-from tests.support.knit import SLEEPER, cluster_for, unique_name
+from tests.support.knit import SLEEPER, cluster_for, restart_server_keeping, unique_name
 from tests.support.postgres import PostgresCluster
 
 pytestmark = pytest.mark.e2e
@@ -37,18 +37,7 @@ def test_a_server_on_postgresql_runs_a_deployment_and_keeps_it_across_a_restart(
         )
         assert stored.strip() == "2"
 
-        knit.server.stop()
-        knit.server.start_and_wait()
-        assert created["id"] in [d["id"] for d in knit.api.listing("/deployments")]
-        knit.api.wait(
-            lambda: any(
-                n["id"] == agent.node_id and n["status"] == "healthy" for n in knit.api.nodes()
-            ),
-            timeout=30,
-            what="the agent healthy again after the server restarted",
-        )
-        after = knit.api.wait_instances(created["id"], "running", count=2, timeout=30)
-        assert sorted(i["id"] for i in after) == sorted(i["id"] for i in before)
+        restart_server_keeping(knit, created["id"], agent.node_id, before)
 
         fresh = knit.create_deployment(
             {"name": unique_name("pg-after"), "image": BUSYBOX, "command": SLEEPER}

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
+from tests.support.knit import (
+    SLEEPER,
+    KnitCluster,
+    cluster_for,
+    restart_server_keeping,
+    unique_name,
+)
 from tests.support.knit_docker import container_ids
 from tests.support.waiting import holds_for
 
@@ -35,18 +41,7 @@ def test_server_restart_keeps_state_and_its_agents_come_back(
         containers = deployment_containers(knit, created["id"])
         assert len(containers) == 2
 
-        knit.server.stop()
-        knit.server.start_and_wait()
-        assert created["id"] in [d["id"] for d in knit.api.listing("/deployments")]
-        knit.api.wait(
-            lambda: any(
-                n["id"] == agent.node_id and n["status"] == "healthy" for n in knit.api.nodes()
-            ),
-            timeout=30,
-            what="the agent healthy again after the server restarted",
-        )
-        after = knit.api.wait_instances(created["id"], "running", count=2, timeout=30)
-        assert sorted(i["id"] for i in after) == sorted(i["id"] for i in before)
+        restart_server_keeping(knit, created["id"], agent.node_id, before)
         holds_for(
             lambda: deployment_containers(knit, created["id"]) == containers,
             duration=3.0,

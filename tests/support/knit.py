@@ -220,6 +220,24 @@ class KnitCluster:
         return "".join(log.read_text(errors="replace") for log in logs)
 
 
+def restart_server_keeping(
+    knit: KnitCluster, deployment_id: str, node_id: str | None, before: list[JSON]
+) -> list[JSON]:
+    """Stop and start the server; check the deployment is still there, the node ``node_id``
+    healthy again and the very instances of ``before`` running. Returns them."""
+    knit.server.stop()
+    knit.server.start_and_wait()
+    assert deployment_id in [d["id"] for d in knit.api.listing("/deployments")]
+    knit.api.wait(
+        lambda: any(n["id"] == node_id and n["status"] == "healthy" for n in knit.api.nodes()),
+        timeout=30,
+        what="the agent healthy again after the server restarted",
+    )
+    after = knit.api.wait_instances(deployment_id, "running", count=len(before), timeout=30)
+    assert sorted(i["id"] for i in after) == sorted(i["id"] for i in before)
+    return after
+
+
 def unique_name(prefix: str) -> str:
     """A Knit name (``[a-z0-9-]``, ≤ 63) unique to this call: ``PREFIX-xxxxxxxx``."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
