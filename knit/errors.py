@@ -75,6 +75,11 @@ class StoreError(KnitError):
     """The state store (SQLite) failed."""
 
 
+class Fenced(StoreError):
+    """A write of a leader that no longer holds the leader lease: refused, nothing written
+    (``knit.store.leases``)."""
+
+
 class Unauthorized(KnitError):
     """A credential (an API token, a join token) is missing, unknown, expired, revoked or
     used up; the API answers 401. The message is one line and never holds the secret."""

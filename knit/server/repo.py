@@ -38,6 +38,7 @@ from knit.store import (
     tasks,
     versions,
 )
+from knit.store.db import LeaseFence
 from knit.store.facade import Store, open_store
 from knit.store.ops import Op
 from knit.store.records import (
@@ -61,9 +62,12 @@ WRITER_BUFFER = 100_000
 
 
 @asynccontextmanager
-async def open_repo(url: str) -> AsyncIterator[Repo]:
-    """Open the store at ``url`` (an SQLAlchemy URL or a path) for the block's duration."""
-    async with open_store(url, max_batch=WRITER_MAX_BATCH, buffer=WRITER_BUFFER) as store:
+async def open_repo(url: str, *, fence: LeaseFence | None = None) -> AsyncIterator[Repo]:
+    """Open the store at ``url`` (an SQLAlchemy URL or a path) for the block's duration;
+    with ``fence``, every write must still hold that leader lease (PostgreSQL)."""
+    async with open_store(
+        url, max_batch=WRITER_MAX_BATCH, buffer=WRITER_BUFFER, fence=fence
+    ) as store:
         yield Repo(store)
 
 

@@ -48,6 +48,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -57,8 +58,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from knit.errors import Conflict, KnitError, StoreError
-from knit.store import migrations
+from knit.errors import Conflict, Fenced, KnitError, StoreError
+from knit.store import leases, migrations
 from knit.store.migrations import SchemaUpgrade
 from knit.store.read_threads import ReadThreads
 
@@ -143,6 +144,7 @@ class Database:
         self.write_engine = write_engine
         self.read_engine = read_engine
         self.read_threads = read_threads
+        self._lease_engine: AsyncEngine | None = None
         self.schema_upgrade: SchemaUpgrade | None = None
         """What :func:`open_database` did to the schema (None until it has run)."""
 
@@ -212,9 +214,24 @@ class Database:
         except sa_exc.SQLAlchemyError as exc:
             raise translate_error(exc) from exc
 
+    def lease_engine(self) -> AsyncEngine:
+        """A small engine of its own for the leader lease (``knit.store.leases``): its
+        transactions do not take the write lock on their own, so renewing a lease never
+        waits behind the writer's batches (taking one does: ``leases.acquire``)."""
+        if self._lease_engine is None:
+            options: dict[str, Any] = {}
+            if self.url.get_driver_name() == "asyncpg":
+                options["connect_args"] = {"server_settings": dict(POSTGRESQL_SETTINGS)}
+            self._lease_engine = create_async_engine(
+                self.url, pool_size=2, max_overflow=0, hide_parameters=True, **options
+            )
+        return self._lease_engine
+
     async def aclose(self) -> None:
         """Close every pooled connection (shielded: runs to the end even if cancelled)."""
         with anyio.CancelScope(shield=True):
+            if self._lease_engine is not None:
+                await self._lease_engine.dispose()
             if self.read_threads is not None:
                 await self.read_threads.aclose()
                 self.read_threads.engine.dispose()
@@ -230,6 +247,7 @@ async def open_database(
     busy_timeout: float = 5.0,
     echo: bool = False,
     read_threads: bool | None = None,
+    fence: LeaseFence | None = None,
 ) -> AsyncIterator[Database]:
     """Open (and create if needed) the store; close it when the block ends.
 
@@ -250,13 +268,16 @@ async def open_database(
         echo: log every statement with its parameters (debugging).
         read_threads: run :meth:`Database.run_read` in read threads (default: on SQLite);
             False runs it on the async read engine, as on other databases.
+        fence: the leader lease every write transaction must still hold (PostgreSQL only):
+            checked after the write lock is taken, a transaction of a holder whose lease
+            passed to another (or ran out) raises ``Fenced`` before it writes anything.
 
     Raises:
         StoreError: the database cannot be opened (not a URL, neither SQLite nor
             PostgreSQL, its driver missing, unreachable, a refused password), or its
             schema is newer than this code.
-        ValueError: the URL names an in-memory SQLite database, or asks for read threads
-            on another database.
+        ValueError: the URL names an in-memory SQLite database, asks for read threads
+            on another database, or a fence on SQLite.
     """
     try:
         url = database_url(url_or_path)
@@ -267,6 +288,8 @@ async def open_database(
     sqlite = url.get_backend_name() == "sqlite"
     if read_threads and not sqlite:
         raise ValueError(f"read threads need SQLite, not {url.get_backend_name()}")
+    if fence is not None and sqlite:
+        raise ValueError("a leader lease fence needs PostgreSQL")
     if sqlite and url.database:
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     # Parameters stay out of error messages (they may hold ciphertext) unless debugging.
@@ -298,7 +321,7 @@ async def open_database(
         raise StoreError(f"not a database URL Knit can use: {exc}") from exc
     threads: ReadThreads | None = None
     if url.get_backend_name() == "postgresql":
-        _install_postgresql_hooks(write_engine.sync_engine)
+        _install_postgresql_hooks(write_engine.sync_engine, fence)
     if sqlite:
         timeout_ms = int(busy_timeout * 1000)
         _install_sqlite_hooks(write_engine.sync_engine, writer=True, busy_timeout_ms=timeout_ms)
@@ -385,12 +408,20 @@ closed by the pool, but the server only notices a gone client when it next write
 without the check a cancelled ``pg_sleep(60)`` (or a long scan) would run to its end, as
 a cancelled aiosqlite query would without the interrupt (PostgreSQL 14 or newer)."""
 
-WRITE_LOCK_KEY = 0x6B6E6974  # "knit"
+WRITE_LOCK_KEY = leases.WRITE_LOCK_KEY
 """The PostgreSQL advisory lock every write transaction takes first (see
 :func:`_install_postgresql_hooks`)."""
 
 
-def _install_postgresql_hooks(sync_engine: Engine) -> None:
+@dataclass(frozen=True, slots=True)
+class LeaseFence:
+    """The leader lease a fenced store's writes must hold: its holder and epoch."""
+
+    holder: str
+    epoch: int
+
+
+def _install_postgresql_hooks(sync_engine: Engine, fence: LeaseFence | None = None) -> None:
     """Every write transaction on PostgreSQL first takes one transaction-level advisory
     lock: PostgreSQL's stand-in for SQLite's ``BEGIN IMMEDIATE``.
 
@@ -400,10 +431,20 @@ def _install_postgresql_hooks(sync_engine: Engine) -> None:
     the first statement makes every write transaction see all those committed before it,
     and run alone: what SQLite gives. It is released at commit or rollback; reads never
     take it (docs/decisions/0023-postgresql.md).
+
+    With a ``fence``, the transaction then checks that the lease is still held
+    (:func:`knit.store.leases.holds`): a lease changes hands only in a write transaction,
+    under the same lock, so no write of a deposed leader lands after its successor took
+    over (docs/decisions/0024-leader-lease.md).
     """
 
     def on_begin(conn: Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+        if fence is not None and not leases.holds(conn, fence.holder, fence.epoch):
+            raise Fenced(
+                f"not the leader any more (lease epoch {fence.epoch} of {fence.holder} "
+                "ended): the write was refused"
+            )
 
     event.listen(sync_engine, "begin", on_begin)
 

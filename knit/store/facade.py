@@ -23,7 +23,7 @@ import anyio
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from knit.store.db import Database, open_database
+from knit.store.db import Database, LeaseFence, open_database
 from knit.store.ops import Op
 from knit.store.reads import Read
 from knit.store.writer import StoreWriter
@@ -120,6 +120,7 @@ async def open_store(
     linger: float = 0.0,
     buffer: int = 10_000,
     read_threads: bool | None = None,
+    fence: LeaseFence | None = None,
 ) -> AsyncIterator[Store]:
     """Open the database and run its writer until the block ends.
 
@@ -135,6 +136,7 @@ async def open_store(
         linger: seconds the writer waits for more ops before committing a small batch.
         buffer: ops that may wait in the writer's queue.
         read_threads: see :func:`knit.store.db.open_database` (default: on SQLite).
+        fence: see :func:`knit.store.db.open_database` (a leader's store on PostgreSQL).
 
     Raises:
         StoreError: the database cannot be opened or its schema is newer than this code.
@@ -144,6 +146,7 @@ async def open_store(
         read_pool_size=read_pool_size,
         busy_timeout=busy_timeout,
         read_threads=read_threads,
+        fence=fence,
     ) as db:
         writer = StoreWriter(db, max_batch=max_batch, linger=linger, buffer=buffer)
         async with anyio.create_task_group() as tg:

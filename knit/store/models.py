@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The integer schema version of the head revision (``knit.store.migrations``), kept in the
 ``schema_version`` table for Knit releases from before Alembic, which refuse a file newer
 than themselves. A revision that changes the schema raises it by one."""
@@ -377,3 +377,34 @@ class JoinToken(Base):
     expires_at: Mapped[float] = mapped_column(Double)
     created_at: Mapped[float] = mapped_column(Double)
     revoked: Mapped[bool] = mapped_column(Boolean)
+
+
+class Lease(Base):
+    """A lease some server holds until ``expires_at`` (PostgreSQL's clock): the row named
+    ``leader`` says which server leads (``knit.store.leases``; decision 0024).
+
+    ``holder`` is the server's id and one start's nonce (``NAME/nonce``); ``epoch`` grows by
+    one with each new holder, and the leader's writes are fenced by it.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    acquired_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+
+
+class Server(Base):
+    """A Knit server that uses this database (``knit servers``): written at its start and
+    every few seconds after, so a row not seen for a while is a server gone."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    api_url: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[float] = mapped_column(Double)
+    last_seen: Mapped[float] = mapped_column(Double)

@@ -77,11 +77,11 @@ def tables(path: Path) -> set[str]:
 
 @pytest.mark.unit
 def test_revisions_are_named_after_the_schema_versions() -> None:
-    assert migrations.head() == "0003"
-    assert migrations.revisions() == {"0001", "0002", "0003"}
+    assert migrations.head() == "0004"
+    assert migrations.revisions() == {"0001", "0002", "0003", "0004"}
     assert migrations.LEGACY_REVISIONS == {1: "0001", 2: "0002", 3: "0003"}
     # A revision that changes the schema raises the integer Knit before Alembic reads.
-    assert migrations.LEGACY_REVISIONS[SCHEMA_VERSION] == migrations.head()
+    assert int(migrations.head()) == SCHEMA_VERSION
 
 
 def test_the_revisions_make_the_schema_of_the_models(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ async def test_a_new_database_is_made_from_the_models_with_the_same_schema(
         assert db.schema_upgrade.before.revision is None
         assert db.schema_upgrade.after == migrations.head()
     assert schema_differences(path) == []
-    assert rows(path, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert rows(path, "SELECT version_num FROM alembic_version") == [("0004",)]
     assert rows(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
@@ -129,7 +129,7 @@ async def test_a_database_from_before_alembic_is_stamped_and_upgraded(
         assert done is not None and done.changed
         assert done.before.legacy_version == version
         assert done.before.revision == migrations.LEGACY_REVISIONS[version]
-    assert rows(db_path, "SELECT version_num FROM alembic_version") == [("0003",)]
+    assert rows(db_path, "SELECT version_num FROM alembic_version") == [("0004",)]
     assert rows(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
     assert schema_differences(db_path) == []
     async with open_database(db_path) as db:  # and again: nothing to do
@@ -171,7 +171,7 @@ async def test_a_newer_revision_is_refused_and_the_file_left_as_it_was(db_path: 
         async with open_database(db_path):
             pass
     assert str(refused.value) == (
-        "the database's schema (revision 0042) is newer than this Knit knows (head 0003): "
+        "the database's schema (revision 0042) is newer than this Knit knows (head 0004): "
         "upgrade Knit"
     )
     assert db_path.read_bytes() == before
@@ -207,15 +207,15 @@ def test_knit_db_current_and_upgrade(tmp_path: Path, capsys: pytest.CaptureFixtu
     schema_1_file(db_path)
     assert main(["db", "current", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("0001: schema 1 from before Alembic") and "head 0003" in out
+    assert out.startswith("0001: schema 1 from before Alembic") and "head 0004" in out
 
     assert main(["db", "upgrade", "--data-dir", str(data_dir)]) == 0
     out = capsys.readouterr().out
-    assert out == "0001 -> 0003 (head): upgraded (schema 1, from before Alembic)\n"
+    assert out == "0001 -> 0004 (head): upgraded (schema 1, from before Alembic)\n"
     assert main(["db", "current", "--data-dir", str(data_dir)]) == 0
-    assert capsys.readouterr().out == "0003 (head)\n"
+    assert capsys.readouterr().out == "0004 (head)\n"
     assert main(["db", "upgrade", "--database-url", f"sqlite:///{db_path}"]) == 0
-    assert capsys.readouterr().out == "0003 (head): nothing to upgrade\n"
+    assert capsys.readouterr().out == "0004 (head): nothing to upgrade\n"
 
 
 def test_knit_db_on_a_newer_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,7 +225,7 @@ def test_knit_db_on_a_newer_database(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["db", "current", "--database-url", url]) == 0
     assert "0042" in capsys.readouterr().out
     assert main(["db", "upgrade", "--database-url", url]) == 1
-    assert "is newer than this Knit knows (head 0003): upgrade Knit" in capsys.readouterr().err
+    assert "is newer than this Knit knows (head 0004): upgrade Knit" in capsys.readouterr().err
     assert db_path.read_bytes() == before
 
 
@@ -259,12 +259,12 @@ def test_knit_server_refuses_a_newer_database_and_exits(tmp_path: Path) -> None:
 
 async def test_a_newer_schema_version_from_before_alembic_is_refused(db_path: Path) -> None:
     schema_1_file(db_path)
-    execute(db_path, "UPDATE schema_version SET version = 4")
+    execute(db_path, "UPDATE schema_version SET version = 5")
     before = db_path.read_bytes()
-    with pytest.raises(StoreError, match=r"\(schema version 4\) is newer .*: upgrade Knit"):
+    with pytest.raises(StoreError, match=r"\(schema version 5\) is newer .*: upgrade Knit"):
         async with open_database(db_path):
             pass
-    assert rows(db_path, "SELECT version FROM schema_version") == [(4,)]
+    assert rows(db_path, "SELECT version FROM schema_version") == [(5,)]
     assert "alembic_version" not in tables(db_path)
     assert len(db_path.read_bytes()) == len(before)  # (WAL mode set: a header byte differs)
 
@@ -280,10 +280,10 @@ def test_alembic_runs_on_a_url_without_knit_opening_the_database(
     assert rows(path, "SELECT version_num FROM alembic_version") == [("0002",)]
     assert main(["db", "current", "--database-url", str(path)]) == 0
     assert capsys.readouterr().out == (
-        "0002: behind the head 0003 (`knit db upgrade` upgrades it)\n"
+        "0002: behind the head 0004 (`knit db upgrade` upgrades it)\n"
     )
     assert main(["db", "upgrade", "--database-url", str(path)]) == 0
-    assert capsys.readouterr().out == "0002 -> 0003 (head): upgraded\n"
+    assert capsys.readouterr().out == "0002 -> 0004 (head): upgraded\n"
     assert schema_differences(path) == []
 
 

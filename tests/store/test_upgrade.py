@@ -159,8 +159,8 @@ async def test_a_schema_1_database_is_upgraded_without_losing_anything(
         async with store.db.read() as conn:
             version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
             revision = (await conn.execute(text("SELECT * FROM alembic_version"))).scalar()
-        assert version == SCHEMA_VERSION == 3
-        assert revision == migrations.head() == "0003"
+        assert version == SCHEMA_VERSION == 4
+        assert revision == migrations.head() == "0004"
         web = await store.read(deployments.get_deployment, WEB)
         assert (web.name, web.image, web.registry_credentials_id) == ("web", "reg:5000/web:1", "r1")
         assert web.templates == ({"content": "x={{ x }}", "destination": "/etc/x"},)
@@ -315,8 +315,8 @@ async def test_a_schema_2_database_gets_resources_and_strategy(
         async with store.db.read() as conn:
             version = (await conn.execute(text("SELECT version FROM schema_version"))).scalar()
             revision = (await conn.execute(text("SELECT * FROM alembic_version"))).scalar()
-        assert version == SCHEMA_VERSION == 3
-        assert revision == "0003"
+        assert version == SCHEMA_VERSION == 4
+        assert revision == "0004"
         web = await store.read(deployments.get_deployment, WEB)
         assert (web.image, web.version, web.replicas) == ("web:2", 2, 2)
         assert web.resources is None and web.strategy == "spread"

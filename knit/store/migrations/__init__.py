@@ -8,7 +8,7 @@ so no ``alembic.ini`` is needed.
 
 Revisions are named after the integer schema versions Knit wrote before Alembic
 (``schema_version``): ``0001`` is schema 1 (the baseline), ``0002`` schema 2, ``0003``
-schema 3. A database from before Alembic has a ``schema_version`` row and no
+schema 3, ``0004`` schema 4. A database from before Alembic has a ``schema_version`` row and no
 ``alembic_version``: at 2 or 3 it is stamped with that revision, at 1 it runs the baseline,
 which creates only the schema-1 tables the file lacks (early schema-1 releases made fewer),
 then every revision up to the head runs. ``docs/decisions/0022-alembic-migrations.md``
