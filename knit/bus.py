@@ -143,8 +143,9 @@ class Bus:
             raise BusError(f"request on {subject} failed: {type(exc).__name__} {exc}") from exc
         return bytes(reply.data)
 
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> None:
-        """Call ``handler`` for every message on ``subject`` (in queue group ``queue`` if given).
+    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
+        """Call ``handler`` for every message on ``subject`` (in queue group ``queue`` if given)
+        until :meth:`unsubscribe` is given the subscription returned.
 
         The handler runs in nats-py's own task: it should only pass the message to a mailbox.
         An exception in it is logged (subject and type only, never the payload) and counted.
@@ -166,6 +167,18 @@ class Bus:
         except NatsError as exc:
             raise BusError(f"subscribe to {subject} failed: {exc}") from exc
         self._subs.append(sub)
+        return sub
+
+    async def unsubscribe(self, sub: Subscription) -> None:
+        """End a subscription (messages already received are dropped). Runs shielded; a
+        closed connection is not an error."""
+        if sub in self._subs:
+            self._subs.remove(sub)
+        with anyio.CancelScope(shield=True):
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # a closed or broken connection has nothing to end
+                log.debug("unsubscribe from %s: %s", sub.subject, type(exc).__name__)
 
     def pending(self, subject: str) -> int:
         """Messages received on ``subject`` that wait for their handler (read from the

@@ -27,6 +27,7 @@ from knit.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HISTORY_RETENTION,
     DEFAULT_HTTP,
+    DEFAULT_LEASE_TTL,
     DEFAULT_MAX_REPLICAS,
     DEFAULT_MESH_INTERFACE,
     DEFAULT_MESH_PORT,
@@ -36,6 +37,7 @@ from knit.config import (
     AgentConfig,
     ServerConfig,
 )
+from knit.domain.leadership import check_lease_ttl, check_server_id
 from knit.errors import KnitError
 
 
@@ -93,6 +95,26 @@ def non_negative_seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more seconds")
     return value
+
+
+def lease_ttl(text: str) -> float:
+    """``--lease-ttl``: seconds, within the bounds a lease may have (for argparse)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    problem = check_lease_ttl(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return value
+
+
+def server_id(text: str) -> str:
+    """``--server-id``: a name for this server (for argparse)."""
+    problem = check_server_id(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
 
 
 def positive_int(text: str) -> int:
@@ -218,6 +240,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_REPLICAS,
         metavar="N",
         help=f"the most replicas one deployment may ask for (default {DEFAULT_MAX_REPLICAS:,})",
+    )
+
+    server.add_argument(
+        "--server-id",
+        type=server_id,
+        default=None,
+        metavar="NAME",
+        help="this server's name among the servers of its database (default: the host name)",
+    )
+    server.add_argument(
+        "--lease-ttl",
+        type=lease_ttl,
+        default=DEFAULT_LEASE_TTL,
+        metavar="SECONDS",
+        help="how long the leader's lease runs without a renewal (PostgreSQL: several servers "
+        f"on one database; default {DEFAULT_LEASE_TTL:g})",
     )
 
     agent = sub.add_parser("agent", help="run the agent of this host")
@@ -380,6 +418,8 @@ def run(args: argparse.Namespace) -> int:
                 mesh_port=args.mesh_port,
                 mesh_endpoint=args.mesh_endpoint,
                 mesh_interface=args.mesh_interface,
+                lease_ttl=args.lease_ttl,
+                **({"server_id": args.server_id} if args.server_id else {}),
             )
         )
     if args.command == "agent":

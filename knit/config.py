@@ -7,8 +7,11 @@ library only.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from knit.domain.leadership import default_server_id
 
 DEFAULT_HTTP = "127.0.0.1:8080"
 DEFAULT_API = f"http://{DEFAULT_HTTP}"
@@ -16,6 +19,8 @@ DEFAULT_NATS_LISTEN = "127.0.0.1:4222"
 DEFAULT_NODE_TTL = 15.0
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 DEFAULT_HISTORY_RETENTION = 72 * 3600.0
+DEFAULT_LEASE_TTL = 10.0
+"""Seconds a leader's lease runs without a renewal (``knit.domain.leadership``)."""
 """Seconds events and finished tasks are kept (``knit server --history-retention``)."""
 DEFAULT_MESH_PORT = 51820
 """The WireGuard UDP port (``--mesh-port``)."""
@@ -61,6 +66,10 @@ class ServerConfig:
         mesh_endpoint: where nodes reach that port (``HOST:PORT``; None: the host name they
             reached the API with).
         mesh_interface: the server's WireGuard interface.
+        server_id: this server's name among the servers of its database (``--server-id``;
+            default: the host's name).
+        lease_ttl: seconds the leader's lease runs without a renewal (PostgreSQL; a
+            follower takes over this long after the leader died, plus a moment).
     """
 
     http: str = DEFAULT_HTTP
@@ -88,6 +97,8 @@ class ServerConfig:
     mesh_port: int = DEFAULT_MESH_PORT
     mesh_endpoint: str | None = None
     mesh_interface: str = DEFAULT_MESH_INTERFACE
+    server_id: str = field(default_factory=lambda: default_server_id(socket.gethostname()))
+    lease_ttl: float = DEFAULT_LEASE_TTL
 
 
 def server_database_url(data_dir: Path, database_url: str | None = None) -> str:

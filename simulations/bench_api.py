@@ -45,9 +45,11 @@ from knit.api.app import create_app
 from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
+from knit.server.leadership import SoleLeader
 from knit.server.main import tune_runtime
 from knit.server.plane import ServerPlane
 from knit.server.repo import Repo
+from knit.server.term import LeaderTerm
 from knit.store import HeartbeatUpsert, new_id, nodes, open_store
 from knit.store.models import ContainerInstance, Deployment, Event
 
@@ -258,12 +260,19 @@ async def bench(requests: int, concurrency: int, burners: int) -> dict[str, Any]
             started = time.perf_counter()
             deps, node_ids = await fill(repo)
             results["fill_s"] = round(time.perf_counter() - started, 1)
-            ctx = cast(ServerContext, SimpleNamespace(repo=repo, last_heartbeats={}))
+            ctx = cast(
+                ServerContext,
+                SimpleNamespace(
+                    repo=repo, last_heartbeats={}, host_network_nodes=set(), reserved={}
+                ),
+            )
             access = TokenKeeper(store)
             token_file = Path(tmp) / "admin.token"
             await access.ensure_admin_token(token_file)
-            plane = ServerPlane(
-                ctx, cast(Any, None), cast(Any, None), cast(Any, None), BridgeStats(), access
+            plane = ServerPlane(ctx, access, SoleLeader("bench"), BridgeStats())
+            # The leader's view of the nodes (what a follower reads from the store instead).
+            plane.term = LeaderTerm(
+                ctx, cast(Any, None), cast(Any, None), cast(Any, None), plane.bridge
             )
             client = AsgiClient(create_app(plane), token_file.read_text().strip())
             kinds = calls(plane, client, deps, node_ids)

@@ -30,6 +30,7 @@ from pathlib import Path
 import anyio
 import httpx
 from anyio.abc import TaskGroup, TaskStatus
+from nats.aio.subscription import Subscription
 
 from knit.agent.context import AgentContext
 from knit.agent.files import TemplateFiles
@@ -127,7 +128,7 @@ class GatedBus(Bus):
             raise BusError(f"publish to {subject} failed: partitioned")
         await super().publish(subject, payload, headers)
 
-    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> None:
+    async def subscribe(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
         """Subscribe; messages are dropped while cut off."""
         gate = self.gate
 
@@ -135,7 +136,7 @@ class GatedBus(Bus):
             if not gate.closed:
                 await handler(payload, reply, headers)
 
-        await super().subscribe(subject, gated, queue=queue)
+        return await super().subscribe(subject, gated, queue=queue)
 
     async def unsubscribe_all(self) -> None:
         """Drop this agent's subscriptions (a shared connection stays)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ class BridgeStats:
     """Messages not proved to come from the node they name (or speaking for another)."""
 
 
+@asynccontextmanager
 async def open_bridge(
     bus: Bus,
     system: ActorSystem,
@@ -50,16 +52,17 @@ async def open_bridge(
     repo: Repo,
     *,
     on_mesh_endpoint: Callable[[str, str | None], None] | None = None,
-) -> BridgeStats:
-    """Subscribe the server's subjects; returns live counters.
+    stats: BridgeStats | None = None,
+) -> AsyncIterator[BridgeStats]:
+    """Subscribe the server's subjects for the block (a leader's term); yields live counters.
 
     Heartbeats go straight to the NodeActor of their node (``node/{id}``), or to the
     NodeDirectory for a node it has no actor for yet; statuses go straight to the
     DeploymentActor that runs their task (``task_owners``). A status for a task nobody runs
     any more (it ended, or the server restarted) is dropped: the agent's heartbeat report
-    carries the same truth.
+    carries the same truth. ``stats``: counters to add to (kept across a server's terms).
     """
-    stats = BridgeStats()
+    stats = stats if stats is not None else BridgeStats()
 
     def refuse(node_id: str | None, kind: str, why: str) -> None:
         stats.refused += 1
@@ -122,6 +125,12 @@ async def open_bridge(
         except ActorError:  # its deployment is gone or restarting
             stats.late_statuses += 1
 
-    await bus.subscribe(subjects.HEARTBEAT, on_heartbeat)
-    await bus.subscribe(subjects.TASK_STATUS, on_status)
-    return stats
+    heartbeats = await bus.subscribe(subjects.HEARTBEAT, on_heartbeat)
+    try:
+        statuses = await bus.subscribe(subjects.TASK_STATUS, on_status)
+        try:
+            yield stats
+        finally:
+            await bus.unsubscribe(statuses)
+    finally:
+        await bus.unsubscribe(heartbeats)

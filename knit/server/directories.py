@@ -165,11 +165,15 @@ class DeploymentDirectory(Actor[DirectoryMessage]):
         if isinstance(message, DeploymentUpdated):
             return await self.route_update(message)
         if isinstance(message, DeleteDeployment):
+            ref = self.actors.get(message.deployment_id)
+            if message.stored:
+                if ref is not None:
+                    await ref.tell(message)
+                return None
             try:
                 record = await self.ctx.repo.mark_deployment_deleted(message.deployment_id)
             except KnitError as exc:
                 return exc
-            ref = self.actors.get(message.deployment_id)
             if ref is not None:
                 await ref.tell(message)
             return deployment_json(record)

@@ -22,27 +22,28 @@ from pathlib import Path
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from actors import open_actor_system
+from knit import __version__
 from knit.api.app import create_app
 from knit.bus import Bus, BusCredentials, connect_bus
 from knit.config import ServerConfig, server_database_url
+from knit.domain.leadership import LeaseTiming
 from knit.domain.mesh import parse_cidr
 from knit.errors import KnitError
 from knit.mesh import WireGuardInterface
 from knit.natsd import EmbeddedNats, parse_listen, wait_for_port
 from knit.secrets import SecretBox
 from knit.server.access import TokenKeeper
-from knit.server.bridge import open_bridge
+from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
-from knit.server.directories import DeploymentDirectory, NodeDirectory
-from knit.server.history import keep_history
+from knit.server.leadership import Elector, Leadership, SoleLeader, Term
 from knit.server.logs import LogHub
 from knit.server.membership import Membership, load_trust
 from knit.server.mesh import MeshConfig, MeshCoordinator, server_mesh_key
+from knit.server.notices import Notices
 from knit.server.plane import ServerPlane
 from knit.server.repo import Repo, open_repo
-from knit.server.scheduler import Scheduler
 from knit.server.tasks import TaskTiming
+from knit.server.term import open_term
 from knit.server.trust import BusTrust
 from knit.store import mesh as mesh_store
 
@@ -201,66 +202,75 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             )
             ctx.metrics.gc.install()
             stack.callback(ctx.metrics.gc.uninstall)
-            async with open_actor_system("server") as system, anyio.create_task_group() as tg:
-                ctx._scheduler = await system.spawn(
-                    lambda: Scheduler(ctx.reserved), name="scheduler", mailbox_size=8192
-                )
-                deployments_sup = await system.spawn_supervisor("deployments", max_restarts=100)
-                nodes_sup = await system.spawn_supervisor("nodes", max_restarts=1000)
-                # Nodes first: the Scheduler then knows every healthy node before a deployment
-                # asks it to place anything (a NodeActor tells its deployments nothing until a
-                # heartbeat arrives or its deadline passes, both later than this).
-                nodes = await system.spawn(
-                    lambda: NodeDirectory(ctx, nodes_sup), name="nodes", mailbox_size=16384
-                )
-                deployments = await system.spawn(
-                    lambda: DeploymentDirectory(ctx, deployments_sup),
-                    name="deployments",
-                    mailbox_size=16384,
-                )
-                ctx._deployments = deployments
-                bridge = await open_bridge(
-                    bus,
-                    system,
-                    nodes,
-                    ctx.task_owners,
-                    trust,
-                    repo,
+            shared = repo.store.db.dialect_name != "sqlite"
+            leadership = leadership_of(config, repo, shared=shared)
+            bridge = BridgeStats()
+            logs = LogHub(bus, trust)
+            ctx.node_down_listeners.append(logs.node_down)
+            plane = ServerPlane(ctx, access, leadership, bridge, logs=logs)
+            plane.notices = Notices(
+                bus, config.server_id, lambda: plane.term, plane.take_notice, alone=not shared
+            )
+            plane.membership = Membership(
+                repo,
+                trust,
+                plane.node_changed,
+                embedded,
+                config.nats_advertise or ([embedded.url] if embedded else bus.url.split(",")),
+                issue_credentials=embedded is not None,
+                mesh=mesh,
+            )
+
+            async def lead(
+                term: Term, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+            ) -> None:
+                async with open_term(
+                    term,
+                    ctx,
+                    database_url(config),
+                    fenced=shared,
+                    history_retention=config.history_retention,
+                    bridge_stats=bridge,
                     on_mesh_endpoint=mesh.observe_endpoint if mesh is not None else None,
-                )
-                membership = Membership(
-                    repo,
-                    trust,
-                    nodes,
-                    embedded,
-                    config.nats_advertise or ([embedded.url] if embedded else bus.url.split(",")),
-                    issue_credentials=embedded is not None,
-                    mesh=mesh,
-                )
+                ) as running:
+                    plane.term = running
+                    try:
+                        task_status.started()
+                        await anyio.sleep_forever()
+                    finally:
+                        plane.term = None
+
+            async with anyio.create_task_group() as tg:
                 if mesh is not None:
                     tg.start_soon(mesh.run, bus)
-                logs = LogHub(bus, trust)
                 await tg.start(logs.run)
-                ctx.node_down_listeners.append(logs.node_down)
-                plane = ServerPlane(
-                    ctx,
-                    system,
-                    nodes,
-                    deployments,
-                    bridge,
-                    access,
-                    membership=membership,
-                    logs=logs,
-                )
+                await tg.start(plane.notices.run)
+                if not shared:
+                    # One server: its actors run before the API answers (as they always did).
+                    await tg.start(leadership.run, lead)
                 url = await tg.start(serve_http, plane, config.http, tls)
-                if config.history_retention > 0:
-                    tg.start_soon(keep_history, repo, config.history_retention)
-                log.info("knit server ready: API %s, NATS %s", url, bus.url)
+                leadership.api_url = url
+                if shared:
+                    await tg.start(leadership.run, lead)
+                log.info("knit server %s ready: API %s, NATS %s", config.server_id, url, bus.url)
                 task_status.started(url)
                 await anyio.sleep_forever()
     finally:
         if embedded is not None:
             embedded.release()
+
+
+def leadership_of(config: ServerConfig, repo: Repo, *, shared: bool) -> Leadership:
+    """Who leads: on a database several servers may share (PostgreSQL), the one holding
+    the leader lease (an ``Elector``); on SQLite, this server alone."""
+    if not shared:
+        return SoleLeader(config.server_id, version=__version__)
+    return Elector(
+        repo.store.db.lease_engine(),
+        config.server_id,
+        LeaseTiming(config.lease_ttl),
+        version=__version__,
+    )
 
 
 async def open_mesh(

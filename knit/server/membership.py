@@ -22,18 +22,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from actors import ActorRef
 from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.errors import Conflict, KnitError
 from knit.ids import new_id
 from knit.natsd import EmbeddedNats
 from knit.secrets import SecretBox
 from knit.server.mesh import MeshCoordinator
-from knit.server.messages import RemoveNode
 from knit.server.records import iso
 from knit.server.repo import Repo
 from knit.server.trust import BusTrust
@@ -41,6 +39,7 @@ from knit.store import trust as trust_store
 from knit.store.ops import Op
 from knit.store.trust import NodeKeyRecord
 from knit.trust.keys import ServerKeys
+from knit.wire.servers import NoticeKind
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,17 @@ async def load_trust(repo: Repo, secrets: SecretBox, *, insecure: bool) -> BusTr
     pins = await store.read(trust_store.all_node_keys)
     revoked = await store.read(trust_store.revocations)
     return BusTrust(keys, pins, revoked, insecure=insecure)
+
+
+async def reload_pins(repo: Repo, trust: BusTrust) -> None:
+    """Refresh ``trust``'s pins and revocations from the store (another server admitted or
+    removed a node).
+
+    Raises:
+        StoreError: the store failed.
+    """
+    pins = await repo.store.read(trust_store.all_node_keys)
+    trust.refresh(pins, await repo.store.read(trust_store.revocations))
 
 
 def without_userinfo(url: str) -> str:
@@ -96,7 +106,9 @@ class Membership:
     Args:
         repo: the store.
         trust: the bus's trust, updated here.
-        nodes: the NodeDirectory (removal stops the node's actor through it).
+        changed: told the id of a node once it joined (``NoticeKind.NODE_JOINED``) or was
+            removed (``NODE_REMOVED``): the leader's NodeDirectory forgets a removed node
+            (its actor stops), other servers of the database refresh their pins.
         nats: the embedded nats-server to reload on removal (None: an external NATS,
             whose operator revokes credentials there).
         nats_urls: where nodes reach NATS (``--nats-advertise``, or the server's own URL).
@@ -108,7 +120,7 @@ class Membership:
         self,
         repo: Repo,
         trust: BusTrust,
-        nodes: ActorRef[Any],
+        changed: Callable[[NoticeKind, str], Awaitable[object]],
         nats: EmbeddedNats | None,
         nats_urls: Sequence[str],
         *,
@@ -117,7 +129,7 @@ class Membership:
     ) -> None:
         self.repo = repo
         self.trust = trust
-        self.nodes = nodes
+        self.changed = changed
         self.nats = nats
         self.nats_urls = list(nats_urls)
         self.issue_credentials = issue_credentials
@@ -170,6 +182,7 @@ class Membership:
             node_id=record.node_id,
         )
         log.info("node %s (%s) joined", record.node_id, request.hostname)
+        await self.changed(NoticeKind.NODE_JOINED, record.node_id)
         jwt = None
         if self.issue_credentials and not self.trust.insecure:
             jwt = self.trust.node_jwt(record.node_id, record.nats_key)
@@ -211,8 +224,8 @@ class Membership:
         at = time.time()
         # Memory first: from here on nothing of the node's is believed.
         self.trust.forget(node_id, pin.nats_key if pin is not None else None, at)
-        await self.nodes.ask(RemoveNode(node_id), timeout=15)
         removed = await self.repo.store.write(trust_store.remove_node(node_id, at))
+        await self.changed(NoticeKind.NODE_REMOVED, node_id)
         if self.mesh is not None:
             await self.mesh.removed(node_id)
         if removed is not None and self.nats is not None and not self.trust.insecure:

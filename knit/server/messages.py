@@ -139,9 +139,14 @@ class DeploymentUpdated:
 
 @dataclass(frozen=True, slots=True)
 class DeleteDeployment:
-    """Delete a deployment: stop its containers, then forget it. Answers its JSON."""
+    """Delete a deployment: stop its containers, then forget it. Answers its JSON.
+
+    ``stored``: another server marked it deleted in the store already (the directory only
+    tells its actor).
+    """
 
     deployment_id: str
+    stored: bool = False
 
 
 @dataclass(frozen=True, slots=True)

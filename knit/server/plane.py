@@ -1,8 +1,10 @@
 """The control plane as the API sees it: reads from the store, writes through the actors.
 
 Layer: server. Implements ``knit.api.ports.ControlPlane``. Reads go to the store (the
-truth); commands that change what runs go to the directory actors, which serialise them.
-Errors come back from actors as values (an actor never crashes on a user's mistake).
+truth); commands that change what runs are stored, then go to the leader's directory
+actors, which serialise them: here while this server leads (``term``), else as a notice
+to the leader over the bus (``knit.server.notices``; decision 0024). Errors come back from
+actors as values (an actor never crashes on a user's mistake).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Any
 
 import anyio
 
-from actors import ActorRef, ActorSystem
 from knit.api.ports import JSONDict
 from knit.domain.auth import Principal
 from knit.domain.join import BusCredentialSpec, JoinRequest
@@ -37,18 +38,23 @@ from knit.errors import Invalid, KnitError, NotFound, ValidationError
 from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
+from knit.server.leadership import Leadership
 from knit.server.logs import LogHub
-from knit.server.membership import Membership
+from knit.server.membership import Membership, reload_pins
 from knit.server.messages import (
     DeleteDeployment,
     DeploymentCreated,
     DeploymentUpdated,
     SetEligible,
 )
+from knit.server.notices import Notices
 from knit.server.prometheus import server_registry
 from knit.server.records import NodeState
 from knit.server.repo import deployment_json, version_json
+from knit.server.term import LeaderTerm
+from knit.store import nodes as node_store
 from knit.store.records import DeploymentRecord
+from knit.wire.servers import NoticeKind, ServerNotice
 
 STARTED_AT = time.time()
 SYNTAX_CHECKS = 1
@@ -64,24 +70,24 @@ class ServerPlane:
     def __init__(
         self,
         ctx: ServerContext,
-        system: ActorSystem,
-        nodes: ActorRef[Any],
-        deployments: ActorRef[Any],
-        bridge: BridgeStats,
         access: TokenKeeper,
+        leadership: Leadership,
+        bridge: BridgeStats,
         *,
         membership: Membership | None = None,
         logs: LogHub | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self.ctx = ctx
         self.logs = logs
         self.access = access
         self.membership = membership
+        self.leadership = leadership
+        self.notices = notices
         self.repo = ctx.repo
-        self.system = system
-        self.nodes = nodes
-        self.deployments = deployments
         self.bridge = bridge
+        self.term: LeaderTerm | None = None
+        """The leader's actors while this server leads (None: it follows)."""
         self._actors: JSONDict | None = None
         self._actors_at = 0.0
         self._references: tuple[dict[str, str], dict[str, str]] | None = None
@@ -100,22 +106,34 @@ class ServerPlane:
 
     # nodes
     async def list_nodes(self) -> list[JSONDict]:
-        return [self._fresh(n).to_json() for n in await self.repo.all_nodes()]
+        reserved = await self._reserved()
+        return [self._fresh(n, reserved).to_json() for n in await self.repo.all_nodes()]
 
     async def get_node(self, node_id: str) -> JSONDict:
         node = await self.repo.get_node(node_id)
         if node is None:
             raise NotFound("node", node_id)
-        return self._fresh(node).to_json()
+        return self._fresh(node, await self._reserved()).to_json()
 
-    def _fresh(self, node: NodeState) -> NodeState:
-        """The node with its last heartbeat as the NodeActor heard it (the store's copy is
-        written now and then), and what its heartbeats say it allows (held in memory)."""
-        heard = self.ctx.last_heartbeats.get(node.id)
-        if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
-            node.last_heartbeat = heard
-        node.allow_host_network = node.id in self.ctx.host_network_nodes
-        node.reserved_cpus, node.reserved_memory_bytes = self.ctx.reserved.get(node.id, (0.0, 0))
+    async def _reserved(self) -> Mapping[str, tuple[float, int]]:
+        """What each node's instances reserve: the leader's Scheduler knows; a follower
+        sums the store's instances."""
+        term = self.term
+        if term is not None:
+            return term.ctx.reserved
+        return await self.repo.reserved_by_node()
+
+    def _fresh(self, node: NodeState, reserved: Mapping[str, tuple[float, int]]) -> NodeState:
+        """The node with its last heartbeat as the leader's NodeActor heard it (the store's
+        copy is written now and then), what its heartbeats say it allows (held in the
+        leader's memory; a follower does not know) and what its instances reserve."""
+        term = self.term
+        if term is not None:
+            heard = term.ctx.last_heartbeats.get(node.id)
+            if heard is not None and (node.last_heartbeat is None or heard > node.last_heartbeat):
+                node.last_heartbeat = heard
+            node.allow_host_network = node.id in term.ctx.host_network_nodes
+        node.reserved_cpus, node.reserved_memory_bytes = reserved.get(node.id, (0.0, 0))
         mesh = self.membership.mesh if self.membership is not None else None
         if mesh is not None:
             node.address = mesh.address_of(node.id) or node.address
@@ -160,15 +178,54 @@ class ServerPlane:
         return await self.membership.remove(node_id)
 
     async def set_node_eligible(self, node_id: str, eligible: bool) -> JSONDict:
-        result = await self.nodes.ask((node_id, SetEligible(eligible)), timeout=15)
-        if result is None:
+        """Drain or un-drain: by the node's actor on the leader; on a follower stored here,
+        then told to the leader.
+
+        Raises:
+            NotFound: no such node.
+        """
+        term = self.term
+        if term is not None:
+            result = await term.nodes.ask((node_id, SetEligible(eligible)), timeout=15)
+            if result is None:
+                raise NotFound("node", node_id)
+            return dict(self._raise_if_error(result))
+        if await self.repo.get_node(node_id) is None:
             raise NotFound("node", node_id)
-        return dict(self._raise_if_error(result))
+        await self.repo.store.write(node_store.set_eligible(node_id, eligible))
+        await self._tell(NoticeKind.NODE_ELIGIBLE, node_id, eligible=eligible)
+        return await self.get_node(node_id)
+
+    async def _tell(
+        self, kind: NoticeKind, target: str | None = None, *, eligible: bool | None = None
+    ) -> Mapping[str, Any] | None:
+        """Make a stored change known to the leader and the other servers; the rollout
+        the leader answered for an update (None: none, or no leader answered)."""
+        if self.notices is None:
+            return None
+        reply = await self.notices.tell(kind, target, eligible=eligible)
+        return None if reply is None else reply.rollout
+
+    async def node_changed(self, kind: NoticeKind, node_id: str) -> None:
+        """A node joined or was removed here (``Membership``): tell the leader and the
+        other servers (their pins)."""
+        await self._tell(kind, node_id)
+
+    async def take_notice(self, notice: ServerNotice) -> None:
+        """Another server changed what this one keeps in memory: read it again."""
+        if notice.kind is NoticeKind.TOKENS:
+            await self.access.load()
+        elif notice.kind is NoticeKind.REFERENCES:
+            self._forget_references()
+        elif notice.kind in (NoticeKind.NODE_JOINED, NoticeKind.NODE_REMOVED):
+            await reload_pins(self.repo, self.ctx.trust)
 
     # registries
     async def create_registry(self, spec: RegistryCredentialsSpec) -> JSONDict:
         self._forget_references()
-        return await self.repo.create_credentials(spec, self.ctx.secrets)
+        created = await self.repo.create_credentials(spec, self.ctx.secrets)
+        await self._tell(NoticeKind.REFERENCES)
+        return created
 
     async def list_registries(self) -> list[JSONDict]:
         return await self.repo.list_credentials()
@@ -179,11 +236,14 @@ class ServerPlane:
             await self.repo.delete_credentials(registry_id)
         finally:
             self._forget_references()
+        await self._tell(NoticeKind.REFERENCES)
 
     # networks
     async def create_network(self, spec: NetworkSpec) -> JSONDict:
         self._forget_references()
-        return await self.repo.create_network(spec)
+        created = await self.repo.create_network(spec)
+        await self._tell(NoticeKind.REFERENCES)
+        return created
 
     async def list_networks(self) -> list[JSONDict]:
         return await self.repo.list_networks()
@@ -194,6 +254,7 @@ class ServerPlane:
             await self.repo.delete_network(network_id)
         finally:
             self._forget_references()
+        await self._tell(NoticeKind.REFERENCES)
 
     def _forget_references(self) -> None:
         self._references = None
@@ -205,7 +266,8 @@ class ServerPlane:
 
         Kept in memory between changes: this plane makes every change to them, and each
         forgets the copy (before and after its write: a read racing the write cannot keep
-        a stale one). Reading both tables on every ``POST /deployments`` was a third of
+        a stale one); another server's change is told (``take_notice``). Reading both
+        tables on every ``POST /deployments`` was a third of
         the reads while 10,000 deployments were created.
         """
         cached = self._references
@@ -245,7 +307,11 @@ class ServerPlane:
         # Stored here, not by the DeploymentDirectory: the writer checks the name in its
         # transaction, and creations wait for their commits side by side, not in a queue.
         record = await self.repo.insert_deployment(spec, self.ctx.secrets)
-        await self.deployments.ask(DeploymentCreated(record.id, record), timeout=30)
+        term = self.term
+        if term is not None:
+            await term.deployments.ask(DeploymentCreated(record.id, record), timeout=30)
+        else:
+            await self._tell(NoticeKind.DEPLOYMENT_CREATED, record.id)
         return deployment_json(record)
 
     async def update_deployment(self, deployment_id: str, spec: DeploymentSpec) -> JSONDict:
@@ -308,8 +374,12 @@ class ServerPlane:
         """Tell the deployment's actor; ``record`` with the rollout the change started."""
         # The secret variables may have changed with the version: the cached ciphertext goes
         # before the actor hears of it (it builds the new version's tasks from the store).
-        self.ctx.forget_secret_env(record.id)
-        rollout = await self.deployments.ask(DeploymentUpdated(record.id, record), timeout=30)
+        term = self.term
+        if term is not None:
+            term.ctx.forget_secret_env(record.id)
+            rollout = await term.deployments.ask(DeploymentUpdated(record.id, record), timeout=30)
+        else:
+            rollout = await self._tell(NoticeKind.DEPLOYMENT_UPDATED, record.id)
         if isinstance(rollout, Mapping):
             return dataclasses.replace(record, rollout=rollout)
         return record
@@ -321,9 +391,14 @@ class ServerPlane:
         return await self.repo.deployment_json(deployment_id)
 
     async def delete_deployment(self, deployment_id: str) -> JSONDict:
-        result = await self.deployments.ask(DeleteDeployment(deployment_id), timeout=30)
-        self.ctx.forget_secret_env(deployment_id)
-        return dict(self._raise_if_error(result))
+        term = self.term
+        if term is not None:
+            result = await term.deployments.ask(DeleteDeployment(deployment_id), timeout=30)
+            term.ctx.forget_secret_env(deployment_id)
+            return dict(self._raise_if_error(result))
+        record = await self.repo.mark_deployment_deleted(deployment_id)
+        await self._tell(NoticeKind.DEPLOYMENT_DELETED, deployment_id)
+        return deployment_json(record)
 
     # instances and events
     async def list_instances(self) -> list[JSONDict]:
@@ -380,13 +455,16 @@ class ServerPlane:
         return self.access.principal(token_id)
 
     async def create_token(self, spec: TokenSpec) -> JSONDict:
-        return await self.access.create_token(spec)
+        created = await self.access.create_token(spec)
+        await self._tell(NoticeKind.TOKENS)
+        return created
 
     async def list_tokens(self) -> list[JSONDict]:
         return await self.access.list_tokens()
 
     async def delete_token(self, token_id: str) -> None:
         await self.access.delete_token(token_id)
+        await self._tell(NoticeKind.TOKENS)
 
     async def create_join_token(self, spec: JoinTokenSpec) -> JSONDict:
         return await self.access.create_join_token(spec)
@@ -406,27 +484,39 @@ class ServerPlane:
         """
         return await self.access.consume_join_token(secret)
 
+    async def list_servers(self) -> list[JSONDict]:
+        """``GET /servers``: the servers of this database, as this one last read them."""
+        return self.leadership.servers_json()
+
     def status(self) -> JSONDict:
-        """The server's counters; the ``actors`` part is at most ``ACTORS_EVERY`` s old."""
+        """The server's counters; the ``actors`` part is at most ``ACTORS_EVERY`` s old.
+        ``server``: this one (``id``, ``role``); ``leader``: who leads and since when."""
         now = time.monotonic()
         if self._actors is None or now - self._actors_at >= ACTORS_EVERY:
             self._actors, self._actors_at = self._actors_json(), now
+        term = self.term
+        writer = (term.ctx.repo if term is not None else self.repo).store.writer
+        leadership = self.leadership
         return {
+            "server": {
+                "id": leadership.server_id,
+                "role": str(leadership.role),
+                "terms": leadership.terms,
+            },
+            "leader": leadership.leader_json(),
             "uptime_s": round(time.time() - STARTED_AT, 1),
             "bus": {"connected": self.ctx.bus.connected, **vars(self.ctx.bus.stats)},
             "bridge": vars(self.bridge),
             **self.ctx.metrics.to_json(),
-            "store_writer": {
-                "queued": self.repo.store.writer.queued,
-                **vars(self.repo.store.writer.stats),
-            },
+            "store_writer": {"queued": writer.queued, **vars(writer.stats)},
             "actors": self._actors,
         }
 
     def _actors_json(self) -> JSONDict:
         # O(actors): with 100,000 task actors in flight this took a tenth of a second, too
         # much to pay on every poll of a monitor.
-        actors = self.system.snapshot()
+        term = self.term
+        actors = term.system.snapshot() if term is not None else []
         busiest = heapq.nlargest(10, actors, key=lambda a: a.mailbox_depth)
         restarted = [a for a in actors if a.restarts][:50]
         return {

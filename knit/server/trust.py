@@ -94,6 +94,15 @@ class BusTrust:
         if nats_key is not None:
             self.revoked[nats_key] = at
 
+    def refresh(self, pins: Iterable[NodeKeyRecord], revoked: Mapping[str, float]) -> None:
+        """Take the pins and revocations as stored (another server of the database admitted
+        or removed a node)."""
+        fresh = {p.node_id: p for p in pins}
+        for node_id in self.pins.keys() - fresh.keys():
+            self._links.pop(node_id, None)
+        self.pins = fresh
+        self.revoked = dict(revoked)
+
     def pinned_key(self, node_id: str) -> str | None:
         """The X25519 public key pinned for ``node_id`` at its join (None: not joined)."""
         pin = self.pins.get(node_id)

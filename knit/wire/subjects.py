@@ -12,6 +12,7 @@ Layer: wire. Pure: standard library only. Nothing else in Knit spells a subject.
 | ``knit.mesh.sync``       | agent → server       | ``MeshSync``: publish the membership again |
 | ``knit.logs.to.{node_id}``   | server → one agent | ``LogOpen``, ``LogCredit``, ``LogClose`` |
 | ``knit.logs.from.{node_id}`` | one agent → server | ``LogChunk``, ``LogEnd`` |
+| ``knit.servers.notices``     | server → servers   | ``ServerNotice`` (the leader replies) |
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ LOGS_FROM_PREFIX = "knit.logs.from"
 
 LOGS_FROM_ANY = f"{LOGS_FROM_PREFIX}.*"
 """What the server subscribes to for every node's log streams."""
+
+SERVER_NOTICES = "knit.servers.notices"
+"""Servers of one database tell each other what they changed in it; the leader answers."""
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 

@@ -24,9 +24,11 @@ from knit.secrets import SecretBox
 from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
+from knit.server.leadership import SoleLeader
 from knit.server.messages import DeploymentUpdated
 from knit.server.plane import ServerPlane
 from knit.server.repo import Repo, open_repo
+from knit.server.term import LeaderTerm
 from knit.server.trust import BusTrust
 from knit.store import InstanceRecord, deployments, instances, networks, versions
 
@@ -100,7 +102,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
             max_replicas=MAX_REPLICAS,
         )
         access = TokenKeeper(repo.store)
-        plane = ServerPlane(ctx, system, directory, directory, BridgeStats(), access)
+        plane = ServerPlane(ctx, access, SoleLeader("test"), BridgeStats())
+        plane.term = LeaderTerm(ctx, system, directory, directory, plane.bridge)
         api = Api(create_app(plane).test_client(), repo, ctx, told)
         for role in Role:
             made = await access.create_token(TokenSpec(name=role.value, role=role))
