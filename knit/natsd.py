@@ -16,6 +16,7 @@ server killed with SIGKILL does not leave a nats-server holding the port.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -104,22 +105,49 @@ class NatsAuth:
     accounts: Mapping[str, str] = field(default_factory=dict)
 
 
+def render_auth(auth: NatsAuth, resolver_dir: str | None = None) -> str:
+    """The part of a nats-server configuration that says whom it trusts (operator mode).
+
+    Args:
+        auth: the operator, the system account and the accounts' JWTs.
+        resolver_dir: None keeps the accounts in memory (``resolver: MEMORY``: a change
+            needs a new configuration and a reload); a folder gives the *full* resolver,
+            which stores the accounts' JWTs there and takes updates signed by the operator
+            at run time (``$SYS.REQ.CLAIMS.UPDATE``), passing them on to the other members
+            of a NATS cluster (``knit nats-config``, docs/nats-cluster.md).
+    """
+    if resolver_dir is None:
+        resolver = ["resolver: MEMORY"]
+    else:
+        # allow_delete false: nobody, not even the operator, can drop an account at run time.
+        resolver = [
+            "resolver: {",
+            "  type: full",
+            f"  dir: {json.dumps(resolver_dir)}",
+            "  allow_delete: false",
+            '  interval: "2m"',
+            "}",
+        ]
+    lines = [
+        f"operator: {auth.operator_jwt}",
+        f"system_account: {auth.system_account}",
+        *resolver,
+        "resolver_preload: {",
+        *(f"  {account}: {jwt}" for account, jwt in auth.accounts.items()),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_config(host: str, port: int, auth: NatsAuth | None) -> str:
-    """The nats-server configuration: where it listens and whom it trusts.
+    """The embedded nats-server's configuration: where it listens and whom it trusts
+    (:func:`render_auth`, accounts in memory).
 
     ``None`` gives an open server (``knit server --insecure-bus``).
     """
     lines = [f'listen: "{host}:{port}"', "max_payload: 8MB", 'server_name: "knit"']
-    if auth is not None:
-        lines += [
-            f"operator: {auth.operator_jwt}",
-            f"system_account: {auth.system_account}",
-            "resolver: MEMORY",
-            "resolver_preload: {",
-            *(f"  {account}: {jwt}" for account, jwt in auth.accounts.items()),
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text if auth is None else text + render_auth(auth)
 
 
 RELEASE_WAIT = 10.0
