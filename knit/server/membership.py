@@ -200,7 +200,7 @@ class Membership:
         }
 
     def bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> dict[str, Any]:
-        """Credentials for a tool on the embedded bus (see ``BusCredentialSpec``).
+        """Credentials for a tool on Knit's closed bus (see ``BusCredentialSpec``).
 
         Raises:
             Conflict: Knit does not run the bus (an external NATS, or an open one).
