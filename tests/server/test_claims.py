@@ -138,6 +138,33 @@ async def test_a_memory_resolver_does_not_take_updates_and_says_so(
         cluster.stop()
 
 
+@pytest.mark.anyio
+async def test_with_a_memory_resolver_a_new_configuration_and_a_reload_revoke(
+    nats_server_binary: str, tmp_path: Path, trust: BusTrust
+) -> None:
+    # The documented fallback: `knit nats-config --resolver memory` again, then a reload.
+    # (nats-server refuses to reload a changed operator: it must come out the same.)
+    creds, key = node_credentials(trust, "node-a")
+    cluster = NatsCluster(nats_server_binary, tmp_path, render_auth(trust.nats_auth()), size=1)
+    cluster.start()
+    refused = anyio.Event()
+    try:
+        [member] = cluster.members
+        node = await connect_bus(
+            member.url, name="node-a", credentials=creds, on_refused=lambda _: refused.set()
+        )
+        try:
+            trust.forget("node-a", key.public_key, at=time.time())
+            member.reload(render_auth(BusTrust(trust.keys, revoked=trust.revoked).nats_auth()))
+            with anyio.fail_after(5):
+                await refused.wait()
+        finally:
+            await node.close()
+        assert "Reloaded server configuration" in member.log.read_text()
+    finally:
+        cluster.stop()
+
+
 def test_a_resolvers_answer_is_accepted_only_with_code_200() -> None:
     check_reply("A1", b'{"data": {"account": "A1", "code": 200, "message": "jwt updated"}}')
     with pytest.raises(KnitError, match="500 jwt validation failed"):

@@ -3,6 +3,7 @@ alone (``NatsServer``), or a routed cluster of several (``NatsCluster``)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -130,6 +131,13 @@ class NatsClusterMember(NatsServer):
         wait_until(
             self._greets, timeout=timeout, what=self.name, process=self._process, log=self.log
         )
+
+    def reload(self, include: str) -> None:
+        """Replace its ``knit-auth.conf`` with ``include`` and have it reload (SIGHUP), as
+        ``nats-server --signal reload`` does."""
+        (self.folder / "knit-auth.conf").write_text(include)
+        assert self._process is not None, f"{self.name} is not running"
+        self._process.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """SIGKILL it (no goodbye to its clients or routes) and reap it."""
