@@ -23,6 +23,7 @@ from knit.commands import (
 )
 from knit.commands.database import add_db_command
 from knit.commands.logs import add_logs_command
+from knit.commands.nats_config import add_nats_config_command
 from knit.config import (
     DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_HISTORY_RETENTION,
@@ -207,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a NATS .creds file to connect to an external NATS (--nats) with",
     )
     server.add_argument(
+        "--nats-operator-auth",
+        action="store_true",
+        help="the external NATS (--nats) runs Knit's operator-mode auth (`knit nats-config`): "
+        "connect with the server's own credentials and issue nodes theirs at join",
+    )
+    server.add_argument(
         "--nats-advertise",
         action="append",
         default=[],
@@ -343,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_access_commands(sub)
     add_logs_command(sub)
     add_db_command(sub)
+    add_nats_config_command(sub)
     return parser
 
 
@@ -410,6 +418,7 @@ def run(args: argparse.Namespace) -> int:
                 history_retention=args.history_retention,
                 insecure_bus=args.insecure_bus,
                 nats_creds=args.nats_creds,
+                nats_operator_auth=args.nats_operator_auth,
                 nats_advertise=tuple(args.nats_advertise),
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
@@ -463,6 +472,10 @@ def run(args: argparse.Namespace) -> int:
         from knit.commands.database import run_db
 
         return run_db(args)
+    if args.command == "nats-config":
+        from knit.commands.nats_config import run_nats_config
+
+        return run_nats_config(args)
     return run_client_command(args)
 
 

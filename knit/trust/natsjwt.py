@@ -60,15 +60,16 @@ def encode_jwt(
     nats: Mapping[str, Any],
     *,
     expires: int | None = None,
+    issued_at: int | None = None,
 ) -> str:
     """Sign claims about ``subject`` (an nkey's text) by ``issuer``, valid until ``expires``
-    (a Unix time; None: for ever).
+    (a Unix time; None: for ever), issued at ``issued_at`` (None: now).
 
     ``jti`` is the SHA-512/256 of the claims without it, as the reference library makes it.
     """
     claims: dict[str, Any] = {
         "jti": "",
-        "iat": int(time.time()),
+        "iat": int(time.time()) if issued_at is None else issued_at,
         "iss": issuer.public_key,
         "name": name,
         "sub": subject,
@@ -99,13 +100,21 @@ def decode_jwt(token: str, issuer_kind: KeyKind = KeyKind.ACCOUNT) -> dict[str, 
     return claims
 
 
+OPERATOR_ISSUED_AT = 1_735_689_600
+"""The ``iat`` of every operator JWT (2025-01-01): the same keys always give the same JWT.
+A nats-server refuses to reload a configuration whose operator JWT changed, and one
+generated again (``knit nats-config``, a server's restart) must not count as changed."""
+
+
 def operator_jwt(operator: NKey, system_account: str) -> str:
-    """The self-signed operator JWT, naming the system account."""
+    """The self-signed operator JWT, naming the system account (the same for the same keys:
+    ``OPERATOR_ISSUED_AT``, and Ed25519 signatures are deterministic)."""
     return encode_jwt(
         operator,
         operator.public_key,
         "knit",
         {"type": "operator", "version": 2, "system_account": system_account},
+        issued_at=OPERATOR_ISSUED_AT,
     )
 
 
@@ -194,6 +203,7 @@ def user_jwt(
 
 
 __all__ = [
+    "OPERATOR_ISSUED_AT",
     "UNLIMITED",
     "account_jwt",
     "decode_jwt",

@@ -13,8 +13,8 @@ from knit.natsd import free_port
 __all__ = ["free_port", "spawn", "stop_process", "tail", "wait_until"]
 
 
-def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start ``command`` with stdout and stderr appended to ``log``.
+def spawn(command: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``command`` (in ``cwd``, if given) with stdout and stderr appended to ``log``.
 
     The child gets SIGTERM if the test run dies (``setpriv --pdeathsig``, where available),
     so a pytest killed by a timeout leaves no server holding a port.
@@ -23,7 +23,7 @@ def spawn(command: list[str], log: Path) -> subprocess.Popen[bytes]:
         command = ["setpriv", "--pdeathsig", "TERM", "--", *command]
     with log.open("ab") as out:
         return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd
         )
 
 
