@@ -212,6 +212,10 @@ def create_app(
     async def status() -> Response:
         return json_response(control.status())
 
+    @route("/servers", ["GET"])
+    async def servers() -> Response:
+        return json_response(await control.list_servers())
+
     @route("/metrics", ["GET"])
     async def metrics() -> Response:
         # Needs a read token, like every API read (knit.domain.auth.required_access).

@@ -161,6 +161,19 @@ EVENT: Schema = {
         "task_id": _NULL_STR,
     },
 }
+SERVER: Schema = {
+    "type": "object",
+    "properties": {
+        "id": _STR,
+        "role": {"type": "string", "enum": ["leader", "follower"]},
+        "status": {"type": "string", "enum": ["alive", "gone"]},
+        "api_url": _NULL_STR,
+        "version": _STR,
+        "started_at": _STR,
+        "last_seen": _STR,
+        "this": {"type": "boolean"},
+    },
+}
 TOKEN: Schema = {
     "type": "object",
     "properties": {
@@ -366,6 +379,7 @@ def openapi_document() -> Schema:
         Rollout=ROLLOUT,
         DeploymentVersion=DEPLOYMENT_VERSION,
         Event=EVENT,
+        Server=SERVER,
         Token=TOKEN,
         NewToken=NEW_TOKEN,
         JoinToken=JOIN_TOKEN,
@@ -523,7 +537,19 @@ def openapi_document() -> Schema:
                 ],
             }
         },
-        "/status": {"get": _op("The server's counters and actors", (200, {"type": "object"}))},
+        "/status": {
+            "get": _op(
+                "This server (id, role), the leader (id, since), counters and actors",
+                (200, {"type": "object"}),
+            )
+        },
+        "/servers": {
+            "get": _op(
+                "The servers of the database: id, role, status, api_url, version, started_at, "
+                "last_seen",
+                (200, _list("Server")),
+            )
+        },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics (text format; docs/operations.md lists them)",

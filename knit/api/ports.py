@@ -129,7 +129,11 @@ class ControlPlane(Protocol):
         ...
 
     def status(self) -> JSONDict:
-        """Health and introspection: actors, bus, versions."""
+        """Health and introspection: this server and who leads, actors, bus, versions."""
+        ...
+
+    async def list_servers(self) -> list[JSONDict]:
+        """The servers of the database (``id``, ``role``, ``status``, ``api_url``, ...)."""
         ...
 
     # access

@@ -7,8 +7,8 @@ commands' modules are imported when one of them runs:
 - :mod:`knit.commands.deployments`: ``deploy``, ``scale``, ``rollback``, ``history``, ``rm``,
   ``deployments``, ``ps``; :mod:`knit.commands.follow` and :mod:`knit.commands.progress`
   follow a rollout;
-- :mod:`knit.commands.access`: ``nodes``, ``drain``, ``eligible``, ``mesh``, ``node rm``,
-  ``token``, ``join-token``;
+- :mod:`knit.commands.access`: ``nodes``, ``drain``, ``eligible``, ``mesh``, ``servers``,
+  ``node rm``, ``token``, ``join-token``;
 - :mod:`knit.commands.events`: ``events [-f]``; :mod:`knit.commands.inspect`: ``inspect``;
 - :mod:`knit.commands.logs`: ``logs [-f]``;
 - :mod:`knit.commands.output`: tables (short ids) and JSON; :mod:`knit.commands.resolve`:
@@ -183,6 +183,7 @@ def add_access_commands(sub: Subparsers) -> None:
         "node", metavar="NODE"
     )
     client_parser(sub, "mesh", "list the WireGuard mesh's members")
+    client_parser(sub, "servers", "list the servers: which one leads, which are gone")
 
     token = sub.add_parser("token", help="API tokens (admin)").add_subparsers(
         dest="action", required=True
@@ -242,6 +243,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         "drain": access.run_drain,
         "eligible": access.run_eligible,
         "mesh": access.run_mesh,
+        "servers": access.run_servers,
         "node": access.run_node,
         "token": access.run_token,
         "join-token": access.run_join_token,
@@ -272,6 +274,7 @@ CLIENT_COMMANDS = frozenset(
         "drain",
         "eligible",
         "mesh",
+        "servers",
         "node",
         "token",
         "join-token",

@@ -93,6 +93,28 @@ def run_mesh(args: argparse.Namespace, client: ApiClient) -> None:
     emit(args, members, [*columns, "latest_handshake", "public_key"])
 
 
+SERVER_COLUMNS: list[str | Column] = [
+    "id",
+    "role",
+    "status",
+    "api_url",
+    "version",
+    "started_at",
+    "last_seen",
+]
+
+
+def run_servers(args: argparse.Namespace, client: ApiClient) -> None:
+    """``knit servers``: the servers of the cluster's database, which one leads, which
+    are gone (``GET /servers``)."""
+    servers = client.call("GET", "/servers")
+    if not args.json:
+        for server in servers:
+            if server.get("this"):
+                server["id"] = f"{server['id']} (this)"
+    emit(args, servers, SERVER_COLUMNS)
+
+
 def run_node(args: argparse.Namespace, client: ApiClient) -> None:
     """``knit node rm ID`` (its only action)."""
     node_id = node_of(client, args.id)["id"]

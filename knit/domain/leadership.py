@@ -76,9 +76,7 @@ SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 def check_server_id(text: str) -> str | None:
     """Why ``text`` cannot be a server's id (None: it can)."""
     if not SERVER_ID.match(text):
-        return (
-            "must be 1 to 63 letters, digits, '.', '_' or '-', beginning with a letter or digit"
-        )
+        return "must be 1 to 63 letters, digits, '.', '_' or '-', beginning with a letter or digit"
     return None
 
 

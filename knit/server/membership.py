@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from knit.domain.join import BusCredentialSpec, JoinRequest
-from knit.errors import Conflict, KnitError
+from knit.errors import Conflict, KnitError, SecretError
 from knit.ids import new_id
 from knit.natsd import NatsAuth
 from knit.secrets import SecretBox
@@ -64,7 +64,14 @@ async def load_trust(repo: Repo, secrets: SecretBox, *, insecure: bool) -> BusTr
         fresh = secrets.encrypt(ServerKeys.generate().to_text(), aad=SERVER_KEYS)
         stored = await store.write(trust_store.put_secret(SERVER_KEYS, fresh))
         log.info("made the cluster's keys (bus operator and accounts, link and task keys)")
-    keys = ServerKeys.from_text(secrets.decrypt(stored, aad=SERVER_KEYS))
+    try:
+        keys = ServerKeys.from_text(secrets.decrypt(stored, aad=SERVER_KEYS))
+    except SecretError as exc:
+        raise SecretError(
+            "the cluster's keys in the database do not decrypt with this server's secret key "
+            "(KNIT_SECRET_KEY or secret.key in the data dir): every server of a database "
+            "needs the same secret key (docs/high-availability.md)"
+        ) from exc
     pins = await store.read(trust_store.all_node_keys)
     revoked = await store.read(trust_store.revocations)
     return BusTrust(keys, pins, revoked, insecure=insecure)

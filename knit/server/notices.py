@@ -87,17 +87,13 @@ class Notices:
         self.alone = alone
         self.unanswered = 0
         """Notices no leader answered."""
-        self._send, self._inbox = anyio.create_memory_object_stream[
-            tuple[ServerNotice, str | None]
-        ](INBOX)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Receive the other servers' notices until cancelled."""
         if self.alone:
-            self._send.close()
-            self._inbox.close()
             task_status.started()
             return
+        send, inbox = anyio.create_memory_object_stream[tuple[ServerNotice, str | None]](INBOX)
 
         async def on_notice(payload: bytes, reply: str | None, _headers: object) -> None:
             try:
@@ -108,17 +104,17 @@ class Notices:
             if notice.origin == self.server_id:
                 return
             try:
-                self._send.send_nowait((notice, reply))
+                send.send_nowait((notice, reply))
             except anyio.WouldBlock:
                 log.error("server notices arrive faster than handled: one dropped")
             except anyio.ClosedResourceError:
                 pass  # (the server is stopping)
 
-        with self._send, self._inbox:
+        with send, inbox:
             sub = await self.bus.subscribe(subjects.SERVER_NOTICES, on_notice)
             try:
                 task_status.started()
-                async for notice, reply in self._inbox:
+                async for notice, reply in inbox:
                     await self._handle(notice, reply)
             finally:
                 await self.bus.unsubscribe(sub)
