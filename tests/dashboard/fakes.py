@@ -110,6 +110,9 @@ class FakeControl:
     def status(self) -> JSONDict:
         return {}
 
+    async def list_servers(self) -> list[JSONDict]:
+        return []
+
     def authenticate(self, secret: str) -> Principal | None:
         return self.tokens.get(secret)
 

@@ -174,11 +174,11 @@ def test_the_leader_dies_mid_deployment_and_the_other_server_finishes_it(
 
     # Kill the leader in the middle of the 10-replica deployment.
     pair.api_a.wait(
-        lambda: len(
-            [i for i in pair.api_a.instances_of(created["id"]) if i["status"] == "running"]
-        )
-        >= 2
-        or None,
+        lambda: (
+            len([i for i in pair.api_a.instances_of(created["id"]) if i["status"] == "running"])
+            >= 2
+            or None
+        ),
         timeout=60,
         what="the deployment under way",
     )
@@ -197,8 +197,9 @@ def test_the_leader_dies_mid_deployment_and_the_other_server_finishes_it(
     assert len({i["id"] for i in running}) == REPLICAS
     labels = {"knit.deployment": created["id"]}
     pair.api_b.wait(
-        lambda: len(container_ids(knit.docker_host, labels, include_stopped=True)) == REPLICAS
-        or None,
+        lambda: (
+            len(container_ids(knit.docker_host, labels, include_stopped=True)) == REPLICAS or None
+        ),
         timeout=20,
         what=f"exactly {REPLICAS} containers",
         describe=lambda: str(container_ids(knit.docker_host, labels, include_stopped=True)),
