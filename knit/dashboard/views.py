@@ -290,6 +290,7 @@ class Dashboard:
                 per_page=TABLE_ROWS,
                 param="deployments_page",
             ),
+            servers=await self.control.list_servers(),
         )
 
     async def deployment(self, deployment_id: str, status: int = 200, **extra: Any) -> Response:
