@@ -55,7 +55,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from knit.errors import StoreError
+from knit.errors import Fenced, StoreError
 from knit.store.db import WRITE_BEGIN, Database, translate_error
 from knit.store.direct import write_direct
 from knit.store.ops import MAX_MERGED_ROWS, REFERENCES, Op, RowsOp, execute_rows
@@ -84,12 +84,12 @@ class _Request(Generic[T]):
         if self.done is not None:
             self.done.set()
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, *, quiet: bool = False) -> None:
         self.result, self.has_result, self.error = None, False, error
         self.settled = True
         if self.done is not None:
             self.done.set()
-        else:
+        elif not quiet:
             # Nobody awaits a fire-and-forget op: log it (the kind of op, not its data).
             log.warning("store write %s failed: %s", _op_name(self.op), error)
 
@@ -398,8 +398,12 @@ class StoreWriter:
         if len(batch) == 1:
             batch[0].fail(error)  # keep the traceback of the op's own error
             return
+        # A fenced batch (a leader that lost its lease) is thousands of ops: one line.
+        quiet = isinstance(error, Fenced)
+        if quiet:
+            log.warning("a batch of %d store writes was refused: %s", len(batch), error)
         for request in batch:
-            request.fail(_copy_error(error))
+            request.fail(_copy_error(error), quiet=quiet)
 
 
 class _MergeGroup:
