@@ -5,8 +5,10 @@ reached through its processes and its public API, and the agents are Knit's own 
 
 A run goes through the phases of ``simulations.scenario``:
 
-1. **start**: ``python -m knit.cli server`` as a child process (fresh data dir,
-   ``--node-ttl`` of the scenario), with its embedded nats-server;
+1. **start**: the store (``simulations.databases``: SQLite in the server's data dir, or a
+   throwaway PostgreSQL cluster), then ``python -m knit.cli server`` as a child process
+   (fresh data dir, ``--node-ttl`` of the scenario, ``--database-url`` on PostgreSQL), with
+   its embedded nats-server;
 2. **registration**: a join token for every agent (``POST /join-tokens``), then ``agents``
    simulated agents (``simulations.fleet``; in worker processes when ``processes`` > 1),
    each joining and connecting with its own credentials, until the server counts them all
@@ -17,7 +19,8 @@ A run goes through the phases of ``simulations.scenario``:
    partition the run waits (up to ``timeouts.replace_s``) for the replicas to run elsewhere,
    and it lasts until every update's rollout ended (each within ``timeouts.rollout_s``:
    ``simulations.rollouts``);
-5. **shutdown**: agents, then the server (SIGTERM; it stops its nats-server).
+5. **shutdown**: agents, then the server (SIGTERM; it stops its nats-server), then the
+   PostgreSQL cluster if the harness started one.
 
 A phase past its deadline is a failure: the run goes on to shut down and still reports.
 The monitor (``simulations.monitor``) samples the server throughout; the report is built by
@@ -27,6 +30,7 @@ The monitor (``simulations.monitor``) samples the server throughout; the report 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -48,6 +52,7 @@ import psutil
 
 from knit.server.metrics import GcWatch
 from simulations import report as marks
+from simulations.databases import RunDatabase, open_database
 from simulations.fleet import Fleet, FleetSpec, agent_specs, freeze_heap, open_fleet, tune_gc
 from simulations.load import MAX_IN_FLIGHT, ApiLatencies, DeployTracker, api_client, churn
 from simulations.monitor import Monitor
@@ -95,6 +100,8 @@ class _Run:
     gc: GcWatch = field(default_factory=GcWatch)
     api: ApiLatencies = field(default_factory=ApiLatencies)
     rollouts: list[RolloutTrace] = field(default_factory=list)
+    store: RunDatabase | None = None
+    placement: dict[str, Any] = field(default_factory=dict)
 
 
 async def run_scenario(
@@ -105,6 +112,8 @@ async def run_scenario(
     processes: int | None = None,
     max_in_flight: int = MAX_IN_FLIGHT,
     interrupt: anyio.Event | None = None,
+    database: str = "sqlite",
+    database_url: str | None = None,
 ) -> RunResult:
     """Run ``scenario``; write ``report.json``, ``report.png`` and the logs into ``out``, and
     ``rollouts.json`` and ``rollouts.png`` when it updates deployments.
@@ -117,19 +126,26 @@ async def run_scenario(
         max_in_flight: containers of initial deployments not yet running that the
             placement phase allows (0: submit everything at once).
         interrupt: once set, the run stops where it is, shuts down and still reports.
+        database: the server's store, one of ``simulations.databases.DATABASES``.
+        database_url: with ``postgresql``, an existing database to use as it is (no
+            throwaway cluster); it should be empty.
     """
     await anyio.Path(out).mkdir(parents=True, exist_ok=True)
     run = _Run(scenario, Recorder(), progress)
     workdir = Path(tempfile.mkdtemp(prefix=f"knit-sim-{scenario.name}-"))
-    server = ServerProcess(out, workdir / "server", scenario.node_ttl)
+    server: ServerProcess | None = None
     checks: dict[str, Any] = {}
     monitor: Monitor | None = None
+    stack = contextlib.AsyncExitStack()  # the store: closed after the server stopped
     try:
-        progress(f"scenario {scenario.name}: {scenario.description}")
+        progress(f"scenario {scenario.name}: {scenario.description} (on {database})")
+        run.store = await stack.enter_async_context(open_database(database, database_url))
+        server = ServerProcess(out, workdir / "server", scenario.node_ttl, run.store.url)
         await server.start(scenario.timeouts.start_s)
         progress(
             f"knit server {server.url} (pid {server.pid}), "
-            f"its nats-server {server.nats_url} (pid {server.nats_pid()})"
+            f"its nats-server {server.nats_url} (pid {server.nats_pid()}), "
+            f"store {_describe(run.store)}"
         )
         # Connections for every API client and deployment submitter at once, all kept
         # alive (httpx keeps 20 by default: the others were opened and closed per request).
@@ -153,12 +169,22 @@ async def run_scenario(
         log.exception("run failed in phase %s", run.phase)
     finally:
         run.phase = "shutdown"
-        code = await server.stop(scenario.timeouts.shutdown_s)
-        if code not in (0, None):
-            run.failures.append(f"knit server exited with code {code} (see {server.log})")
+        if server is not None:
+            code = await server.stop(scenario.timeouts.shutdown_s)
+            if code not in (0, None):
+                run.failures.append(f"knit server exited with code {code} (see {server.log})")
         shutil.rmtree(workdir, ignore_errors=True)
+        if run.store is not None:
+            checks["database_cpu_s"] = run.store.cpu_s()  # its backends have exited
+        with anyio.CancelScope(shield=True):
+            try:
+                await stack.aclose()
+            except Exception as exc:
+                run.failures.append(f"shutdown: the store did not stop: {exc}")
     running = monitor.view.running if monitor is not None else 0
-    report = build_report(run.recorder, agents=scenario.agents, containers=running)
+    report = build_report(
+        run.recorder, agents=scenario.agents, containers=running, database=database
+    )
     title = f"{scenario.name}: {scenario.description}"
     write_report(report, run.recorder, out, title=title)
     rollouts = [rollout_figures(trace) for trace in run.rollouts]
@@ -169,6 +195,8 @@ async def run_scenario(
     checks["loop_lag_p99_ms"] = _ms(percentile(run.loop_lag, 99))
     checks["harness_gc"] = run.gc.to_json()
     checks["api_latency"] = run.api.summary()
+    if run.placement:
+        checks["placement"] = run.placement
     return RunResult(report, out, run.failures, checks, rollouts)
 
 
@@ -231,6 +259,7 @@ async def _phases(
         if scenario.deployments and not run.failures:
             run.phase = "placement"
             recorder.mark(marks.PLACEMENT_STARTED)
+            before = _costs(run, monitor)
             with anyio.move_on_after(scenario.timeouts.placement_s):
                 await tracker.submit_groups(scenario.deployments)
                 run.progress(
@@ -238,6 +267,8 @@ async def _phases(
                 )
                 await monitor.until(lambda v: v.running >= scenario.containers, math.inf)
                 recorder.mark(marks.PLACED)
+                await monitor.sample()  # the writer's counters at the end of placement
+                run.placement = _spent(before, _costs(run, monitor))
                 freeze_heap()
             if marks.PLACED not in recorder.marks:
                 run.failures.append(
@@ -387,6 +418,7 @@ async def _final_checks(
         "deployments_confirmed": tracker.confirmed,
         "initial_containers_placed": marks.PLACED in run.recorder.marks,
         "monitor_errors": monitor.errors,
+        "store_writer": view.store_writer,
         "server_gc": view.gc,
         "metrics_scrape": scrape,
         "harness_cpu_s": round(sum(psutil.Process().cpu_times()[:2]), 1),
@@ -477,6 +509,43 @@ async def _report_progress(
             f" | busiest {_busiest(view.busiest)}"
         )
         last_beats, last_placed, last_at = view.heartbeats, view.placed_total, now
+
+
+PLACEMENT_COUNTERS = ("batches", "ops", "direct_batches", "write_s")
+"""The store writer's counters (``GET /status``: ``store_writer``) a run's ``checks`` show
+for the placement phase alone."""
+
+
+def _costs(run: _Run, monitor: Monitor) -> dict[str, float | None]:
+    """What the server and its store have spent so far: CPU seconds and the writer's
+    counters (``PLACEMENT_COUNTERS``)."""
+    cpu = run.recorder.server_cpu.values
+    writer = monitor.view.store_writer
+    costs: dict[str, float | None] = {
+        "server_cpu_s": cpu[-1] if cpu else None,
+        "database_cpu_s": run.store.cpu_s() if run.store is not None else None,
+    }
+    for name in PLACEMENT_COUNTERS:
+        value = writer.get(name)
+        costs[f"writer_{name}"] = float(value) if isinstance(value, int | float) else None
+    return costs
+
+
+def _spent(before: dict[str, float | None], after: dict[str, float | None]) -> dict[str, Any]:
+    """``after - before`` per figure (None where either is unknown), rounded."""
+    spent: dict[str, Any] = {}
+    for name, value in after.items():
+        then = before.get(name)
+        spent[name] = None if value is None or then is None else round(value - then, 2)
+    return spent
+
+
+def _describe(store: RunDatabase) -> str:
+    if store.url is None:
+        return f"{store.backend} in the data dir"
+    if store.postmaster_pid is None:
+        return f"{store.backend} at the URL given"
+    return f"{store.backend}, a throwaway cluster (postmaster pid {store.postmaster_pid})"
 
 
 def _busiest(actors: list[dict[str, Any]]) -> str:

@@ -45,6 +45,7 @@ class ServerView:
     gc_pause_s: float = 0.0
     running_by_deployment: dict[str, int] = field(default_factory=dict)
     writer_queued: int = 0
+    store_writer: dict[str, Any] = field(default_factory=dict)
     gc: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,7 +103,8 @@ class Monitor:
         view.heartbeats = beats["count"]
         view.busiest = status["actors"]["busiest"][:3]
         view.gc = status.get("gc", {})
-        view.writer_queued = status.get("store_writer", {}).get("queued", 0)
+        view.store_writer = dict(status.get("store_writer", {}))
+        view.writer_queued = view.store_writer.get("queued", 0)
         view.gc_pause_s = sum(view.gc.get("pause_s", [0.0]))
         self.recorder.node_health(view.healthy, view.unhealthy, at=at)
         falsely = view.unhealthy_ids - self.expected_down - self.recorder.falsely_unhealthy

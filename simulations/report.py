@@ -5,7 +5,8 @@ no pyplot, no global backend switch, no display needed). Nothing from Knit.
 
 The harness feeds a ``Recorder`` while it runs (marks of phase boundaries, placements,
 heartbeat lags, node health, latencies, server resource samples); ``build_report`` turns it
-into the figures of ``REPORT_KEYS``, and ``write_report`` writes ``report.json`` and
+into the figures of ``REPORT_KEYS`` (the first, ``database``, says which store the server
+used), and ``write_report`` writes ``report.json`` and
 ``report.png`` (placements over time, heartbeat lag, node health). A figure that does not
 apply to the run (no fault: ``detect_s``) is None.
 """
@@ -24,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 REPORT_KEYS = (
+    "database",
     "agents",
     "joins_per_s",
     "registration_s",
@@ -43,7 +45,7 @@ REPORT_KEYS = (
 )
 """The keys of a report, in order."""
 
-Report = dict[str, float | int | None]
+Report = dict[str, float | int | str | None]
 
 # Marks: phase boundaries, in seconds since the recorder's start (the first one counts).
 AGENTS_STARTED = "agents_started"
@@ -215,7 +217,9 @@ def _per_s(count: int, seconds: float | None) -> float | None:
     return count / seconds if seconds else None
 
 
-def build_report(recorder: Recorder, *, agents: int, containers: int) -> Report:
+def build_report(
+    recorder: Recorder, *, agents: int, containers: int, database: str = "sqlite"
+) -> Report:
     """Compute the figures of ``REPORT_KEYS`` from what ``recorder`` holds.
 
     ``heartbeats_per_s`` and ``heartbeat_lag_p99_ms`` are those of the steady phase (between
@@ -226,11 +230,13 @@ def build_report(recorder: Recorder, *, agents: int, containers: int) -> Report:
         recorder: the run's measurements.
         agents: how many agents ran.
         containers: how many containers were running at the end.
+        database: the server's store (``sqlite``, ``postgresql``).
     """
     marks = recorder.marks
     placement_s = recorder.span(PLACEMENT_STARTED, PLACED)
     rss = max(recorder.server_rss.values, default=None)
     figures: Report = {
+        "database": database,
         "agents": agents,
         "joins_per_s": _per_s(agents, recorder.span(AGENTS_STARTED, JOINED)),
         "registration_s": recorder.span(AGENTS_STARTED, REGISTERED),
@@ -259,17 +265,21 @@ def build_report(recorder: Recorder, *, agents: int, containers: int) -> Report:
     return {key: _rounded(figures[key]) for key in REPORT_KEYS}
 
 
-def _rounded(value: float | int | None) -> float | int | None:
+def _rounded(value: float | int | str | None) -> float | int | str | None:
     return round(value, 3) if isinstance(value, float) else value
 
 
-def format_report(report: Mapping[str, float | int | None]) -> str:
+def format_report(report: Mapping[str, float | int | str | None]) -> str:
     """The report as one line of JSON (the last line a run prints)."""
     return json.dumps(dict(report))
 
 
 def write_report(
-    report: Mapping[str, float | int | None], recorder: Recorder, out: Path, *, title: str = ""
+    report: Mapping[str, float | int | str | None],
+    recorder: Recorder,
+    out: Path,
+    *,
+    title: str = "",
 ) -> tuple[Path, Path]:
     """Write ``out/report.json`` and ``out/report.png`` (creating ``out``); return both paths."""
     out.mkdir(parents=True, exist_ok=True)

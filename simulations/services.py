@@ -114,9 +114,12 @@ class ServerSample:
 
 class ServerProcess(ChildProcess):
     """``python -m knit.cli server`` with its own data dir and its own (embedded, supervised)
-    nats-server on a free port: the bus the agents join, with credentials."""
+    nats-server on a free port: the bus the agents join, with credentials. Its store is
+    SQLite in the data dir, or the database at ``database_url`` (``--database-url``)."""
 
-    def __init__(self, log_dir: Path, data_dir: Path, node_ttl: float) -> None:
+    def __init__(
+        self, log_dir: Path, data_dir: Path, node_ttl: float, database_url: str | None = None
+    ) -> None:
         self.port = free_port(HOST)
         self.nats_port = free_port(HOST)
         command = [
@@ -135,6 +138,8 @@ class ServerProcess(ChildProcess):
             "--node-ttl",
             f"{node_ttl:g}",
         ]
+        if database_url is not None:
+            command += ["--database-url", database_url]
         super().__init__("knit server", command, log_dir / "server.log")
         self._ps: psutil.Process | None = None
 

@@ -1,6 +1,6 @@
 """``knit server --database-url postgresql://...``: a real server (with its embedded
 nats-server) and a real agent on the Docker Engine, the state in PostgreSQL (a database of
-the session's throwaway cluster, tests/support/postgres.py), kept across a restart."""
+the session's throwaway cluster, simulations/postgres.py), kept across a restart."""
 
 from __future__ import annotations
 

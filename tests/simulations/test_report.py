@@ -75,7 +75,13 @@ def test_percentile_interpolates_linearly_and_is_none_without_data() -> None:
 def test_the_report_has_exactly_the_keys_in_order() -> None:
     report = build_report(synthetic_run(), agents=100, containers=1000)
     assert tuple(report) == r.REPORT_KEYS
-    assert len(r.REPORT_KEYS) == 16
+    assert len(r.REPORT_KEYS) == 17
+
+
+def test_the_report_names_the_servers_store_sqlite_unless_told() -> None:
+    assert build_report(Recorder(), agents=1, containers=0)["database"] == "sqlite"
+    report = build_report(Recorder(), agents=1, containers=0, database="postgresql")
+    assert report["database"] == "postgresql"
 
 
 def test_figures_are_computed_from_the_series() -> None:
@@ -101,6 +107,7 @@ def test_figures_that_do_not_apply_are_none() -> None:
     report = build_report(Recorder(), agents=10, containers=0)
     assert tuple(report) == r.REPORT_KEYS
     assert {k for k, v in report.items() if v is not None} == {
+        "database",
         "agents",
         "containers",
         "false_unhealthy",
