@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from knit.natsd import find_nats_server
+from simulations.postgres import PostgresCluster
 from tests.support.docker import docker_host_from_env, ensure_busybox_image
 from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
 from tests.support.knit_api import KnitApi
 from tests.support.knit_processes import KnitServer, run_cli
 from tests.support.nats import NatsCluster
-from tests.support.postgres import PostgresCluster
 
 BUSYBOX = "knit-test/busybox:latest"
 

@@ -69,6 +69,7 @@ ROUTES = [
     Route("GET", "/instances", "read"),
     Route("GET", "/events", "read"),
     Route("GET", "/status", "read"),
+    Route("GET", "/servers", "read"),
     Route("GET", "/metrics", "read"),
     Route("GET", "/openapi.json", "read"),
     Route("GET", "/tokens", "admin"),
