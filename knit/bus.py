@@ -95,6 +95,8 @@ class BusStats:
     reconnects: int = 0
     last_reconnect: float = 0.0
     """``time.monotonic()`` of the last reconnection (0: never)."""
+    last_disconnect: float = 0.0
+    """``time.monotonic()`` of the last disconnection (0: never)."""
 
 
 @dataclass
@@ -245,6 +247,7 @@ async def connect_bus(
         if stats.closing:
             return
         stats.disconnects += 1
+        stats.last_disconnect = time.monotonic()
         log.warning("NATS disconnected from %s", url)
 
     async def on_reconnect() -> None:

@@ -92,6 +92,13 @@ def acting_deadline(asked_at: float, timing: LeaseTiming) -> float:
     return asked_at + timing.ttl - timing.margin
 
 
+def fit_to_lead(connected: bool, disconnected_at: float, now: float, timing: LeaseTiming) -> bool:
+    """Whether a server may lead (or go on leading) as far as its bus goes: it hears no
+    heartbeat and sends no task without NATS, so one that has been without it for a whole
+    lease gives the lead to a server that has it (and does not take it back meanwhile)."""
+    return connected or now - disconnected_at < timing.ttl
+
+
 def presence(last_seen: float, now: float, timing: LeaseTiming) -> Presence:
     """A server is gone once it missed three of its writes (both times the database's)."""
     if now - last_seen > 3 * timing.announce_every + 1.0:
@@ -110,5 +117,6 @@ __all__ = [
     "check_lease_ttl",
     "check_server_id",
     "default_server_id",
+    "fit_to_lead",
     "presence",
 ]

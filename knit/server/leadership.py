@@ -67,6 +67,8 @@ class Elector:
         server_id: this server's name (``--server-id``).
         timing: the lease's rhythm.
         version: Knit's version, shown by ``knit servers``.
+        fit: whether this server may lead now (its bus: ``fit_to_lead``); one that is not
+            does not take the lease, and gives it up if it holds it.
         clock: the monotonic clock (tests give their own).
     """
 
@@ -77,9 +79,11 @@ class Elector:
         timing: LeaseTiming,
         *,
         version: str = "",
+        fit: Callable[[], bool] = lambda: True,
         clock: Clock = time.monotonic,
     ) -> None:
         self.engine = engine
+        self.fit = fit
         self.server_id = server_id
         self.holder = f"{server_id}/{secrets.token_hex(4)}"
         self.timing = timing
@@ -110,6 +114,9 @@ class Elector:
             tg.start_soon(self._announce)
             task_status.started()
             while True:
+                if not self.fit():
+                    await anyio.sleep(self.timing.retry)
+                    continue
                 asked_at = self.clock()
                 term = await self._try_take()
                 if term is None:
@@ -160,6 +167,9 @@ class Elector:
                 left = deadline - self.clock()
                 if left <= 0:
                     log.error("no renewal of the leader lease confirmed in time")
+                    return
+                if not self.fit():
+                    log.error("NATS has been away for a whole lease: giving the lead up")
                     return
                 asking = self.clock()
                 renewed: float | None = None

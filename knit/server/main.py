@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import sys
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from knit import __version__
 from knit.api.app import create_app
 from knit.bus import Bus, BusCredentials, connect_bus
 from knit.config import ServerConfig, server_database_url
-from knit.domain.leadership import LeaseTiming
+from knit.domain.leadership import LeaseTiming, fit_to_lead
 from knit.domain.mesh import parse_cidr
 from knit.errors import KnitError
 from knit.mesh import WireGuardInterface
@@ -255,7 +256,7 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             ctx.metrics.gc.install()
             stack.callback(ctx.metrics.gc.uninstall)
             shared = repo.store.db.dialect_name != "sqlite"
-            leadership = leadership_of(config, repo, shared=shared)
+            leadership = leadership_of(config, repo, bus, shared=shared)
             bridge = BridgeStats()
             logs = LogHub(bus, trust)
             ctx.node_down_listeners.append(logs.node_down)
@@ -315,16 +316,19 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
             embedded.release()
 
 
-def leadership_of(config: ServerConfig, repo: Repo, *, shared: bool) -> Leadership:
+def leadership_of(config: ServerConfig, repo: Repo, bus: Bus, *, shared: bool) -> Leadership:
     """Who leads: on a database several servers may share (PostgreSQL), the one holding
     the leader lease (an ``Elector``); on SQLite, this server alone."""
     if not shared:
         return SoleLeader(config.server_id, version=__version__)
+    timing = LeaseTiming(config.lease_ttl)
+
+    def fit() -> bool:
+        stats = bus.stats
+        return fit_to_lead(bus.connected, stats.last_disconnect, time.monotonic(), timing)
+
     return Elector(
-        repo.store.db.lease_engine(),
-        config.server_id,
-        LeaseTiming(config.lease_ttl),
-        version=__version__,
+        repo.store.db.lease_engine(), config.server_id, timing, version=__version__, fit=fit
     )
 
 

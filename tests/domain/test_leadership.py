@@ -11,6 +11,7 @@ from knit.domain.leadership import (
     check_lease_ttl,
     check_server_id,
     default_server_id,
+    fit_to_lead,
     presence,
 )
 
@@ -99,3 +100,18 @@ def test_server_ids(text: str, ok: bool) -> None:
 def test_a_server_is_named_after_its_host(hostname: str, expected: str) -> None:
     assert default_server_id(hostname) == expected
     assert check_server_id(default_server_id(hostname)) is None
+
+
+@pytest.mark.parametrize(
+    ("connected", "disconnected_at", "now", "fit"),
+    [
+        (True, 0.0, 100.0, True),
+        (True, 99.0, 100.0, True),  # (reconnected since)
+        (False, 95.0, 100.0, True),  # away for less than a lease: a blip
+        (False, 90.0, 100.0, False),  # a whole lease: another server should lead
+    ],
+)
+def test_a_server_without_its_bus_for_a_whole_lease_does_not_lead(
+    connected: bool, disconnected_at: float, now: float, fit: bool
+) -> None:
+    assert fit_to_lead(connected, disconnected_at, now, LeaseTiming(10.0)) is fit

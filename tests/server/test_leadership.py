@@ -153,3 +153,21 @@ async def test_notices_reach_the_leader_and_the_others_caches(nats_url: str) -> 
     finally:
         for bus in buses:
             await bus.close()
+
+
+async def test_a_leader_without_its_bus_gives_the_lead_to_one_with_it(store: Store) -> None:
+    engine = store.db.lease_engine()
+    bus_up = {"a": True}
+    a = Elector(engine, "a", LeaseTiming(TTL), fit=lambda: bus_up["a"])
+    b = Elector(engine, "b", LeaseTiming(TTL))
+    lead_a, lead_b = Leading(), Leading()
+    async with anyio.create_task_group() as tg:
+        await tg.start(a.run, lead_a)
+        await wait_for(lambda: lead_a.running == 1)
+        await tg.start(b.run, lead_b)
+        bus_up["a"] = False  # (fit_to_lead: away for a whole lease)
+        await wait_for(lambda: lead_b.running == 1, timeout=4 * TTL)
+        assert lead_a.running == 0 and a.role is Role.FOLLOWER
+        await anyio.sleep(2 * TTL)
+        assert lead_a.terms[1:] == []  # it does not take it back while unfit
+        tg.cancel_scope.cancel()
