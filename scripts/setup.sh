@@ -107,9 +107,11 @@ fi
 
 # The default dockerd writes /var/run/docker.pid; if that process is alive it is still
 # starting (or stuck), and a second dockerd on the same data root would fail.
+# A killed dockerd may linger as a zombie until its parent reaps it: that one is dead.
 running_pid=$(cat /var/run/docker.pid 2>/dev/null || true)
 if [ -n "$running_pid" ] &&
-    [ "$(cat "/proc/$running_pid/comm" 2>/dev/null || true)" = dockerd ]; then
+    [ "$(cat "/proc/$running_pid/comm" 2>/dev/null || true)" = dockerd ] &&
+    [ "$(awk '{print $3}' "/proc/$running_pid/stat" 2>/dev/null || true)" != Z ]; then
     say "dockerd (pid $running_pid) is running but $HOST does not answer yet; waiting for it"
 else
     LOG=${KNIT_DOCKERD_LOG:-/var/log/knit-dockerd.log}

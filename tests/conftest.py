@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
@@ -20,12 +23,14 @@ from tests.support import require
 from tests.support.docker import (
     DockerCLIError,
     docker_host_from_env,
+    engine_answers,
     engine_problem,
     ensure_busybox_image,
     find_static_busybox,
     remove_containers,
     remove_networks,
 )
+from tests.support.knit_processes import REPO_ROOT
 from tests.support.nats import NatsServer, find_nats_server
 from tests.support.outcome import FAILED
 from tests.support.postgres import PostgresCluster, postgres_problem
@@ -128,14 +133,48 @@ def nats_server_factory(
 
 # -- Docker Engine -------------------------------------------------------------------------
 
+_engine_was_up = False
+"""Whether this session found an Engine (only one that was there is started again)."""
+
 
 @pytest.fixture(scope="session")
 def docker_host() -> str:
     """The DOCKER_HOST of a Docker Engine that answers (default unix:///var/run/docker.sock)."""
+    global _engine_was_up
     host = docker_host_from_env()
     problem = engine_problem(host)
     require(problem is None, f"no Docker Engine at {host} ({problem}); run scripts/setup.sh")
+    _engine_was_up = True
     return host
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before each test on the Docker Engine (and its module's fixtures): if the Engine died
+    since the last one (this machine's dockerd 20.10 has panicked in a health check's exec
+    while its container stopped), start it again with ``scripts/setup.sh``, loudly, so that
+    one crash fails the test it happened in, not every test after it."""
+    if "docker_host" not in getattr(item, "fixturenames", ()):
+        return
+    host = docker_host_from_env()
+    if engine_answers(host) or not _engine_was_up:
+        return
+    print(  # (on the terminal, not captured: a warning would fail the test, see pyproject)
+        f"\nthe Docker Engine at {host} stopped answering (see /var/log/knit-dockerd.log): "
+        "starting it again with scripts/setup.sh",
+        file=sys.__stderr__,
+        flush=True,
+    )
+    for _ in range(3):  # (the dead dockerd's containerd may still be on its way out)
+        time.sleep(2)
+        subprocess.run(
+            [str(REPO_ROOT / "scripts" / "setup.sh")],
+            check=False,
+            timeout=300,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if engine_answers(host):
+            return
 
 
 @pytest.fixture(scope="session")

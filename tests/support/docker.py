@@ -10,6 +10,7 @@ import fcntl
 import io
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import tarfile
@@ -78,6 +79,22 @@ def engine_problem(docker_host: str) -> str | None:
     except DockerCLIError as exc:
         return str(exc)
     return None
+
+
+def engine_answers(docker_host: str, timeout: float = 2.0) -> bool:
+    """Whether the Engine answers ``GET /_ping`` on a ``unix://`` socket (about a
+    millisecond; True for other kinds of host, which this does not check)."""
+    if not docker_host.startswith("unix://"):
+        return True
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(docker_host[len("unix://") :])
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status = sock.recv(64).split(b"\r\n", 1)[0]
+    except OSError:
+        return False
+    return status.startswith(b"HTTP/1.") and b" 200" in status
 
 
 def image_exists(image: str, docker_host: str) -> bool:
