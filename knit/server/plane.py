@@ -15,8 +15,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import anyio
-
 from knit.api.ports import JSONDict
 from knit.domain.auth import Principal
 from knit.domain.join import BusCredentialSpec, JoinRequest
@@ -27,14 +25,7 @@ from knit.domain.specs import (
     RegistryCredentialsSpec,
 )
 from knit.domain.tokens import JoinTokenSpec, TokenSpec
-from knit.domain.validation import (
-    check_network_attachments,
-    check_references,
-    check_registry,
-    check_replicas,
-    check_template_syntax,
-)
-from knit.errors import Invalid, KnitError, NotFound, ValidationError
+from knit.errors import KnitError, NotFound, ValidationError
 from knit.server.access import TokenKeeper
 from knit.server.bridge import BridgeStats
 from knit.server.context import ServerContext
@@ -51,15 +42,13 @@ from knit.server.notices import Notices
 from knit.server.prometheus import server_registry
 from knit.server.records import NodeState
 from knit.server.repo import deployment_json, version_json
+from knit.server.spec_checks import SpecChecks
 from knit.server.term import LeaderTerm
 from knit.store import nodes as node_store
 from knit.store.records import DeploymentRecord
 from knit.wire.servers import NoticeKind, ServerNotice
 
 STARTED_AT = time.time()
-SYNTAX_CHECKS = 1
-"""Deployments whose templates are syntax-checked at once (each in a thread: a check holds
-the interpreter's lock most of its time, so more at once would only slow the event loop)."""
 ACTORS_EVERY = 2.0
 """Seconds ``GET /status`` reuses its view of the actors (taking one is O(actors))."""
 
@@ -90,9 +79,7 @@ class ServerPlane:
         """The leader's actors while this server leads (None: it follows)."""
         self._actors: JSONDict | None = None
         self._actors_at = 0.0
-        self._references: tuple[dict[str, str], dict[str, str]] | None = None
-        self._references_token: object = None
-        self._syntax_checks = anyio.CapacityLimiter(SYNTAX_CHECKS)
+        self.checks = SpecChecks(ctx.repo, ctx.max_replicas)
         self.metrics_registry = server_registry(
             ctx.metrics, ctx.bus, bridge, self.repo.store.writer
         )
@@ -257,50 +244,16 @@ class ServerPlane:
         await self._tell(NoticeKind.REFERENCES)
 
     def _forget_references(self) -> None:
-        self._references = None
-        self._references_token = None  # a read under way must not keep what it read
-
-    async def references(self) -> tuple[dict[str, str], dict[str, str]]:
-        """The registry credentials' URLs by id and the networks' drivers by name, that
-        deployments may name.
-
-        Kept in memory between changes: this plane makes every change to them, and each
-        forgets the copy (before and after its write: a read racing the write cannot keep
-        a stale one); another server's change is told (``take_notice``). Reading both
-        tables on every ``POST /deployments`` was a third of
-        the reads while 10,000 deployments were created.
-        """
-        cached = self._references
-        if cached is None:
-            token = object()
-            self._references_token = token
-            cached = (await self.repo.credential_urls(), await self.repo.network_drivers())
-            if self._references_token is token:
-                self._references = cached
-        return cached
+        self.checks.forget_references()
 
     # deployments
     async def check_deployment(self, spec: DeploymentSpec) -> None:
-        """The checks a submitted spec passes beyond its model: ``replicas`` within
-        ``--max-replicas``, credentials and networks that exist and fit, templates that parse.
+        """The checks a submitted spec passes beyond its model (``SpecChecks.check``).
 
         Raises:
             Invalid: every problem found.
         """
-        registries, networks = await self.references()
-        errors = (
-            check_replicas(spec, self.ctx.max_replicas)
-            + check_references(spec, registries, networks)
-            + check_network_attachments(spec, networks)
-            + check_registry(spec, registries)
-        )
-        if spec.templates:
-            # Up to 16 x 64 KiB to parse and compile: outside the event loop, one at a time.
-            errors += await anyio.to_thread.run_sync(
-                check_template_syntax, spec, limiter=self._syntax_checks
-            )
-        if errors:
-            raise Invalid(errors)
+        await self.checks.check(spec)
 
     async def create_deployment(self, spec: DeploymentSpec) -> JSONDict:
         await self.check_deployment(spec)
