@@ -50,6 +50,8 @@ ENGINE_FIXTURES = frozenset(
     {"docker_host", "busybox_image", "docker_test_labels", "cleanup_containers", "registry"}
 )
 """Fixtures that give a test the Docker Engine or the registry, wherever it is."""
+ENGINE_SUFFIX = "@engine"
+"""What ``--dist loadgroup`` groups the Engine's tests by, at the end of their node ids."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -57,8 +59,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     using one of :data:`ENGINE_FIXTURES`) in one ``xdist_group``: under ``pytest -n 2 --dist
     loadgroup`` (scripts/test.sh) they run one after another on one worker (one of them
     restarts the Engine), everything else beside them on the other. No effect without xdist.
+    The scheduler groups by the ``@engine`` suffix of the node ids, which xdist's own hook
+    makes of the mark in each worker by assigning ``item._nodeid``; since pytest 9 a node id
+    is ``item._id`` and that assignment does nothing: the Engine's tests ran on both workers
+    at once. So the suffix is set here (:func:`_suffix_node_id`).
     """
     root = Path(__file__).parent
+    grouping = bool(getattr(config.option, "loadgroup", False))  # (a worker of --dist loadgroup)
     for item in items:
         try:
             top = item.path.relative_to(root).parts[0]
@@ -67,6 +74,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = set(getattr(item, "fixturenames", ()))
         if top in ENGINE_DIRS or item.get_closest_marker("e2e") or fixtures & ENGINE_FIXTURES:
             item.add_marker(pytest.mark.xdist_group("engine"))
+            if grouping and not item.nodeid.endswith(ENGINE_SUFFIX):
+                _suffix_node_id(item)
+
+
+def _suffix_node_id(item: pytest.Item) -> None:
+    """Give ``item`` the node id ``...@engine`` that xdist's ``loadgroup`` groups by (pytest 9
+    keeps the id as a ``NodeId`` in ``_id``; pytest 8 as a string in ``_nodeid``)."""
+    suffixed = item.nodeid + ENGINE_SUFFIX
+    current = getattr(item, "_id", None)
+    if current is not None and not isinstance(current, str):
+        setattr(item, "_id", type(current).parse(suffixed))  # noqa: B010 (a private field)
+    else:
+        setattr(item, "_nodeid", suffixed)  # noqa: B010
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

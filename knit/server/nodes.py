@@ -33,6 +33,7 @@ from knit.server.messages import (
 )
 from knit.server.records import NodeState
 from knit.server.scheduler import UpdateNode
+from knit.store import nodes as node_store
 from knit.wire import subjects
 from knit.wire.messages import Heartbeat, InstanceReport, report_changed
 
@@ -320,7 +321,8 @@ class NodeActor(Actor[NodeMessage]):
         assert node is not None
         if node.eligible != eligible:
             node.eligible = eligible
-            self.ctx.repo.save_node(node)
+            # Awaited: the answer, and any read after it, shows the change (a user waits).
+            await self.ctx.repo.store.write(node_store.set_eligible(self.node_id, eligible))
             kind = "node.eligible" if eligible else "node.drained"
             self.ctx.repo.event(
                 kind, f"node {node.hostname}: {kind.split('.')[1]}", node_id=self.node_id

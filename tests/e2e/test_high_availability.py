@@ -21,7 +21,7 @@ import pytest
 from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
 from tests.support.knit_api import KnitApi
 from tests.support.knit_docker import container_ids
-from tests.support.knit_processes import KnitServer, run_cli
+from tests.support.knit_processes import KnitAgent, KnitServer, run_cli
 from tests.support.nats import NatsCluster
 from tests.support.outcome import FAILED
 
@@ -235,6 +235,32 @@ def test_the_leader_dies_mid_deployment_and_the_other_server_finishes_it(
 def test_a_leader_that_stalls_past_its_lease_stops_acting(pair: Pair, busybox_image: str) -> None:
     knit, a, b = pair.knit, pair.a, pair.b
     pair.api_a.wait(lambda: pair.leader_id(a) == "a" or None, timeout=15, what="a leads")
+    # An agent joins through the follower: the leader learns its keys at once (a notice)
+    # and believes its heartbeats.
+    known = {n["id"] for n in pair.api_a.nodes()}
+    third = KnitAgent(
+        knit.workdir,
+        knit.docker_host,
+        name="agent-3",
+        server_url=b.api_url,
+        join_token=knit.join_token(),
+    )
+    knit.agents.append(third)
+    knit.watch.processes.append(third)
+    third.start()
+    third.node_id = pair.api_a.wait(
+        lambda: next(
+            (
+                n["id"]
+                for n in pair.api_a.nodes()
+                if n["id"] not in known and n["status"] == "healthy"
+            ),
+            None,
+        ),
+        timeout=30,
+        what="the node joined through the follower healthy on the leader",
+    )
+    knit.node_ids.add(third.node_id)
     created = knit.create_deployment(
         {"name": unique_name("stall"), "image": busybox_image, "command": SLEEPER, "replicas": 2}
     )
