@@ -46,42 +46,56 @@ ENGINE_DIRS = frozenset(
     {"agent", "browser", "e2e", "faults", "mesh", "multihost", "runtime", "security"}
 )
 """Folders of tests that use the machine's Docker Engine, registry or network namespaces."""
+SERIAL_DIRS = frozenset({"faults", "mesh", "multihost"})
+"""Of those, the folders whose tests run one after another on one worker: faults injected
+with signals, partitions and timing, network namespaces, bridges and WireGuard interfaces."""
 ENGINE_FIXTURES = frozenset(
     {"docker_host", "busybox_image", "docker_test_labels", "cleanup_containers", "registry"}
 )
 """Fixtures that give a test the Docker Engine or the registry, wherever it is."""
-ENGINE_SUFFIX = "@engine"
-"""What ``--dist loadgroup`` groups the Engine's tests by, at the end of their node ids."""
+SERIAL_GROUP = "serial"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Puts every test of the machine's Engine (in :data:`ENGINE_DIRS`, marked ``e2e``, or
-    using one of :data:`ENGINE_FIXTURES`) in one ``xdist_group``: under ``pytest -n 2 --dist
-    loadgroup`` (scripts/test.sh) they run one after another on one worker (one of them
-    restarts the Engine), everything else beside them on the other. No effect without xdist.
-    The scheduler groups by the ``@engine`` suffix of the node ids, which xdist's own hook
-    makes of the mark in each worker by assigning ``item._nodeid``; since pytest 9 a node id
-    is ``item._id`` and that assignment does nothing: the Engine's tests ran on both workers
-    at once. So the suffix is set here (:func:`_suffix_node_id`).
+    """Groups the tests for ``pytest -n 2 --dist loadgroup`` (scripts/test.sh):
+
+    - every test in :data:`SERIAL_DIRS` is in one group, ``serial``: they run one after
+      another on one worker, beside everything else;
+    - every other test of the Engine (in :data:`ENGINE_DIRS`, marked ``e2e``, or using one of
+      :data:`ENGINE_FIXTURES`) is grouped by its module: a module's tests share one
+      cluster (a module-scoped fixture), set up once, on one worker;
+    - the rest go test by test to either worker.
+
+    No effect without xdist. The scheduler groups by the ``@group`` suffix of the node ids,
+    which xdist's own hook makes of an ``xdist_group`` mark in each worker by assigning
+    ``item._nodeid``; since pytest 9 a node id is ``item._id`` and that assignment does
+    nothing (until 2026-12-04 the groups were silently ignored). So the suffix is set here
+    (:func:`_suffix_node_id`).
     """
     root = Path(__file__).parent
     grouping = bool(getattr(config.option, "loadgroup", False))  # (a worker of --dist loadgroup)
     for item in items:
         try:
-            top = item.path.relative_to(root).parts[0]
+            parts = item.path.relative_to(root).parts
         except ValueError:
-            top = ""
+            parts = ()
+        top = parts[0] if parts else ""
         fixtures = set(getattr(item, "fixturenames", ()))
-        if top in ENGINE_DIRS or item.get_closest_marker("e2e") or fixtures & ENGINE_FIXTURES:
-            item.add_marker(pytest.mark.xdist_group("engine"))
-            if grouping and not item.nodeid.endswith(ENGINE_SUFFIX):
-                _suffix_node_id(item)
+        if top in SERIAL_DIRS:
+            group = SERIAL_GROUP
+        elif top in ENGINE_DIRS or item.get_closest_marker("e2e") or fixtures & ENGINE_FIXTURES:
+            group = "/".join(parts)
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+        if grouping and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            _suffix_node_id(item, group)
 
 
-def _suffix_node_id(item: pytest.Item) -> None:
-    """Give ``item`` the node id ``...@engine`` that xdist's ``loadgroup`` groups by (pytest 9
+def _suffix_node_id(item: pytest.Item, group: str) -> None:
+    """Give ``item`` the node id ``...@group`` that xdist's ``loadgroup`` groups by (pytest 9
     keeps the id as a ``NodeId`` in ``_id``; pytest 8 as a string in ``_nodeid``)."""
-    suffixed = item.nodeid + ENGINE_SUFFIX
+    suffixed = f"{item.nodeid}@{group}"
     current = getattr(item, "_id", None)
     if current is not None and not isinstance(current, str):
         setattr(item, "_id", type(current).parse(suffixed))  # noqa: B010 (a private field)
