@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -34,31 +33,16 @@ from simulations.postgres import PostgresCluster
 from tests.support.docker import docker_host_from_env, ensure_busybox_image
 from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
 from tests.support.knit_api import KnitApi
-from tests.support.knit_processes import KnitServer, run_cli
-from tests.support.nats import NatsCluster
+from tests.support.knit_ha import (
+    ha_server_args,
+    knit_nats_cluster,
+    leader_of,
+    start_second_server,
+    stop_server,
+)
+from tests.support.knit_processes import KnitServer
 
 BUSYBOX = "knit-test/busybox:latest"
-
-
-def server_args(url: str, server_id: str, lease_ttl: float) -> list[str]:
-    return [
-        "--database-url",
-        url,
-        "--nats-operator-auth",
-        "--server-id",
-        server_id,
-        "--lease-ttl",
-        f"{lease_ttl:g}",
-    ]
-
-
-def leader_of(api: KnitApi) -> str | None:
-    try:
-        status = api.ok(api.get("/status"), 200)
-    except Exception:  # (busy or restarting: not yet)
-        return None
-    leader = status.get("leader") if isinstance(status, dict) else None
-    return None if leader is None else str(leader["id"])
 
 
 def until(predicate: Any, timeout: float, what: str) -> float:
@@ -117,52 +101,39 @@ def measure(folder: Path, docker_host: str, rounds: int, ttl: float) -> dict[str
     postgres.start()
     try:
         url = postgres.create_database("knit")
-        auth = folder / "knit-auth.conf"
-        made = run_cli(
-            "nats-config", "--database-url", url, "--data-dir", str(folder / "server"),
-            "--out", str(auth),
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        nats = NatsCluster(find_nats_server(), folder / "nats", auth.read_text())
-        nats.start()
-        try:
-            with cluster_for(
+        with (
+            knit_nats_cluster(
+                find_nats_server(),
+                folder,
+                "--database-url",
+                url,
+                "--data-dir",
+                str(folder / "server"),
+            ) as nats,  # fmt: skip
+            cluster_for(
                 folder,
                 docker_host,
                 agents=({}, {}),
                 external_nats=nats.urls,
-                server_args=server_args(url, "a", ttl),
-            ) as knit:
-                b = KnitServer(
-                    folder,
-                    docker_host,
-                    nats_url=nats.urls,
-                    name="server-b",
-                    extra_args=server_args(url, "b", ttl),
-                )
-                b.data_dir.mkdir(mode=0o700, parents=True)
-                shutil.copy2(knit.server.data_dir / "secret.key", b.data_dir / "secret.key")
-                b.start_and_wait()
-                knit.watch.processes.append(b)
-                servers = {"a": knit.server, "b": b}
-                apis = {
-                    "a": knit.api,
-                    "b": KnitApi(b.api_url, knit.watch, token_file=knit.server.token_file),
-                }
-                try:
-                    until(lambda: leader_of(apis["b"]) == "a", 30, "a leading")
-                    results = []
-                    for n in range(1, rounds + 1):
-                        figures = one_round(knit, servers, apis, ttl)
-                        print(f"round {n}: {figures}", flush=True)
-                        results.append(figures)
-                finally:
-                    apis["b"].close()
-                    if b in knit.watch.processes:
-                        knit.watch.processes.remove(b)
-                    b.stop()
-        finally:
-            nats.stop()
+                server_args=ha_server_args(url, "a", ttl),
+            ) as knit,
+        ):
+            b = start_second_server(knit, nats.urls, url, ttl)
+            servers = {"a": knit.server, "b": b}
+            apis = {
+                "a": knit.api,
+                "b": KnitApi(b.api_url, knit.watch, token_file=knit.server.token_file),
+            }
+            try:
+                until(lambda: leader_of(apis["b"]) == "a", 30, "a leading")
+                results = []
+                for n in range(1, rounds + 1):
+                    figures = one_round(knit, servers, apis, ttl)
+                    print(f"round {n}: {figures}", flush=True)
+                    results.append(figures)
+            finally:
+                apis["b"].close()
+                stop_server(knit, b)
     finally:
         postgres.stop()
     summary: dict[str, Any] = {"lease_ttl_s": ttl, "rounds": rounds}

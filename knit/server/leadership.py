@@ -59,7 +59,40 @@ Lead = Callable[..., Coroutine[Any, Any, None]]
 it runs, then runs until cancelled (the lease lost, the server stopping)."""
 
 
-class Elector:
+class Leadership:
+    """What a server knows of who leads: this server (``server_id``), its ``term`` while it
+    leads, and the views of ``GET /status`` and ``GET /servers``."""
+
+    def __init__(self, server_id: str, version: str) -> None:
+        self.server_id = server_id
+        self.version = version
+        self.api_url = ""
+        self.started_at = time.time()
+        self.term: Term | None = None
+        """The term this server leads now (None: it follows)."""
+        self.terms = 0
+        """Terms this server has led."""
+
+    @property
+    def role(self) -> Role:
+        return Role.LEADER if self.term is not None else Role.FOLLOWER
+
+    async def run(
+        self, lead: Lead, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Lead (``lead(term)``) whenever this server may, until cancelled."""
+        raise NotImplementedError
+
+    def leader_json(self) -> dict[str, object] | None:
+        """Who leads and since when (None: nobody, as far as this server knows)."""
+        raise NotImplementedError
+
+    def servers_json(self) -> list[dict[str, object]]:
+        """Every server of the database."""
+        raise NotImplementedError
+
+
+class Elector(Leadership):
     """Takes, keeps and gives back the leader lease (see the module's docstring).
 
     Args:
@@ -82,28 +115,17 @@ class Elector:
         fit: Callable[[], bool] = lambda: True,
         clock: Clock = time.monotonic,
     ) -> None:
+        super().__init__(server_id, version)
         self.engine = engine
         self.fit = fit
-        self.server_id = server_id
         self.holder = f"{server_id}/{secrets.token_hex(4)}"
         self.timing = timing
-        self.version = version
         self.clock = clock
-        self.api_url = ""
-        self.started_at = time.time()
-        self.term: Term | None = None
-        """The term this server leads now (None: it follows)."""
         self.lease: LeaseRecord | None = None
         """The lease as last read (who leads)."""
         self.servers: list[ServerRecord] = []
         self.servers_read_at = 0.0
         """The database's clock when ``servers`` was read."""
-        self.terms = 0
-        """Terms this server has led."""
-
-    @property
-    def role(self) -> Role:
-        return Role.LEADER if self.term is not None else Role.FOLLOWER
 
     async def run(
         self, lead: Lead, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -267,20 +289,11 @@ class Elector:
         return rows
 
 
-class SoleLeader:
+class SoleLeader(Leadership):
     """The server of a SQLite database: the one server, always leading (no lease)."""
 
     def __init__(self, server_id: str, *, version: str = "") -> None:
-        self.server_id = server_id
-        self.version = version
-        self.api_url = ""
-        self.started_at = time.time()
-        self.term: Term | None = None
-        self.terms = 0
-
-    @property
-    def role(self) -> Role:
-        return Role.LEADER if self.term is not None else Role.FOLLOWER
+        super().__init__(server_id, version)
 
     async def run(
         self, lead: Lead, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -320,9 +333,6 @@ class SoleLeader:
             }
         ]
         return rows
-
-
-Leadership = Elector | SoleLeader
 
 
 def _one_line(exc: BaseException) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, literal_column, select, text, update
+from sqlalchemy import ColumnElement, Float, and_, literal_column, select, text, update
 from sqlalchemy import insert as sql_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -106,18 +106,23 @@ async def acquire(conn: AsyncConnection, holder: str, ttl: float) -> LeaseRecord
     return lease
 
 
+def _held_by(holder: str, epoch: int, now: ColumnElement[float]) -> ColumnElement[bool]:
+    """The leader lease is ``holder``'s of ``epoch``, its deadline still ahead at ``now``."""
+    return and_(
+        Lease.name == LEADER,
+        Lease.holder == holder,
+        Lease.epoch == epoch,
+        Lease.expires_at > now,
+    )
+
+
 async def renew(conn: AsyncConnection, holder: str, epoch: int, ttl: float) -> float | None:
     """Move the deadline of a lease ``holder`` still holds to ``ttl`` seconds from now;
     the new deadline, or None if the lease is not its (any more) or its deadline passed."""
     now = db_now(conn.dialect.name)
     renewed = await conn.execute(
         update(Lease)
-        .where(
-            Lease.name == LEADER,
-            Lease.holder == holder,
-            Lease.epoch == epoch,
-            Lease.expires_at > now,
-        )
+        .where(_held_by(holder, epoch, now))
         .values(expires_at=now + ttl)
         .returning(Lease.expires_at)
     )
@@ -131,12 +136,7 @@ async def release(conn: AsyncConnection, holder: str, epoch: int) -> bool:
     now = db_now(conn.dialect.name)
     released = await conn.execute(
         update(Lease)
-        .where(
-            Lease.name == LEADER,
-            Lease.holder == holder,
-            Lease.epoch == epoch,
-            Lease.expires_at > now,
-        )
+        .where(_held_by(holder, epoch, now))
         .values(expires_at=now)
         .returning(Lease.epoch)
     )
@@ -171,14 +171,7 @@ def holds(conn: Connection, holder: str, epoch: int) -> bool:
     """Whether ``holder`` still holds the leader lease of ``epoch`` with its deadline ahead:
     the fence a leader's write transaction checks first (``knit.store.db``)."""
     now = db_now(conn.dialect.name)
-    found = conn.execute(
-        select(Lease.epoch).where(
-            Lease.name == LEADER,
-            Lease.holder == holder,
-            Lease.epoch == epoch,
-            Lease.expires_at > now,
-        )
-    )
+    found = conn.execute(select(Lease.epoch).where(_held_by(holder, epoch, now)))
     return found.first() is not None
 
 

@@ -8,8 +8,6 @@ past its lease stops acting when it wakes (decision 0024, docs/high-availability
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -21,6 +19,13 @@ import pytest
 from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
 from tests.support.knit_api import KnitApi
 from tests.support.knit_docker import container_ids
+from tests.support.knit_ha import (
+    ha_server_args,
+    knit_nats_cluster,
+    leader_of,
+    start_second_server,
+    stop_server,
+)
 from tests.support.knit_processes import KnitAgent, KnitServer, run_cli
 from tests.support.nats import NatsCluster
 from tests.support.outcome import FAILED
@@ -35,41 +40,20 @@ retry, and the moment a loaded 2-core machine takes to notice)."""
 REPLICAS = 10
 
 
-def server_args(database_url: str, server_id: str) -> list[str]:
-    return [
-        "--database-url",
-        database_url,
-        "--nats-operator-auth",
-        "--server-id",
-        server_id,
-        "--lease-ttl",
-        f"{LEASE_TTL:g}",
-    ]
-
-
 @pytest.fixture
 def nats_cluster(
     nats_server_binary: str, tmp_path: Path, postgres_url: str
 ) -> Iterator[NatsCluster]:
-    """Three routed members including what ``knit nats-config`` wrote from the database
-    (the cluster's keys are made there, before any server starts)."""
-    auth = tmp_path / "knit-auth.conf"
-    made = run_cli(
-        "nats-config",
+    """Three routed members on Knit's auth, made from the database (before any server)."""
+    with knit_nats_cluster(
+        nats_server_binary,
+        tmp_path,
         "--database-url",
         postgres_url,
         "--data-dir",
         str(tmp_path / "server"),
-        "--out",
-        str(auth),
-    )
-    assert made.returncode == 0, made.stderr
-    cluster = NatsCluster(nats_server_binary, tmp_path / "nats", auth.read_text())
-    try:
-        cluster.start()
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 class Pair:
@@ -92,11 +76,7 @@ class Pair:
         return status
 
     def leader_id(self, server: KnitServer) -> str | None:
-        try:
-            leader = self.status(server)["leader"]
-        except Exception:  # (the server is busy or restarting: not yet)
-            return None
-        return None if leader is None else str(leader["id"])
+        return leader_of(self.api(server))
 
 
 @pytest.fixture
@@ -112,33 +92,17 @@ def pair(
         e2e_docker,
         agents=({}, {}),
         external_nats=nats_cluster.urls,
-        server_args=server_args(postgres_url, "a"),
+        server_args=ha_server_args(postgres_url, "a", LEASE_TTL),
     ) as started:
-        b = KnitServer(
-            tmp_path,
-            e2e_docker,
-            nats_url=nats_cluster.urls,
-            name="server-b",
-            extra_args=server_args(postgres_url, "b"),
-        )
-        # Every server of a database has the same secret key (docs/high-availability.md).
-        b.data_dir.mkdir(mode=0o700, parents=True)
-        shutil.copy2(started.server.data_dir / "secret.key", b.data_dir / "secret.key")
-        os.chmod(b.data_dir / "secret.key", 0o600)
-        started.watch.processes.append(b)
-        pair = None
+        b = start_second_server(started, nats_cluster.urls, postgres_url, LEASE_TTL)
+        pair = Pair(started, b)
         try:
-            b.start_and_wait()
-            pair = Pair(started, b)
             yield pair
             if request.node.stash.get(FAILED, False):
                 print(started.logs() + b.logs(80))
         finally:
-            if pair is not None:
-                pair.api_b.close()
-            if b in started.watch.processes:
-                started.watch.processes.remove(b)
-            b.stop()
+            pair.api_b.close()
+            stop_server(started, b)
 
 
 def unhealthy_events(api: KnitApi) -> list[Any]:

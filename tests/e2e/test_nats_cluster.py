@@ -14,7 +14,8 @@ import pytest
 
 from tests.support.knit import SLEEPER, KnitCluster, cluster_for, unique_name
 from tests.support.knit_docker import container_ids
-from tests.support.knit_processes import HEARTBEAT_INTERVAL, NODE_TTL, run_cli
+from tests.support.knit_ha import knit_nats_cluster
+from tests.support.knit_processes import HEARTBEAT_INTERVAL, NODE_TTL
 from tests.support.knit_rollouts import scale
 from tests.support.nats import NatsCluster
 from tests.support.outcome import one_test_of
@@ -29,15 +30,10 @@ SERVER_CLIENT = "knit-server"
 def nats_cluster(nats_server_binary: str, tmp_path: Path) -> Iterator[NatsCluster]:
     """Three routed members including what ``knit nats-config`` wrote for the server whose
     data dir is ``tmp_path/server`` (its keys are made there, before it first starts)."""
-    auth = tmp_path / "knit-auth.conf"
-    made = run_cli("nats-config", "--data-dir", str(tmp_path / "server"), "--out", str(auth))
-    assert made.returncode == 0, made.stderr
-    cluster = NatsCluster(nats_server_binary, tmp_path / "nats", auth.read_text())
-    try:
-        cluster.start()
+    with knit_nats_cluster(
+        nats_server_binary, tmp_path, "--data-dir", str(tmp_path / "server")
+    ) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
