@@ -25,8 +25,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
+from nats.errors import NoRespondersError
 
-from knit.errors import BusError
+from knit.errors import BusError, NoResponders
 from knit.trust.nkeys import NKey
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,13 @@ class Bus:
         Cancellation abandons the wait; a late reply is dropped by nats-py.
 
         Raises:
-            BusError: no reply within ``timeout``, no responder, or the connection is closed.
+            NoResponders: nobody subscribes to ``subject`` (NATS answers at once).
+            BusError: no reply within ``timeout``, or the connection is closed.
         """
         try:
             reply = await self.client.request(subject, payload, timeout=timeout)
+        except NoRespondersError as exc:
+            raise NoResponders(f"nobody answers on {subject}") from exc
         except NatsError as exc:
             raise BusError(f"request on {subject} failed: {type(exc).__name__} {exc}") from exc
         return bytes(reply.data)

@@ -71,6 +71,10 @@ class BusError(KnitError):
     """The message bus (NATS) failed: not connected, timed out, or refused a message."""
 
 
+class NoResponders(BusError):
+    """A request nobody subscribes to: NATS said so at once."""
+
+
 class StoreError(KnitError):
     """The state store (SQLite) failed."""
 

@@ -275,18 +275,24 @@ async def _serve(config: ServerConfig, services: TaskGroup, task_status: TaskSta
                 mesh=mesh,
             )
 
+            notices = plane.notices
+
             async def lead(
                 term: Term, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
             ) -> None:
-                async with open_term(
-                    term,
-                    ctx,
-                    database_url(config),
-                    fenced=shared,
-                    history_retention=config.history_retention,
-                    bridge_stats=bridge,
-                    on_mesh_endpoint=mesh.observe_endpoint if mesh is not None else None,
-                ) as running:
+                # Requests to the leader are taken from before the actors read the store.
+                async with (
+                    notices.serve_leader(lambda: plane.term),
+                    open_term(
+                        term,
+                        ctx,
+                        database_url(config),
+                        fenced=shared,
+                        history_retention=config.history_retention,
+                        bridge_stats=bridge,
+                        on_mesh_endpoint=mesh.observe_endpoint if mesh is not None else None,
+                    ) as running,
+                ):
                     plane.term = running
                     try:
                         task_status.started()

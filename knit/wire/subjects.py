@@ -12,7 +12,8 @@ Layer: wire. Pure: standard library only. Nothing else in Knit spells a subject.
 | ``knit.mesh.sync``       | agent → server       | ``MeshSync``: publish the membership again |
 | ``knit.logs.to.{node_id}``   | server → one agent | ``LogOpen``, ``LogCredit``, ``LogClose`` |
 | ``knit.logs.from.{node_id}`` | one agent → server | ``LogChunk``, ``LogEnd`` |
-| ``knit.servers.notices``     | server → servers   | ``ServerNotice`` (the leader replies) |
+| ``knit.servers.notices``     | server → servers   | ``ServerNotice``: what to read again |
+| ``knit.servers.leader``      | server → the leader | ``ServerNotice`` to apply (answered) |
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ LOGS_FROM_ANY = f"{LOGS_FROM_PREFIX}.*"
 """What the server subscribes to for every node's log streams."""
 
 SERVER_NOTICES = "knit.servers.notices"
-"""Servers of one database tell each other what they changed in it; the leader answers."""
+"""Servers of one database tell each other what they changed in it (what they keep in
+memory of it: tokens, pins, references)."""
+
+SERVER_LEADER = "knit.servers.leader"
+"""Requests to the leader (only it subscribes, while it leads): apply a change stored by
+another server; answered with a ``NoticeReply``. Nobody leading: NATS says so at once."""
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
