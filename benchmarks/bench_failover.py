@@ -12,16 +12,19 @@ leader), and measures from the kill:
                       (the instance has a node)
     running_s         until that instance runs (its container started on an agent)
 
-then starts the killed server again (it follows) for the next round. It prints one line per
+then starts the killed server again (it follows) for the next round. The kill comes at a
+random point between two renewals of the lease. It prints one line per
 round, the medians and maxima, and, as its last line, one JSON object of them. Expect
-``takeover_s`` between the lease's rest and the lease plus a follower's retry (a second at
-most): the lease was renewed at most a third of it before the kill.
+``takeover_s`` between two thirds of the lease (it was renewed at most a third of it before
+the kill) and the whole lease, plus a follower's retry (a fifth of the lease, a second at
+most).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import tempfile
 import time
@@ -64,6 +67,9 @@ def one_round(
     dead, api = servers[leading], apis[other]
     if dead in knit.watch.processes:
         knit.watch.processes.remove(dead)
+    # At a random point between two renewals (the previous round's timing would otherwise
+    # kill at the same point of the lease every time).
+    time.sleep(random.uniform(0, ttl / 3))
     dead.kill()
     killed = time.monotonic()
     created = api.ok(
