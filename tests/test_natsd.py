@@ -87,19 +87,26 @@ async def test_a_node_may_do_what_an_agent_does_and_nothing_else(tmp_path: Path)
             other_tasks = await collect(server, subjects.tasks_for("node-b"))
             own = await collect(node, subjects.tasks_for("node-a"))
             any_node = await collect(node, subjects.TASKS_BROADCAST, subjects.BROADCAST_QUEUE)
+            # The subscriptions reach the nats-server before anything is published to them.
+            await node.flush()
+            await server.flush()
             await node.publish(subjects.HEARTBEAT, b"alive")
             await node.publish(subjects.tasks_for("node-b"), b"forged task")  # refused
             await server.publish(subjects.tasks_for("node-a"), b"task")
             await server.publish(subjects.TASKS_BROADCAST, b"anyone")
             await node.flush()
             await server.flush()
-            await anyio.sleep(0.3)
+            with anyio.move_on_after(5):  # (what may arrive, under load, in its time)
+                while not (heartbeats and own and any_node):  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            await anyio.sleep(0.3)  # (and what must not arrive has had its chance)
             assert heartbeats == [b"alive"]
             assert other_tasks == []
             assert own == [b"task"] and any_node == [b"anyone"]
             # Another node's tasks, and broadcast tasks outside the queue group: refused.
             spied = await collect(node, subjects.tasks_for("node-b"))
             plain = await collect(node, subjects.TASKS_BROADCAST)
+            await node.flush()
             await server.publish(subjects.tasks_for("node-b"), b"secret")
             await server.publish(subjects.TASKS_BROADCAST, b"again")
             await server.flush()
