@@ -174,6 +174,8 @@ class Notices:
         send, inbox = anyio.create_memory_object_stream[Received](INBOX)
         with send, inbox:
             sub = await self.bus.subscribe(subjects.SERVER_LEADER, self._receiver(send))
+            with suppress(KnitError):  # (the subscription is live at the nats-server now)
+                await self.bus.flush(timeout=2)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._apply_all, applier, inbox)

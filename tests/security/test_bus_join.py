@@ -78,8 +78,8 @@ def test_an_unknown_used_expired_or_revoked_join_token_is_refused(
     )
     joined.start()
     try:
-        wait_until(
-            lambda: (joined.data_dir / "identity.json").exists(),
+        wait_until(  # (identity.json first, node-id a moment after)
+            lambda: (joined.data_dir / "node-id").exists(),
             timeout=30,
             what="the first agent joined",
             watch=ProcessWatch([joined]),
