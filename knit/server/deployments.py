@@ -308,6 +308,7 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
 
     async def apply(self, state: DeploymentState, plan: Plan, now: float) -> None:
         """Do what ``plan`` says, in its order."""
+        retired = False
         for action in plan.actions:
             if isinstance(action, Create):
                 self.add_instance(state, action, now)
@@ -318,6 +319,7 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
             if isinstance(action, Retire):
                 inst.desired = False
                 self.save(inst, action.kind, action.message)
+                retired = True
             elif isinstance(action, Lose):
                 self.lose(inst, action.message)
             elif isinstance(action, MarkUnknown):
@@ -336,6 +338,11 @@ class DeploymentActor(InstanceFacts, Actor[DeploymentMessage]):
             elif isinstance(action, Deploy):
                 await self.start_task(state, inst, "deploy")
             elif isinstance(action, Stop):
+                if retired:
+                    # Stored before its container stops: nobody reads a retired instance
+                    # as still wanted (and serving) while it is being stopped.
+                    await self.repo.written()
+                    retired = False
                 await self.start_task(state, inst, "stop")
             else:
                 self.forget(state, inst, action.message)

@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from knit.domain.specs import (
     DeploymentSpec,
     NetworkSpec,
@@ -59,6 +61,11 @@ WRITER_MAX_BATCH = 16384
 """Most writes in one transaction: the writer merges them into a few statements."""
 WRITER_BUFFER = 100_000
 """Writes that may wait for the writer: placing 100,000 instances queues this many at once."""
+
+
+async def _nothing(conn: AsyncConnection) -> None:
+    """A write that writes nothing (see ``Repo.written``)."""
+    del conn
 
 
 @asynccontextmanager
@@ -216,6 +223,11 @@ class Repo:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    async def written(self) -> None:
+        """Return once every write queued before it is committed (the writer runs its ops
+        in order)."""
+        await self.store.write(_nothing)
 
     def _nowait(self, op: Op[object]) -> None:
         try:
