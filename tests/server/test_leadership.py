@@ -14,7 +14,7 @@ from sqlalchemy import text
 from knit.bus import connect_bus
 from knit.domain.leadership import LeaseTiming, Role
 from knit.server.leadership import Elector, Term
-from knit.server.notices import Notices
+from knit.server.notices import RETRY_EVERY, Notices
 from knit.store import Store, leases, open_store
 from knit.wire.servers import NoticeKind, NoticeReply, ServerNotice
 
@@ -147,7 +147,10 @@ async def test_notices_reach_the_leader_and_the_others_caches(nats_url: str) -> 
 
                 tg.start_soon(load_the_term)
                 reply = await follower.tell(NoticeKind.DEPLOYMENT_UPDATED, "d1")
-                assert reply is not None and reply.rollout == {"target": "d1"}
+                # Answered at once (or, on a loaded machine past the request's timeout,
+                # taken by the leader when asked again in the background).
+                assert reply is None or reply.rollout == {"target": "d1"}
+                await wait_for(lambda: len(applied) == 1, timeout=3 * RETRY_EVERY)
                 assert [(n.kind, n.target, n.origin) for n in applied] == [
                     (NoticeKind.DEPLOYMENT_UPDATED, "d1", "follower")
                 ]
