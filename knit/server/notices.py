@@ -92,8 +92,6 @@ class Notices:
         self.leader = leader
         self.forget = forget
         self.alone = alone
-        self.unanswered = 0
-        """Changes no leader applied when they were stored (a new leader reads them)."""
         self._retries: MemoryObjectSendStream[ServerNotice] | None = None
 
     def _receiver(
@@ -232,7 +230,6 @@ class Notices:
             if self._retries is not None:
                 with suppress(anyio.WouldBlock, anyio.ClosedResourceError):
                     self._retries.send_nowait(notice)
-        self.unanswered += 1
         return None
 
     async def _publish(self, notice: ServerNotice) -> None:

@@ -64,7 +64,7 @@ _REPLY = TypeAdapter(NoticeReply)
 
 
 def decode_notice(payload: bytes | str) -> ServerNotice:
-    """Decode a ``knit.servers.notices`` message.
+    """Decode a ``knit.servers.notices`` or ``knit.servers.leader`` message.
 
     Raises:
         UnsupportedVersion: the message is from a newer schema version.

@@ -45,7 +45,9 @@ async def test_the_overview_shows_who_leads_among_several_servers() -> None:
         ),
         "/ui/",
     )
-    assert "<h2>Servers</h2>" in html
+    assert html.count("<h2>Servers</h2>") == 1
+    title = html[html.index("<title>") : html.index("</title>")]
+    assert "Servers" not in title and "Overview" in title
     assert "b <small>(this)</small>" in html
     assert 'class="badge s-leader">leader<' in html and 'class="badge s-gone">gone<' in html
 
